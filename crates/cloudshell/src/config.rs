@@ -1,0 +1,343 @@
+//! Client configuration: region, credentials, endpoint, retries, timeouts.
+//!
+//! [`Config::builder`] sets everything by hand; [`Config::load`] resolves it
+//! the way the AWS CLI and SDKs do, through `aws-config`'s default chain
+//! (environment, shared config and credentials files, SSO, credential
+//! process, web identity, IMDS), with the endpoint taken from, in order: an
+//! explicit URL, `AWS_ENDPOINT_URL_CLOUDSHELL`, `AWS_ENDPOINT_URL`, the
+//! profile's `endpoint_url`, then `https://cloudshell.<region>.amazonaws.com`.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+pub use aws_credential_types::Credentials;
+pub use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::retry::RetryConfig;
+use crate::types::Region;
+
+/// The SigV4 signing name and endpoint prefix of the service.
+pub const SERVICE_NAME: &str = "cloudshell";
+
+/// How long to wait for what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutConfig {
+    /// Establishing the TCP (and TLS) connection.
+    pub connect: Duration,
+    /// One attempt, from sending to the last byte of the response.
+    pub attempt: Duration,
+    /// The whole operation, retries and backoff included.
+    pub operation: Duration,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_millis(3100),
+            attempt: Duration::from_secs(30),
+            operation: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Why a configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No region was given or found.
+    #[error(
+        "no region configured: pass --region, set AWS_REGION, or set `region` in your AWS profile"
+    )]
+    NoRegion,
+    /// The region found is not a region name.
+    #[error(transparent)]
+    InvalidRegion(#[from] crate::types::ValidationError),
+    /// No credentials provider could be made.
+    #[error(
+        "no AWS credentials configured: run `aws configure`, set AWS_PROFILE or AWS_ACCESS_KEY_ID, or use the local emulator with --emulated"
+    )]
+    NoCredentials,
+    /// The endpoint URL is not an http(s) URL.
+    #[error("invalid endpoint URL {url:?}: {reason}")]
+    InvalidEndpoint {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything a [`Client`](crate::Client) needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) region: Region,
+    pub(crate) endpoint: reqwest::Url,
+    pub(crate) credentials: SharedCredentialsProvider,
+    pub(crate) retry: RetryConfig,
+    pub(crate) timeouts: TimeoutConfig,
+}
+
+impl Config {
+    /// Starts a configuration to be filled in by hand.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// Starts resolving a configuration from the environment, as the AWS CLI does.
+    pub fn load() -> EnvLoader {
+        EnvLoader::default()
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &str {
+        self.endpoint.as_str()
+    }
+
+    /// The retry policy.
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
+    }
+
+    /// The timeouts.
+    pub fn timeouts(&self) -> &TimeoutConfig {
+        &self.timeouts
+    }
+}
+
+/// Builds a [`Config`] from explicit values.
+#[derive(Debug, Default)]
+pub struct ConfigBuilder {
+    region: Option<Region>,
+    endpoint_url: Option<String>,
+    credentials: Option<SharedCredentialsProvider>,
+    retry: RetryConfig,
+    timeouts: TimeoutConfig,
+}
+
+impl ConfigBuilder {
+    /// The region to sign for (required).
+    pub fn region(mut self, region: Region) -> Self {
+        self.region = Some(region);
+        self
+    }
+
+    /// Sends requests here instead of `https://cloudshell.<region>.amazonaws.com`.
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Static credentials.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(SharedCredentialsProvider::new(credentials));
+        self
+    }
+
+    /// Any credentials provider (required unless `credentials` is set).
+    pub fn credentials_provider(mut self, provider: SharedCredentialsProvider) -> Self {
+        self.credentials = Some(provider);
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The timeouts.
+    pub fn timeouts(mut self, timeouts: TimeoutConfig) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Checks and assembles the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let region = self.region.ok_or(ConfigError::NoRegion)?;
+        let credentials = self.credentials.ok_or(ConfigError::NoCredentials)?;
+        let endpoint = match self.endpoint_url {
+            Some(url) => parse_endpoint(&url)?,
+            None => default_endpoint(&region)?,
+        };
+        Ok(Config {
+            region,
+            endpoint,
+            credentials,
+            retry: self.retry,
+            timeouts: self.timeouts,
+        })
+    }
+}
+
+/// Resolves a [`Config`] from flags, environment and AWS profiles.
+#[derive(Debug, Default)]
+pub struct EnvLoader {
+    profile: Option<String>,
+    region: Option<Region>,
+    endpoint_url: Option<String>,
+    retry: Option<RetryConfig>,
+    timeouts: TimeoutConfig,
+}
+
+impl EnvLoader {
+    /// Uses this named profile instead of `AWS_PROFILE` or `default`.
+    pub fn profile(mut self, profile: Option<String>) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Overrides the region found in the environment or profile.
+    pub fn region(mut self, region: Option<Region>) -> Self {
+        self.region = region;
+        self
+    }
+
+    /// Overrides every configured endpoint.
+    pub fn endpoint_url(mut self, url: Option<String>) -> Self {
+        self.endpoint_url = url;
+        self
+    }
+
+    /// Overrides the retry policy (otherwise 3 attempts, or `AWS_MAX_ATTEMPTS`).
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// Overrides the timeouts.
+    pub fn timeouts(mut self, timeouts: TimeoutConfig) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Runs the resolution. Credentials themselves are fetched lazily, at the first call.
+    pub async fn load(self) -> Result<Config, ConfigError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(p) = &self.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &self.region {
+            loader = loader.region(aws_config::Region::new(r.as_str().to_owned()));
+        }
+        let sdk = loader.load().await;
+
+        let region = match self.region {
+            Some(r) => r,
+            None => Region::new(sdk.region().ok_or(ConfigError::NoRegion)?.as_ref())?,
+        };
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or(ConfigError::NoCredentials)?;
+        let retry = self.retry.unwrap_or_else(|| RetryConfig {
+            max_attempts: sdk
+                .retry_config()
+                .map_or(3, |r| r.max_attempts())
+                .max(1),
+            ..RetryConfig::default()
+        });
+        let endpoint = self
+            .endpoint_url
+            .or_else(|| configured_endpoint_from_env(|k| std::env::var(k).ok()))
+            .or_else(|| sdk.endpoint_url().map(str::to_owned));
+
+        let mut builder = Config::builder()
+            .region(region)
+            .credentials_provider(credentials)
+            .retry(retry)
+            .timeouts(self.timeouts);
+        if let Some(url) = endpoint {
+            builder = builder.endpoint_url(url);
+        }
+        builder.build()
+    }
+}
+
+/// The service-specific variable wins over the global one, as in the SDKs;
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` turns both off.
+fn configured_endpoint_from_env(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    if var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return None;
+    }
+    ["AWS_ENDPOINT_URL_CLOUDSHELL", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|k| var(k).filter(|v| !v.is_empty()))
+}
+
+fn default_endpoint(region: &Region) -> Result<reqwest::Url, ConfigError> {
+    // China regions live under their own DNS suffix.
+    let suffix = if region.as_str().starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    parse_endpoint(&format!("https://{SERVICE_NAME}.{region}.{suffix}"))
+}
+
+fn parse_endpoint(url: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid = |reason: &str| ConfigError::InvalidEndpoint {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(invalid("it has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("it must not have a query or fragment"));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn service_specific_endpoint_wins() {
+        let e = env(&[
+            ("AWS_ENDPOINT_URL", "http://global"),
+            ("AWS_ENDPOINT_URL_CLOUDSHELL", "http://specific"),
+        ]);
+        assert_eq!(configured_endpoint_from_env(e).as_deref(), Some("http://specific"));
+        let e = env(&[("AWS_ENDPOINT_URL", "http://global")]);
+        assert_eq!(configured_endpoint_from_env(e).as_deref(), Some("http://global"));
+        let e = env(&[
+            ("AWS_ENDPOINT_URL", "http://global"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        assert_eq!(configured_endpoint_from_env(e), None);
+    }
+
+    #[test]
+    fn default_endpoint_per_partition() {
+        let r = Region::new("eu-west-1").unwrap();
+        assert_eq!(default_endpoint(&r).unwrap().as_str(), "https://cloudshell.eu-west-1.amazonaws.com/");
+        let r = Region::new("cn-north-1").unwrap();
+        assert_eq!(default_endpoint(&r).unwrap().as_str(), "https://cloudshell.cn-north-1.amazonaws.com.cn/");
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused() {
+        assert!(parse_endpoint("ftp://x").is_err());
+        assert!(parse_endpoint("not a url").is_err());
+        assert!(parse_endpoint("http://h/?q=1").is_err());
+        assert!(parse_endpoint("http://127.0.0.1:4599").is_ok());
+    }
+}

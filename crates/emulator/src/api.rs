@@ -1,0 +1,186 @@
+//! The HTTP layer: routing, SigV4 checking, fault injection, AWS-shaped answers.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use tracing::{debug, info};
+
+use crate::aws_error::AwsError;
+use crate::faults::{FaultRequest, Faults};
+use crate::service::{OPERATIONS, Service};
+use crate::sigv4::{IncomingRequest, verify};
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug)]
+pub struct AppState {
+    /// The emulated service.
+    pub service: Service,
+    /// Injected faults.
+    pub faults: Faults,
+}
+
+/// The emulator's routes: the control API on every path, plus `/_emulator/*`
+/// for test tooling (unsigned; the emulator listens on loopback).
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/_emulator/faults", post(arm_faults))
+        .route("/_emulator/environments", get(list_all))
+        .fallback(control_api)
+        .with_state(state)
+}
+
+async fn arm_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<FaultRequest>(&body) {
+        Ok(request) => {
+            state.faults.arm(request);
+            info!(?request, "faults armed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad fault request: {e}; expected {{\"throttle_next\": N, \"fail_next\": N}}\n")).into_response(),
+    }
+}
+
+async fn list_all(State(state): State<Arc<AppState>>) -> Response {
+    let now = now_millis();
+    let result = tokio::task::spawn_blocking(move || state.service.environments(now)).await;
+    match result {
+        Ok(Ok(envs)) => axum::Json(envs).into_response(),
+        Ok(Err(e)) => e.into_response_with_id("admin"),
+        Err(e) => AwsError::internal(e.to_string()).into_response_with_id("admin"),
+    }
+}
+
+async fn control_api(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let result = handle(&state, &method, &uri, &headers, body).await;
+    let response = match result {
+        Ok(value) => {
+            let mut r = axum::Json(value).into_response();
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                r.headers_mut().insert("x-amzn-requestid", v);
+            }
+            r
+        }
+        Err(e) => {
+            debug!(code = e.code, message = %e.message, "request refused");
+            e.into_response_with_id(&request_id)
+        }
+    };
+    info!(%method, path = uri.path(), status = response.status().as_u16(), %request_id, "request");
+    response
+}
+
+async fn handle(
+    state: &Arc<AppState>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Value, AwsError> {
+    let operation = operation_name(uri.path(), headers)?;
+    if method != Method::POST {
+        return Err(AwsError::unknown_operation(&format!("{method} {}", uri.path())));
+    }
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let config = state.service.config();
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let caller = verify(
+        &IncomingRequest {
+            method: method.as_str(),
+            path_and_query,
+            headers,
+            body: &body,
+        },
+        &config.credentials,
+        cloudshell::config::SERVICE_NAME,
+        &config.regions,
+        host_region(&host),
+        SystemTime::now(),
+    )?;
+    if let Some(fault) = state.faults.check() {
+        return Err(fault);
+    }
+    let input: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AwsError::validation(format!("the request body is not valid JSON: {e}")))?
+    };
+    let state = Arc::clone(state);
+    let now = now_millis();
+    tokio::task::spawn_blocking(move || state.service.call(operation, &caller, &input, now, &host))
+        .await
+        .map_err(|e| AwsError::internal(format!("operation task failed: {e}")))?
+}
+
+/// The operation, from the rest-json path (`/createSession`) or, as some
+/// clients send, an `X-Amz-Target: AWSCloudShell.CreateSession` header.
+fn operation_name(path: &str, headers: &HeaderMap) -> Result<&'static str, AwsError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next());
+    let from_path = path.trim_start_matches('/');
+    let name = if from_path.is_empty() {
+        target.unwrap_or("")
+    } else {
+        from_path
+    };
+    OPERATIONS
+        .iter()
+        .find(|op| op.eq_ignore_ascii_case(name) && op[1..] == name[1.min(name.len())..])
+        .copied()
+        .ok_or_else(|| AwsError::unknown_operation(name))
+}
+
+/// `cloudshell.<region>.<suffix>` names its region; loopback addresses do not.
+fn host_region(host: &str) -> Option<&str> {
+    let mut labels = host.split('.');
+    (labels.next() == Some("cloudshell")).then(|| labels.next()).flatten()
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_from_path_or_target() {
+        let h = HeaderMap::new();
+        assert_eq!(operation_name("/createSession", &h).unwrap(), "CreateSession");
+        assert_eq!(operation_name("/CreateSession", &h).unwrap(), "CreateSession");
+        assert!(operation_name("/createsession", &h).is_err());
+        assert!(operation_name("/nope", &h).is_err());
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-target", HeaderValue::from_static("AWSCloudShell.DescribeEnvironments"));
+        assert_eq!(operation_name("/", &h).unwrap(), "DescribeEnvironments");
+    }
+
+    #[test]
+    fn host_regions() {
+        assert_eq!(host_region("cloudshell.eu-west-1.amazonaws.com"), Some("eu-west-1"));
+        assert_eq!(host_region("127.0.0.1:4599"), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! Emulator configuration: regions, credentials, timings, faults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Access key id of the credentials every emulator accepts unless told otherwise.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIAEMULATOR00000001";
+/// Secret of the default credentials. Not a secret: the emulator is local.
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "cloudshell-emulator-secret-access-key";
+/// Principal of the default credentials.
+pub const DEFAULT_PRINCIPAL: &str = "arn:aws:iam::000000000000:user/emulator";
+
+/// Regions where AWS offers CloudShell, served by default.
+pub const DEFAULT_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "af-south-1",
+    "ap-east-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ca-central-1",
+    "eu-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-north-1",
+    "eu-south-1",
+    "me-south-1",
+    "sa-east-1",
+];
+
+/// One set of credentials the emulator accepts, and whose they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmulatorCredential {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret key requests must be signed with.
+    pub secret_access_key: String,
+    /// When set, requests must carry this `x-amz-security-token`.
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// The principal limits are counted against (one default environment each, ...).
+    pub principal: String,
+    /// When set, the only regions these credentials may sign for.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+}
+
+impl Default for EmulatorCredential {
+    fn default() -> Self {
+        Self {
+            access_key_id: DEFAULT_ACCESS_KEY_ID.to_owned(),
+            secret_access_key: DEFAULT_SECRET_ACCESS_KEY.to_owned(),
+            session_token: None,
+            principal: DEFAULT_PRINCIPAL.to_owned(),
+            regions: None,
+        }
+    }
+}
+
+/// How long things take. Real CloudShell takes seconds to tens of seconds;
+/// tests set these near zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    /// CREATING -> RUNNING.
+    pub create: Duration,
+    /// RESUMING -> RUNNING.
+    pub start: Duration,
+    /// SUSPENDING -> SUSPENDED.
+    pub stop: Duration,
+    /// DELETING -> DELETED.
+    pub delete: Duration,
+    /// A RUNNING environment with no heartbeat or session for this long suspends.
+    pub inactivity: Duration,
+    /// How long a DELETED environment still shows in DescribeEnvironments.
+    pub deleted_linger: Duration,
+    /// A SUSPENDED environment unused this long has its home wiped (AWS: about 120 days).
+    pub reclaim_after: Option<Duration>,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            create: Duration::from_secs(5),
+            start: Duration::from_secs(4),
+            stop: Duration::from_secs(3),
+            delete: Duration::from_secs(3),
+            inactivity: Duration::from_secs(20 * 60),
+            deleted_linger: Duration::from_secs(5 * 60),
+            reclaim_after: None,
+        }
+    }
+}
+
+/// Failures injected on purpose, so clients' retries can be tested.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultConfig {
+    /// Every Nth authenticated call is answered with a 429 ThrottlingException.
+    pub throttle_every: Option<u64>,
+    /// Every Nth authenticated call is answered with a 500 InternalServerException.
+    pub fail_every: Option<u64>,
+}
+
+/// Everything an emulator needs.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where state and home directories live.
+    pub data_dir: PathBuf,
+    /// Regions served.
+    pub regions: Vec<String>,
+    /// Credentials accepted.
+    pub credentials: Vec<EmulatorCredential>,
+    /// Lifecycle timings.
+    pub timings: Timings,
+    /// Injected faults.
+    pub faults: FaultConfig,
+    /// Home directory quota per environment, in bytes (AWS: about 1 GB).
+    pub home_quota_bytes: u64,
+}
+
+impl EmulatorConfig {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            regions: DEFAULT_REGIONS.iter().map(|r| (*r).to_owned()).collect(),
+            credentials: vec![EmulatorCredential::default()],
+            timings: Timings::default(),
+            faults: FaultConfig::default(),
+            home_quota_bytes: 1 << 30,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A local emulator of AWS CloudShell.
+//!
+//! It serves the CloudShell control API for any number of regions on one
+//! loopback listener, checks SigV4 signatures against the credentials it is
+//! configured with, answers with AWS-shaped errors, and models environments
+//! with their real lifecycle and limits: CREATING -> RUNNING, start and stop
+//! through RESUMING and SUSPENDING, delete, one default and at most two VPC
+//! environments per principal and region, suspension after inactivity unless
+//! heart-beaten, optional reclaim (home wiped). State persists in a data
+//! directory across restarts; every environment owns a home directory there.
+//!
+//! It is a product feature: point any CloudShell tool at it with
+//! `AWS_ENDPOINT_URL_CLOUDSHELL` and the credentials it prints.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use cloudshell_emulator::{Emulator, EmulatorConfig};
+//!
+//! let emulator = Emulator::start(EmulatorConfig::new("/tmp/emu"), "127.0.0.1:0".parse()?).await?;
+//! println!("endpoint: {}", emulator.endpoint());
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod api;
+pub mod args;
+pub mod aws_error;
+pub mod config;
+pub mod faults;
+pub mod lifecycle;
+pub mod service;
+pub mod sigv4;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+pub use config::{EmulatorConfig, EmulatorCredential, FaultConfig, Timings};
+
+/// A running emulator; it stops when dropped.
+#[derive(Debug)]
+pub struct Emulator {
+    local_addr: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+    config: EmulatorConfig,
+}
+
+impl Emulator {
+    /// Opens the state in `config.data_dir`, binds `listen` and serves in the background.
+    pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(config.data_dir.join("homes")).with_context(|| {
+            format!("could not create the data directory {}", config.data_dir.display())
+        })?;
+        let store = store::Store::open(&config.data_dir.join("emulator.redb"))?;
+        let state = Arc::new(api::AppState {
+            service: service::Service::new(store, config.clone()),
+            faults: faults::Faults::new(config.faults.clone()),
+        });
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("could not listen on {listen}"))?;
+        let local_addr = listener.local_addr().context("listener has no address")?;
+        let app = api::router(state);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("emulator server stopped: {e}");
+            }
+        });
+        Ok(Self {
+            local_addr,
+            task: Some(task),
+            config,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The endpoint URL clients should use.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    /// Serves until the server task ends (normally never).
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        match self.task.take() {
+            Some(task) => task.await.context("emulator server task failed"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}

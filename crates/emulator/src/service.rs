@@ -1,0 +1,414 @@
+//! The twelve operations, over the state store and the lifecycle model.
+//!
+//! Everything here is synchronous and takes `now` as an argument; the HTTP
+//! layer runs it on a blocking thread (redb commits fsync).
+
+use std::path::{Path, PathBuf};
+
+use cloudshell::types::{VpcConfig, validate_environment_name};
+use serde_json::{Value, json};
+
+use crate::aws_error::AwsError;
+use crate::config::EmulatorConfig;
+use crate::lifecycle::{Effect, Environment, Millis, StoredVpcConfig};
+use crate::sigv4::Verified;
+use crate::store::{Session, Store, Txn};
+
+/// Most VPC environments per principal and region.
+pub const MAX_VPC_ENVIRONMENTS: usize = 2;
+
+/// The emulated CloudShell service.
+#[derive(Debug)]
+pub struct Service {
+    store: Store,
+    config: EmulatorConfig,
+    homes: PathBuf,
+}
+
+/// The names of the operations, as `X-Amz-Target` and the paths spell them.
+pub const OPERATIONS: &[&str] = &[
+    "CreateEnvironment",
+    "CreateSession",
+    "DeleteEnvironment",
+    "DeleteSession",
+    "DescribeEnvironments",
+    "GetEnvironmentStatus",
+    "GetFileDownloadUrls",
+    "GetFileUploadUrls",
+    "PutCredentials",
+    "SendHeartBeat",
+    "StartEnvironment",
+    "StopEnvironment",
+];
+
+impl Service {
+    /// A service over an opened store.
+    pub fn new(store: Store, config: EmulatorConfig) -> Self {
+        let homes = config.data_dir.join("homes");
+        Self {
+            store,
+            config,
+            homes,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    /// The home directory of an environment.
+    pub fn home_dir(&self, environment_id: &str) -> PathBuf {
+        self.homes.join(environment_id)
+    }
+
+    /// Every stored environment with its timed transitions applied.
+    pub fn environments(&self, now: Millis) -> Result<Vec<Environment>, AwsError> {
+        self.store.write(|t| {
+            let all = t.environments(|_| true)?;
+            let mut out = Vec::new();
+            for env in all {
+                if let Some(env) = self.advance(t, env, now)? {
+                    out.push(env);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Runs one operation for an authenticated caller.
+    pub fn call(
+        &self,
+        operation: &str,
+        caller: &Verified,
+        input: &Value,
+        now: Millis,
+        host: &str,
+    ) -> Result<Value, AwsError> {
+        if !input.is_object() {
+            return Err(AwsError::validation("the request body must be a JSON object"));
+        }
+        match operation {
+            "DescribeEnvironments" => self.describe_environments(caller, now),
+            "CreateEnvironment" => self.create_environment(caller, input, now),
+            "GetEnvironmentStatus" => self.with_environment(caller, input, now, |_, env| {
+                Ok(json!({
+                    "EnvironmentId": env.id,
+                    "Status": env.phase.status(),
+                    "StatusReason": env.status_reason,
+                    "EnvironmentName": env.name,
+                    "VpcConfig": env.vpc_config,
+                }))
+            }),
+            "StartEnvironment" => self.with_environment(caller, input, now, |_, env| {
+                env.start(now, &self.config.timings).map_err(AwsError::validation)?;
+                Ok(json!({"EnvironmentId": env.id, "Status": env.phase.status()}))
+            }),
+            "StopEnvironment" => self.with_environment(caller, input, now, |_, env| {
+                env.stop(now, &self.config.timings).map_err(AwsError::validation)?;
+                Ok(json!({"EnvironmentId": env.id, "Status": env.phase.status()}))
+            }),
+            "DeleteEnvironment" => self.with_environment(caller, input, now, |_, env| {
+                env.delete(now, &self.config.timings).map_err(AwsError::validation)?;
+                Ok(json!({}))
+            }),
+            "SendHeartBeat" => self.with_environment(caller, input, now, |_, env| {
+                env.touch(now, "SendHeartBeat").map_err(AwsError::validation)?;
+                Ok(json!({}))
+            }),
+            "CreateSession" => self.create_session(caller, input, now, host),
+            "DeleteSession" => {
+                let session_id = required_str(input, "SessionId")?.to_owned();
+                self.with_environment(caller, input, now, |t, env| {
+                    match t.session(&session_id)? {
+                        Some(s) if s.environment_id == env.id => {
+                            t.remove_session(&session_id)?;
+                            Ok(json!({}))
+                        }
+                        _ => Err(AwsError::not_found(format!(
+                            "session {session_id} not found in environment {}",
+                            env.id
+                        ))),
+                    }
+                })
+            }
+            "GetFileUploadUrls" | "GetFileDownloadUrls" => {
+                self.file_urls(operation, caller, input, now, host)
+            }
+            "PutCredentials" => self.with_environment(caller, input, now, |_, _| {
+                Err(AwsError::token_decryption(
+                    "the credentials token could not be decrypted: PutCredentials carries the AWS Console's own encrypted token and works only from a Console session; export AWS credentials in the shell instead",
+                ))
+            }),
+            other => Err(AwsError::unknown_operation(other)),
+        }
+    }
+
+    fn describe_environments(&self, caller: &Verified, now: Millis) -> Result<Value, AwsError> {
+        self.store.write(|t| {
+            let mine = t.environments(|e| owned_by(e, caller))?;
+            let mut listed = Vec::new();
+            for env in mine {
+                if let Some(env) = self.advance(t, env, now)? {
+                    listed.push(json!({
+                        "EnvironmentId": env.id,
+                        "Status": env.phase.status(),
+                        "EnvironmentName": env.name,
+                        "VpcConfig": env.vpc_config,
+                    }));
+                }
+            }
+            Ok(json!({ "Environments": listed }))
+        })
+    }
+
+    fn create_environment(&self, caller: &Verified, input: &Value, now: Millis) -> Result<Value, AwsError> {
+        let name = optional_str(input, "EnvironmentName")?.map(str::to_owned);
+        if let Some(n) = &name {
+            validate_environment_name(n).map_err(|e| AwsError::validation(e.to_string()))?;
+        }
+        let vpc = match input.get("VpcConfig") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let vpc: VpcConfig = serde_json::from_value(v.clone()).map_err(|e| {
+                    AwsError::validation(format!(
+                        "invalid VpcConfig: {e} (it needs VpcId, SubnetIds and SecurityGroupIds)"
+                    ))
+                })?;
+                vpc.validate().map_err(|e| AwsError::validation(e.to_string()))?;
+                if name.is_none() {
+                    return Err(AwsError::validation(
+                        "invalid EnvironmentName: a VPC environment needs a name",
+                    ));
+                }
+                Some(StoredVpcConfig {
+                    vpc_id: vpc.vpc_id,
+                    subnet_ids: vpc.subnet_ids,
+                    security_group_ids: vpc.security_group_ids,
+                })
+            }
+        };
+        let env = self.store.write(|t| {
+            let mut live = Vec::new();
+            for env in t.environments(|e| owned_by(e, caller))? {
+                if let Some(env) = self.advance(t, env, now)? {
+                    if env.phase.is_live() {
+                        live.push(env);
+                    }
+                }
+            }
+            if vpc.is_none() {
+                if let Some(existing) = live.iter().find(|e| e.vpc_config.is_none()) {
+                    return Err(AwsError::quota(format!(
+                        "a default environment already exists for this principal in {}: {}; delete it first or create a VPC environment",
+                        caller.region, existing.id
+                    )));
+                }
+            } else if live.iter().filter(|e| e.vpc_config.is_some()).count() >= MAX_VPC_ENVIRONMENTS {
+                return Err(AwsError::quota(format!(
+                    "at most {MAX_VPC_ENVIRONMENTS} VPC environments are allowed per principal in {}; delete one first",
+                    caller.region
+                )));
+            }
+            if let Some(n) = &name {
+                if live.iter().any(|e| e.name.as_deref() == Some(n)) {
+                    return Err(AwsError::conflict(format!(
+                        "an environment named {n:?} already exists in {}",
+                        caller.region
+                    )));
+                }
+            }
+            let env = Environment::create(
+                uuid::Uuid::new_v4().to_string(),
+                caller.region.clone(),
+                caller.principal.clone(),
+                name.clone(),
+                vpc.clone(),
+                now,
+                &self.config.timings,
+            );
+            t.put_environment(&env)?;
+            Ok(env)
+        })?;
+        std::fs::create_dir_all(self.home_dir(&env.id))
+            .map_err(|e| AwsError::internal(format!("could not create the home directory: {e}")))?;
+        Ok(json!({
+            "EnvironmentId": env.id,
+            "Status": env.phase.status(),
+            "EnvironmentName": env.name,
+            "VpcConfig": env.vpc_config,
+        }))
+    }
+
+    fn create_session(&self, caller: &Verified, input: &Value, now: Millis, host: &str) -> Result<Value, AwsError> {
+        let session_type = required_str(input, "SessionType")?;
+        if session_type.is_empty() {
+            return Err(AwsError::validation("invalid SessionType: must not be empty (clients send TMUX)"));
+        }
+        let tab_id = required_str(input, "TabId")?;
+        cloudshell::TabId::parse(tab_id).map_err(|e| AwsError::validation(e.to_string()))?;
+        if let Some(v) = input.get("QCliDisabled") {
+            if !v.is_boolean() && !v.is_null() {
+                return Err(AwsError::validation("invalid QCliDisabled: must be a boolean"));
+            }
+        }
+        let tab_id = tab_id.to_owned();
+        self.with_environment(caller, input, now, |t, env| {
+            env.touch(now, "CreateSession").map_err(AwsError::validation)?;
+            let session = Session {
+                id: format!("{}-{}", session_user(&caller.principal), random_hex(8)),
+                environment_id: env.id.clone(),
+                token: random_hex(32),
+                tab_id: tab_id.clone(),
+                created: now,
+            };
+            t.put_session(&session)?;
+            Ok(json!({
+                "SessionId": session.id,
+                "TokenValue": session.token,
+                "StreamUrl": format!("ws://{host}/v1/data-channel/{}?role=publish_subscribe", session.id),
+            }))
+        })
+    }
+
+    fn file_urls(&self, operation: &str, caller: &Verified, input: &Value, now: Millis, host: &str) -> Result<Value, AwsError> {
+        let file = optional_str(input, "FileName")?.map(str::to_owned);
+        self.with_environment(caller, input, now, |_, env| {
+            if env.phase.status() != "RUNNING" {
+                return Err(AwsError::validation(format!(
+                    "{operation} needs environment {} to be RUNNING, but it is {}",
+                    env.id,
+                    env.phase.status()
+                )));
+            }
+            let key = format!("{}/{}", env.id, random_hex(16));
+            let base = format!("http://{host}/_files");
+            Ok(if operation == "GetFileUploadUrls" {
+                json!({
+                    "FileUploadPresignedUrl": format!("{base}/upload"),
+                    "FileUploadPresignedFields": {
+                        "key": key,
+                        "x-emulator-file": file.unwrap_or_default(),
+                    },
+                })
+            } else {
+                json!({
+                    "FileDownloadPresignedUrl": format!("{base}/download/{key}"),
+                    "FileDownloadPresignedKey": key,
+                    "FileDownloadPresignedKeyHash": random_hex(32),
+                })
+            })
+        })
+    }
+
+    /// Loads the caller's environment named by `EnvironmentId`, brings it up
+    /// to date, runs `f` on it and stores the result, all in one transaction.
+    fn with_environment(
+        &self,
+        caller: &Verified,
+        input: &Value,
+        now: Millis,
+        f: impl FnOnce(&mut Txn, &mut Environment) -> Result<Value, AwsError>,
+    ) -> Result<Value, AwsError> {
+        let id = required_str(input, "EnvironmentId")?;
+        if id.is_empty() {
+            return Err(AwsError::validation("invalid EnvironmentId: must not be empty"));
+        }
+        self.store.write(|t| {
+            let not_found = || AwsError::not_found(format!("environment {id} not found in {}", caller.region));
+            let env = t.environment(id)?.filter(|e| owned_by(e, caller)).ok_or_else(not_found)?;
+            let mut env = self.advance(t, env, now)?.ok_or_else(not_found)?;
+            let out = f(t, &mut env)?;
+            t.put_environment(&env)?;
+            Ok(out)
+        })
+    }
+
+    /// Applies timed transitions and their effects; `None` if the environment was purged.
+    fn advance(&self, t: &mut Txn, mut env: Environment, now: Millis) -> Result<Option<Environment>, AwsError> {
+        let before = env.clone();
+        let effects = env.advance(now, &self.config.timings);
+        for effect in &effects {
+            let home = self.home_dir(&env.id);
+            match effect {
+                Effect::WipeHome => {
+                    remove_dir_if_present(&home)?;
+                    std::fs::create_dir_all(&home)
+                        .map_err(|e| AwsError::internal(format!("could not recreate {}: {e}", home.display())))?;
+                }
+                Effect::RemoveHome => remove_dir_if_present(&home)?,
+                Effect::Purge => {
+                    t.remove_environment(&env.id)?;
+                    return Ok(None);
+                }
+            }
+        }
+        if env.phase.status() != "RUNNING" {
+            // Sessions do not survive a suspension.
+            for s in t.sessions(&env.id)? {
+                t.remove_session(&s.id)?;
+            }
+        }
+        if env != before {
+            t.put_environment(&env)?;
+        }
+        Ok(Some(env))
+    }
+}
+
+fn owned_by(env: &Environment, caller: &Verified) -> bool {
+    env.region == caller.region && env.principal == caller.principal
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), AwsError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AwsError::internal(format!("could not remove {}: {e}", dir.display()))),
+    }
+}
+
+/// Session ids look like `<user>-<hex>` on AWS.
+fn session_user(principal: &str) -> String {
+    principal
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("user")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::Rng::fill(&mut rand::rng(), buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+/// Smithy's wording for a missing required member, with the member named.
+fn required_str<'a>(input: &'a Value, member: &str) -> Result<&'a str, AwsError> {
+    match input.get(member) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(AwsError::validation(format!(
+            "1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null",
+            lower_camel(member)
+        ))),
+        Some(_) => Err(AwsError::validation(format!("invalid {member}: must be a string"))),
+    }
+}
+
+fn optional_str<'a>(input: &'a Value, member: &str) -> Result<Option<&'a str>, AwsError> {
+    match input.get(member) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(AwsError::validation(format!("invalid {member}: must be a string"))),
+    }
+}
+
+fn lower_camel(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_lowercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
