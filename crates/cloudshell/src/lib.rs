@@ -27,7 +27,7 @@
 //! let config = Config::builder()
 //!     .region(Region::new("us-east-1")?)
 //!     .endpoint_url("http://127.0.0.1:4599") // a local `cloudshell-emulator`
-//!     .credentials(Credentials::from_keys("AKIDEXAMPLE", "secret", None))
+//!     .credentials(Credentials::new("AKIDEXAMPLE", "secret", None, None, "example"))
 //!     .build()?;
 //! let client = Client::new(config);
 //! for env in client.describe_environments().await?.environments {

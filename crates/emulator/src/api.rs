@@ -67,7 +67,8 @@ async fn control_api(
     let request_id = uuid::Uuid::new_v4().to_string();
     let result = handle(&state, &method, &uri, &headers, body).await;
     let response = match result {
-        Ok(value) => {
+        Ok(mut value) => {
+            strip_nulls(&mut value);
             let mut r = axum::Json(value).into_response();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 r.headers_mut().insert("x-amzn-requestid", v);
@@ -148,6 +149,18 @@ fn operation_name(path: &str, headers: &HeaderMap) -> Result<&'static str, AwsEr
         .find(|op| op.eq_ignore_ascii_case(name) && op[1..] == name[1.min(name.len())..])
         .copied()
         .ok_or_else(|| AwsError::unknown_operation(name))
+}
+
+/// AWS omits absent members rather than sending `null`.
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
 }
 
 /// `cloudshell.<region>.<suffix>` names its region; loopback addresses do not.

@@ -1,0 +1,225 @@
+//! Command-line flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cloudshell_emulator::args::EmulatorArgs;
+
+/// AWS CloudShell from your terminal: manage environments and sessions, or run
+/// a local CloudShell emulator.
+#[derive(Debug, Parser)]
+#[command(name = "cloudshell", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Use this profile from ~/.aws/config and ~/.aws/credentials.
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+
+    /// Region to act in [default: from AWS_REGION or the profile].
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+
+    /// Send requests to this URL instead of https://cloudshell.<region>.amazonaws.com.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table, env = "CLOUDSHELL_OUTPUT")]
+    pub output: OutputFormat,
+
+    /// Log requests, retries and responses to stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// Run against a local emulator started in this process (no AWS account needed).
+    ///
+    /// Its state lives in the user data directory (or CLOUDSHELL_EMULATOR_DATA_DIR),
+    /// so environments persist from one command to the next.
+    #[arg(long, global = true, env = "CLOUDSHELL_EMULATED")]
+    pub emulated: bool,
+
+    /// Data directory of the emulator used by --emulated.
+    #[arg(long, global = true, env = "CLOUDSHELL_EMULATOR_DATA_DIR", value_name = "DIR", hide = true)]
+    pub emulator_data_dir: Option<PathBuf>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List environments in the region (DescribeEnvironments + GetEnvironmentStatus).
+    List,
+
+    /// Create an environment: the region's default one, or a VPC environment.
+    Create(CreateArgs),
+
+    /// Show an environment's status (GetEnvironmentStatus).
+    Status(EnvArg),
+
+    /// Resume a suspended environment (StartEnvironment).
+    Start(WaitEnvArgs),
+
+    /// Suspend a running environment, keeping its home directory (StopEnvironment).
+    Stop(WaitEnvArgs),
+
+    /// Delete an environment and its home directory (DeleteEnvironment).
+    Delete(WaitEnvArgs),
+
+    /// Open a session and print its data-channel URL and token (CreateSession).
+    Session(SessionArgs),
+
+    /// End a session (DeleteSession).
+    DeleteSession(DeleteSessionArgs),
+
+    /// Keep an environment from suspending (SendHeartBeat).
+    Heartbeat(HeartbeatArgs),
+
+    /// Get a presigned upload form for the environment's home (GetFileUploadUrls).
+    UploadUrls(FileUrlsArgs),
+
+    /// Get a presigned download URL from the environment's home (GetFileDownloadUrls).
+    DownloadUrls(FileUrlsArgs),
+
+    /// Call PutCredentials (works only from an AWS Console session; see --help).
+    ///
+    /// PutCredentials carries the Console's own encrypted token. With ordinary
+    /// credentials the service answers TokenDecryptionException: to use AWS
+    /// credentials inside an environment, export them in its shell instead.
+    PutCredentials(EnvArg),
+
+    /// Print a shell completion script.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+
+    /// Run the local CloudShell emulator in the foreground.
+    Emulator(EmulatorArgs),
+}
+
+/// An environment, by id or name; omitted, the region's default environment.
+#[derive(Debug, Args)]
+pub struct EnvArg {
+    /// Environment id or name [default: the region's default environment].
+    pub env: Option<String>,
+}
+
+/// An environment and whether to wait for the change to finish.
+#[derive(Debug, Args)]
+pub struct WaitEnvArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Wait until the change is complete.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Give up waiting after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub wait_timeout: Duration,
+}
+
+/// `create` flags.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A name for the environment (required for a VPC environment).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Create a VPC environment in this VPC.
+    #[arg(long, requires_all = ["subnet_id", "security_group_id"], value_name = "VPC_ID")]
+    pub vpc_id: Option<String>,
+
+    /// Subnet for a VPC environment (repeat or comma-separate for several).
+    #[arg(long, value_delimiter = ',', requires = "vpc_id", value_name = "SUBNET_ID")]
+    pub subnet_id: Vec<String>,
+
+    /// Security group for a VPC environment, 1 to 5 (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', requires = "vpc_id", value_name = "SG_ID")]
+    pub security_group_id: Vec<String>,
+
+    /// Wait until the environment is RUNNING.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Give up waiting after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub wait_timeout: Duration,
+}
+
+/// `session` flags.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Terminal tab id, a UUID v4 [default: a new random one].
+    #[arg(long)]
+    pub tab_id: Option<String>,
+
+    /// Session type to ask for.
+    #[arg(long, default_value = "TMUX")]
+    pub session_type: String,
+
+    /// Turn off the Amazon Q CLI integration in the session.
+    #[arg(long)]
+    pub no_q_cli: bool,
+}
+
+/// `delete-session` arguments.
+#[derive(Debug, Args)]
+pub struct DeleteSessionArgs {
+    /// The session id `cloudshell session` printed.
+    pub session_id: String,
+
+    #[command(flatten)]
+    pub env: EnvArg,
+}
+
+/// `heartbeat` flags.
+#[derive(Debug, Args)]
+pub struct HeartbeatArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Keep sending one heartbeat every DURATION until interrupted (e.g. 4m).
+    #[arg(long, value_parser = parse_interval, value_name = "DURATION")]
+    pub every: Option<Duration>,
+}
+
+/// `upload-urls` / `download-urls` flags.
+#[derive(Debug, Args)]
+pub struct FileUrlsArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// The file, relative to the environment's home directory.
+    #[arg(long)]
+    pub file: Option<String>,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 4m or 30s)"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
+}
