@@ -9,7 +9,12 @@ use cloudshell_emulator::args::EmulatorArgs;
 /// AWS CloudShell from your terminal: manage environments and sessions, or run
 /// a local CloudShell emulator.
 #[derive(Debug, Parser)]
-#[command(name = "cloudshell", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "cloudshell",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -29,7 +34,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub region: Option<String>,
 
-    /// Send requests to this URL instead of https://cloudshell.<region>.amazonaws.com.
+    /// Send requests to this URL instead of https://cloudshell.REGION.amazonaws.com.
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
 
@@ -49,7 +54,13 @@ pub struct GlobalArgs {
     pub emulated: bool,
 
     /// Data directory of the emulator used by --emulated.
-    #[arg(long, global = true, env = "CLOUDSHELL_EMULATOR_DATA_DIR", value_name = "DIR", hide = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_EMULATOR_DATA_DIR",
+        value_name = "DIR",
+        hide = true
+    )]
     pub emulator_data_dir: Option<PathBuf>,
 }
 
@@ -149,7 +160,12 @@ pub struct CreateArgs {
     pub vpc_id: Option<String>,
 
     /// Subnet for a VPC environment (repeat or comma-separate for several).
-    #[arg(long, value_delimiter = ',', requires = "vpc_id", value_name = "SUBNET_ID")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "vpc_id",
+        value_name = "SUBNET_ID"
+    )]
     pub subnet_id: Vec<String>,
 
     /// Security group for a VPC environment, 1 to 5 (repeat or comma-separate).

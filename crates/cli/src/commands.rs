@@ -5,21 +5,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use cloudshell::error::SdkError;
+use cloudshell::operation::FileUrlsInput;
 use cloudshell::operation::create_environment::CreateEnvironmentInput;
 use cloudshell::operation::create_session::CreateSessionInput;
 use cloudshell::operation::delete_environment::DeleteEnvironmentInput;
 use cloudshell::operation::delete_session::DeleteSessionInput;
-use cloudshell::operation::get_environment_status::{GetEnvironmentStatusInput, GetEnvironmentStatusOutput};
+use cloudshell::operation::get_environment_status::{
+    GetEnvironmentStatusInput, GetEnvironmentStatusOutput,
+};
 use cloudshell::operation::put_credentials::PutCredentialsInput;
 use cloudshell::operation::send_heart_beat::SendHeartBeatInput;
 use cloudshell::operation::start_environment::StartEnvironmentInput;
 use cloudshell::operation::stop_environment::StopEnvironmentInput;
-use cloudshell::operation::FileUrlsInput;
 use cloudshell::types::EnvironmentSummary;
 use cloudshell::{Client, EnvironmentId, EnvironmentStatus, TabId, VpcConfig};
 use serde::Serialize;
 
-use crate::args::{CreateArgs, DeleteSessionArgs, EnvArg, FileUrlsArgs, HeartbeatArgs, SessionArgs, WaitEnvArgs};
+use crate::args::{
+    CreateArgs, DeleteSessionArgs, EnvArg, FileUrlsArgs, HeartbeatArgs, SessionArgs, WaitEnvArgs,
+};
 use crate::output::Printer;
 
 /// Turns any operation's error into an `anyhow` error that keeps the
@@ -62,7 +66,12 @@ pub async fn list(ctx: &Context) -> anyhow::Result<()> {
                 e.environment_id.to_string(),
                 e.environment_name.clone().unwrap_or_else(|| "-".into()),
                 e.status.as_ref().map_or("-".into(), ToString::to_string),
-                if e.vpc_config.is_some() { "vpc" } else { "default" }.into(),
+                if e.vpc_config.is_some() {
+                    "vpc"
+                } else {
+                    "default"
+                }
+                .into(),
             ]
         })
         .collect();
@@ -95,7 +104,10 @@ async fn described(client: &Client) -> anyhow::Result<Vec<EnvironmentSummary>> {
     Ok(envs)
 }
 
-async fn status_of(client: &Client, id: &EnvironmentId) -> anyhow::Result<GetEnvironmentStatusOutput> {
+async fn status_of(
+    client: &Client,
+    id: &EnvironmentId,
+) -> anyhow::Result<GetEnvironmentStatusOutput> {
     client
         .get_environment_status(&GetEnvironmentStatusInput::new(id.clone()))
         .await
@@ -117,18 +129,29 @@ async fn resolve(client: &Client, arg: &EnvArg) -> anyhow::Result<EnvironmentId>
         }
         let by_name: Vec<_> = envs
             .iter()
-            .filter(|e| e.environment_name.as_deref() == Some(given.as_str()) && e.status != Some(EnvironmentStatus::Deleted))
+            .filter(|e| {
+                e.environment_name.as_deref() == Some(given.as_str())
+                    && e.status != Some(EnvironmentStatus::Deleted)
+            })
             .collect();
         return match by_name.as_slice() {
             [one] => Ok(one.environment_id.clone()),
             [] => Ok(id), // Let the service say whether it exists.
-            _ => bail!("several environments are named {given:?}; pass an id (see `cloudshell list`)"),
+            _ => bail!(
+                "several environments are named {given:?}; pass an id (see `cloudshell list`)"
+            ),
         };
     }
     let envs = described(client).await?;
     let defaults: Vec<_> = envs
         .iter()
-        .filter(|e| e.vpc_config.is_none() && !matches!(e.status, Some(EnvironmentStatus::Deleted | EnvironmentStatus::Deleting)))
+        .filter(|e| {
+            e.vpc_config.is_none()
+                && !matches!(
+                    e.status,
+                    Some(EnvironmentStatus::Deleted | EnvironmentStatus::Deleting)
+                )
+        })
         .collect();
     match defaults.as_slice() {
         [one] => Ok(one.environment_id.clone()),
@@ -152,8 +175,17 @@ pub async fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<()> {
     };
     let mut out = ctx.client.create_environment(&input).await.api()?;
     if args.wait {
-        progress(&format!("Created environment {} ({}); waiting for RUNNING", out.environment_id, out.status));
-        let s = wait_for(&ctx.client, &out.environment_id, &[EnvironmentStatus::Running], args.wait_timeout).await?;
+        progress(&format!(
+            "Created environment {} ({}); waiting for RUNNING",
+            out.environment_id, out.status
+        ));
+        let s = wait_for(
+            &ctx.client,
+            &out.environment_id,
+            &[EnvironmentStatus::Running],
+            args.wait_timeout,
+        )
+        .await?;
         out.status = s.status;
     }
     ctx.printer.message(
@@ -185,20 +217,38 @@ pub async fn status(ctx: &Context, arg: &EnvArg) -> anyhow::Result<()> {
 
 pub async fn start(ctx: &Context, args: &WaitEnvArgs) -> anyhow::Result<()> {
     let id = resolve(&ctx.client, &args.env).await?;
-    let out = ctx.client.start_environment(&StartEnvironmentInput::new(id.clone())).await.api()?;
+    let out = ctx
+        .client
+        .start_environment(&StartEnvironmentInput::new(id.clone()))
+        .await
+        .api()?;
     finish_change(ctx, &id, args, out.status, &[EnvironmentStatus::Running]).await
 }
 
 pub async fn stop(ctx: &Context, args: &WaitEnvArgs) -> anyhow::Result<()> {
     let id = resolve(&ctx.client, &args.env).await?;
-    let out = ctx.client.stop_environment(&StopEnvironmentInput::new(id.clone())).await.api()?;
+    let out = ctx
+        .client
+        .stop_environment(&StopEnvironmentInput::new(id.clone()))
+        .await
+        .api()?;
     finish_change(ctx, &id, args, out.status, &[EnvironmentStatus::Suspended]).await
 }
 
 pub async fn delete(ctx: &Context, args: &WaitEnvArgs) -> anyhow::Result<()> {
     let id = resolve(&ctx.client, &args.env).await?;
-    ctx.client.delete_environment(&DeleteEnvironmentInput::new(id.clone())).await.api()?;
-    finish_change(ctx, &id, args, Some(EnvironmentStatus::Deleting), &[EnvironmentStatus::Deleted]).await
+    ctx.client
+        .delete_environment(&DeleteEnvironmentInput::new(id.clone()))
+        .await
+        .api()?;
+    finish_change(
+        ctx,
+        &id,
+        args,
+        Some(EnvironmentStatus::Deleting),
+        &[EnvironmentStatus::Deleted],
+    )
+    .await
 }
 
 /// Prints the state after start/stop/delete, waiting first if asked.
@@ -210,7 +260,9 @@ async fn finish_change(
     targets: &[EnvironmentStatus],
 ) -> anyhow::Result<()> {
     let status = if args.wait {
-        wait_for(&ctx.client, id, targets, args.wait_timeout).await?.status
+        wait_for(&ctx.client, id, targets, args.wait_timeout)
+            .await?
+            .status
     } else {
         match reported {
             Some(s) => s,
@@ -224,7 +276,10 @@ async fn finish_change(
         status: &'a EnvironmentStatus,
     }
     ctx.printer.message(
-        &Changed { environment_id: id, status: &status },
+        &Changed {
+            environment_id: id,
+            status: &status,
+        },
         &format!("Environment {id} is {status}"),
     )
 }
@@ -240,10 +295,16 @@ async fn wait_for(
     let started = Instant::now();
     let mut last: Option<EnvironmentStatus> = None;
     loop {
-        let s = match client.get_environment_status(&GetEnvironmentStatusInput::new(id.clone())).await {
+        let s = match client
+            .get_environment_status(&GetEnvironmentStatusInput::new(id.clone()))
+            .await
+        {
             Ok(s) => s,
             // A deleted environment may disappear instead of showing DELETED.
-            Err(e) if targets.contains(&EnvironmentStatus::Deleted) && e.code() == Some("ResourceNotFoundException") => {
+            Err(e)
+                if targets.contains(&EnvironmentStatus::Deleted)
+                    && e.code() == Some("ResourceNotFoundException") =>
+            {
                 return Ok(GetEnvironmentStatusOutput {
                     status: EnvironmentStatus::Deleted,
                     status_reason: None,
@@ -265,8 +326,14 @@ async fn wait_for(
             bail!(
                 "environment {id} settled in {} instead of {}{}",
                 s.status,
-                targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" or "),
-                s.status_reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                s.status_reason
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             );
         }
         if started.elapsed() >= timeout {
@@ -313,7 +380,8 @@ pub async fn delete_session(ctx: &Context, args: &DeleteSessionArgs) -> anyhow::
         })
         .await
         .api()?;
-    ctx.printer.message(&out, &format!("Session {} ended", args.session_id))
+    ctx.printer
+        .message(&out, &format!("Session {} ended", args.session_id))
 }
 
 pub async fn heartbeat(ctx: &Context, args: &HeartbeatArgs) -> anyhow::Result<()> {
@@ -321,7 +389,9 @@ pub async fn heartbeat(ctx: &Context, args: &HeartbeatArgs) -> anyhow::Result<()
     let input = SendHeartBeatInput::new(id.clone());
     let Some(every) = args.every else {
         let out = ctx.client.send_heart_beat(&input).await.api()?;
-        return ctx.printer.message(&out, &format!("Heartbeat sent to {id}"));
+        return ctx
+            .printer
+            .message(&out, &format!("Heartbeat sent to {id}"));
     };
     // Runs until Ctrl-C, which main turns into exit code 130.
     let mut ticker = tokio::time::interval(every);
@@ -343,7 +413,10 @@ pub async fn heartbeat(ctx: &Context, args: &HeartbeatArgs) -> anyhow::Result<()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         ctx.printer.message(
-            &Beat { environment_id: &id, unix_time },
+            &Beat {
+                environment_id: &id,
+                unix_time,
+            },
             &format!(
                 "Heartbeat sent to {id} at {}; next in {}",
                 humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
@@ -357,10 +430,16 @@ pub async fn upload_urls(ctx: &Context, args: &FileUrlsArgs) -> anyhow::Result<(
     let id = resolve(&ctx.client, &args.env).await?;
     let out = ctx
         .client
-        .get_file_upload_urls(&FileUrlsInput { environment_id: id, file_name: args.file.clone() })
+        .get_file_upload_urls(&FileUrlsInput {
+            environment_id: id,
+            file_name: args.file.clone(),
+        })
         .await
         .api()?;
-    let mut pairs = vec![("FileUploadPresignedUrl", out.file_upload_presigned_url.clone().unwrap_or_default())];
+    let mut pairs = vec![(
+        "FileUploadPresignedUrl",
+        out.file_upload_presigned_url.clone().unwrap_or_default(),
+    )];
     for (k, v) in out.file_upload_presigned_fields.iter().flatten() {
         pairs.push(("Field", format!("{k}={v}")));
     }
@@ -371,23 +450,42 @@ pub async fn download_urls(ctx: &Context, args: &FileUrlsArgs) -> anyhow::Result
     let id = resolve(&ctx.client, &args.env).await?;
     let out = ctx
         .client
-        .get_file_download_urls(&FileUrlsInput { environment_id: id, file_name: args.file.clone() })
+        .get_file_download_urls(&FileUrlsInput {
+            environment_id: id,
+            file_name: args.file.clone(),
+        })
         .await
         .api()?;
     ctx.printer.record(
         &out,
         &[
-            ("FileDownloadPresignedUrl", out.file_download_presigned_url.clone().unwrap_or_default()),
-            ("FileDownloadPresignedKey", out.file_download_presigned_key.clone().unwrap_or_default()),
-            ("FileDownloadPresignedKeyHash", out.file_download_presigned_key_hash.clone().unwrap_or_default()),
+            (
+                "FileDownloadPresignedUrl",
+                out.file_download_presigned_url.clone().unwrap_or_default(),
+            ),
+            (
+                "FileDownloadPresignedKey",
+                out.file_download_presigned_key.clone().unwrap_or_default(),
+            ),
+            (
+                "FileDownloadPresignedKeyHash",
+                out.file_download_presigned_key_hash
+                    .clone()
+                    .unwrap_or_default(),
+            ),
         ],
     )
 }
 
 pub async fn put_credentials(ctx: &Context, arg: &EnvArg) -> anyhow::Result<()> {
     let id = resolve(&ctx.client, arg).await?;
-    let out = ctx.client.put_credentials(&PutCredentialsInput::new(id.clone())).await.api()?;
-    ctx.printer.message(&out, &format!("Credentials passed to {id}"))
+    let out = ctx
+        .client
+        .put_credentials(&PutCredentialsInput::new(id.clone()))
+        .await
+        .api()?;
+    ctx.printer
+        .message(&out, &format!("Credentials passed to {id}"))
 }
 
 /// Progress for people goes to stderr, and only on a terminal.

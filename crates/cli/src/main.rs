@@ -35,7 +35,10 @@ const EMULATED_DEFAULT_REGION: &str = "us-east-1";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cloudshell: error: could not start the async runtime: {e}");
@@ -58,7 +61,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = cli.global;
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "cloudshell", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "cloudshell",
+                &mut std::io::stdout(),
+            );
             return Ok(());
         }
         Command::Emulator(args) => return cloudshell_emulator::args::run(args).await,
@@ -146,7 +154,10 @@ fn report(e: &anyhow::Error) -> Exit {
     let usage = e
         .chain()
         .any(|c| c.is::<ValidationError>() || c.is::<ConfigError>())
-        || matches!(sdk, Some(SdkError::InvalidInput(_) | SdkError::ConstructionFailure { .. }));
+        || matches!(
+            sdk,
+            Some(SdkError::InvalidInput(_) | SdkError::ConstructionFailure { .. })
+        );
     if usage { Exit::Usage } else { Exit::Failure }
 }
 

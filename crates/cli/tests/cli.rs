@@ -1,6 +1,8 @@
 //! Drives the real `cloudshell` binary against the real `cloudshell-emulator`
 //! binary over loopback, each test with its own data directory and port.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -41,15 +43,27 @@ impl Emulator {
         let mut child = Command::new(emulator_bin())
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("emu"))
-            .args(["--create-delay", "100ms", "--start-delay", "100ms", "--stop-delay", "100ms", "--delete-delay", "100ms"])
+            .args([
+                "--create-delay",
+                "100ms",
+                "--start-delay",
+                "100ms",
+                "--stop-delay",
+                "100ms",
+                "--delete-delay",
+                "100ms",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let info: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad first line {line:?}: {e}"));
         Self {
             child,
             endpoint: info["endpoint"].as_str().unwrap().to_owned(),
@@ -60,8 +74,8 @@ impl Emulator {
     fn stop(mut self) -> tempfile::TempDir {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        dir
+
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -89,7 +103,8 @@ impl Emulator {
         let mut a = args.to_vec();
         a.extend(["--output", "json"]);
         let r = self.ok(&a);
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{a:?} printed {:?}: {e}", r.stdout))
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("{a:?} printed {:?}: {e}", r.stdout))
     }
 
     fn arm_faults(&self, body: &str) {
@@ -124,7 +139,10 @@ fn isolate(c: &mut Command, home: &Path) {
     }
     c.env("HOME", home)
         .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials"),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("NO_COLOR", "1");
 }
@@ -182,7 +200,11 @@ fn every_operation_through_the_cli() {
     emu.ok(&["delete-session", &sid, &id]);
     let again = emu.run(&["delete-session", &sid, &id]);
     assert_eq!(again.code, 1);
-    assert!(again.stderr.contains("ResourceNotFoundException"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("ResourceNotFoundException"),
+        "{}",
+        again.stderr
+    );
 
     assert!(emu.ok(&["heartbeat"]).stdout.contains("Heartbeat sent"));
     let up = emu.json(&["upload-urls", "--file", "notes.txt"]);
@@ -194,38 +216,82 @@ fn every_operation_through_the_cli() {
 
     let pc = emu.run(&["put-credentials"]);
     assert_eq!(pc.code, 1);
-    assert!(pc.stderr.contains("TokenDecryptionException"), "{}", pc.stderr);
-    assert!(pc.stderr.contains("hint: PutCredentials only works from an AWS Console session"), "{}", pc.stderr);
+    assert!(
+        pc.stderr.contains("TokenDecryptionException"),
+        "{}",
+        pc.stderr
+    );
+    assert!(
+        pc.stderr
+            .contains("hint: PutCredentials only works from an AWS Console session"),
+        "{}",
+        pc.stderr
+    );
 
     assert_eq!(emu.json(&["stop", "--wait"])["Status"], "SUSPENDED");
     let hb = emu.run(&["heartbeat"]);
     assert_eq!(hb.code, 1, "a suspended environment takes no heartbeat");
-    assert!(hb.stderr.contains("SUSPENDED") && hb.stderr.contains("hint:"), "{}", hb.stderr);
+    assert!(
+        hb.stderr.contains("SUSPENDED") && hb.stderr.contains("hint:"),
+        "{}",
+        hb.stderr
+    );
     let stop_again = emu.run(&["stop", &id]);
     assert_eq!(stop_again.code, 1);
-    assert!(stop_again.stderr.contains("needs environment"), "{}", stop_again.stderr);
+    assert!(
+        stop_again.stderr.contains("needs environment"),
+        "{}",
+        stop_again.stderr
+    );
     assert_eq!(emu.json(&["start", "--wait"])["Status"], "RUNNING");
     assert_eq!(emu.json(&["delete", &id, "--wait"])["Status"], "DELETED");
     let gone = emu.run(&["status"]);
     assert_eq!(gone.code, 1);
-    assert!(gone.stderr.contains("no default environment"), "{}", gone.stderr);
+    assert!(
+        gone.stderr.contains("no default environment"),
+        "{}",
+        gone.stderr
+    );
 }
 
 #[test]
 fn wrong_secret_key_is_a_signature_error() {
     let emu = Emulator::start(&[]);
-    let r = Run::from(emu.cmd(&["list"]).env("AWS_SECRET_ACCESS_KEY", "wrong").output().unwrap());
+    let r = Run::from(
+        emu.cmd(&["list"])
+            .env("AWS_SECRET_ACCESS_KEY", "wrong")
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("InvalidSignatureException"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: the secret access key does not match"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("InvalidSignatureException"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: the secret access key does not match"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn unknown_access_key_is_unrecognized() {
     let emu = Emulator::start(&[]);
-    let r = Run::from(emu.cmd(&["list"]).env("AWS_ACCESS_KEY_ID", "AKIANOTKNOWN00000000").output().unwrap());
+    let r = Run::from(
+        emu.cmd(&["list"])
+            .env("AWS_ACCESS_KEY_ID", "AKIANOTKNOWN00000000")
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("UnrecognizedClientException"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("UnrecognizedClientException"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -234,8 +300,18 @@ fn region_outside_the_credential_scope_is_refused() {
     emu.ok(&["list", "--region", "eu-west-1"]);
     let r = emu.run(&["list", "--region", "ap-south-1"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("Credential should be scoped to a valid region, not 'ap-south-1'"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: these credentials are not valid for this region"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("Credential should be scoped to a valid region, not 'ap-south-1'"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: these credentials are not valid for this region"),
+        "{}",
+        r.stderr
+    );
     let bad = emu.run(&["list", "--region", "Not A Region"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 }
@@ -244,7 +320,10 @@ fn region_outside_the_credential_scope_is_refused() {
 fn regions_are_separate() {
     let emu = Emulator::start(&[]);
     create_running(&emu, &[]);
-    assert_eq!(emu.json(&["list", "--region", "eu-west-1"])["Environments"], Value::Array(vec![]));
+    assert_eq!(
+        emu.json(&["list", "--region", "eu-west-1"])["Environments"],
+        Value::Array(vec![])
+    );
     create_running(&emu, &["--region", "eu-west-1"]);
 }
 
@@ -253,53 +332,129 @@ fn unknown_environment_is_not_found() {
     let emu = Emulator::start(&[]);
     let r = emu.run(&["status", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("ResourceNotFoundException"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ResourceNotFoundException"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("request id"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: run `cloudshell list`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hint: run `cloudshell list`"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn invalid_vpc_config_is_refused_before_sending() {
     let emu = Emulator::start(&[]);
-    let base = ["create", "--name", "v", "--vpc-id", "vpc-0123456789abcdef0", "--subnet-id", "subnet-01234567"];
+    let base = [
+        "create",
+        "--name",
+        "v",
+        "--vpc-id",
+        "vpc-0123456789abcdef0",
+        "--subnet-id",
+        "subnet-01234567",
+    ];
     let mut six = base.to_vec();
-    six.extend(["--security-group-id", "sg-00000001,sg-00000002,sg-00000003,sg-00000004,sg-00000005,sg-00000006"]);
+    six.extend([
+        "--security-group-id",
+        "sg-00000001,sg-00000002,sg-00000003,sg-00000004,sg-00000005,sg-00000006",
+    ]);
     let r = emu.run(&six);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("invalid VpcConfig.SecurityGroupIds"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("invalid VpcConfig.SecurityGroupIds"),
+        "{}",
+        r.stderr
+    );
 
     let mut bad_subnet = base[..5].to_vec();
-    bad_subnet.extend(["--subnet-id", "subnet-xyz", "--security-group-id", "sg-01234567"]);
+    bad_subnet.extend([
+        "--subnet-id",
+        "subnet-xyz",
+        "--security-group-id",
+        "sg-01234567",
+    ]);
     let r = emu.run(&bad_subnet);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("invalid VpcConfig.SubnetIds"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("invalid VpcConfig.SubnetIds"),
+        "{}",
+        r.stderr
+    );
 
-    let r = emu.run(&["create", "--vpc-id", "vpc-01234567", "--subnet-id", "subnet-01234567", "--security-group-id", "sg-01234567"]);
+    let r = emu.run(&[
+        "create",
+        "--vpc-id",
+        "vpc-01234567",
+        "--subnet-id",
+        "subnet-01234567",
+        "--security-group-id",
+        "sg-01234567",
+    ]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("invalid EnvironmentName: a VPC environment needs a name"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("invalid EnvironmentName: a VPC environment needs a name"),
+        "{}",
+        r.stderr
+    );
 
-    let r = emu.run(&["session", "--tab-id", "not-a-uuid", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"]);
+    let r = emu.run(&[
+        "session",
+        "--tab-id",
+        "not-a-uuid",
+        "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+    ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("invalid TabId"), "{}", r.stderr);
-    assert_eq!(emu.json(&["list"])["Environments"], Value::Array(vec![]), "nothing was created");
+    assert_eq!(
+        emu.json(&["list"])["Environments"],
+        Value::Array(vec![]),
+        "nothing was created"
+    );
 }
 
 #[test]
 fn third_vpc_environment_exceeds_the_quota() {
     let emu = Emulator::start(&[]);
     let vpc = |name: &'static str| {
-        vec!["create", "--name", name, "--vpc-id", "vpc-0123456789abcdef0", "--subnet-id", "subnet-01234567", "--security-group-id", "sg-01234567"]
+        vec![
+            "create",
+            "--name",
+            name,
+            "--vpc-id",
+            "vpc-0123456789abcdef0",
+            "--subnet-id",
+            "subnet-01234567",
+            "--security-group-id",
+            "sg-01234567",
+        ]
     };
     emu.ok(&vpc("one"));
     emu.ok(&vpc("two"));
     let r = emu.run(&vpc("three"));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("ServiceQuotaExceededException"), "{}", r.stderr);
-    assert!(r.stderr.contains("at most 2 VPC environments"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ServiceQuotaExceededException"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("at most 2 VPC environments"),
+        "{}",
+        r.stderr
+    );
     // The default environment is a separate allowance.
     emu.ok(&["create"]);
     let r = emu.run(&["create"]);
-    assert!(r.stderr.contains("a default environment already exists"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("a default environment already exists"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -318,7 +473,11 @@ fn server_errors_fail_clearly_after_three_attempts() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("InternalServerException"), "{}", r.stderr);
     assert!(r.stderr.contains("after 3 attempts"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: the service failed"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hint: the service failed"),
+        "{}",
+        r.stderr
+    );
     emu.ok(&["list"]);
 }
 
@@ -343,13 +502,25 @@ fn unreachable_endpoint_is_a_dispatch_failure() {
     };
     let r = Run::from(
         emu.cmd(&["list"])
-            .env("AWS_ENDPOINT_URL_CLOUDSHELL", format!("http://127.0.0.1:{port}"))
+            .env(
+                "AWS_ENDPOINT_URL_CLOUDSHELL",
+                format!("http://127.0.0.1:{port}"),
+            )
             .output()
             .unwrap(),
     );
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("could not send the request (3 attempts)"), "{}", r.stderr);
-    assert!(r.stderr.contains("hint: check the network and the endpoint"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("could not send the request (3 attempts)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("hint: check the network and the endpoint"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -394,12 +565,22 @@ fn inactivity_suspends_unless_heartbeaten() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(emu.json(&["status", &id])["Status"], "RUNNING", "heartbeats keep it running");
+    assert_eq!(
+        emu.json(&["status", &id])["Status"],
+        "RUNNING",
+        "heartbeats keep it running"
+    );
     let pid = beating.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     let out = beating.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "interrupted heartbeat exits 130");
-    let beats = String::from_utf8_lossy(&out.stdout).matches("Heartbeat sent").count();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "interrupted heartbeat exits 130"
+    );
+    let beats = String::from_utf8_lossy(&out.stdout)
+        .matches("Heartbeat sent")
+        .count();
     assert!(beats >= 3, "expected a heartbeat a second, saw {beats}");
 
     std::thread::sleep(Duration::from_secs(4));
@@ -414,7 +595,8 @@ fn embedded_emulator_needs_no_aws_account() {
     let run = |args: &[&str]| {
         let mut c = Command::new(cli_bin());
         isolate(&mut c, dir.path());
-        c.env("CLOUDSHELL_EMULATOR_DATA_DIR", dir.path().join("emu")).args(args);
+        c.env("CLOUDSHELL_EMULATOR_DATA_DIR", dir.path().join("emu"))
+            .args(args);
         Run::from(c.output().unwrap())
     };
     let r = run(&["--emulated", "create", "--output", "json"]);
@@ -423,7 +605,10 @@ fn embedded_emulator_needs_no_aws_account() {
     // A second process sees the first one's environment: the state persists.
     let r = run(&["--emulated", "list", "--output", "json"]);
     let listed: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(listed["Environments"][0]["EnvironmentId"], created["EnvironmentId"]);
+    assert_eq!(
+        listed["Environments"][0]["EnvironmentId"],
+        created["EnvironmentId"]
+    );
 }
 
 #[test]
@@ -431,9 +616,19 @@ fn no_region_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Command::new(cli_bin());
     isolate(&mut c, dir.path());
-    let r = Run::from(c.args(["list"]).env("AWS_ACCESS_KEY_ID", AK).env("AWS_SECRET_ACCESS_KEY", SK).output().unwrap());
+    let r = Run::from(
+        c.args(["list"])
+            .env("AWS_ACCESS_KEY_ID", AK)
+            .env("AWS_SECRET_ACCESS_KEY", SK)
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no region configured: pass --region"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no region configured: pass --region"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

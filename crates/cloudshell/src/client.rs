@@ -36,10 +36,7 @@ struct Inner {
 /// One attempt's result, before the retry decision.
 enum Attempt {
     Success(Vec<u8>),
-    Failure {
-        status: u16,
-        meta: ErrorMetadata,
-    },
+    Failure { status: u16, meta: ErrorMetadata },
 }
 
 /// Why an attempt produced no response.
@@ -49,7 +46,11 @@ enum AttemptError {
     /// It may have.
     MaybeSent(reqwest::Error),
     /// The response arrived but its body could not be read.
-    Body { status: u16, request_id: Option<String>, source: reqwest::Error },
+    Body {
+        status: u16,
+        request_id: Option<String>,
+        source: reqwest::Error,
+    },
     TimedOut,
 }
 
@@ -219,10 +220,7 @@ impl Client {
 
     /// Validates, serialises, then runs attempts until success, a final
     /// error, the attempt budget or the operation deadline.
-    async fn send<O: Operation>(
-        &self,
-        input: &O::Input,
-    ) -> Result<O::Output, SdkError<O::Error>> {
+    async fn send<O: Operation>(&self, input: &O::Input) -> Result<O::Output, SdkError<O::Error>> {
         input.validate()?;
         let body = serde_json::to_vec(input).map_err(|e| SdkError::ConstructionFailure {
             context: "could not serialise the input",
@@ -246,7 +244,10 @@ impl Client {
                 Ok(Attempt::Failure { status, meta }) => {
                     let retry = classify_response(status, meta.code.as_deref());
                     let kind = O::Error::from_code(meta.code.as_deref().unwrap_or(""));
-                    (retry, SdkError::ServiceError(ServiceError::new(kind, meta, attempt)))
+                    (
+                        retry,
+                        SdkError::ServiceError(ServiceError::new(kind, meta, attempt)),
+                    )
                 }
                 Err(AttemptError::NotSent(e)) => (
                     Retry::SafeForAll,
@@ -264,13 +265,22 @@ impl Client {
                         source: Box::new(e),
                     },
                 ),
-                Err(AttemptError::Body { status, request_id, source }) => (
+                Err(AttemptError::Body {
+                    status,
+                    request_id,
+                    source,
+                }) => (
                     Retry::IdempotentOnly,
-                    SdkError::ResponseError { status, request_id, source: Box::new(source) },
+                    SdkError::ResponseError {
+                        status,
+                        request_id,
+                        source: Box::new(source),
+                    },
                 ),
-                Err(AttemptError::TimedOut) => {
-                    (Retry::IdempotentOnly, SdkError::TimeoutError { attempts: attempt })
-                }
+                Err(AttemptError::TimedOut) => (
+                    Retry::IdempotentOnly,
+                    SdkError::TimeoutError { attempts: attempt },
+                ),
             };
             let retryable = match retry {
                 Retry::SafeForAll => true,
@@ -316,11 +326,16 @@ impl Client {
                 source: Box::new(e),
             })?,
         );
-        sign_request(&mut request, credentials, config.region.as_str(), SystemTime::now())
-            .map_err(|source| SdkError::ConstructionFailure {
-                context: "could not sign the request",
-                source,
-            })?;
+        sign_request(
+            &mut request,
+            credentials,
+            config.region.as_str(),
+            SystemTime::now(),
+        )
+        .map_err(|source| SdkError::ConstructionFailure {
+            context: "could not sign the request",
+            source,
+        })?;
         reqwest::Request::try_from(request).map_err(|e| SdkError::ConstructionFailure {
             context: "could not build the HTTP request",
             source: Box::new(e),
@@ -362,11 +377,14 @@ impl Client {
         let request_id = header_str(response.headers(), "x-amzn-requestid")
             .or_else(|| header_str(response.headers(), "x-amz-request-id"));
         let error_type = header_str(response.headers(), "x-amzn-errortype");
-        let bytes = response.bytes().await.map_err(|source| AttemptError::Body {
-            status,
-            request_id: request_id.clone(),
-            source,
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| AttemptError::Body {
+                status,
+                request_id: request_id.clone(),
+                source,
+            })?;
         if (200..300).contains(&status) {
             return Ok(Attempt::Success(bytes.to_vec()));
         }
@@ -469,8 +487,11 @@ fn parse_error_metadata(
         .filter(|c| !c.is_empty());
     let message = field(&["message", "Message", "errorMessage"]).or_else(|| {
         // A non-JSON error body (a proxy's HTML page, say) is still worth showing.
-        (json.is_none() && !body.is_empty())
-            .then(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned())
+        (json.is_none() && !body.is_empty()).then(|| {
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned()
+        })
     });
     ErrorMetadata {
         code,
@@ -510,7 +531,12 @@ mod tests {
         assert_eq!(m.message.as_deref(), Some("no such environment"));
         assert_eq!(m.request_id.as_deref(), Some("r1"));
 
-        let m = parse_error_metadata(403, None, None, br#"{"code":"AccessDeniedException","message":"no"}"#);
+        let m = parse_error_metadata(
+            403,
+            None,
+            None,
+            br#"{"code":"AccessDeniedException","message":"no"}"#,
+        );
         assert_eq!(m.code.as_deref(), Some("AccessDeniedException"));
 
         let m = parse_error_metadata(502, None, None, b"<html>Bad Gateway</html>");
@@ -521,7 +547,10 @@ mod tests {
     #[test]
     fn operation_url_keeps_base_path() {
         let e = reqwest::Url::parse("http://127.0.0.1:4599/prefix/").unwrap();
-        assert_eq!(operation_url(&e, "/createSession").as_str(), "http://127.0.0.1:4599/prefix/createSession");
+        assert_eq!(
+            operation_url(&e, "/createSession").as_str(),
+            "http://127.0.0.1:4599/prefix/createSession"
+        );
         let e = reqwest::Url::parse("https://cloudshell.us-east-1.amazonaws.com").unwrap();
         assert_eq!(
             operation_url(&e, "/describeEnvironments").as_str(),

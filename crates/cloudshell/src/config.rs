@@ -234,10 +234,7 @@ impl EnvLoader {
             .credentials_provider()
             .ok_or(ConfigError::NoCredentials)?;
         let retry = self.retry.unwrap_or_else(|| RetryConfig {
-            max_attempts: sdk
-                .retry_config()
-                .map_or(3, |r| r.max_attempts())
-                .max(1),
+            max_attempts: sdk.retry_config().map_or(3, |r| r.max_attempts()).max(1),
             ..RetryConfig::default()
         });
         let endpoint = self
@@ -315,9 +312,15 @@ mod tests {
             ("AWS_ENDPOINT_URL", "http://global"),
             ("AWS_ENDPOINT_URL_CLOUDSHELL", "http://specific"),
         ]);
-        assert_eq!(configured_endpoint_from_env(e).as_deref(), Some("http://specific"));
+        assert_eq!(
+            configured_endpoint_from_env(e).as_deref(),
+            Some("http://specific")
+        );
         let e = env(&[("AWS_ENDPOINT_URL", "http://global")]);
-        assert_eq!(configured_endpoint_from_env(e).as_deref(), Some("http://global"));
+        assert_eq!(
+            configured_endpoint_from_env(e).as_deref(),
+            Some("http://global")
+        );
         let e = env(&[
             ("AWS_ENDPOINT_URL", "http://global"),
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
@@ -328,9 +331,15 @@ mod tests {
     #[test]
     fn default_endpoint_per_partition() {
         let r = Region::new("eu-west-1").unwrap();
-        assert_eq!(default_endpoint(&r).unwrap().as_str(), "https://cloudshell.eu-west-1.amazonaws.com/");
+        assert_eq!(
+            default_endpoint(&r).unwrap().as_str(),
+            "https://cloudshell.eu-west-1.amazonaws.com/"
+        );
         let r = Region::new("cn-north-1").unwrap();
-        assert_eq!(default_endpoint(&r).unwrap().as_str(), "https://cloudshell.cn-north-1.amazonaws.com.cn/");
+        assert_eq!(
+            default_endpoint(&r).unwrap().as_str(),
+            "https://cloudshell.cn-north-1.amazonaws.com.cn/"
+        );
     }
 
     #[test]

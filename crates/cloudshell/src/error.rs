@@ -201,7 +201,9 @@ impl<E> SdkError<E> {
                 request_id,
                 source,
             },
-            Self::ServiceError(e) => SdkError::ServiceError(ServiceError::new((), e.meta, e.attempts)),
+            Self::ServiceError(e) => {
+                SdkError::ServiceError(ServiceError::new((), e.meta, e.attempts))
+            }
         }
     }
 }
@@ -216,20 +218,30 @@ impl<E> fmt::Display for SdkError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidInput(e) => write!(f, "{e}"),
-            Self::ConstructionFailure { context, .. } => write!(f, "could not build the request: {context}"),
-            Self::TimeoutError { attempts } => write!(f, "timed out ({attempts} attempt{})", plural(*attempts)),
+            Self::ConstructionFailure { context, .. } => {
+                write!(f, "could not build the request: {context}")
+            }
+            Self::TimeoutError { attempts } => {
+                write!(f, "timed out ({attempts} attempt{})", plural(*attempts))
+            }
             Self::DispatchFailure {
                 attempts,
                 may_have_reached_service,
                 ..
             } => {
-                write!(f, "could not send the request ({attempts} attempt{})", plural(*attempts))?;
+                write!(
+                    f,
+                    "could not send the request ({attempts} attempt{})",
+                    plural(*attempts)
+                )?;
                 if *may_have_reached_service {
                     f.write_str("; it may have reached the service, so it was not retried")?;
                 }
                 Ok(())
             }
-            Self::ResponseError { status, .. } => write!(f, "bad response from the service (HTTP {status})"),
+            Self::ResponseError { status, .. } => {
+                write!(f, "bad response from the service (HTTP {status})")
+            }
             Self::ServiceError(e) => write!(f, "{e}"),
         }
     }

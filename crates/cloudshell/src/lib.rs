@@ -49,4 +49,3 @@ pub use config::{Config, ConfigError, Credentials, TimeoutConfig};
 pub use error::{ErrorMetadata, SdkError, ServiceError};
 pub use retry::RetryConfig;
 pub use types::{EnvironmentId, EnvironmentStatus, Region, TabId, ValidationError, VpcConfig};
-

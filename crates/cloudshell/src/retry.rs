@@ -111,16 +111,31 @@ mod tests {
         let cfg = RetryConfig::default();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let a: Vec<_> = (0..20).map(|_| cfg.backoff(2, &mut rng)).collect();
-        assert!(a.iter().any(|d| *d != a[0]), "full jitter must vary the delay");
+        assert!(
+            a.iter().any(|d| *d != a[0]),
+            "full jitter must vary the delay"
+        );
     }
 
     #[test]
     fn classification() {
         assert_eq!(classify_response(429, None), Retry::SafeForAll);
-        assert_eq!(classify_response(400, Some("ThrottlingException")), Retry::SafeForAll);
-        assert_eq!(classify_response(500, Some("InternalServerException")), Retry::IdempotentOnly);
+        assert_eq!(
+            classify_response(400, Some("ThrottlingException")),
+            Retry::SafeForAll
+        );
+        assert_eq!(
+            classify_response(500, Some("InternalServerException")),
+            Retry::IdempotentOnly
+        );
         assert_eq!(classify_response(503, None), Retry::IdempotentOnly);
-        assert_eq!(classify_response(400, Some("ValidationException")), Retry::No);
-        assert_eq!(classify_response(402, Some("ServiceQuotaExceededException")), Retry::No);
+        assert_eq!(
+            classify_response(400, Some("ValidationException")),
+            Retry::No
+        );
+        assert_eq!(
+            classify_response(402, Some("ServiceQuotaExceededException")),
+            Retry::No
+        );
     }
 }

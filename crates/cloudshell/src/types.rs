@@ -106,7 +106,9 @@ impl EnvironmentId {
         if id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ValidationError::new(
                 "EnvironmentId",
-                format!("{id:?} is not an environment id (no spaces or control characters, at most 256 characters)"),
+                format!(
+                    "{id:?} is not an environment id (no spaces or control characters, at most 256 characters)"
+                ),
             ));
         }
         Ok(Self(id))
@@ -253,7 +255,10 @@ impl VpcConfig {
         if self.subnet_ids.len() > MAX_SUBNETS {
             return Err(ValidationError::new(
                 "VpcConfig.SubnetIds",
-                format!("at most {MAX_SUBNETS} subnets, got {}", self.subnet_ids.len()),
+                format!(
+                    "at most {MAX_SUBNETS} subnets, got {}",
+                    self.subnet_ids.len()
+                ),
             ));
         }
         for id in &self.subnet_ids {
@@ -291,7 +296,9 @@ fn check_ec2_id(field: &'static str, prefix: &str, id: &str) -> Result<(), Valid
     } else {
         Err(ValidationError::new(
             field,
-            format!("{id:?} is not a {prefix} id (expected {prefix}- and 8 or 17 lowercase hex digits)"),
+            format!(
+                "{id:?} is not a {prefix} id (expected {prefix}- and 8 or 17 lowercase hex digits)"
+            ),
         ))
     }
 }
@@ -332,13 +339,15 @@ impl TabId {
 
     /// Parses a tab id; only UUID version 4 is accepted.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        let uuid = uuid::Uuid::parse_str(s).map_err(|_| {
-            ValidationError::new("TabId", format!("{s:?} is not a UUID"))
-        })?;
+        let uuid = uuid::Uuid::parse_str(s)
+            .map_err(|_| ValidationError::new("TabId", format!("{s:?} is not a UUID")))?;
         if uuid.get_version_num() != 4 {
             return Err(ValidationError::new(
                 "TabId",
-                format!("{s:?} is a version {} UUID; a version 4 UUID is required", uuid.get_version_num()),
+                format!(
+                    "{s:?} is a version {} UUID; a version 4 UUID is required",
+                    uuid.get_version_num()
+                ),
             ));
         }
         Ok(Self(uuid))
@@ -409,11 +418,17 @@ mod tests {
 
         let mut v = vpc();
         v.security_group_ids = (0..6).map(|i| format!("sg-0000000{i}")).collect();
-        assert_eq!(v.validate().unwrap_err().field, "VpcConfig.SecurityGroupIds");
+        assert_eq!(
+            v.validate().unwrap_err().field,
+            "VpcConfig.SecurityGroupIds"
+        );
 
         let mut v = vpc();
         v.security_group_ids.clear();
-        assert_eq!(v.validate().unwrap_err().field, "VpcConfig.SecurityGroupIds");
+        assert_eq!(
+            v.validate().unwrap_err().field,
+            "VpcConfig.SecurityGroupIds"
+        );
 
         let mut v = vpc();
         v.vpc_id = "vpc-xyz".into();
@@ -425,7 +440,10 @@ mod tests {
 
         let mut v = vpc();
         v.security_group_ids = vec!["sg-0123456G".into()];
-        assert_eq!(v.validate().unwrap_err().field, "VpcConfig.SecurityGroupIds");
+        assert_eq!(
+            v.validate().unwrap_err().field,
+            "VpcConfig.SecurityGroupIds"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The library against a real emulator over real loopback sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
@@ -8,13 +10,23 @@ use aws_sigv4::sign::v4;
 use cloudshell::error::SdkError;
 use cloudshell::operation::create_environment::{CreateEnvironmentError, CreateEnvironmentInput};
 use cloudshell::operation::describe_environments::DescribeEnvironmentsError;
-use cloudshell::operation::get_environment_status::{GetEnvironmentStatusError, GetEnvironmentStatusInput};
-use cloudshell::{Client, Config, Credentials, EnvironmentId, Region, RetryConfig, TimeoutConfig, VpcConfig};
+use cloudshell::operation::get_environment_status::{
+    GetEnvironmentStatusError, GetEnvironmentStatusInput,
+};
+use cloudshell::{
+    Client, Config, Credentials, EnvironmentId, Region, RetryConfig, TimeoutConfig, VpcConfig,
+};
 use cloudshell_emulator::config::{DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
 use cloudshell_emulator::{Emulator, EmulatorConfig, FaultConfig};
 
 fn creds() -> Credentials {
-    Credentials::new(DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, None, None, "test")
+    Credentials::new(
+        DEFAULT_ACCESS_KEY_ID,
+        DEFAULT_SECRET_ACCESS_KEY,
+        None,
+        None,
+        "test",
+    )
 }
 
 fn fast_retries() -> RetryConfig {
@@ -42,7 +54,9 @@ async fn emulator(faults: FaultConfig) -> (Emulator, tempfile::TempDir) {
     let mut config = EmulatorConfig::new(dir.path());
     config.timings.create = Duration::from_millis(20);
     config.faults = faults;
-    let e = Emulator::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let e = Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     (e, dir)
 }
 
@@ -51,7 +65,10 @@ async fn create_then_status_round_trip() {
     let (emu, _dir) = emulator(FaultConfig::default()).await;
     let client = client_for(&emu.endpoint());
     let out = client
-        .create_environment(&CreateEnvironmentInput { environment_name: Some("lib".into()), vpc_config: None })
+        .create_environment(&CreateEnvironmentInput {
+            environment_name: Some("lib".into()),
+            vpc_config: None,
+        })
         .await
         .unwrap();
     assert_eq!(out.status.as_str(), "CREATING");
@@ -72,10 +89,15 @@ async fn service_errors_are_typed_and_carry_metadata() {
     let (emu, _dir) = emulator(FaultConfig::default()).await;
     let client = client_for(&emu.endpoint());
     let err = client
-        .get_environment_status(&GetEnvironmentStatusInput::new(EnvironmentId::new("missing").unwrap()))
+        .get_environment_status(&GetEnvironmentStatusInput::new(
+            EnvironmentId::new("missing").unwrap(),
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), Some(&GetEnvironmentStatusError::ResourceNotFound));
+    assert_eq!(
+        err.kind(),
+        Some(&GetEnvironmentStatusError::ResourceNotFound)
+    );
     assert_eq!(err.code(), Some("ResourceNotFoundException"));
     assert_eq!(err.status(), Some(404));
     assert!(err.request_id().is_some_and(|id| id.len() == 36));
@@ -105,17 +127,30 @@ async fn invalid_input_is_refused_before_sending() {
 
 #[tokio::test]
 async fn throttling_is_retried_up_to_the_attempt_limit() {
-    let (emu, _dir) = emulator(FaultConfig { throttle_every: Some(1), fail_every: None }).await;
-    let err = client_for(&emu.endpoint()).describe_environments().await.unwrap_err();
+    let (emu, _dir) = emulator(FaultConfig {
+        throttle_every: Some(1),
+        fail_every: None,
+    })
+    .await;
+    let err = client_for(&emu.endpoint())
+        .describe_environments()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), Some(&DescribeEnvironmentsError::Throttling));
-    let SdkError::ServiceError(e) = err else { panic!() };
+    let SdkError::ServiceError(e) = err else {
+        panic!()
+    };
     assert_eq!(e.attempts(), 3);
     assert_eq!(e.meta().status, 429);
 }
 
 #[tokio::test]
 async fn every_other_call_failing_still_succeeds() {
-    let (emu, _dir) = emulator(FaultConfig { throttle_every: None, fail_every: Some(2) }).await;
+    let (emu, _dir) = emulator(FaultConfig {
+        throttle_every: None,
+        fail_every: Some(2),
+    })
+    .await;
     let client = client_for(&emu.endpoint());
     for _ in 0..4 {
         client.describe_environments().await.unwrap();
@@ -124,14 +159,24 @@ async fn every_other_call_failing_still_succeeds() {
 
 #[tokio::test]
 async fn create_is_not_retried_after_a_500() {
-    let (emu, _dir) = emulator(FaultConfig { throttle_every: None, fail_every: Some(1) }).await;
+    let (emu, _dir) = emulator(FaultConfig {
+        throttle_every: None,
+        fail_every: Some(1),
+    })
+    .await;
     let err = client_for(&emu.endpoint())
         .create_environment(&CreateEnvironmentInput::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), Some(&CreateEnvironmentError::InternalServer));
-    let SdkError::ServiceError(e) = err else { panic!() };
-    assert_eq!(e.attempts(), 1, "a non-idempotent create must not be repeated");
+    let SdkError::ServiceError(e) = err else {
+        panic!()
+    };
+    assert_eq!(
+        e.attempts(),
+        1,
+        "a non-idempotent create must not be repeated"
+    );
 }
 
 #[tokio::test]
@@ -141,7 +186,11 @@ async fn refused_connections_are_retried_even_for_create() {
         .await
         .unwrap_err();
     match err {
-        SdkError::DispatchFailure { attempts, may_have_reached_service, .. } => {
+        SdkError::DispatchFailure {
+            attempts,
+            may_have_reached_service,
+            ..
+        } => {
             assert_eq!(attempts, 3);
             assert!(!may_have_reached_service);
         }
@@ -175,14 +224,25 @@ async fn a_silent_server_times_out() {
             .unwrap(),
     );
     let err = client.describe_environments().await.unwrap_err();
-    assert!(matches!(err, SdkError::TimeoutError { attempts: 3 }), "{err:?}");
+    assert!(
+        matches!(err, SdkError::TimeoutError { attempts: 3 }),
+        "{err:?}"
+    );
 }
 
 /// Signs a request by hand at `time` and returns the emulator's status and body.
-async fn raw_call(endpoint: &str, time: SystemTime, path: &str, target: Option<&str>) -> (u16, String) {
+async fn raw_call(
+    endpoint: &str,
+    time: SystemTime,
+    path: &str,
+    target: Option<&str>,
+) -> (u16, String) {
     let url = format!("{endpoint}{path}");
     let host = endpoint.trim_start_matches("http://").to_owned();
-    let mut headers = vec![("host", host.as_str()), ("content-type", "application/x-amz-json-1.1")];
+    let mut headers = vec![
+        ("host", host.as_str()),
+        ("content-type", "application/x-amz-json-1.1"),
+    ];
     if let Some(t) = target {
         headers.push(("x-amz-target", t));
     }
@@ -196,10 +256,21 @@ async fn raw_call(endpoint: &str, time: SystemTime, path: &str, target: Option<&
         .build()
         .unwrap()
         .into();
-    let signable = SignableRequest::new("POST", &url, headers.iter().copied(), SignableBody::Bytes(b"{}")).unwrap();
+    let signable = SignableRequest::new(
+        "POST",
+        &url,
+        headers.iter().copied(),
+        SignableBody::Bytes(b"{}"),
+    )
+    .unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     let mut request = reqwest::Client::new().post(&url).body("{}");
-    for (k, v) in headers.iter().copied().filter(|(k, _)| *k != "host").chain(instructions.headers()) {
+    for (k, v) in headers
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "host")
+        .chain(instructions.headers())
+    {
         request = request.header(k, v);
     }
     let response = request.send().await.unwrap();
@@ -210,12 +281,33 @@ async fn raw_call(endpoint: &str, time: SystemTime, path: &str, target: Option<&
 async fn clock_skew_over_five_minutes_is_refused() {
     let (emu, _dir) = emulator(FaultConfig::default()).await;
     let now = SystemTime::now();
-    let (status, _) = raw_call(&emu.endpoint(), now - Duration::from_secs(240), "/describeEnvironments", None).await;
+    let (status, _) = raw_call(
+        &emu.endpoint(),
+        now - Duration::from_secs(240),
+        "/describeEnvironments",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "4 minutes of skew is tolerated");
-    let (status, body) = raw_call(&emu.endpoint(), now - Duration::from_secs(360), "/describeEnvironments", None).await;
+    let (status, body) = raw_call(
+        &emu.endpoint(),
+        now - Duration::from_secs(360),
+        "/describeEnvironments",
+        None,
+    )
+    .await;
     assert_eq!(status, 403);
-    assert!(body.contains("InvalidSignatureException") && body.contains("Signature expired"), "{body}");
-    let (status, body) = raw_call(&emu.endpoint(), now + Duration::from_secs(360), "/describeEnvironments", None).await;
+    assert!(
+        body.contains("InvalidSignatureException") && body.contains("Signature expired"),
+        "{body}"
+    );
+    let (status, body) = raw_call(
+        &emu.endpoint(),
+        now + Duration::from_secs(360),
+        "/describeEnvironments",
+        None,
+    )
+    .await;
     assert_eq!(status, 403);
     assert!(body.contains("Signature not yet current"), "{body}");
 }
@@ -223,7 +315,13 @@ async fn clock_skew_over_five_minutes_is_refused() {
 #[tokio::test]
 async fn x_amz_target_route_is_accepted() {
     let (emu, _dir) = emulator(FaultConfig::default()).await;
-    let (status, body) = raw_call(&emu.endpoint(), SystemTime::now(), "/", Some("AWSCloudShell.DescribeEnvironments")).await;
+    let (status, body) = raw_call(
+        &emu.endpoint(),
+        SystemTime::now(),
+        "/",
+        Some("AWSCloudShell.DescribeEnvironments"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Environments"), "{body}");
 }

@@ -43,7 +43,13 @@ async fn arm_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response
             info!(?request, "faults armed");
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, format!("bad fault request: {e}; expected {{\"throttle_next\": N, \"fail_next\": N}}\n")).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad fault request: {e}; expected {{\"throttle_next\": N, \"fail_next\": N}}\n"
+            ),
+        )
+            .into_response(),
     }
 }
 
@@ -93,7 +99,10 @@ async fn handle(
 ) -> Result<Value, AwsError> {
     let operation = operation_name(uri.path(), headers)?;
     if method != Method::POST {
-        return Err(AwsError::unknown_operation(&format!("{method} {}", uri.path())));
+        return Err(AwsError::unknown_operation(&format!(
+            "{method} {}",
+            uri.path()
+        )));
     }
     let host = headers
         .get("host")
@@ -166,7 +175,9 @@ fn strip_nulls(value: &mut Value) {
 /// `cloudshell.<region>.<suffix>` names its region; loopback addresses do not.
 fn host_region(host: &str) -> Option<&str> {
     let mut labels = host.split('.');
-    (labels.next() == Some("cloudshell")).then(|| labels.next()).flatten()
+    (labels.next() == Some("cloudshell"))
+        .then(|| labels.next())
+        .flatten()
 }
 
 fn now_millis() -> u64 {
@@ -182,18 +193,30 @@ mod tests {
     #[test]
     fn operation_from_path_or_target() {
         let h = HeaderMap::new();
-        assert_eq!(operation_name("/createSession", &h).unwrap(), "CreateSession");
-        assert_eq!(operation_name("/CreateSession", &h).unwrap(), "CreateSession");
+        assert_eq!(
+            operation_name("/createSession", &h).unwrap(),
+            "CreateSession"
+        );
+        assert_eq!(
+            operation_name("/CreateSession", &h).unwrap(),
+            "CreateSession"
+        );
         assert!(operation_name("/createsession", &h).is_err());
         assert!(operation_name("/nope", &h).is_err());
         let mut h = HeaderMap::new();
-        h.insert("x-amz-target", HeaderValue::from_static("AWSCloudShell.DescribeEnvironments"));
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("AWSCloudShell.DescribeEnvironments"),
+        );
         assert_eq!(operation_name("/", &h).unwrap(), "DescribeEnvironments");
     }
 
     #[test]
     fn host_regions() {
-        assert_eq!(host_region("cloudshell.eu-west-1.amazonaws.com"), Some("eu-west-1"));
+        assert_eq!(
+            host_region("cloudshell.eu-west-1.amazonaws.com"),
+            Some("eu-west-1")
+        );
         assert_eq!(host_region("127.0.0.1:4599"), None);
     }
 }

@@ -6,14 +6,18 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::config::{DEFAULT_PRINCIPAL, EmulatorConfig, EmulatorCredential, FaultConfig, Timings};
 use crate::Emulator;
+use crate::config::{DEFAULT_PRINCIPAL, EmulatorConfig, EmulatorCredential, FaultConfig, Timings};
 
 /// Flags that configure an emulator.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmulatorArgs {
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:4599", env = "CLOUDSHELL_EMULATOR_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:4599",
+        env = "CLOUDSHELL_EMULATOR_LISTEN"
+    )]
     pub listen: SocketAddr,
 
     /// Directory for the emulator's state and the environments' home directories
@@ -25,7 +29,7 @@ pub struct EmulatorArgs {
     #[arg(long, value_delimiter = ',')]
     pub regions: Vec<String>,
 
-    /// Credentials to accept, as ACCESS_KEY_ID:SECRET[:PRINCIPAL_ARN]; repeat for
+    /// Credentials to accept, as ACCESS_KEY_ID:SECRET or ACCESS_KEY_ID:SECRET:PRINCIPAL_ARN; repeat for
     /// several principals [default: the emulator's built-in pair].
     #[arg(long = "credentials", value_name = "AK:SECRET[:ARN]")]
     pub credentials: Vec<String>,
@@ -113,8 +117,7 @@ impl EmulatorArgs {
 
 /// `$XDG_DATA_HOME/cloudshell/emulator` or the platform's equivalent.
 pub fn default_data_dir() -> anyhow::Result<PathBuf> {
-    let base = dirs::data_dir()
-        .context("no user data directory is known here; pass --data-dir")?;
+    let base = dirs::data_dir().context("no user data directory is known here; pass --data-dir")?;
     Ok(base.join("cloudshell").join("emulator"))
 }
 
@@ -127,9 +130,17 @@ fn parse_credential(s: &str) -> anyhow::Result<EmulatorCredential> {
     if ak.is_empty() || secret.is_empty() {
         bail!("--credentials {s:?}: the access key id and the secret must not be empty");
     }
-    let principal = parts
-        .next()
-        .map_or_else(|| format!("{}/{ak}", DEFAULT_PRINCIPAL.rsplit_once('/').map_or(DEFAULT_PRINCIPAL, |p| p.0)), str::to_owned);
+    let principal = parts.next().map_or_else(
+        || {
+            format!(
+                "{}/{ak}",
+                DEFAULT_PRINCIPAL
+                    .rsplit_once('/')
+                    .map_or(DEFAULT_PRINCIPAL, |p| p.0)
+            )
+        },
+        str::to_owned,
+    );
     Ok(EmulatorCredential {
         access_key_id: ak.to_owned(),
         secret_access_key: secret.to_owned(),

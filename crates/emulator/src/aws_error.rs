@@ -35,7 +35,11 @@ impl AwsError {
 
     /// 402 `ServiceQuotaExceededException`.
     pub fn quota(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYMENT_REQUIRED, "ServiceQuotaExceededException", message)
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "ServiceQuotaExceededException",
+            message,
+        )
     }
 
     /// 409 `ConflictException`.
@@ -45,12 +49,20 @@ impl AwsError {
 
     /// 429 `ThrottlingException`.
     pub fn throttling() -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "ThrottlingException", "Rate exceeded")
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ThrottlingException",
+            "Rate exceeded",
+        )
     }
 
     /// 500 `InternalServerException`.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerException", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerException",
+            message,
+        )
     }
 
     /// 400 `TokenDecryptionException`.
@@ -65,7 +77,11 @@ impl AwsError {
 
     /// 400 `IncompleteSignatureException`.
     pub fn incomplete_signature(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "IncompleteSignatureException", message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteSignatureException",
+            message,
+        )
     }
 
     /// 403 `UnrecognizedClientException`: unknown access key or token.

@@ -39,7 +39,8 @@ impl Faults {
 
     /// Arms one-shot faults, replacing any still pending.
     pub fn arm(&self, request: FaultRequest) {
-        self.throttle_next.store(request.throttle_next, Ordering::SeqCst);
+        self.throttle_next
+            .store(request.throttle_next, Ordering::SeqCst);
         self.fail_next.store(request.fail_next, Ordering::SeqCst);
     }
 
@@ -52,10 +53,18 @@ impl Faults {
         if take_one(&self.fail_next) {
             return Some(AwsError::internal("injected fault: internal error"));
         }
-        if self.config.throttle_every.is_some_and(|k| k > 0 && n % k == 0) {
+        if self
+            .config
+            .throttle_every
+            .is_some_and(|k| k > 0 && n.is_multiple_of(k))
+        {
             return Some(AwsError::throttling());
         }
-        if self.config.fail_every.is_some_and(|k| k > 0 && n % k == 0) {
+        if self
+            .config
+            .fail_every
+            .is_some_and(|k| k > 0 && n.is_multiple_of(k))
+        {
             return Some(AwsError::internal("injected fault: internal error"));
         }
         None
@@ -75,7 +84,10 @@ mod tests {
     #[test]
     fn one_shot_faults_run_out() {
         let f = Faults::default();
-        f.arm(FaultRequest { throttle_next: 1, fail_next: 2 });
+        f.arm(FaultRequest {
+            throttle_next: 1,
+            fail_next: 2,
+        });
         assert_eq!(f.check().unwrap().code, "ThrottlingException");
         assert_eq!(f.check().unwrap().code, "InternalServerException");
         assert_eq!(f.check().unwrap().code, "InternalServerException");
@@ -84,8 +96,21 @@ mod tests {
 
     #[test]
     fn periodic_throttling() {
-        let f = Faults::new(FaultConfig { throttle_every: Some(3), fail_every: None });
+        let f = Faults::new(FaultConfig {
+            throttle_every: Some(3),
+            fail_every: None,
+        });
         let codes: Vec<_> = (0..6).map(|_| f.check().map(|e| e.code)).collect();
-        assert_eq!(codes, vec![None, None, Some("ThrottlingException"), None, None, Some("ThrottlingException")]);
+        assert_eq!(
+            codes,
+            vec![
+                None,
+                None,
+                Some("ThrottlingException"),
+                None,
+                None,
+                Some("ThrottlingException")
+            ]
+        );
     }
 }

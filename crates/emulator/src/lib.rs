@@ -52,7 +52,10 @@ impl Emulator {
     /// Opens the state in `config.data_dir`, binds `listen` and serves in the background.
     pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result<Self> {
         std::fs::create_dir_all(config.data_dir.join("homes")).with_context(|| {
-            format!("could not create the data directory {}", config.data_dir.display())
+            format!(
+                "could not create the data directory {}",
+                config.data_dir.display()
+            )
         })?;
         let store = store::Store::open(&config.data_dir.join("emulator.redb"))?;
         let state = Arc::new(api::AppState {

@@ -165,8 +165,9 @@ impl Environment {
                 Phase::Suspended { since } => match timings.reclaim_after {
                     Some(after) if now >= since + ms(after) => {
                         effects.push(Effect::WipeHome);
-                        self.status_reason =
-                            Some("reclaimed after long inactivity; home directory wiped".to_owned());
+                        self.status_reason = Some(
+                            "reclaimed after long inactivity; home directory wiped".to_owned(),
+                        );
                         Phase::Suspended {
                             since: since + ms(after),
                         }
@@ -320,7 +321,11 @@ mod tests {
         assert!(e.stop(10, &t).is_err());
         assert!(e.delete(10, &t).is_err());
         e.advance(100, &t);
-        assert!(e.start(100, &t).unwrap_err().contains("needs environment e to be SUSPENDED"));
+        assert!(
+            e.start(100, &t)
+                .unwrap_err()
+                .contains("needs environment e to be SUSPENDED")
+        );
         e.stop(100, &t).unwrap();
         e.advance(130, &t);
         assert!(matches!(e.phase, Phase::Suspended { .. }));
@@ -339,6 +344,10 @@ mod tests {
         let t = timings();
         let mut e = env(&t);
         e.advance(5000, &t);
-        assert!(e.touch(5000, "SendHeartBeat").unwrap_err().contains("SUSPENDED"));
+        assert!(
+            e.touch(5000, "SendHeartBeat")
+                .unwrap_err()
+                .contains("SUSPENDED")
+        );
     }
 }

@@ -86,7 +86,9 @@ impl Service {
         host: &str,
     ) -> Result<Value, AwsError> {
         if !input.is_object() {
-            return Err(AwsError::validation("the request body must be a JSON object"));
+            return Err(AwsError::validation(
+                "the request body must be a JSON object",
+            ));
         }
         match operation {
             "DescribeEnvironments" => self.describe_environments(caller, now),
@@ -162,7 +164,12 @@ impl Service {
         })
     }
 
-    fn create_environment(&self, caller: &Verified, input: &Value, now: Millis) -> Result<Value, AwsError> {
+    fn create_environment(
+        &self,
+        caller: &Verified,
+        input: &Value,
+        now: Millis,
+    ) -> Result<Value, AwsError> {
         let name = optional_str(input, "EnvironmentName")?.map(str::to_owned);
         if let Some(n) = &name {
             validate_environment_name(n).map_err(|e| AwsError::validation(e.to_string()))?;
@@ -175,7 +182,8 @@ impl Service {
                         "invalid VpcConfig: {e} (it needs VpcId, SubnetIds and SecurityGroupIds)"
                     ))
                 })?;
-                vpc.validate().map_err(|e| AwsError::validation(e.to_string()))?;
+                vpc.validate()
+                    .map_err(|e| AwsError::validation(e.to_string()))?;
                 if name.is_none() {
                     return Err(AwsError::validation(
                         "invalid EnvironmentName: a VPC environment needs a name",
@@ -191,10 +199,10 @@ impl Service {
         let env = self.store.write(|t| {
             let mut live = Vec::new();
             for env in t.environments(|e| owned_by(e, caller))? {
-                if let Some(env) = self.advance(t, env, now)? {
-                    if env.phase.is_live() {
-                        live.push(env);
-                    }
+                if let Some(env) = self.advance(t, env, now)?
+                    && env.phase.is_live()
+                {
+                    live.push(env);
                 }
             }
             if vpc.is_none() {
@@ -210,14 +218,13 @@ impl Service {
                     caller.region
                 )));
             }
-            if let Some(n) = &name {
-                if live.iter().any(|e| e.name.as_deref() == Some(n)) {
+            if let Some(n) = &name
+                && live.iter().any(|e| e.name.as_deref() == Some(n)) {
                     return Err(AwsError::conflict(format!(
                         "an environment named {n:?} already exists in {}",
                         caller.region
                     )));
                 }
-            }
             let env = Environment::create(
                 uuid::Uuid::new_v4().to_string(),
                 caller.region.clone(),
@@ -240,17 +247,28 @@ impl Service {
         }))
     }
 
-    fn create_session(&self, caller: &Verified, input: &Value, now: Millis, host: &str) -> Result<Value, AwsError> {
+    fn create_session(
+        &self,
+        caller: &Verified,
+        input: &Value,
+        now: Millis,
+        host: &str,
+    ) -> Result<Value, AwsError> {
         let session_type = required_str(input, "SessionType")?;
         if session_type.is_empty() {
-            return Err(AwsError::validation("invalid SessionType: must not be empty (clients send TMUX)"));
+            return Err(AwsError::validation(
+                "invalid SessionType: must not be empty (clients send TMUX)",
+            ));
         }
         let tab_id = required_str(input, "TabId")?;
         cloudshell::TabId::parse(tab_id).map_err(|e| AwsError::validation(e.to_string()))?;
-        if let Some(v) = input.get("QCliDisabled") {
-            if !v.is_boolean() && !v.is_null() {
-                return Err(AwsError::validation("invalid QCliDisabled: must be a boolean"));
-            }
+        if let Some(v) = input.get("QCliDisabled")
+            && !v.is_boolean()
+            && !v.is_null()
+        {
+            return Err(AwsError::validation(
+                "invalid QCliDisabled: must be a boolean",
+            ));
         }
         let tab_id = tab_id.to_owned();
         self.with_environment(caller, input, now, |t, env| {
@@ -271,7 +289,14 @@ impl Service {
         })
     }
 
-    fn file_urls(&self, operation: &str, caller: &Verified, input: &Value, now: Millis, host: &str) -> Result<Value, AwsError> {
+    fn file_urls(
+        &self,
+        operation: &str,
+        caller: &Verified,
+        input: &Value,
+        now: Millis,
+        host: &str,
+    ) -> Result<Value, AwsError> {
         let file = optional_str(input, "FileName")?.map(str::to_owned);
         self.with_environment(caller, input, now, |_, env| {
             if env.phase.status() != "RUNNING" {
@@ -312,11 +337,17 @@ impl Service {
     ) -> Result<Value, AwsError> {
         let id = required_str(input, "EnvironmentId")?;
         if id.is_empty() {
-            return Err(AwsError::validation("invalid EnvironmentId: must not be empty"));
+            return Err(AwsError::validation(
+                "invalid EnvironmentId: must not be empty",
+            ));
         }
         self.store.write(|t| {
-            let not_found = || AwsError::not_found(format!("environment {id} not found in {}", caller.region));
-            let env = t.environment(id)?.filter(|e| owned_by(e, caller)).ok_or_else(not_found)?;
+            let not_found =
+                || AwsError::not_found(format!("environment {id} not found in {}", caller.region));
+            let env = t
+                .environment(id)?
+                .filter(|e| owned_by(e, caller))
+                .ok_or_else(not_found)?;
             let mut env = self.advance(t, env, now)?.ok_or_else(not_found)?;
             let out = f(t, &mut env)?;
             t.put_environment(&env)?;
@@ -325,7 +356,12 @@ impl Service {
     }
 
     /// Applies timed transitions and their effects; `None` if the environment was purged.
-    fn advance(&self, t: &mut Txn, mut env: Environment, now: Millis) -> Result<Option<Environment>, AwsError> {
+    fn advance(
+        &self,
+        t: &mut Txn,
+        mut env: Environment,
+        now: Millis,
+    ) -> Result<Option<Environment>, AwsError> {
         let before = env.clone();
         let effects = env.advance(now, &self.config.timings);
         for effect in &effects {
@@ -333,8 +369,9 @@ impl Service {
             match effect {
                 Effect::WipeHome => {
                     remove_dir_if_present(&home)?;
-                    std::fs::create_dir_all(&home)
-                        .map_err(|e| AwsError::internal(format!("could not recreate {}: {e}", home.display())))?;
+                    std::fs::create_dir_all(&home).map_err(|e| {
+                        AwsError::internal(format!("could not recreate {}: {e}", home.display()))
+                    })?;
                 }
                 Effect::RemoveHome => remove_dir_if_present(&home)?,
                 Effect::Purge => {
@@ -364,7 +401,10 @@ fn remove_dir_if_present(dir: &Path) -> Result<(), AwsError> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(AwsError::internal(format!("could not remove {}: {e}", dir.display()))),
+        Err(e) => Err(AwsError::internal(format!(
+            "could not remove {}: {e}",
+            dir.display()
+        ))),
     }
 }
 
@@ -393,7 +433,9 @@ fn required_str<'a>(input: &'a Value, member: &str) -> Result<&'a str, AwsError>
             "1 validation error detected: Value null at '{}' failed to satisfy constraint: Member must not be null",
             lower_camel(member)
         ))),
-        Some(_) => Err(AwsError::validation(format!("invalid {member}: must be a string"))),
+        Some(_) => Err(AwsError::validation(format!(
+            "invalid {member}: must be a string"
+        ))),
     }
 }
 
@@ -401,7 +443,9 @@ fn optional_str<'a>(input: &'a Value, member: &str) -> Result<Option<&'a str>, A
     match input.get(member) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(AwsError::validation(format!("invalid {member}: must be a string"))),
+        Some(_) => Err(AwsError::validation(format!(
+            "invalid {member}: must be a string"
+        ))),
     }
 }
 

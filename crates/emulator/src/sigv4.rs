@@ -76,7 +76,9 @@ fn parse_authorization(value: &str) -> Result<AuthorizationHeader<'_>, AwsError>
     let signature = signature.ok_or_else(|| incomplete("'Signature' parameter"))?;
     let scope: Vec<&str> = credential.split('/').collect();
     let [access_key_id, date, region, service, terminator] = scope[..] else {
-        return Err(incomplete("a well-formed 'Credential' parameter (AK/date/region/service/aws4_request)"));
+        return Err(incomplete(
+            "a well-formed 'Credential' parameter (AK/date/region/service/aws4_request)",
+        ));
     };
     if terminator != "aws4_request" {
         return Err(AwsError::invalid_signature(format!(
@@ -139,21 +141,25 @@ pub fn verify(
             auth.region
         )));
     }
-    if let Some(allowed) = &credential.regions {
-        if !allowed.iter().any(|r| r == auth.region) {
-            return Err(AwsError::invalid_signature(format!(
-                "Credential should be scoped to a valid region, not '{}'. These credentials are valid in: {}.",
-                auth.region,
-                allowed.join(", ")
-            )));
-        }
+    if let Some(allowed) = &credential.regions
+        && !allowed.iter().any(|r| r == auth.region)
+    {
+        return Err(AwsError::invalid_signature(format!(
+            "Credential should be scoped to a valid region, not '{}'. These credentials are valid in: {}.",
+            auth.region,
+            allowed.join(", ")
+        )));
     }
 
     let amz_date = header("x-amz-date").ok_or_else(|| {
-        AwsError::incomplete_signature("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.")
+        AwsError::incomplete_signature(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+        )
     })?;
     let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
-        AwsError::incomplete_signature(format!("Date must be in ISO-8601 'basic format'. Got '{amz_date}'."))
+        AwsError::incomplete_signature(format!(
+            "Date must be in ISO-8601 'basic format'. Got '{amz_date}'."
+        ))
     })?;
     if !amz_date.starts_with(auth.date) || auth.date.len() != 8 {
         return Err(AwsError::invalid_signature(format!(
@@ -169,7 +175,9 @@ pub fn verify(
         return Err(AwsError::unrecognized_client());
     }
     if !auth.signed_headers.contains(&"host") {
-        return Err(AwsError::invalid_signature("'Host' must be a signed header."));
+        return Err(AwsError::invalid_signature(
+            "'Host' must be a signed header.",
+        ));
     }
 
     let expected = resign(request, &auth, credential, signed_at)?;
@@ -322,8 +330,18 @@ mod tests {
         let ok = parse_amz_date("20261125T115600Z").unwrap();
         assert!(check_skew("x", ok, now).is_ok());
         let old = parse_amz_date("20261125T115400Z").unwrap();
-        assert!(check_skew("x", old, now).unwrap_err().message.starts_with("Signature expired"));
+        assert!(
+            check_skew("x", old, now)
+                .unwrap_err()
+                .message
+                .starts_with("Signature expired")
+        );
         let future = parse_amz_date("20261125T120600Z").unwrap();
-        assert!(check_skew("x", future, now).unwrap_err().message.starts_with("Signature not yet current"));
+        assert!(
+            check_skew("x", future, now)
+                .unwrap_err()
+                .message
+                .starts_with("Signature not yet current")
+        );
     }
 }

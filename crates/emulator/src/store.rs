@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::aws_error::AwsError;
 use crate::lifecycle::{Environment, Millis};
@@ -60,7 +60,8 @@ impl Store {
             other => err(other.to_string()),
         })?;
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
-        txn.open_table(ENVIRONMENTS).map_err(|e| err(e.to_string()))?;
+        txn.open_table(ENVIRONMENTS)
+            .map_err(|e| err(e.to_string()))?;
         txn.open_table(SESSIONS).map_err(|e| err(e.to_string()))?;
         txn.commit().map_err(|e| err(e.to_string()))?;
         Ok(Self { db })

@@ -115,6 +115,9 @@ mod tests {
                 "VpcConfig": {"VpcId": "vpc-01234567", "SubnetIds": ["subnet-01234567"], "SecurityGroupIds": ["sg-01234567"]}
             })
         );
-        assert_eq!(serde_json::to_string(&CreateEnvironmentInput::default()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&CreateEnvironmentInput::default()).unwrap(),
+            "{}"
+        );
     }
 }

@@ -21,7 +21,11 @@ pub struct CreateSessionInput {
     /// A UUID v4 the client makes up per terminal tab.
     pub tab_id: TabId,
     /// Turns off the Amazon Q CLI integration in the shell.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "QCliDisabled")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "QCliDisabled"
+    )]
     pub q_cli_disabled: Option<bool>,
 }
 

@@ -20,5 +20,6 @@ operation!(
 
 // Keeps the shared shapes reachable from this module as the SDKs lay them out.
 #[doc(inline)]
-pub use crate::operation::{FileUrlsInput as GetFileUploadUrlsInput, FileUrlsOutput as GetFileUploadUrlsOutput};
-
+pub use crate::operation::{
+    FileUrlsInput as GetFileUploadUrlsInput, FileUrlsOutput as GetFileUploadUrlsOutput,
+};

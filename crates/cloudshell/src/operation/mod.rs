@@ -102,13 +102,13 @@ pub struct FileUrlsInput {
 
 impl Validate for FileUrlsInput {
     fn validate(&self) -> Result<(), ValidationError> {
-        if let Some(name) = &self.file_name {
-            if name.is_empty() || name.contains('\0') {
-                return Err(ValidationError::new(
-                    "FileName",
-                    "must be a non-empty path without NUL characters",
-                ));
-            }
+        if let Some(name) = &self.file_name
+            && (name.is_empty() || name.contains('\0'))
+        {
+            return Err(ValidationError::new(
+                "FileName",
+                "must be a non-empty path without NUL characters",
+            ));
         }
         Ok(())
     }
