@@ -76,6 +76,10 @@ pub enum OutputFormat {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Make sure the region's default environment exists and is RUNNING, as
+    /// opening CloudShell in the Console does: create or resume it and wait.
+    Up(UpArgs),
+
     /// List environments in the region (DescribeEnvironments + GetEnvironmentStatus).
     List,
 
@@ -143,6 +147,14 @@ pub struct WaitEnvArgs {
     #[arg(long)]
     pub wait: bool,
 
+    /// Give up waiting after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub wait_timeout: Duration,
+}
+
+/// `up` flags.
+#[derive(Debug, Args)]
+pub struct UpArgs {
     /// Give up waiting after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
     pub wait_timeout: Duration,

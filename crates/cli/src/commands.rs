@@ -22,7 +22,8 @@ use cloudshell::{Client, EnvironmentId, EnvironmentStatus, TabId, VpcConfig};
 use serde::Serialize;
 
 use crate::args::{
-    CreateArgs, DeleteSessionArgs, EnvArg, FileUrlsArgs, HeartbeatArgs, SessionArgs, WaitEnvArgs,
+    CreateArgs, DeleteSessionArgs, EnvArg, FileUrlsArgs, HeartbeatArgs, SessionArgs, UpArgs,
+    WaitEnvArgs,
 };
 use crate::output::Printer;
 
@@ -161,6 +162,56 @@ async fn resolve(client: &Client, arg: &EnvArg) -> anyhow::Result<EnvironmentId>
         ),
         _ => bail!("several environments could be meant; name one (see `cloudshell list`)"),
     }
+}
+
+pub async fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut id = match resolve(&ctx.client, &EnvArg { env: None }).await {
+        Ok(id) => id,
+        Err(_) => create_default(ctx).await?,
+    };
+    let mut last = None;
+    loop {
+        let s = status_of(&ctx.client, &id).await?;
+        if last.as_ref() != Some(&s.status) {
+            progress(&format!("{id}: {}", s.status));
+            last = Some(s.status.clone());
+        }
+        match &s.status {
+            EnvironmentStatus::Running => {
+                return ctx
+                    .printer
+                    .message(&s, &format!("Environment {id} is RUNNING"));
+            }
+            EnvironmentStatus::Suspended => {
+                ctx.client
+                    .start_environment(&StartEnvironmentInput::new(id.clone()))
+                    .await
+                    .api()?;
+            }
+            // Being deleted: make a new one once it is gone.
+            EnvironmentStatus::Deleted => id = create_default(ctx).await?,
+            s if s.is_transitional() => {}
+            other => bail!("environment {id} is {other}, which `up` does not know how to handle"),
+        }
+        if started.elapsed() >= args.wait_timeout {
+            bail!(
+                "environment {id} is not RUNNING after {}; check with `cloudshell status {id}`",
+                humantime::format_duration(args.wait_timeout)
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn create_default(ctx: &Context) -> anyhow::Result<EnvironmentId> {
+    let out = ctx
+        .client
+        .create_environment(&CreateEnvironmentInput::default())
+        .await
+        .api()?;
+    progress(&format!("Created environment {}", out.environment_id));
+    Ok(out.environment_id)
 }
 
 pub async fn create(ctx: &Context, args: &CreateArgs) -> anyhow::Result<()> {

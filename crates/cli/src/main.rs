@@ -7,6 +7,7 @@ mod args;
 mod commands;
 mod output;
 
+use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
@@ -79,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         printer: Printer::new(global.output),
     };
     match &cli.command {
+        Command::Up(a) => commands::up(&ctx, a).await,
         Command::List => commands::list(&ctx).await,
         Command::Create(a) => commands::create(&ctx, a).await,
         Command::Status(a) => commands::status(&ctx, a).await,
@@ -204,13 +206,16 @@ fn init_logging(debug: bool) {
     let filter = if debug {
         "cloudshell=debug,cloudshell_cli=debug,cloudshell_emulator=info"
     } else {
-        "warn"
+        // The credential chain logs each provider it tries; the error we
+        // print already says what was missing.
+        "warn,aws_config=off"
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLOUDSHELL_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -644,3 +644,16 @@ fn completions_and_help() {
     let r = Run::from(c.args(["heartbeat", "--every", "soon"]).output().unwrap());
     assert_eq!(r.code, 2, "usage errors exit 2");
 }
+
+#[test]
+fn up_creates_or_resumes_the_default_environment() {
+    let emu = Emulator::start(&[]);
+    let first = emu.json(&["up"]);
+    assert_eq!(first["Status"], "RUNNING");
+    let id = first["EnvironmentId"].as_str().unwrap().to_owned();
+    assert_eq!(emu.json(&["up"])["EnvironmentId"], id.as_str(), "up is idempotent");
+    emu.ok(&["stop", "--wait"]);
+    let resumed = emu.json(&["up"]);
+    assert_eq!(resumed["EnvironmentId"], id.as_str());
+    assert_eq!(resumed["Status"], "RUNNING");
+}
