@@ -651,7 +651,11 @@ fn up_creates_or_resumes_the_default_environment() {
     let first = emu.json(&["up"]);
     assert_eq!(first["Status"], "RUNNING");
     let id = first["EnvironmentId"].as_str().unwrap().to_owned();
-    assert_eq!(emu.json(&["up"])["EnvironmentId"], id.as_str(), "up is idempotent");
+    assert_eq!(
+        emu.json(&["up"])["EnvironmentId"],
+        id.as_str(),
+        "up is idempotent"
+    );
     emu.ok(&["stop", "--wait"]);
     let resumed = emu.json(&["up"]);
     assert_eq!(resumed["EnvironmentId"], id.as_str());
