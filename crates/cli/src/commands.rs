@@ -120,7 +120,8 @@ async fn status_of(
 async fn resolve(client: &Client, arg: &EnvArg) -> anyhow::Result<EnvironmentId> {
     if let Some(given) = &arg.env {
         let id = EnvironmentId::new(given.as_str())?;
-        // A UUID is an id; skip the listing.
+        // Ids are UUIDs and names are at most 28 characters, so a UUID-shaped
+        // argument is an id: skip the listing.
         if given.len() == 36 && given.chars().filter(|c| *c == '-').count() == 4 {
             return Ok(id);
         }

@@ -661,3 +661,44 @@ fn up_creates_or_resumes_the_default_environment() {
     assert_eq!(resumed["EnvironmentId"], id.as_str());
     assert_eq!(resumed["Status"], "RUNNING");
 }
+
+#[test]
+fn profile_supplies_credentials_region_and_endpoint() {
+    let emu = Emulator::start(&["--regions", "eu-west-1"]);
+    let home = emu.dir.path();
+    std::fs::write(
+        home.join("creds"),
+        format!("[emu]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join("config"),
+        format!(
+            "[profile emu]\nregion = eu-west-1\nendpoint_url = {}\n",
+            emu.endpoint
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, home);
+    c.env("AWS_SHARED_CREDENTIALS_FILE", home.join("creds"))
+        .env("AWS_CONFIG_FILE", home.join("config"));
+    let r = Run::from(
+        c.args(["--profile", "emu", "up", "--output", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, home);
+    let r = Run::from(
+        c.env("AWS_SHARED_CREDENTIALS_FILE", home.join("creds"))
+            .env("AWS_CONFIG_FILE", home.join("config"))
+            .env("AWS_PROFILE", "emu")
+            .args(["list"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("RUNNING"), "{}", r.stdout);
+}

@@ -35,8 +35,14 @@ struct Inner {
 
 /// One attempt's result, before the retry decision.
 enum Attempt {
-    Success(Vec<u8>),
-    Failure { status: u16, meta: ErrorMetadata },
+    Success {
+        body: Vec<u8>,
+        request_id: Option<String>,
+    },
+    Failure {
+        status: u16,
+        meta: ErrorMetadata,
+    },
 }
 
 /// Why an attempt produced no response.
@@ -57,14 +63,15 @@ enum AttemptError {
 impl Client {
     /// A client with this configuration.
     pub fn new(config: Config) -> Self {
-        // The builder fails only when the TLS backend cannot initialise, which
-        // with the bundled rustls provider does not happen; fall back to the
-        // default client rather than panic.
+        // Invariant: the builder fails only when the TLS backend cannot be
+        // initialised, and rustls with aws-lc-rs is compiled in and needs no
+        // system library, so this cannot fail at run time.
+        #[allow(clippy::expect_used)]
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
             .user_agent(concat!("cloudshell-rs/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .expect("the compiled-in TLS backend initialises");
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -240,8 +247,12 @@ impl Client {
                 Err(_) => Err(AttemptError::TimedOut),
             };
             let (retry, error) = match outcome {
-                Ok(Attempt::Success(bytes)) => return parse_output::<O>(&bytes),
+                Ok(Attempt::Success { body, request_id }) => {
+                    debug!(operation = O::NAME, attempt, request_id, "succeeded");
+                    return parse_output::<O>(&body, request_id);
+                }
                 Ok(Attempt::Failure { status, meta }) => {
+                    debug!(operation = O::NAME, attempt, status, error = %meta, "service error");
                     let retry = classify_response(status, meta.code.as_deref());
                     let kind = O::Error::from_code(meta.code.as_deref().unwrap_or(""));
                     (
@@ -386,7 +397,10 @@ impl Client {
                 source,
             })?;
         if (200..300).contains(&status) {
-            return Ok(Attempt::Success(bytes.to_vec()));
+            return Ok(Attempt::Success {
+                body: bytes.to_vec(),
+                request_id,
+            });
         }
         let meta = parse_error_metadata(status, request_id, error_type.as_deref(), &bytes);
         Ok(Attempt::Failure { status, meta })
@@ -450,7 +464,10 @@ fn sign_request(
     Ok(())
 }
 
-fn parse_output<O: Operation>(bytes: &[u8]) -> Result<O::Output, SdkError<O::Error>> {
+fn parse_output<O: Operation>(
+    bytes: &[u8],
+    request_id: Option<String>,
+) -> Result<O::Output, SdkError<O::Error>> {
     // Operations with no output members may answer with an empty body.
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -459,7 +476,7 @@ fn parse_output<O: Operation>(bytes: &[u8]) -> Result<O::Output, SdkError<O::Err
     };
     serde_json::from_slice(bytes).map_err(|e| SdkError::ResponseError {
         status: 200,
-        request_id: None,
+        request_id,
         source: Box::new(e),
     })
 }

@@ -155,9 +155,19 @@ fn operation_name(path: &str, headers: &HeaderMap) -> Result<&'static str, AwsEr
     };
     OPERATIONS
         .iter()
-        .find(|op| op.eq_ignore_ascii_case(name) && op[1..] == name[1.min(name.len())..])
+        .find(|op| same_operation(op, name))
         .copied()
         .ok_or_else(|| AwsError::unknown_operation(name))
+}
+
+/// Paths spell the name in lowerCamelCase; accept either case of the first
+/// letter, and nothing looser.
+fn same_operation(op: &str, name: &str) -> bool {
+    let (mut a, mut b) = (op.chars(), name.chars());
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(&y) && a.as_str() == b.as_str(),
+        _ => false,
+    }
 }
 
 /// AWS omits absent members rather than sending `null`.
@@ -203,6 +213,8 @@ mod tests {
         );
         assert!(operation_name("/createsession", &h).is_err());
         assert!(operation_name("/nope", &h).is_err());
+        assert!(operation_name("/é", &h).is_err());
+        assert!(operation_name("/", &h).is_err());
         let mut h = HeaderMap::new();
         h.insert(
             "x-amz-target",

@@ -69,10 +69,6 @@ pub struct EmulatorArgs {
     /// Answer every Nth call with a 500 InternalServerException.
     #[arg(long, value_name = "N")]
     pub fail_every: Option<u64>,
-
-    /// Home directory quota per environment, in bytes.
-    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
-    pub home_quota: u64,
 }
 
 impl EmulatorArgs {
@@ -110,7 +106,6 @@ impl EmulatorArgs {
             throttle_every: self.throttle_every.filter(|n| *n > 0),
             fail_every: self.fail_every.filter(|n| *n > 0),
         };
-        config.home_quota_bytes = self.home_quota;
         Ok(config)
     }
 }

@@ -123,8 +123,6 @@ pub struct EmulatorConfig {
     pub timings: Timings,
     /// Injected faults.
     pub faults: FaultConfig,
-    /// Home directory quota per environment, in bytes (AWS: about 1 GB).
-    pub home_quota_bytes: u64,
 }
 
 impl EmulatorConfig {
@@ -136,7 +134,6 @@ impl EmulatorConfig {
             credentials: vec![EmulatorCredential::default()],
             timings: Timings::default(),
             faults: FaultConfig::default(),
-            home_quota_bytes: 1 << 30,
         }
     }
 }
