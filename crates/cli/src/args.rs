@@ -50,7 +50,13 @@ pub struct GlobalArgs {
     ///
     /// Its state lives in the user data directory (or CLOUDSHELL_EMULATOR_DATA_DIR),
     /// so environments persist from one command to the next.
-    #[arg(long, global = true, env = "CLOUDSHELL_EMULATED")]
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_EMULATED",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub emulated: bool,
 
     /// Data directory of the emulator used by --emulated.

@@ -119,7 +119,10 @@ async fn client(global: &GlobalArgs) -> anyhow::Result<(Client, Option<Emulator>
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     )
     .await
-    .context("could not start the embedded emulator")?;
+    .context(
+        "could not start the embedded emulator (if an emulator already runs on this \
+         data directory, reach it with --endpoint-url instead of --emulated)",
+    )?;
     let region = match region {
         Some(r) => r,
         None => match std::env::var("AWS_REGION") {

@@ -609,6 +609,17 @@ fn embedded_emulator_needs_no_aws_account() {
         listed["Environments"][0]["EnvironmentId"],
         created["EnvironmentId"]
     );
+    // CLOUDSHELL_EMULATED=1 is the same as --emulated.
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, dir.path());
+    let r = Run::from(
+        c.env("CLOUDSHELL_EMULATOR_DATA_DIR", dir.path().join("emu"))
+            .env("CLOUDSHELL_EMULATED", "1")
+            .args(["status", "--output", "json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 #[test]
