@@ -7,15 +7,15 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::aws_error::AwsError;
 use crate::lifecycle::{Environment, Millis};
 
-const ENVIRONMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("environments");
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const ENVIRONMENTS: Table = TableDefinition::new("environments");
+const SESSIONS: Table = TableDefinition::new("sessions");
 
 /// A shell session opened by CreateSession.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,18 +75,6 @@ impl Store {
         wrapped.txn.commit().map_err(internal)?;
         Ok(result)
     }
-
-    /// Every environment, for tools and tests.
-    pub fn all_environments(&self) -> Result<Vec<Environment>, AwsError> {
-        let txn = self.db.begin_read().map_err(internal)?;
-        let table = txn.open_table(ENVIRONMENTS).map_err(internal)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(internal)? {
-            let (_, v) = row.map_err(internal)?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
-    }
 }
 
 /// One write transaction.
@@ -94,47 +82,30 @@ pub struct Txn {
     txn: WriteTransaction,
 }
 
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
 impl Txn {
     /// Environments matching `filter`.
     pub fn environments(
         &mut self,
         filter: impl Fn(&Environment) -> bool,
     ) -> Result<Vec<Environment>, AwsError> {
-        let table = self.txn.open_table(ENVIRONMENTS).map_err(internal)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(internal)? {
-            let (_, v) = row.map_err(internal)?;
-            let env: Environment = decode(v.value())?;
-            if filter(&env) {
-                out.push(env);
-            }
-        }
-        Ok(out)
+        self.scan(ENVIRONMENTS, filter)
     }
 
     /// One environment.
     pub fn environment(&mut self, id: &str) -> Result<Option<Environment>, AwsError> {
-        let table = self.txn.open_table(ENVIRONMENTS).map_err(internal)?;
-        let row = table.get(id).map_err(internal)?;
-        row.map(|v| decode(v.value())).transpose()
+        self.get(ENVIRONMENTS, id)
     }
 
     /// Inserts or replaces an environment.
     pub fn put_environment(&mut self, env: &Environment) -> Result<(), AwsError> {
-        let mut table = self.txn.open_table(ENVIRONMENTS).map_err(internal)?;
-        table
-            .insert(env.id.as_str(), encode(env)?.as_slice())
-            .map_err(internal)?;
-        Ok(())
+        self.put(ENVIRONMENTS, &env.id, env)
     }
 
     /// Forgets an environment and its sessions.
     pub fn remove_environment(&mut self, id: &str) -> Result<(), AwsError> {
-        self.txn
-            .open_table(ENVIRONMENTS)
-            .map_err(internal)?
-            .remove(id)
-            .map_err(internal)?;
+        self.remove(ENVIRONMENTS, id)?;
         for session in self.sessions(id)? {
             self.remove_session(&session.id)?;
         }
@@ -143,42 +114,59 @@ impl Txn {
 
     /// One session.
     pub fn session(&mut self, id: &str) -> Result<Option<Session>, AwsError> {
-        let table = self.txn.open_table(SESSIONS).map_err(internal)?;
-        let row = table.get(id).map_err(internal)?;
-        row.map(|v| decode(v.value())).transpose()
+        self.get(SESSIONS, id)
     }
 
     /// The sessions of one environment.
     pub fn sessions(&mut self, environment_id: &str) -> Result<Vec<Session>, AwsError> {
-        let table = self.txn.open_table(SESSIONS).map_err(internal)?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(internal)? {
-            let (_, v) = row.map_err(internal)?;
-            let s: Session = decode(v.value())?;
-            if s.environment_id == environment_id {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        self.scan(SESSIONS, |s: &Session| s.environment_id == environment_id)
     }
 
     /// Records a session.
     pub fn put_session(&mut self, session: &Session) -> Result<(), AwsError> {
-        let mut table = self.txn.open_table(SESSIONS).map_err(internal)?;
-        table
-            .insert(session.id.as_str(), encode(session)?.as_slice())
-            .map_err(internal)?;
-        Ok(())
+        self.put(SESSIONS, &session.id, session)
     }
 
     /// Forgets a session.
     pub fn remove_session(&mut self, id: &str) -> Result<(), AwsError> {
-        self.txn
-            .open_table(SESSIONS)
-            .map_err(internal)?
-            .remove(id)
+        self.remove(SESSIONS, id)
+    }
+
+    fn get<T: DeserializeOwned>(&mut self, table: Table, key: &str) -> Result<Option<T>, AwsError> {
+        let table = self.txn.open_table(table).map_err(internal)?;
+        let row = table.get(key).map_err(internal)?;
+        row.map(|v| decode(v.value())).transpose()
+    }
+
+    fn put<T: Serialize>(&mut self, table: Table, key: &str, value: &T) -> Result<(), AwsError> {
+        let mut table = self.txn.open_table(table).map_err(internal)?;
+        table
+            .insert(key, encode(value)?.as_slice())
             .map_err(internal)?;
         Ok(())
+    }
+
+    fn remove(&mut self, table: Table, key: &str) -> Result<(), AwsError> {
+        let mut table = self.txn.open_table(table).map_err(internal)?;
+        table.remove(key).map_err(internal)?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(
+        &mut self,
+        table: Table,
+        filter: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, AwsError> {
+        let table = self.txn.open_table(table).map_err(internal)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(internal)? {
+            let (_, v) = row.map_err(internal)?;
+            let item: T = decode(v.value())?;
+            if filter(&item) {
+                out.push(item);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -192,4 +180,84 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AwsError> {
 
 fn internal(e: impl std::fmt::Display) -> AwsError {
     AwsError::internal(format!("emulator state: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Timings;
+
+    fn env(id: &str) -> Environment {
+        Environment::create(
+            id.into(),
+            "us-east-1".into(),
+            "p".into(),
+            None,
+            None,
+            0,
+            &Timings::default(),
+        )
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|t| {
+                    t.put_environment(&env("a"))?;
+                    t.put_environment(&env("b"))?;
+                    t.put_session(&Session {
+                        id: "s1".into(),
+                        environment_id: "a".into(),
+                        token: "t".into(),
+                        tab_id: "x".into(),
+                        created: 0,
+                    })
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|t| {
+                assert_eq!(t.environments(|_| true)?.len(), 2);
+                assert_eq!(t.sessions("a")?.len(), 1);
+                t.remove_environment("a")?;
+                assert!(t.environment("a")?.is_none());
+                assert!(
+                    t.session("s1")?.is_none(),
+                    "sessions go with their environment"
+                );
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r: Result<(), _> = store.write(|t| {
+            t.put_environment(&env("a"))?;
+            Err(AwsError::validation("no"))
+        });
+        assert!(r.is_err());
+        store
+            .write(|t| {
+                assert!(t.environment("a")?.is_none());
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_second_opener_gets_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let _first = Store::open(&path).unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("already in use by another emulator"), "{err}");
+    }
 }
