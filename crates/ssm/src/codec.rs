@@ -350,12 +350,18 @@ mod tests {
 
     #[test]
     fn encodes_the_golden_frame() {
-        assert_eq!(hex::encode(golden_message().encode()), hex::encode(golden_bytes()));
+        assert_eq!(
+            hex::encode(golden_message().encode()),
+            hex::encode(golden_bytes())
+        );
     }
 
     #[test]
     fn decodes_the_golden_frame() {
-        assert_eq!(ClientMessage::decode(&golden_bytes()).unwrap(), golden_message());
+        assert_eq!(
+            ClientMessage::decode(&golden_bytes()).unwrap(),
+            golden_message()
+        );
     }
 
     #[test]
@@ -376,7 +382,10 @@ mod tests {
     #[test]
     fn message_id_halves_are_swapped_on_the_wire() {
         let bytes = golden_message().encode();
-        assert_eq!(hex::encode(&bytes[64..80]), "a508b5f073f31b16dd01e56bff48483e");
+        assert_eq!(
+            hex::encode(&bytes[64..80]),
+            "a508b5f073f31b16dd01e56bff48483e"
+        );
     }
 
     #[test]
@@ -440,12 +449,21 @@ mod tests {
         }
         let mut huge = good.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(ClientMessage::decode(&huge), Err(DecodeError::BadHeaderLength(u32::MAX)));
+        assert_eq!(
+            ClientMessage::decode(&huge),
+            Err(DecodeError::BadHeaderLength(u32::MAX))
+        );
         let mut over = good.clone();
         over[116..120].copy_from_slice(&1000u32.to_be_bytes());
-        assert!(matches!(ClientMessage::decode(&over), Err(DecodeError::PayloadOverrun { .. })));
+        assert!(matches!(
+            ClientMessage::decode(&over),
+            Err(DecodeError::PayloadOverrun { .. })
+        ));
         let mut blank = good;
         blank[4..36].fill(b' ');
-        assert_eq!(ClientMessage::decode(&blank), Err(DecodeError::BadMessageType));
+        assert_eq!(
+            ClientMessage::decode(&blank),
+            Err(DecodeError::BadMessageType)
+        );
     }
 }

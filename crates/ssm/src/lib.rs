@@ -32,6 +32,7 @@
 //! assert_eq!(ClientMessage::decode(&bytes).unwrap(), frame);
 //! ```
 
+pub mod channel;
 pub mod codec;
 pub mod payload;
 

@@ -276,8 +276,10 @@ mod tests {
         assert_eq!(json["MessageSchemaVersion"], "1.0");
         assert_eq!(json["TokenValue"], "tok");
         // Older clients send only three members; they must still parse.
-        let minimal: OpenDataChannelInput =
-            serde_json::from_str(r#"{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t"}"#).unwrap();
+        let minimal: OpenDataChannelInput = serde_json::from_str(
+            r#"{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"t"}"#,
+        )
+        .unwrap();
         assert_eq!(minimal.client_id, None);
     }
 
