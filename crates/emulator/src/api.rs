@@ -24,6 +24,8 @@ pub struct AppState {
     pub service: Service,
     /// Injected faults.
     pub faults: Faults,
+    /// Shell sessions with a running shell.
+    pub live: crate::data_channel::LiveSessions,
 }
 
 /// The emulator's routes: the control API on every path, plus `/_emulator/*`
@@ -32,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_emulator/faults", post(arm_faults))
         .route("/_emulator/environments", get(list_all))
+        .route("/v1/data-channel/{session_id}", get(crate::data_channel::upgrade))
         .fallback(control_api)
         .with_state(state)
 }
@@ -133,11 +136,35 @@ async fn handle(
         serde_json::from_slice(&body)
             .map_err(|e| AwsError::validation(format!("the request body is not valid JSON: {e}")))?
     };
-    let state = Arc::clone(state);
+    let service_state = Arc::clone(state);
     let now = now_millis();
-    tokio::task::spawn_blocking(move || state.service.call(operation, &caller, &input, now, &host))
-        .await
-        .map_err(|e| AwsError::internal(format!("operation task failed: {e}")))?
+    let ended = ended_sessions(operation, &input);
+    let output = tokio::task::spawn_blocking(move || {
+        service_state.service.call(operation, &caller, &input, now, &host)
+    })
+    .await
+    .map_err(|e| AwsError::internal(format!("operation task failed: {e}")))??;
+    match ended {
+        Some(Ended::Session(id)) => state.live.end(&id, "session deleted"),
+        Some(Ended::Environment(id)) => state.live.end_environment(&id, "environment stopped"),
+        None => {}
+    }
+    Ok(output)
+}
+
+enum Ended {
+    Session(String),
+    Environment(String),
+}
+
+/// Which live shells an operation ends once it succeeds.
+fn ended_sessions(operation: &str, input: &Value) -> Option<Ended> {
+    let member = |m: &str| input.get(m).and_then(Value::as_str).map(str::to_owned);
+    match operation {
+        "DeleteSession" => member("SessionId").map(Ended::Session),
+        "StopEnvironment" | "DeleteEnvironment" => member("EnvironmentId").map(Ended::Environment),
+        _ => None,
+    }
 }
 
 /// The operation, from the rest-json path (`/createSession`) or, as some

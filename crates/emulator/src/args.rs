@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::Emulator;
-use crate::config::{DEFAULT_PRINCIPAL, EmulatorConfig, EmulatorCredential, FaultConfig, Timings};
+use crate::config::{
+    DEFAULT_PRINCIPAL, DataChannelFaults, EmulatorConfig, EmulatorCredential, FaultConfig, Timings,
+};
 
 /// Flags that configure an emulator.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,6 +71,26 @@ pub struct EmulatorArgs {
     /// Answer every Nth call with a 500 InternalServerException.
     #[arg(long, value_name = "N")]
     pub fail_every: Option<u64>,
+
+    /// Data channel: drop this fraction of the frames sent to clients.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub ssm_drop: f64,
+
+    /// Data channel: send this fraction of frames twice.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub ssm_duplicate: f64,
+
+    /// Data channel: deliver this fraction of frames after the next one.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    pub ssm_reorder: f64,
+
+    /// Data channel: end sessions with the 112-byte, NUL-padded channel_closed AWS sends.
+    #[arg(long)]
+    pub ssm_short_close: bool,
+
+    /// Shell to run in sessions.
+    #[arg(long, default_value = "bash", value_name = "PATH")]
+    pub shell: PathBuf,
 }
 
 impl EmulatorArgs {
@@ -102,11 +124,25 @@ impl EmulatorArgs {
             deleted_linger: self.deleted_linger,
             reclaim_after: self.reclaim_after,
         };
+        config.data_channel_faults = DataChannelFaults {
+            drop: self.ssm_drop,
+            duplicate: self.ssm_duplicate,
+            reorder: self.ssm_reorder,
+            short_close: self.ssm_short_close,
+        };
+        config.shell = self.shell;
         config.faults = FaultConfig {
             throttle_every: self.throttle_every.filter(|n| *n > 0),
             fail_every: self.fail_every.filter(|n| *n > 0),
         };
         Ok(config)
+    }
+}
+
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability in [0, 1)")),
     }
 }
 

@@ -110,6 +110,20 @@ pub struct FaultConfig {
     pub fail_every: Option<u64>,
 }
 
+/// Faults the data channel injects into what it sends, so clients'
+/// reliability layers can be tested. Probabilities are per frame.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataChannelFaults {
+    /// Drop a frame.
+    pub drop: f64,
+    /// Send a frame twice.
+    pub duplicate: f64,
+    /// Hold a frame back and send it after the next one.
+    pub reorder: f64,
+    /// End sessions with the service's 112-byte, NUL-padded `channel_closed`.
+    pub short_close: bool,
+}
+
 /// Everything an emulator needs.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
@@ -123,6 +137,10 @@ pub struct EmulatorConfig {
     pub timings: Timings,
     /// Injected faults.
     pub faults: FaultConfig,
+    /// Faults injected on the SSM data channel.
+    pub data_channel_faults: DataChannelFaults,
+    /// The shell sessions run (`bash` in a pty).
+    pub shell: PathBuf,
 }
 
 impl EmulatorConfig {
@@ -134,6 +152,8 @@ impl EmulatorConfig {
             credentials: vec![EmulatorCredential::default()],
             timings: Timings::default(),
             faults: FaultConfig::default(),
+            data_channel_faults: DataChannelFaults::default(),
+            shell: PathBuf::from("bash"),
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod api;
 pub mod args;
 pub mod aws_error;
 pub mod config;
+pub mod data_channel;
 pub mod faults;
 pub mod lifecycle;
 pub mod service;
@@ -61,6 +62,7 @@ impl Emulator {
         let state = Arc::new(api::AppState {
             service: service::Service::new(store, config.clone()),
             faults: faults::Faults::new(config.faults.clone()),
+            live: data_channel::LiveSessions::default(),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -14,6 +14,9 @@ use crate::lifecycle::{Effect, Environment, Millis, StoredVpcConfig};
 use crate::sigv4::Verified;
 use crate::store::{Session, Store, Txn};
 
+/// How long a session token stays valid before its first use.
+pub const TOKEN_TTL_MS: Millis = 60_000;
+
 /// Most VPC environments per principal and region.
 pub const MAX_VPC_ENVIRONMENTS: usize = 2;
 
@@ -279,6 +282,7 @@ impl Service {
                 token: random_hex(32),
                 tab_id: tab_id.clone(),
                 created: now,
+                opened: false,
             };
             t.put_session(&session)?;
             Ok(json!({
@@ -324,6 +328,57 @@ impl Service {
                 })
             })
         })
+    }
+
+    /// Checks a data channel's token for a session and marks it used. A token
+    /// is good for its session's life once used (reconnects present it again),
+    /// and expires if unused for [`TOKEN_TTL_MS`]. Returns the environment id,
+    /// its region and its home directory.
+    pub fn open_data_channel(
+        &self,
+        session_id: &str,
+        token: &str,
+        now: Millis,
+    ) -> Result<(String, String, PathBuf), String> {
+        self.store
+            .write(|t| {
+                let refused = || AwsError::validation("unknown session or bad token");
+                let mut session = t.session(session_id)?.ok_or_else(refused)?;
+                let token_ok: bool =
+                    subtle::ConstantTimeEq::ct_eq(session.token.as_bytes(), token.as_bytes()).into();
+                if !token_ok {
+                    return Err(refused());
+                }
+                if !session.opened && now > session.created + TOKEN_TTL_MS {
+                    return Err(AwsError::validation("the session token has expired; create a new session"));
+                }
+                let env = t.environment(&session.environment_id)?.ok_or_else(refused)?;
+                let mut env = self.advance(t, env, now)?.ok_or_else(refused)?;
+                env.touch(now, "the data channel").map_err(AwsError::validation)?;
+                t.put_environment(&env)?;
+                session.opened = true;
+                t.put_session(&session)?;
+                Ok((env.id.clone(), env.region.clone(), self.home_dir(&env.id)))
+            })
+            .map_err(|e| e.message)
+    }
+
+    /// An open session keeps its environment from suspending.
+    pub fn keep_alive(&self, environment_id: &str, now: Millis) -> Result<(), AwsError> {
+        self.store.write(|t| {
+            if let Some(env) = t.environment(environment_id)?
+                && let Some(mut env) = self.advance(t, env, now)?
+                && env.touch(now, "keep-alive").is_ok()
+            {
+                t.put_environment(&env)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets a session whose shell has ended.
+    pub fn end_session(&self, session_id: &str) -> Result<(), AwsError> {
+        self.store.write(|t| t.remove_session(session_id))
     }
 
     /// Loads the caller's environment named by `EnvironmentId`, brings it up

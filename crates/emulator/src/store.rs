@@ -30,6 +30,9 @@ pub struct Session {
     pub tab_id: String,
     /// When it was created.
     pub created: Millis,
+    /// Whether a data channel has presented the token; an unused token expires.
+    #[serde(default)]
+    pub opened: bool,
 }
 
 /// Why the state database could not be used.
@@ -215,6 +218,7 @@ mod tests {
                         token: "t".into(),
                         tab_id: "x".into(),
                         created: 0,
+                        opened: false,
                     })
                 })
                 .unwrap();

@@ -377,6 +377,22 @@ impl DataChannel {
         }
     }
 
+    /// Resends everything unacknowledged now: after a reconnect, whatever was
+    /// in flight on the old socket is presumed lost.
+    pub fn retransmit_all(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.timers.clear();
+        for (seq, sent) in &mut self.unacked {
+            sent.last_sent = now;
+            sent.retransmitted = true;
+            self.transmit.push_back(sent.frame.clone());
+            self.timers.push_back((now, *seq));
+            self.retransmissions += 1;
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         if self.paused || self.closed {

@@ -34,6 +34,7 @@
 
 pub mod channel;
 pub mod codec;
+pub mod driver;
 pub mod payload;
 
 pub use codec::{ClientMessage, DecodeError, MessageType, PayloadType};

@@ -1,0 +1,444 @@
+//! The emulator's side of the Session Manager data channel: a WebSocket at
+//! the session's `StreamUrl`, the agent end of the ssm state machine, and a
+//! real shell in a pty.
+//!
+//! A session's shell and channel state live in their own task, independent
+//! of any one WebSocket: a client that reconnects (presenting the same token)
+//! re-attaches to the same shell, and whatever was in flight is resent.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use cloudshell_ssm::channel::{ChannelConfig, DataChannel, Event, Role};
+use cloudshell_ssm::codec::{HeaderLayout, PayloadType};
+use cloudshell_ssm::payload::{Flag, OpenDataChannelInput, SizeData};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::api::AppState;
+use crate::config::DataChannelFaults;
+
+/// How long a client has to send its opening frame.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages in flight before the shell's output stops being read.
+const MAX_BACKLOG: usize = 2048;
+/// How long a finished session waits for the client to acknowledge its output.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A WebSocket's two directions, handed to the session task.
+struct Attachment {
+    to_client: mpsc::Sender<Vec<u8>>,
+    from_client: mpsc::Receiver<Vec<u8>>,
+}
+
+struct LiveSession {
+    environment_id: String,
+    attach: mpsc::Sender<Attachment>,
+    end: watch::Sender<Option<String>>,
+}
+
+/// The sessions whose shells are running.
+#[derive(Default)]
+pub struct LiveSessions {
+    sessions: Mutex<HashMap<String, LiveSession>>,
+}
+
+impl std::fmt::Debug for LiveSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.sessions.lock().map_or(0, |m| m.len());
+        write!(f, "LiveSessions({n})")
+    }
+}
+
+impl LiveSessions {
+    /// Ends one session (DeleteSession).
+    pub fn end(&self, session_id: &str, reason: &str) {
+        if let Ok(map) = self.sessions.lock()
+            && let Some(s) = map.get(session_id)
+        {
+            let _ = s.end.send(Some(reason.to_owned()));
+        }
+    }
+
+    /// Ends every session of an environment (stopped or deleted).
+    pub fn end_environment(&self, environment_id: &str, reason: &str) {
+        if let Ok(map) = self.sessions.lock() {
+            for s in map.values().filter(|s| s.environment_id == environment_id) {
+                let _ = s.end.send(Some(reason.to_owned()));
+            }
+        }
+    }
+
+    fn attach_sender(&self, session_id: &str) -> Option<mpsc::Sender<Attachment>> {
+        self.sessions.lock().ok()?.get(session_id).map(|s| s.attach.clone())
+    }
+
+    fn insert(&self, session_id: &str, session: LiveSession) {
+        if let Ok(mut map) = self.sessions.lock() {
+            map.insert(session_id.to_owned(), session);
+        }
+    }
+
+    fn remove(&self, session_id: &str) {
+        if let Ok(mut map) = self.sessions.lock() {
+            map.remove(session_id);
+        }
+    }
+}
+
+/// `GET /v1/data-channel/{session_id}`: upgrades to the data channel.
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Path(session_id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket| serve(state, session_id, socket))
+}
+
+async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) {
+    let open = match tokio::time::timeout(OPEN_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<OpenDataChannelInput>(&text).ok(),
+        _ => None,
+    };
+    let Some(open) = open else {
+        debug!(%session_id, "no OpenDataChannelInput; closing");
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    };
+    let service = Arc::clone(&state);
+    let sid = session_id.clone();
+    let token = open.token_value.clone();
+    let authorized = tokio::task::spawn_blocking(move || {
+        service.service.open_data_channel(&sid, &token, now_millis())
+    })
+    .await;
+    let (environment_id, region, home) = match authorized {
+        Ok(Ok(v)) => v,
+        Ok(Err(reason)) => {
+            info!(%session_id, %reason, "data channel refused");
+            let _ = socket.send(Message::Close(None)).await;
+            return;
+        }
+        Err(_) => return,
+    };
+
+    let attach = match state.live.attach_sender(&session_id) {
+        Some(a) => a,
+        None => {
+            let (attach_tx, attach_rx) = mpsc::channel(4);
+            let (end_tx, end_rx) = watch::channel(None);
+            state.live.insert(
+                &session_id,
+                LiveSession {
+                    environment_id: environment_id.clone(),
+                    attach: attach_tx.clone(),
+                    end: end_tx,
+                },
+            );
+            let shell = ShellSession {
+                state: Arc::clone(&state),
+                session_id: session_id.clone(),
+                environment_id,
+                region,
+                home,
+            };
+            tokio::spawn(shell.run(attach_rx, end_rx));
+            attach_tx
+        }
+    };
+
+    let (to_client_tx, mut to_client_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (from_client_tx, from_client_rx) = mpsc::channel::<Vec<u8>>(1024);
+    if attach
+        .send(Attachment {
+            to_client: to_client_tx,
+            from_client: from_client_rx,
+        })
+        .await
+        .is_err()
+    {
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if from_client_tx.send(bytes.to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Text(text))) => {
+                    if from_client_tx.send(text.as_bytes().to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            frame = to_client_rx.recv() => match frame {
+                Some(frame) => {
+                    if socket.send(Message::Binary(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                // The session is over and everything was sent.
+                None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+        }
+    }
+}
+
+struct ShellSession {
+    state: Arc<AppState>,
+    session_id: String,
+    environment_id: String,
+    region: String,
+    home: PathBuf,
+}
+
+impl ShellSession {
+    async fn run(self, mut attach_rx: mpsc::Receiver<Attachment>, mut end_rx: watch::Receiver<Option<String>>) {
+        let reason = match self.drive(&mut attach_rx, &mut end_rx).await {
+            Ok(reason) => reason,
+            Err(e) => {
+                warn!(session_id = %self.session_id, "shell session failed: {e}");
+                format!("the emulator could not run the shell: {e}")
+            }
+        };
+        self.state.live.remove(&self.session_id);
+        let state = Arc::clone(&self.state);
+        let sid = self.session_id.clone();
+        let _ = tokio::task::spawn_blocking(move || state.service.end_session(&sid)).await;
+        debug!(session_id = %self.session_id, %reason, "session over");
+    }
+
+    /// Runs the shell until it exits or the session is ended; returns why it ended.
+    async fn drive(
+        &self,
+        attach_rx: &mut mpsc::Receiver<Attachment>,
+        end_rx: &mut watch::Receiver<Option<String>>,
+    ) -> std::io::Result<String> {
+        let config = self.state.service.config();
+        let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
+        pty.resize(pty_process::Size::new(24, 80)).map_err(std::io::Error::other)?;
+        let mut child = pty_process::Command::new(&config.shell)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("PWD", &self.home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("TERM", "xterm-256color")
+            .env("LANG", "C.UTF-8")
+            .env("USER", "cloudshell-user")
+            .env("SHELL", &config.shell)
+            .env("AWS_REGION", &self.region)
+            .env("AWS_DEFAULT_REGION", &self.region)
+            .env("PS1", r"[cloudshell-user@emulator \W]\$ ")
+            .arg("--noprofile")
+            .arg("--norc")
+            .current_dir(&self.home)
+            .kill_on_drop(true)
+            .spawn(pts)
+            .map_err(std::io::Error::other)?;
+        let (mut pty_out, mut pty_in) = pty.into_split();
+
+        let started = Instant::now();
+        let unix_ms = now_millis();
+        let mut channel = DataChannel::new(Role::Agent, ChannelConfig::default(), started, unix_ms, rand::random());
+        let mut faults = FaultInjector::new(config.data_channel_faults.clone());
+        let mut link: Option<Attachment> = None;
+        let keep_alive_every = (config.timings.inactivity / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let mut keep_alive = tokio::time::interval(keep_alive_every);
+        let mut buf = vec![0u8; 8192];
+        let mut shell_done = false;
+        let mut reason = String::new();
+
+        // Phase 1: the shell runs.
+        loop {
+            self.flush(&mut channel, &mut faults, &mut link).await;
+            while let Some(event) = channel.poll_event() {
+                match event {
+                    Event::Data { payload_type: PayloadType::OUTPUT, data } => pty_in.write_all(&data).await?,
+                    Event::Data { payload_type: PayloadType::SIZE, data } => {
+                        if let Ok(size) = serde_json::from_slice::<SizeData>(&data) {
+                            let rows = u16::try_from(size.rows).unwrap_or(u16::MAX).max(1);
+                            let cols = u16::try_from(size.cols).unwrap_or(u16::MAX).max(1);
+                            let _ = pty_in.resize(pty_process::Size::new(rows, cols));
+                        }
+                    }
+                    Event::Data { payload_type: PayloadType::FLAG, data } => {
+                        if Flag::decode(&data) == Some(Flag::TerminateSession) {
+                            reason = "terminated by the client".to_owned();
+                            shell_done = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if shell_done {
+                break;
+            }
+            let deadline = channel.poll_timeout().map(tokio::time::Instant::from_std);
+            let read_output = channel.backlog() < MAX_BACKLOG;
+            tokio::select! {
+                attachment = attach_rx.recv() => {
+                    if let Some(a) = attachment {
+                        link = Some(a);
+                        channel.retransmit_all(Instant::now());
+                    }
+                }
+                frame = recv_frame(&mut link) => match frame {
+                    Some(frame) => {
+                        if let Err(e) = channel.handle_frame(&frame, Instant::now()) {
+                            debug!("ignoring a bad frame from the client: {e}");
+                        }
+                    }
+                    None => link = None,
+                },
+                n = pty_out.read(&mut buf), if read_output => match n {
+                    // EOF or EIO: every process holding the terminal has exited.
+                    Ok(0) | Err(_) => shell_done = true,
+                    Ok(n) => channel.send(PayloadType::OUTPUT, &buf[..n], Instant::now()),
+                },
+                () = sleep_until(deadline), if deadline.is_some() => channel.handle_timeout(Instant::now()),
+                _ = keep_alive.tick() => {
+                    let state = Arc::clone(&self.state);
+                    let env = self.environment_id.clone();
+                    let _ = tokio::task::spawn_blocking(move || state.service.keep_alive(&env, now_millis())).await;
+                }
+                changed = end_rx.changed() => {
+                    reason = match changed {
+                        Ok(()) => end_rx.borrow().clone().unwrap_or_default(),
+                        Err(_) => "the emulator is shutting down".to_owned(),
+                    };
+                    shell_done = true;
+                }
+            }
+        }
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+
+        // Phase 2: let the client acknowledge everything, then say goodbye.
+        let drain_until = Instant::now() + DRAIN_TIMEOUT;
+        while !channel.is_idle() && Instant::now() < drain_until {
+            self.flush(&mut channel, &mut faults, &mut link).await;
+            let deadline = channel
+                .poll_timeout()
+                .unwrap_or(drain_until)
+                .min(drain_until);
+            tokio::select! {
+                attachment = attach_rx.recv() => {
+                    if let Some(a) = attachment {
+                        link = Some(a);
+                        channel.retransmit_all(Instant::now());
+                    }
+                }
+                frame = recv_frame(&mut link) => match frame {
+                    Some(frame) => { let _ = channel.handle_frame(&frame, Instant::now()); }
+                    None => link = None,
+                },
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => channel.handle_timeout(Instant::now()),
+            }
+            while channel.poll_event().is_some() {}
+        }
+        let layout = if config.data_channel_faults.short_close {
+            HeaderLayout::ShortNulPadded
+        } else {
+            HeaderLayout::Standard
+        };
+        channel.close(&self.session_id, &reason, layout, Instant::now());
+        // The goodbye itself is never dropped: a client has no other way to learn the end.
+        if let Some(a) = &link {
+            while let Some(frame) = channel.poll_transmit() {
+                let _ = a.to_client.send(frame).await;
+            }
+        }
+        Ok(reason)
+    }
+
+    /// Sends what the channel has queued, through the fault injector.
+    async fn flush(&self, channel: &mut DataChannel, faults: &mut FaultInjector, link: &mut Option<Attachment>) {
+        while let Some(frame) = channel.poll_transmit() {
+            for frame in faults.apply(frame) {
+                if let Some(a) = link.as_ref()
+                    && a.to_client.send(frame).await.is_err()
+                {
+                    *link = None;
+                }
+            }
+        }
+        if let Some(held) = faults.release()
+            && let Some(a) = link.as_ref()
+        {
+            let _ = a.to_client.send(held).await;
+        }
+    }
+}
+
+async fn recv_frame(link: &mut Option<Attachment>) -> Option<Vec<u8>> {
+    match link {
+        Some(a) => a.from_client.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drops, duplicates and reorders outgoing frames.
+struct FaultInjector {
+    faults: DataChannelFaults,
+    held: Option<Vec<u8>>,
+}
+
+impl FaultInjector {
+    fn new(faults: DataChannelFaults) -> Self {
+        Self { faults, held: None }
+    }
+
+    fn apply(&mut self, frame: Vec<u8>) -> Vec<Vec<u8>> {
+        let mut rng = rand::rng();
+        if rng.random_bool(self.faults.drop) {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(3);
+        if rng.random_bool(self.faults.duplicate) {
+            out.push(frame.clone());
+        }
+        if self.held.is_none() && rng.random_bool(self.faults.reorder) {
+            self.held = Some(frame);
+            return out;
+        }
+        out.push(frame);
+        // A held frame goes out after the one that overtook it.
+        if let Some(held) = self.held.take() {
+            out.push(held);
+        }
+        out
+    }
+
+    /// A frame still held when nothing else is being sent.
+    fn release(&mut self) -> Option<Vec<u8>> {
+        self.held.take()
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
