@@ -86,6 +86,19 @@ pub enum Command {
     /// opening CloudShell in the Console does: create or resume it and wait.
     Up(UpArgs),
 
+    /// Open an interactive shell in an environment (creating and starting it if needed).
+    ///
+    /// The local terminal is put in raw mode; type `~.` at the start of a line
+    /// to leave. No session-manager-plugin is needed.
+    Connect(ConnectArgs),
+
+    /// Run one command in an environment and exit with its exit code.
+    ///
+    /// Output is copied byte for byte (standard error is merged into standard
+    /// output by the remote terminal). Piped standard input is forwarded:
+    /// `cat f | cloudshell exec -- 'cat > f'`. Exits 255 when the session fails.
+    Exec(ExecArgs),
+
     /// List environments in the region (DescribeEnvironments + GetEnvironmentStatus).
     List,
 
@@ -164,6 +177,37 @@ pub struct UpArgs {
     /// Give up waiting after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
     pub wait_timeout: Duration,
+}
+
+/// `connect` flags.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Export the local AWS credentials and region in the remote shell
+    /// (read-only, not echoed, not kept in history).
+    #[arg(long)]
+    pub inject_credentials: bool,
+
+    /// Use the installed session-manager-plugin instead of the built-in client.
+    #[arg(long)]
+    pub ssm_plugin: bool,
+
+    /// Give up waiting for the environment after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub wait_timeout: Duration,
+}
+
+/// `exec` flags.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// The command and its arguments, joined by spaces and run by the remote shell.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `create` flags.

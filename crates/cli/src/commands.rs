@@ -117,7 +117,7 @@ async fn status_of(
 
 /// Finds the environment a user means: an id, a name, or (none given) the
 /// region's one default environment.
-async fn resolve(client: &Client, arg: &EnvArg) -> anyhow::Result<EnvironmentId> {
+pub(crate) async fn resolve(client: &Client, arg: &EnvArg) -> anyhow::Result<EnvironmentId> {
     if let Some(given) = &arg.env {
         let id = EnvironmentId::new(given.as_str())?;
         // Ids are UUIDs and names are at most 28 characters, so a UUID-shaped
@@ -166,10 +166,26 @@ async fn resolve(client: &Client, arg: &EnvArg) -> anyhow::Result<EnvironmentId>
 }
 
 pub async fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<()> {
+    let id = ensure_running(ctx, &EnvArg { env: None }, args.wait_timeout).await?;
+    let s = status_of(&ctx.client, &id).await?;
+    ctx.printer
+        .message(&s, &format!("Environment {id} is {}", s.status))
+}
+
+/// Makes the environment RUNNING: the named one is started if suspended;
+/// with no name, the region's default environment is created if missing.
+/// Waits for transitions, up to `timeout`.
+pub(crate) async fn ensure_running(
+    ctx: &Context,
+    env: &EnvArg,
+    timeout: Duration,
+) -> anyhow::Result<EnvironmentId> {
     let started = Instant::now();
-    let mut id = match resolve(&ctx.client, &EnvArg { env: None }).await {
+    let named = env.env.is_some();
+    let mut id = match resolve(&ctx.client, env).await {
         Ok(id) => id,
-        Err(_) => create_default(ctx).await?,
+        Err(_) if !named => create_default(ctx).await?,
+        Err(e) => return Err(e),
     };
     let mut last = None;
     loop {
@@ -179,26 +195,22 @@ pub async fn up(ctx: &Context, args: &UpArgs) -> anyhow::Result<()> {
             last = Some(s.status.clone());
         }
         match &s.status {
-            EnvironmentStatus::Running => {
-                return ctx
-                    .printer
-                    .message(&s, &format!("Environment {id} is RUNNING"));
-            }
+            EnvironmentStatus::Running => return Ok(id),
             EnvironmentStatus::Suspended => {
                 ctx.client
                     .start_environment(&StartEnvironmentInput::new(id.clone()))
                     .await
                     .api()?;
             }
-            // Being deleted: make a new one once it is gone.
-            EnvironmentStatus::Deleted => id = create_default(ctx).await?,
+            // Being deleted: the default environment is made anew once it is gone.
+            EnvironmentStatus::Deleted if !named => id = create_default(ctx).await?,
             s if s.is_transitional() => {}
-            other => bail!("environment {id} is {other}, which `up` does not know how to handle"),
+            other => bail!("environment {id} is {other} and cannot be started"),
         }
-        if started.elapsed() >= args.wait_timeout {
+        if started.elapsed() >= timeout {
             bail!(
                 "environment {id} is not RUNNING after {}; check with `cloudshell status {id}`",
-                humantime::format_duration(args.wait_timeout)
+                humantime::format_duration(timeout)
             );
         }
         tokio::time::sleep(POLL_INTERVAL).await;

@@ -6,6 +6,7 @@
 mod args;
 mod commands;
 mod output;
+mod terminal;
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -46,19 +47,24 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::Usage as u8);
         }
     };
-    let exit = runtime.block_on(async {
+    let code = runtime.block_on(async {
         tokio::select! {
             result = run(cli) => match result {
-                Ok(()) => Exit::Success,
-                Err(e) => report(&e),
+                Ok(Some(code)) => code,
+                Ok(None) => Exit::Success as u8,
+                Err(e) => report(&e) as u8,
             },
-            _ = tokio::signal::ctrl_c() => Exit::Interrupted,
+            _ = tokio::signal::ctrl_c() => Exit::Interrupted as u8,
         }
     });
-    ExitCode::from(exit as u8)
+    // A read of the terminal may still block a runtime thread; do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    ExitCode::from(code)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Some(code)` overrides the exit code (`exec` passes the
+/// remote command's through).
+async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
     let global = cli.global;
     match cli.command {
         Command::Completions { shell } => {
@@ -68,9 +74,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "cloudshell",
                 &mut std::io::stdout(),
             );
-            return Ok(());
+            return Ok(None);
         }
-        Command::Emulator(args) => return cloudshell_emulator::args::run(args).await,
+        Command::Emulator(args) => {
+            return cloudshell_emulator::args::run(args).await.map(|()| None);
+        }
         _ => {}
     }
     // Kept alive for the whole command when --emulated.
@@ -79,6 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         client,
         printer: Printer::new(global.output),
     };
+    let code = |c: i32| Some(u8::try_from(c & 0xff).unwrap_or(1));
+    match &cli.command {
+        Command::Connect(a) => return terminal::connect(&ctx, a).await.map(code),
+        Command::Exec(a) => return terminal::exec(&ctx, a).await.map(code),
+        _ => {}
+    }
     match &cli.command {
         Command::Up(a) => commands::up(&ctx, a).await,
         Command::List => commands::list(&ctx).await,
@@ -93,8 +107,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::UploadUrls(a) => commands::upload_urls(&ctx, a).await,
         Command::DownloadUrls(a) => commands::download_urls(&ctx, a).await,
         Command::PutCredentials(a) => commands::put_credentials(&ctx, a).await,
-        Command::Completions { .. } | Command::Emulator(_) => Ok(()),
+        Command::Completions { .. }
+        | Command::Emulator(_)
+        | Command::Connect(_)
+        | Command::Exec(_) => Ok(()),
     }
+    .map(|()| None)
 }
 
 /// The real service through the AWS credential chain, or with --emulated an

@@ -353,6 +353,17 @@ impl Client {
         })
     }
 
+    /// The credentials requests are signed with (resolved and cached on first use),
+    /// for callers that pass them on, such as into a remote shell.
+    pub async fn resolved_credentials(&self) -> Result<Credentials, SdkError<()>> {
+        self.credentials()
+            .await
+            .map_err(|source| SdkError::ConstructionFailure {
+                context: "could not load AWS credentials",
+                source,
+            })
+    }
+
     async fn credentials(&self) -> Result<Credentials, Box<dyn std::error::Error + Send + Sync>> {
         let mut cached = self.inner.credentials.lock().await;
         if let Some(c) = cached.as_ref() {

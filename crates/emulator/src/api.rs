@@ -34,7 +34,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_emulator/faults", post(arm_faults))
         .route("/_emulator/environments", get(list_all))
-        .route("/v1/data-channel/{session_id}", get(crate::data_channel::upgrade))
+        .route(
+            "/v1/data-channel/{session_id}",
+            get(crate::data_channel::upgrade),
+        )
         .fallback(control_api)
         .with_state(state)
 }
@@ -140,7 +143,9 @@ async fn handle(
     let now = now_millis();
     let ended = ended_sessions(operation, &input);
     let output = tokio::task::spawn_blocking(move || {
-        service_state.service.call(operation, &caller, &input, now, &host)
+        service_state
+            .service
+            .call(operation, &caller, &input, now, &host)
     })
     .await
     .map_err(|e| AwsError::internal(format!("operation task failed: {e}")))??;

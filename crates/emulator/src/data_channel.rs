@@ -17,6 +17,7 @@ use axum::response::Response;
 use cloudshell_ssm::channel::{ChannelConfig, DataChannel, Event, Role};
 use cloudshell_ssm::codec::{HeaderLayout, PayloadType};
 use cloudshell_ssm::payload::{Flag, OpenDataChannelInput, SizeData};
+use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -77,7 +78,11 @@ impl LiveSessions {
     }
 
     fn attach_sender(&self, session_id: &str) -> Option<mpsc::Sender<Attachment>> {
-        self.sessions.lock().ok()?.get(session_id).map(|s| s.attach.clone())
+        self.sessions
+            .lock()
+            .ok()?
+            .get(session_id)
+            .map(|s| s.attach.clone())
     }
 
     fn insert(&self, session_id: &str, session: LiveSession) {
@@ -104,7 +109,9 @@ pub async fn upgrade(
 
 async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) {
     let open = match tokio::time::timeout(OPEN_TIMEOUT, socket.recv()).await {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<OpenDataChannelInput>(&text).ok(),
+        Ok(Some(Ok(Message::Text(text)))) => {
+            serde_json::from_str::<OpenDataChannelInput>(&text).ok()
+        }
         _ => None,
     };
     let Some(open) = open else {
@@ -116,7 +123,9 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
     let sid = session_id.clone();
     let token = open.token_value.clone();
     let authorized = tokio::task::spawn_blocking(move || {
-        service.service.open_data_channel(&sid, &token, now_millis())
+        service
+            .service
+            .open_data_channel(&sid, &token, now_millis())
     })
     .await;
     let (environment_id, region, home) = match authorized {
@@ -154,8 +163,12 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
         }
     };
 
+    // Reading from the client must never wait on the session (which may be
+    // waiting to write to the client), or the two directions deadlock; when
+    // the session falls behind, frames are dropped as a lossy link would, and
+    // retransmission recovers them.
     let (to_client_tx, mut to_client_rx) = mpsc::channel::<Vec<u8>>(1024);
-    let (from_client_tx, from_client_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (from_client_tx, from_client_rx) = mpsc::channel::<Vec<u8>>(4096);
     if attach
         .send(Attachment {
             to_client: to_client_tx,
@@ -167,35 +180,32 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
-    loop {
-        tokio::select! {
-            message = socket.recv() => match message {
-                Some(Ok(Message::Binary(bytes))) => {
-                    if from_client_tx.send(bytes.to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(Message::Text(text))) => {
-                    if from_client_tx.send(text.as_bytes().to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
-            },
-            frame = to_client_rx.recv() => match frame {
-                Some(frame) => {
-                    if socket.send(Message::Binary(frame.into())).await.is_err() {
-                        break;
-                    }
-                }
-                // The session is over and everything was sent.
-                None => {
-                    let _ = socket.send(Message::Close(None)).await;
-                    break;
-                }
-            },
+    let (mut sink, mut stream) = socket.split();
+    let reading = async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let frame = match message {
+                Message::Binary(bytes) => bytes.to_vec(),
+                Message::Text(text) => text.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if let Err(mpsc::error::TrySendError::Closed(_)) = from_client_tx.try_send(frame) {
+                break;
+            }
         }
+    };
+    let writing = async move {
+        while let Some(frame) = to_client_rx.recv().await {
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                return;
+            }
+        }
+        // The session is over and everything was sent.
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        () = reading => {}
+        () = writing => {}
     }
 }
 
@@ -208,7 +218,11 @@ struct ShellSession {
 }
 
 impl ShellSession {
-    async fn run(self, mut attach_rx: mpsc::Receiver<Attachment>, mut end_rx: watch::Receiver<Option<String>>) {
+    async fn run(
+        self,
+        mut attach_rx: mpsc::Receiver<Attachment>,
+        mut end_rx: watch::Receiver<Option<String>>,
+    ) {
         let reason = match self.drive(&mut attach_rx, &mut end_rx).await {
             Ok(reason) => reason,
             Err(e) => {
@@ -231,12 +245,16 @@ impl ShellSession {
     ) -> std::io::Result<String> {
         let config = self.state.service.config();
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
-        pty.resize(pty_process::Size::new(24, 80)).map_err(std::io::Error::other)?;
+        pty.resize(pty_process::Size::new(24, 80))
+            .map_err(std::io::Error::other)?;
         let mut child = pty_process::Command::new(&config.shell)
             .env_clear()
             .env("HOME", &self.home)
             .env("PWD", &self.home)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
             .env("TERM", "xterm-256color")
             .env("LANG", "C.UTF-8")
             .env("USER", "cloudshell-user")
@@ -254,10 +272,17 @@ impl ShellSession {
 
         let started = Instant::now();
         let unix_ms = now_millis();
-        let mut channel = DataChannel::new(Role::Agent, ChannelConfig::default(), started, unix_ms, rand::random());
+        let mut channel = DataChannel::new(
+            Role::Agent,
+            ChannelConfig::default(),
+            started,
+            unix_ms,
+            rand::random(),
+        );
         let mut faults = FaultInjector::new(config.data_channel_faults.clone());
         let mut link: Option<Attachment> = None;
-        let keep_alive_every = (config.timings.inactivity / 4).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let keep_alive_every = (config.timings.inactivity / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
         let mut keep_alive = tokio::time::interval(keep_alive_every);
         let mut buf = vec![0u8; 8192];
         let mut shell_done = false;
@@ -268,15 +293,24 @@ impl ShellSession {
             self.flush(&mut channel, &mut faults, &mut link).await;
             while let Some(event) = channel.poll_event() {
                 match event {
-                    Event::Data { payload_type: PayloadType::OUTPUT, data } => pty_in.write_all(&data).await?,
-                    Event::Data { payload_type: PayloadType::SIZE, data } => {
+                    Event::Data {
+                        payload_type: PayloadType::OUTPUT,
+                        data,
+                    } => pty_in.write_all(&data).await?,
+                    Event::Data {
+                        payload_type: PayloadType::SIZE,
+                        data,
+                    } => {
                         if let Ok(size) = serde_json::from_slice::<SizeData>(&data) {
                             let rows = u16::try_from(size.rows).unwrap_or(u16::MAX).max(1);
                             let cols = u16::try_from(size.cols).unwrap_or(u16::MAX).max(1);
                             let _ = pty_in.resize(pty_process::Size::new(rows, cols));
                         }
                     }
-                    Event::Data { payload_type: PayloadType::FLAG, data } => {
+                    Event::Data {
+                        payload_type: PayloadType::FLAG,
+                        data,
+                    } => {
                         if Flag::decode(&data) == Some(Flag::TerminateSession) {
                             reason = "terminated by the client".to_owned();
                             shell_done = true;
@@ -367,7 +401,12 @@ impl ShellSession {
     }
 
     /// Sends what the channel has queued, through the fault injector.
-    async fn flush(&self, channel: &mut DataChannel, faults: &mut FaultInjector, link: &mut Option<Attachment>) {
+    async fn flush(
+        &self,
+        channel: &mut DataChannel,
+        faults: &mut FaultInjector,
+        link: &mut Option<Attachment>,
+    ) {
         while let Some(frame) = channel.poll_transmit() {
             for frame in faults.apply(frame) {
                 if let Some(a) = link.as_ref()

@@ -345,16 +345,22 @@ impl Service {
                 let refused = || AwsError::validation("unknown session or bad token");
                 let mut session = t.session(session_id)?.ok_or_else(refused)?;
                 let token_ok: bool =
-                    subtle::ConstantTimeEq::ct_eq(session.token.as_bytes(), token.as_bytes()).into();
+                    subtle::ConstantTimeEq::ct_eq(session.token.as_bytes(), token.as_bytes())
+                        .into();
                 if !token_ok {
                     return Err(refused());
                 }
                 if !session.opened && now > session.created + TOKEN_TTL_MS {
-                    return Err(AwsError::validation("the session token has expired; create a new session"));
+                    return Err(AwsError::validation(
+                        "the session token has expired; create a new session",
+                    ));
                 }
-                let env = t.environment(&session.environment_id)?.ok_or_else(refused)?;
+                let env = t
+                    .environment(&session.environment_id)?
+                    .ok_or_else(refused)?;
                 let mut env = self.advance(t, env, now)?.ok_or_else(refused)?;
-                env.touch(now, "the data channel").map_err(AwsError::validation)?;
+                env.touch(now, "the data channel")
+                    .map_err(AwsError::validation)?;
                 t.put_environment(&env)?;
                 session.opened = true;
                 t.put_session(&session)?;

@@ -65,8 +65,10 @@ pub struct ChannelConfig {
     pub reorder_capacity: usize,
     /// Retransmission timeout before any round trip was measured.
     pub initial_rto: Duration,
-    /// Ceiling of the retransmission timeout.
+    /// Ceiling of the retransmission timeout computed from round trips.
     pub max_rto: Duration,
+    /// Ceiling of the timeout after repeated backoff.
+    pub max_backoff_rto: Duration,
     /// Version sent in the handshake response or request.
     pub version: String,
 }
@@ -79,6 +81,7 @@ impl Default for ChannelConfig {
             reorder_capacity: 10_000,
             initial_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(1),
+            max_backoff_rto: Duration::from_secs(8),
             version: concat!("1.2.0.0-cloudshell-rs-", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -348,12 +351,14 @@ impl DataChannel {
         Ok(())
     }
 
-    /// Retransmits what has waited longer than the RTO.
+    /// Retransmits what has waited longer than the RTO, then backs the RTO
+    /// off (RFC 6298 5.5): a slow receiver must not be flooded with copies.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.paused || self.closed {
             return;
         }
         let rto = self.rtt.rto;
+        let mut resent = false;
         while let Some(&(sent_at, seq)) = self.timers.front() {
             let live = self
                 .unacked
@@ -373,7 +378,11 @@ impl DataChannel {
                 self.transmit.push_back(sent.frame.clone());
                 self.timers.push_back((now, seq));
                 self.retransmissions += 1;
+                resent = true;
             }
+        }
+        if resent {
+            self.rtt.rto = (self.rtt.rto * 2).min(self.config.max_backoff_rto);
         }
     }
 

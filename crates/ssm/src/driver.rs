@@ -178,7 +178,14 @@ impl Session {
         );
         let (commands_tx, commands_rx) = mpsc::channel(64);
         let (events_tx, events_rx) = mpsc::channel(256);
-        let task = tokio::spawn(run(socket, options, client_id, channel, commands_rx, events_tx));
+        let task = tokio::spawn(run(
+            socket,
+            options,
+            client_id,
+            channel,
+            commands_rx,
+            events_tx,
+        ));
         Ok(Self {
             writer: SessionWriter {
                 commands: commands_tx,
@@ -226,7 +233,9 @@ fn tls_connector() -> Connector {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
         Ok(builder) => Connector::Rustls(Arc::new(
             builder.with_root_certificates(roots).with_no_client_auth(),
         )),
@@ -240,32 +249,73 @@ fn redact(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
 }
 
+/// Frames queued for the socket writer. When full, frames are dropped, not
+/// waited for: every frame is either retransmitted or re-provoked (acks), and
+/// reading must never wait on writing or the two directions can deadlock.
+const WRITE_QUEUE: usize = 4096;
+
+/// The socket split so that reading never waits on writing.
+struct Link {
+    outgoing: mpsc::Sender<Message>,
+    incoming: futures_util::stream::SplitStream<Socket>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    fn new(socket: Socket) -> Self {
+        let (mut sink, incoming) = socket.split();
+        let (outgoing, mut queue) = mpsc::channel::<Message>(WRITE_QUEUE);
+        let writer = tokio::spawn(async move {
+            while let Some(message) = queue.recv().await {
+                if sink.send(message).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        Self {
+            outgoing,
+            incoming,
+            writer,
+        }
+    }
+
+    /// Dropping a link ends its writer once the queue is drained.
+    /// False once the writer is gone (the socket broke).
+    fn send(&self, message: Message) -> bool {
+        match self.outgoing.try_send(message) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 async fn run(
-    mut socket: Socket,
+    socket: Socket,
     options: ConnectOptions,
     client_id: Uuid,
     mut channel: DataChannel,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
 ) -> Result<(), DriverError> {
+    let mut link = Link::new(socket);
     let mut commands_open = true;
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
     loop {
         let mut broken = false;
         while let Some(frame) = channel.poll_transmit() {
-            if socket.send(Message::Binary(frame.into())).await.is_err() {
-                // Unacknowledged data stays in the channel and is resent after reconnecting.
-                broken = true;
-                break;
-            }
+            // Unacknowledged data stays in the channel and is resent after reconnecting.
+            broken |= !link.send(Message::Binary(frame.into()));
         }
         while let Some(event) = channel.poll_event() {
             let closed = matches!(event, Event::Closed(_));
             // A reader that went away just means nobody listens any more.
             let _ = events.send(event).await;
             if closed {
-                let _ = socket.close(None).await;
+                link.send(Message::Close(None));
+                drop(link.outgoing);
+                let _ = link.writer.await;
                 return Ok(());
             }
         }
@@ -273,7 +323,7 @@ async fn run(
             let deadline = channel.poll_timeout().map(Instant::from_std);
             let take_input = commands_open && channel.backlog() < MAX_BACKLOG;
             tokio::select! {
-                message = socket.next() => match message {
+                message = link.incoming.next() => match message {
                     Some(Ok(Message::Binary(bytes))) => {
                         if let Err(e) = channel.handle_frame(&bytes, Instant::now().into_std()) {
                             warn!("ignoring a bad frame: {e}");
@@ -297,15 +347,13 @@ async fn run(
                     channel.handle_timeout(Instant::now().into_std());
                 }
                 _ = ping.tick() => {
-                    if socket.send(Message::Ping(b"keepalive".to_vec().into())).await.is_err() {
-                        broken = true;
-                    }
+                    broken |= !link.send(Message::Ping(b"keepalive".to_vec().into()));
                 }
             }
         }
         if broken {
-            socket = reconnect(&options, client_id).await?;
-            // Resend whatever is outstanding right away.
+            link = Link::new(reconnect(&options, client_id).await?);
+            // Whatever was in flight on the old socket is presumed lost.
             channel.retransmit_all(Instant::now().into_std());
         }
     }

@@ -35,6 +35,7 @@
 pub mod channel;
 pub mod codec;
 pub mod driver;
+pub mod exec;
 pub mod payload;
 
 pub use codec::{ClientMessage, DecodeError, MessageType, PayloadType};

@@ -1,0 +1,405 @@
+//! Running one command through an interactive shell session, byte-exact.
+//!
+//! CloudShell offers only interactive shell sessions, so a non-interactive
+//! command is typed into the shell, framed by markers:
+//!
+//! ```text
+//! stty -echo -opost; printf '\036S%s\036' NONCE; INPUT { CMD; }; printf '\036E%s:%d\036' NONCE $?; exit
+//! ```
+//!
+//! Everything before the start marker (the prompt, the echoed line) is
+//! discarded; everything up to the end marker is the command's output; the
+//! end marker carries its exit status. `-opost` stops the terminal turning
+//! `\n` into `\r\n`, so output bytes arrive unchanged; the typed line holds
+//! the markers only as `printf` escapes, so they cannot be matched in its
+//! echo. Standard input, when there is any, travels base64-encoded in lines
+//! (the terminal stays canonical, so a NUL or ^C in the data cannot act on
+//! it) and ends with ^D on an empty line; `base64 -d` turns it back into
+//! bytes. A pty merges standard error into standard output.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::channel::Event;
+use crate::codec::PayloadType;
+use crate::driver::{DriverError, Session, SessionWriter};
+
+/// Record separator: starts and ends both markers.
+const RS: u8 = 0x1e;
+/// Bytes of stdin per base64 line (76 encoded characters, well under the
+/// 4095-byte canonical-mode line limit).
+const STDIN_CHUNK: usize = 57;
+
+/// The line to type and the markers to look for.
+#[derive(Debug, Clone)]
+pub struct ExecScript {
+    line: String,
+    start: Vec<u8>,
+    end_prefix: Vec<u8>,
+}
+
+impl ExecScript {
+    /// Wraps `command` (shell syntax) with a fresh random nonce. With
+    /// `stdin`, the command reads what [`encode_stdin`] produces; without,
+    /// it reads `/dev/null`. The exit status is the command's: it is the last
+    /// element of the pipeline.
+    pub fn new(command: &str, stdin: bool) -> Self {
+        Self::with_nonce(command, stdin, &format!("{:032x}", rand::random::<u128>()))
+    }
+
+    fn with_nonce(command: &str, stdin: bool, nonce: &str) -> Self {
+        let (before, after) = if stdin {
+            ("base64 -d | ", "")
+        } else {
+            ("", " </dev/null")
+        };
+        // A leading space keeps the line out of history where HISTCONTROL
+        // asks for it; `exit` ends the session when the command is done.
+        let line = format!(
+            " stty -echo -opost 2>/dev/null; printf '\\036S%s\\036' {nonce}; {before}{{ {command}; }}{after}; printf '\\036E%s:%d\\036' {nonce} $?; exit\r"
+        );
+        Self {
+            line,
+            start: [&[RS, b'S'], nonce.as_bytes(), &[RS]].concat(),
+            end_prefix: [&[RS, b'E'], nonce.as_bytes(), b":"].concat(),
+        }
+    }
+
+    /// The bytes to type into the shell.
+    pub fn line(&self) -> &[u8] {
+        self.line.as_bytes()
+    }
+
+    /// A scanner for the session's output.
+    pub fn scanner(&self) -> OutputScanner {
+        OutputScanner {
+            start: self.start.clone(),
+            end_prefix: self.end_prefix.clone(),
+            state: ScanState::BeforeStart,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Encodes a piece of standard input as base64 lines.
+pub fn encode_stdin(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / STDIN_CHUNK + 4);
+    for chunk in data.chunks(STDIN_CHUNK) {
+        base64_into(chunk, &mut out);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Ends standard input: ^D on an empty line is end-of-file in canonical mode.
+pub const STDIN_EOF: &[u8] = &[0x04];
+
+fn base64_into(data: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for group in data.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = [18, 12, 6, 0].map(|shift| ALPHABET[((n >> shift) & 63) as usize]);
+        let keep = group.len() + 1;
+        out.extend_from_slice(&chars[..keep]);
+        out.extend(std::iter::repeat_n(b'=', 4 - keep));
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScanState {
+    BeforeStart,
+    Running,
+    /// Reading the exit status digits after the end prefix.
+    Status,
+    Done(i32),
+}
+
+/// What the output scanner found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanEvent {
+    /// The command's output bytes.
+    Output(Vec<u8>),
+    /// The command exited with this status.
+    Exited(i32),
+}
+
+/// Splits a shell session's output into the command's output and its exit status.
+#[derive(Debug, Clone)]
+pub struct OutputScanner {
+    start: Vec<u8>,
+    end_prefix: Vec<u8>,
+    state: ScanState,
+    buf: Vec<u8>,
+}
+
+impl OutputScanner {
+    /// True once the start marker was seen (stdin may flow from then on).
+    pub fn started(&self) -> bool {
+        !matches!(self.state, ScanState::BeforeStart)
+    }
+
+    /// The exit status, once seen.
+    pub fn exit_status(&self) -> Option<i32> {
+        match self.state {
+            ScanState::Done(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Feeds session output; returns the command's output and exit, in order.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<ScanEvent> {
+        let mut events = Vec::new();
+        self.buf.extend_from_slice(data);
+        loop {
+            match self.state {
+                ScanState::BeforeStart => match find(&self.buf, &self.start) {
+                    Some(at) => {
+                        self.buf.drain(..at + self.start.len());
+                        self.state = ScanState::Running;
+                    }
+                    None => {
+                        keep_tail(&mut self.buf, self.start.len() - 1);
+                        break;
+                    }
+                },
+                ScanState::Running => match find(&self.buf, &self.end_prefix) {
+                    Some(at) => {
+                        if at > 0 {
+                            events.push(ScanEvent::Output(self.buf[..at].to_vec()));
+                        }
+                        self.buf.drain(..at + self.end_prefix.len());
+                        self.state = ScanState::Status;
+                    }
+                    None => {
+                        // Hold back what could be the start of the end marker.
+                        let hold = partial_suffix(&self.buf, &self.end_prefix);
+                        let emit = self.buf.len() - hold;
+                        if emit > 0 {
+                            events.push(ScanEvent::Output(self.buf.drain(..emit).collect()));
+                        }
+                        break;
+                    }
+                },
+                ScanState::Status => match self.buf.iter().position(|b| *b == RS) {
+                    Some(at) => {
+                        let code = std::str::from_utf8(&self.buf[..at])
+                            .ok()
+                            .and_then(|s| s.parse::<i32>().ok())
+                            .unwrap_or(-1);
+                        self.buf.clear();
+                        self.state = ScanState::Done(code);
+                        events.push(ScanEvent::Exited(code));
+                    }
+                    None => {
+                        // A status is a few digits; anything longer is not one.
+                        if self.buf.len() > 16 {
+                            self.state = ScanState::Done(-1);
+                            events.push(ScanEvent::Exited(-1));
+                        }
+                        break;
+                    }
+                },
+                ScanState::Done(_) => {
+                    self.buf.clear();
+                    break;
+                }
+            }
+        }
+        events
+    }
+
+    /// Feeds a channel event; only terminal output matters.
+    pub fn feed_event(&mut self, event: &Event) -> Vec<ScanEvent> {
+        match event {
+            Event::Data {
+                payload_type: PayloadType::OUTPUT | PayloadType::STDERR,
+                data,
+            } => self.feed(data),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Why a command's outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The data channel failed.
+    #[error(transparent)]
+    Channel(#[from] DriverError),
+    /// The session ended before the command reported its exit status.
+    #[error("the session ended before the command finished{}", if .0.is_empty() { String::new() } else { format!(": {}", .0) })]
+    EndedEarly(String),
+    /// Local input or output failed.
+    #[error("local input or output failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs `command` through the shell of `session`, copying its output to
+/// `stdout` byte for byte and, when given, `stdin` to its standard input.
+/// Returns its exit status.
+pub async fn run_command<R, W>(
+    session: Session,
+    command: &str,
+    stdin: Option<R>,
+    mut stdout: W,
+) -> Result<i32, ExecError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let script = ExecScript::new(command, stdin.is_some());
+    let Session { writer, mut reader } = session;
+    writer.input(script.line().to_vec()).await?;
+    let mut scanner = script.scanner();
+    let mut stdin = stdin;
+    let mut pump: Option<tokio::task::JoinHandle<Result<(), ExecError>>> = None;
+    loop {
+        let Some(event) = reader.next().await else {
+            reader.finish().await?;
+            return Err(ExecError::EndedEarly(String::new()));
+        };
+        for found in scanner.feed_event(&event) {
+            match found {
+                ScanEvent::Output(bytes) => stdout.write_all(&bytes).await?,
+                ScanEvent::Exited(code) => {
+                    stdout.flush().await?;
+                    if let Some(p) = pump {
+                        p.abort();
+                    }
+                    return Ok(code);
+                }
+            }
+        }
+        // Input may flow only once the terminal is in the command's mode.
+        if scanner.started()
+            && let Some(input) = stdin.take()
+        {
+            pump = Some(tokio::spawn(pump_stdin(input, writer.clone())));
+        }
+        if let Event::Closed(closed) = event {
+            return Err(ExecError::EndedEarly(closed.output));
+        }
+    }
+}
+
+/// Copies local input to the command as base64 lines, then end-of-file.
+async fn pump_stdin<R: AsyncRead + Unpin>(
+    mut input: R,
+    writer: SessionWriter,
+) -> Result<(), ExecError> {
+    let mut buf = vec![0u8; STDIN_CHUNK * 1024];
+    let mut filled = 0;
+    loop {
+        let n = input.read(&mut buf[filled..]).await?;
+        filled += n;
+        // Encode whole lines only, so padding appears only at the very end.
+        let whole = if n == 0 {
+            filled
+        } else {
+            filled - filled % STDIN_CHUNK
+        };
+        if whole > 0 {
+            writer.input(encode_stdin(&buf[..whole])).await?;
+            buf.copy_within(whole..filled, 0);
+            filled -= whole;
+        }
+        if n == 0 {
+            writer.input(STDIN_EOF.to_vec()).await?;
+            return Ok(());
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn keep_tail(buf: &mut Vec<u8>, n: usize) {
+    if buf.len() > n {
+        buf.drain(..buf.len() - n);
+    }
+}
+
+/// Length of the longest suffix of `buf` that is a proper prefix of `marker`.
+fn partial_suffix(buf: &[u8], marker: &[u8]) -> usize {
+    let max = marker.len().saturating_sub(1).min(buf.len());
+    (1..=max)
+        .rev()
+        .find(|&n| buf[buf.len() - n..] == marker[..n])
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script() -> ExecScript {
+        ExecScript::with_nonce("echo hi", false, "abc")
+    }
+
+    fn collect(scanner: &mut OutputScanner, chunks: &[&[u8]]) -> (Vec<u8>, Option<i32>) {
+        let mut out = Vec::new();
+        let mut code = None;
+        for c in chunks {
+            for e in scanner.feed(c) {
+                match e {
+                    ScanEvent::Output(b) => out.extend(b),
+                    ScanEvent::Exited(c) => code = Some(c),
+                }
+            }
+        }
+        (out, code)
+    }
+
+    #[test]
+    fn the_typed_line_does_not_contain_the_markers() {
+        let s = script();
+        assert!(find(s.line(), &s.start).is_none());
+        assert!(find(s.line(), &s.end_prefix).is_none());
+        assert!(s.line().ends_with(b"exit\r"));
+    }
+
+    #[test]
+    fn output_between_markers_whatever_the_chunking() {
+        let stream =
+            b"prompt$ echo stuff\r\n\x1eSabc\x1ehello\x00\xff\nworld\x1eEabc:42\x1e\r\nlogout";
+        for split in 1..stream.len() {
+            let mut scanner = script().scanner();
+            let (out, code) = collect(&mut scanner, &[&stream[..split], &stream[split..]]);
+            assert_eq!(out, b"hello\x00\xff\nworld", "split at {split}");
+            assert_eq!(code, Some(42), "split at {split}");
+        }
+        let mut scanner = script().scanner();
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(
+            collect(&mut scanner, &bytes),
+            (b"hello\x00\xff\nworld".to_vec(), Some(42))
+        );
+    }
+
+    #[test]
+    fn a_lone_record_separator_in_output_is_output() {
+        let mut scanner = script().scanner();
+        let (out, code) = collect(&mut scanner, &[b"\x1eSabc\x1ea\x1eEab\x1eEabc:0\x1e"]);
+        assert_eq!(out, b"a\x1eEab");
+        assert_eq!(code, Some(0));
+    }
+
+    #[test]
+    fn stdin_is_base64_lines() {
+        assert_eq!(encode_stdin(b"Man"), b"TWFu\n");
+        assert_eq!(encode_stdin(b"Ma"), b"TWE=\n");
+        assert_eq!(encode_stdin(b"M"), b"TQ==\n");
+        let long = encode_stdin(&[0u8; 100]);
+        assert_eq!(long.iter().filter(|b| **b == b'\n').count(), 2);
+        assert!(
+            long.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=\n".contains(b))
+        );
+    }
+}
