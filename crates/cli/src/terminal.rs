@@ -69,19 +69,19 @@ pub async fn connect(ctx: &Context, args: &ConnectArgs) -> anyhow::Result<i32> {
 
     let _raw = RawMode::enable()?;
     send_size(&writer).await;
-    let mut awaiting_ready = false;
-    if let Some(c) = &credentials {
+    // Credentials go in two steps: first echo is turned off (and history told
+    // to skip lines starting with a space); only once the shell says so is
+    // the export line typed, so neither the terminal nor readline echoes it.
+    let region = ctx.client.config().region().as_str();
+    let mut pending_credentials = credentials.as_ref().map(|c| credentials_line(c, region));
+    let mut awaiting_ready = pending_credentials.is_some();
+    if awaiting_ready {
         writer
             .input(
                 b" HISTCONTROL=ignorespace:$HISTCONTROL; stty -echo; printf '\\036R\\036'\r"
                     .to_vec(),
             )
             .await?;
-        let region = ctx.client.config().region().as_str();
-        writer
-            .input(credentials_line(c, region).into_bytes())
-            .await?;
-        awaiting_ready = true;
     }
 
     let mut resized = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
@@ -101,6 +101,9 @@ pub async fn connect(ctx: &Context, args: &ConnectArgs) -> anyhow::Result<i32> {
                         match find(&pending, READY_MARK) {
                             Some(at) => {
                                 awaiting_ready = false;
+                                if let Some(line) = pending_credentials.take() {
+                                    writer.input(line.into_bytes()).await?;
+                                }
                                 let mut shown = pending[..at].to_vec();
                                 shown.extend_from_slice(&pending[at + READY_MARK.len()..]);
                                 pending.clear();

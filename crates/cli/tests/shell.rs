@@ -1,0 +1,273 @@
+//! `cloudshell exec` and `cloudshell connect` against the real emulator: a
+//! real bash in a pty behind the emulator's SSM data channel, and the native
+//! client in the real `cloudshell` binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
+mod harness;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn running(extra: &[&str]) -> Emulator {
+    let emu = Emulator::start(extra);
+    emu.ok(&["up"]);
+    emu
+}
+
+/// Runs `exec` with `input` on its stdin; returns (exit code, stdout bytes, stderr).
+fn exec(emu: &Emulator, command: &str, input: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+    let mut c = emu.cmd(&["exec", "--", command]);
+    c.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let writer = input.map(|data| {
+        let mut stdin = child.stdin.take().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || stdin.write_all(&data).unwrap())
+    });
+    let out = child.wait_with_output().unwrap();
+    if let Some(w) = writer {
+        w.join().unwrap();
+    }
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sha256(data: &[u8]) -> String {
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(data).unwrap();
+    let out = c.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let out = Command::new("head")
+        .args(["-c", &n.to_string(), "/dev/urandom"])
+        .output()
+        .unwrap();
+    out.stdout
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let emu = running(&[]);
+    for (command, code) in [
+        ("true", 0),
+        ("false", 1),
+        ("exit 42", 42),
+        ("sh -c 'kill -9 $$'", 137),
+    ] {
+        let (got, out, err) = exec(&emu, command, None);
+        assert_eq!(got, code, "{command}: {err}");
+        assert!(
+            out.is_empty(),
+            "{command} printed {out:?}: no prompt or echo noise"
+        );
+    }
+}
+
+#[test]
+fn output_is_byte_exact() {
+    let emu = running(&[]);
+    let (code, out, err) = exec(&emu, r"printf 'a\nb\r\n\000\377\376 end'", None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, b"a\nb\r\n\x00\xff\xfe end");
+    let (_, home, _) = exec(&emu, "pwd", None);
+    assert!(
+        home.ends_with(b"\n") && String::from_utf8_lossy(&home).contains("/homes/"),
+        "{home:?}"
+    );
+}
+
+#[test]
+fn twenty_megabytes_of_binary_output() {
+    let emu = running(&[]);
+    let (code, out, err) = exec(&emu, "head -c 20000000 /dev/urandom | tee f", None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.len(), 20_000_000);
+    let (_, remote, _) = exec(&emu, "sha256sum f | cut -c1-64", None);
+    assert_eq!(String::from_utf8_lossy(&remote).trim(), sha256(&out));
+}
+
+#[test]
+fn five_megabytes_piped_in() {
+    let emu = running(&[]);
+    let data = random_bytes(5_000_000);
+    let (code, out, err) = exec(
+        &emu,
+        "cat > f; sha256sum f | cut -c1-64; wc -c < f",
+        Some(&data),
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(sha256(&data).as_str()));
+    assert_eq!(lines.next(), Some("5000000"));
+    // Empty input is end-of-file at once.
+    let (code, out, _) = exec(&emu, "wc -c", Some(b""));
+    assert_eq!((code, String::from_utf8_lossy(&out).trim()), (0, "0"));
+}
+
+#[test]
+fn a_lossy_reordering_duplicating_channel_loses_nothing() {
+    let emu = running(&[
+        "--ssm-drop",
+        "0.05",
+        "--ssm-duplicate",
+        "0.05",
+        "--ssm-reorder",
+        "0.05",
+        "--ssm-short-close",
+    ]);
+    let (code, out, err) = exec(&emu, "head -c 2000000 /dev/urandom | tee f", None);
+    assert_eq!(code, 0, "{err}");
+    let (_, remote, _) = exec(&emu, "sha256sum f | cut -c1-64", None);
+    assert_eq!(String::from_utf8_lossy(&remote).trim(), sha256(&out));
+    let data = random_bytes(1_000_000);
+    let (code, out, err) = exec(&emu, "sha256sum | cut -c1-64; exit 7", Some(&data));
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(String::from_utf8_lossy(&out).trim(), sha256(&data));
+}
+
+#[test]
+fn exec_needs_a_running_environment() {
+    let emu = running(&[]);
+    emu.ok(&["stop", "--wait"]);
+    let (code, _, err) = exec(&emu, "true", None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("needs environment") && err.contains("hint:"),
+        "{err}"
+    );
+}
+
+/// Reads the pty until `needle` shows up, or fails after 20 s.
+async fn read_until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, pty.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => panic!(
+                "never saw {needle:?}; screen so far:\n{}",
+                String::from_utf8_lossy(seen)
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connect_in_a_real_terminal() {
+    let emu = running(&[]);
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(24, 80)).unwrap();
+    let mut cmd = pty_process::Command::new(cli_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("CLOUDSHELL_") {
+            cmd = cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .env("HOME", emu.dir.path())
+        .env("AWS_CONFIG_FILE", emu.dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", emu.dir.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_CLOUDSHELL", &emu.endpoint)
+        .env("AWS_ACCESS_KEY_ID", AK)
+        .env("AWS_SECRET_ACCESS_KEY", SK)
+        .env("AWS_REGION", "us-east-1")
+        .args(["connect", "--inject-credentials"])
+        .spawn_borrowed(&pts)
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut pty, &mut seen, "~]").await;
+    pty.write_all(b"echo $((6*7))-$AWS_ACCESS_KEY_ID\r")
+        .await
+        .unwrap();
+    read_until(&mut pty, &mut seen, "42-AKIAEMULATOR00000001").await;
+
+    // The secret never reached the screen, and the credentials are read-only
+    // and not in the history.
+    assert!(
+        !String::from_utf8_lossy(&seen).contains(SK),
+        "the secret was echoed"
+    );
+    pty.write_all(b"AWS_REGION=x\r").await.unwrap();
+    read_until(&mut pty, &mut seen, "readonly variable").await;
+    pty.write_all(b"echo count=$(history | grep -c SECRET_ACCE[S]S)\r")
+        .await
+        .unwrap();
+    read_until(&mut pty, &mut seen, "count=0").await;
+
+    pty.resize(pty_process::Size::new(33, 101)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pty.write_all(b"stty size\r").await.unwrap();
+    read_until(&mut pty, &mut seen, "33 101").await;
+
+    pty.write_all(b"exit\r").await.unwrap();
+    read_until(&mut pty, &mut seen, "closed").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // The local terminal was restored: canonical mode and echo are back.
+    let stty = pty_process::Command::new("stty")
+        .arg("-a")
+        .spawn_borrowed(&pts)
+        .unwrap();
+    let mut after = Vec::new();
+    read_until(&mut pty, &mut after, "icanon").await;
+    drop(stty);
+    let modes = String::from_utf8_lossy(&after);
+    assert!(
+        modes.contains(" icanon") && modes.contains(" echo "),
+        "{modes}"
+    );
+}
+
+#[tokio::test]
+async fn tilde_dot_leaves_the_session() {
+    let emu = running(&[]);
+    let (mut pty, pts) = pty_process::open().unwrap();
+    let mut cmd = pty_process::Command::new(cli_bin());
+    for (k, v) in [
+        ("HOME", emu.dir.path().to_str().unwrap()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL_CLOUDSHELL", emu.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", AK),
+        ("AWS_SECRET_ACCESS_KEY", SK),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        cmd = cmd.env(k, v);
+    }
+    let mut child = cmd.arg("connect").spawn_borrowed(&pts).unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut pty, &mut seen, "~]").await;
+    pty.write_all(b"\r~.").await.unwrap();
+    read_until(&mut pty, &mut seen, "(~.)").await;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
