@@ -310,11 +310,9 @@ impl ShellSession {
                     Event::Data {
                         payload_type: PayloadType::FLAG,
                         data,
-                    } => {
-                        if Flag::decode(&data) == Some(Flag::TerminateSession) {
-                            reason = "terminated by the client".to_owned();
-                            shell_done = true;
-                        }
+                    } if Flag::decode(&data) == Some(Flag::TerminateSession) => {
+                        reason = "terminated by the client".to_owned();
+                        shell_done = true;
                     }
                     _ => {}
                 }
