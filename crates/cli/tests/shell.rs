@@ -271,3 +271,87 @@ async fn tilde_dot_leaves_the_session() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn exec_survives_dropped_connections() {
+    let emu = running(&["--ssm-disconnect-every", "300ms"]);
+    let (code, out, err) = exec(&emu, "head -c 3000000 /dev/urandom | tee f", None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.len(), 3_000_000);
+    let (_, remote, _) = exec(&emu, "sha256sum f | cut -c1-64", None);
+    assert_eq!(String::from_utf8_lossy(&remote).trim(), sha256(&out));
+}
+
+#[tokio::test]
+async fn an_open_session_keeps_the_environment_up_until_deleted() {
+    use cloudshell_ssm::channel::Event;
+    use cloudshell_ssm::driver::{ConnectOptions, Session};
+
+    let emu = running(&["--inactivity-timeout", "2s"]);
+    let created = emu.json(&["session"]);
+    let sid = created["SessionId"].as_str().unwrap().to_owned();
+    let Session { writer, mut reader } = Session::connect(ConnectOptions::new(
+        created["StreamUrl"].as_str().unwrap(),
+        created["TokenValue"].as_str().unwrap(),
+    ))
+    .await
+    .unwrap();
+    writer.input(b"echo ready\r".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        emu.json(&["status"])["Status"],
+        "RUNNING",
+        "an open session is activity"
+    );
+
+    // A token is good for its own session only, and the refusal says so.
+    let other = Session::connect(ConnectOptions::new(
+        created["StreamUrl"].as_str().unwrap(),
+        "wrong-token",
+    ))
+    .await
+    .unwrap();
+    let mut refused = other.reader;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), refused.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let err = refused.finish().await.unwrap_err().to_string();
+    assert!(
+        err.contains("refused") && err.contains("bad token"),
+        "{err}"
+    );
+
+    emu.ok(&["delete-session", &sid]);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = reader.next().await {
+            if let Event::Closed(c) = event {
+                return c;
+            }
+        }
+        panic!("the session ended without channel_closed");
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed.session_id, sid);
+    assert_eq!(closed.output, "session deleted");
+}
+
+#[test]
+fn ssm_plugin_that_is_not_installed_is_explained() {
+    let emu = running(&[]);
+    let r = Run::from(
+        emu.cmd(&["connect", "--ssm-plugin"])
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("session-manager-plugin is not installed"),
+        "{}",
+        r.stderr
+    );
+}

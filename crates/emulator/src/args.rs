@@ -88,6 +88,10 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub ssm_short_close: bool,
 
+    /// Data channel: drop each WebSocket after it has been open this long, so clients must reconnect.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub ssm_disconnect_every: Option<Duration>,
+
     /// Shell to run in sessions.
     #[arg(long, default_value = "bash", value_name = "PATH")]
     pub shell: PathBuf,
@@ -129,6 +133,7 @@ impl EmulatorArgs {
             duplicate: self.ssm_duplicate,
             reorder: self.ssm_reorder,
             short_close: self.ssm_short_close,
+            disconnect_every: self.ssm_disconnect_every.filter(|d| !d.is_zero()),
         };
         config.shell = self.shell;
         config.faults = FaultConfig {

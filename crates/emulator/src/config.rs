@@ -122,6 +122,9 @@ pub struct DataChannelFaults {
     pub reorder: f64,
     /// End sessions with the service's 112-byte, NUL-padded `channel_closed`.
     pub short_close: bool,
+    /// Drop every WebSocket after it has been open this long, to make
+    /// clients reconnect.
+    pub disconnect_every: Option<std::time::Duration>,
 }
 
 /// Everything an emulator needs.

@@ -132,7 +132,12 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
         Ok(Ok(v)) => v,
         Ok(Err(reason)) => {
             info!(%session_id, %reason, "data channel refused");
-            let _ = socket.send(Message::Close(None)).await;
+            // 1008: policy violation, with the reason for the client to show.
+            let frame = axum::extract::ws::CloseFrame {
+                code: 1008,
+                reason: reason.into(),
+            };
+            let _ = socket.send(Message::Close(Some(frame))).await;
             return;
         }
         Err(_) => return,
@@ -180,6 +185,7 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
+    let disconnect_after = state.service.config().data_channel_faults.disconnect_every;
     let (mut sink, mut stream) = socket.split();
     let reading = async move {
         while let Some(Ok(message)) = stream.next().await {
@@ -203,9 +209,17 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
         // The session is over and everything was sent.
         let _ = sink.send(Message::Close(None)).await;
     };
+    // Fault switch: vanish after a while without a close frame, as a dead network would.
+    let cut = async move {
+        match disconnect_after {
+            Some(after) => tokio::time::sleep(after).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = reading => {}
         () = writing => {}
+        () = cut => debug!(%session_id, "fault: dropping the data channel"),
     }
 }
 

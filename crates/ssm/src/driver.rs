@@ -74,6 +74,9 @@ pub enum DriverError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The far end refused the token (WebSocket close code 1008).
+    #[error("the data channel refused the session: {0}")]
+    Refused(String),
     /// The session task is gone.
     #[error("the session has ended")]
     Ended,
@@ -300,6 +303,9 @@ async fn run(
 ) -> Result<(), DriverError> {
     let mut link = Link::new(socket);
     let mut commands_open = true;
+    // Reconnections since a frame last arrived: a far end that accepts the
+    // socket and then drops it every time must not keep us redialling forever.
+    let mut fruitless_reconnects = 0;
     let mut ping = tokio::time::interval(PING_INTERVAL);
     ping.reset();
     loop {
@@ -325,14 +331,18 @@ async fn run(
             tokio::select! {
                 message = link.incoming.next() => match message {
                     Some(Ok(Message::Binary(bytes))) => {
-                        if let Err(e) = channel.handle_frame(&bytes, Instant::now().into_std()) {
-                            warn!("ignoring a bad frame: {e}");
+                        match channel.handle_frame(&bytes, Instant::now().into_std()) {
+                            Ok(()) => fruitless_reconnects = 0,
+                            Err(e) => warn!("ignoring a bad frame: {e}"),
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
                         if let Err(e) = channel.handle_frame(text.as_bytes(), Instant::now().into_std()) {
                             warn!("ignoring a bad text frame: {e}");
                         }
+                    }
+                    Some(Ok(Message::Close(Some(close)))) if u16::from(close.code) == 1008 => {
+                        return Err(DriverError::Refused(close.reason.to_string()));
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => broken = true,
                     Some(Ok(_)) => {}
@@ -352,6 +362,12 @@ async fn run(
             }
         }
         if broken {
+            fruitless_reconnects += 1;
+            if fruitless_reconnects > options.max_reconnects {
+                return Err(DriverError::Disconnected {
+                    attempts: options.max_reconnects,
+                });
+            }
             link = Link::new(reconnect(&options, client_id).await?);
             // Whatever was in flight on the old socket is presumed lost.
             channel.retransmit_all(Instant::now().into_std());
