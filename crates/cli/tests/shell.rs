@@ -125,6 +125,9 @@ fn five_megabytes_piped_in() {
     assert_eq!((code, String::from_utf8_lossy(&out).trim()), (0, "0"));
 }
 
+/// Everything the fault-free tests check, again over a channel that drops,
+/// duplicates and reorders 5% of the emulator's frames each and ends with
+/// the service's short channel_closed.
 #[test]
 fn a_lossy_reordering_duplicating_channel_loses_nothing() {
     let emu = running(&[
@@ -136,11 +139,21 @@ fn a_lossy_reordering_duplicating_channel_loses_nothing() {
         "0.05",
         "--ssm-short-close",
     ]);
-    let (code, out, err) = exec(&emu, "head -c 2000000 /dev/urandom | tee f", None);
+    for (command, code) in [("true", 0), ("false", 1), ("exit 42", 42)] {
+        assert_eq!(exec(&emu, command, None).0, code, "{command}");
+    }
+    let (code, out, err) = exec(&emu, r"printf '\000\377\376\r\n'", None);
+    assert_eq!(
+        (code, out.as_slice()),
+        (0, &b"\x00\xff\xfe\r\n"[..]),
+        "{err}"
+    );
+    let (code, out, err) = exec(&emu, "head -c 20000000 /dev/urandom | tee f", None);
     assert_eq!(code, 0, "{err}");
+    assert_eq!(out.len(), 20_000_000);
     let (_, remote, _) = exec(&emu, "sha256sum f | cut -c1-64", None);
     assert_eq!(String::from_utf8_lossy(&remote).trim(), sha256(&out));
-    let data = random_bytes(1_000_000);
+    let data = random_bytes(5_000_000);
     let (code, out, err) = exec(&emu, "sha256sum | cut -c1-64; exit 7", Some(&data));
     assert_eq!(code, 7, "{err}");
     assert_eq!(String::from_utf8_lossy(&out).trim(), sha256(&data));

@@ -82,7 +82,9 @@ impl Default for ChannelConfig {
             initial_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(1),
             max_backoff_rto: Duration::from_secs(8),
-            version: concat!("1.2.0.0-cloudshell-rs-", env!("CARGO_PKG_VERSION")).to_owned(),
+            // Numeric only: the agent compares ClientVersion against
+            // thresholds such as "1.1.70" to choose features.
+            version: "1.2.0.0".to_owned(),
         }
     }
 }
