@@ -337,20 +337,8 @@ impl ShellSession {
             let deadline = channel.poll_timeout().map(tokio::time::Instant::from_std);
             let read_output = channel.backlog() < MAX_BACKLOG;
             tokio::select! {
-                attachment = attach_rx.recv() => {
-                    if let Some(a) = attachment {
-                        link = Some(a);
-                        channel.retransmit_all(Instant::now());
-                    }
-                }
-                frame = recv_frame(&mut link) => match frame {
-                    Some(frame) => {
-                        if let Err(e) = channel.handle_frame(&frame, Instant::now()) {
-                            debug!("ignoring a bad frame from the client: {e}");
-                        }
-                    }
-                    None => link = None,
-                },
+                attachment = attach_rx.recv() => reattach(&mut link, &mut channel, attachment),
+                frame = recv_frame(&mut link) => receive(&mut link, &mut channel, frame),
                 n = pty_out.read(&mut buf), if read_output => match n {
                     // EOF or EIO: every process holding the terminal has exited.
                     Ok(0) | Err(_) => shell_done = true,
@@ -383,16 +371,8 @@ impl ShellSession {
                 .unwrap_or(drain_until)
                 .min(drain_until);
             tokio::select! {
-                attachment = attach_rx.recv() => {
-                    if let Some(a) = attachment {
-                        link = Some(a);
-                        channel.retransmit_all(Instant::now());
-                    }
-                }
-                frame = recv_frame(&mut link) => match frame {
-                    Some(frame) => { let _ = channel.handle_frame(&frame, Instant::now()); }
-                    None => link = None,
-                },
+                attachment = attach_rx.recv() => reattach(&mut link, &mut channel, attachment),
+                frame = recv_frame(&mut link) => receive(&mut link, &mut channel, frame),
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => channel.handle_timeout(Instant::now()),
             }
             while channel.poll_event().is_some() {}
@@ -433,6 +413,30 @@ impl ShellSession {
         {
             let _ = a.to_client.send(held).await;
         }
+    }
+}
+
+/// A (re)connected client: everything unacknowledged is presumed lost.
+fn reattach(
+    link: &mut Option<Attachment>,
+    channel: &mut DataChannel,
+    attachment: Option<Attachment>,
+) {
+    if let Some(a) = attachment {
+        *link = Some(a);
+        channel.retransmit_all(Instant::now());
+    }
+}
+
+/// A frame from the client, or `None` when its socket went away.
+fn receive(link: &mut Option<Attachment>, channel: &mut DataChannel, frame: Option<Vec<u8>>) {
+    match frame {
+        Some(frame) => {
+            if let Err(e) = channel.handle_frame(&frame, Instant::now()) {
+                debug!("ignoring a bad frame from the client: {e}");
+            }
+        }
+        None => *link = None,
     }
 }
 
