@@ -192,22 +192,8 @@ async fn connect_in_a_real_terminal() {
     let emu = running(&[]);
     let (mut pty, pts) = pty_process::open().unwrap();
     pty.resize(pty_process::Size::new(24, 80)).unwrap();
-    let mut cmd = pty_process::Command::new(cli_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.starts_with("CLOUDSHELL_") {
-            cmd = cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd
-        .env("HOME", emu.dir.path())
-        .env("AWS_CONFIG_FILE", emu.dir.path().join("none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", emu.dir.path().join("none"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_CLOUDSHELL", &emu.endpoint)
-        .env("AWS_ACCESS_KEY_ID", AK)
-        .env("AWS_SECRET_ACCESS_KEY", SK)
-        .env("AWS_REGION", "us-east-1")
-        .args(["connect", "--inject-credentials"])
+    let mut child = emu
+        .pty_cmd(&["connect", "--inject-credentials"])
         .spawn_borrowed(&pts)
         .unwrap();
     let mut seen = Vec::new();
@@ -262,18 +248,7 @@ async fn connect_in_a_real_terminal() {
 async fn tilde_dot_leaves_the_session() {
     let emu = running(&[]);
     let (mut pty, pts) = pty_process::open().unwrap();
-    let mut cmd = pty_process::Command::new(cli_bin());
-    for (k, v) in [
-        ("HOME", emu.dir.path().to_str().unwrap()),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_ENDPOINT_URL_CLOUDSHELL", emu.endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", AK),
-        ("AWS_SECRET_ACCESS_KEY", SK),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        cmd = cmd.env(k, v);
-    }
-    let mut child = cmd.arg("connect").spawn_borrowed(&pts).unwrap();
+    let mut child = emu.pty_cmd(&["connect"]).spawn_borrowed(&pts).unwrap();
     let mut seen = Vec::new();
     read_until(&mut pty, &mut seen, "~]").await;
     pty.write_all(b"\r~.").await.unwrap();

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // Test helpers.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -78,15 +79,34 @@ impl Emulator {
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
+    /// The variables that point the CLI at this emulator, on top of [`isolated_vars`].
+    pub fn client_vars(&self) -> Vec<(&'static str, OsString)> {
+        let mut vars = isolated_vars(self.dir.path());
+        vars.extend([
+            ("AWS_ENDPOINT_URL_CLOUDSHELL", self.endpoint.clone().into()),
+            ("AWS_ACCESS_KEY_ID", AK.into()),
+            ("AWS_SECRET_ACCESS_KEY", SK.into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]);
+        vars
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(cli_bin());
-        isolate(&mut c, self.dir.path());
-        c.env("AWS_ENDPOINT_URL_CLOUDSHELL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", AK)
-            .env("AWS_SECRET_ACCESS_KEY", SK)
-            .env("AWS_REGION", "us-east-1")
-            .args(args);
+        for k in leaking_vars() {
+            c.env_remove(k);
+        }
+        c.envs(self.client_vars()).args(args);
         c
+    }
+
+    /// The same command, to run on a pty.
+    pub fn pty_cmd(&self, args: &[&str]) -> pty_process::Command {
+        let mut c = pty_process::Command::new(cli_bin());
+        for k in leaking_vars() {
+            c = c.env_remove(k);
+        }
+        c.envs(self.client_vars()).args(args)
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -130,21 +150,34 @@ impl Drop for Emulator {
     }
 }
 
+/// This process's variables that would carry the machine's AWS setup into a test.
+pub fn leaking_vars() -> Vec<String> {
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("AWS_") || k.starts_with("CLOUDSHELL_"))
+        .collect()
+}
+
+/// A home of the test's own, no AWS config files, and nothing probing IMDS.
+pub fn isolated_vars(home: &Path) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("HOME", home.into()),
+        ("AWS_CONFIG_FILE", home.join("no-aws-config").into()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-aws-credentials").into(),
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("NO_COLOR", "1".into()),
+    ]
+}
+
 /// No AWS configuration of the machine leaks in, and nothing probes IMDS.
 pub fn isolate(c: &mut Command, home: &Path) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("AWS_") || k.starts_with("CLOUDSHELL_") {
-            c.env_remove(k);
-        }
+    for k in leaking_vars() {
+        c.env_remove(k);
     }
-    c.env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            home.join("no-aws-credentials"),
-        )
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("NO_COLOR", "1");
+    c.envs(isolated_vars(home));
 }
 
 pub struct Run {
