@@ -99,6 +99,23 @@ pub enum Command {
     /// `cat f | cloudshell exec -- 'cat > f'`. Exits 255 when the session fails.
     Exec(ExecArgs),
 
+    /// Copy files and directories into or out of an environment.
+    ///
+    /// One side is remote, written ENV:PATH (ENV an environment id or name) or
+    /// :PATH for the region's default environment; PATH is relative to the
+    /// home directory unless absolute. The other side is a local path, or `-`
+    /// for standard input or output (write a local name containing `:` as
+    /// `./a:b`). Bytes travel through the shell session with their SHA-256
+    /// checked on both ends, land under a temporary name and are renamed into
+    /// place, so an interrupted copy never leaves a partial file; running the
+    /// same copy again resumes it.
+    ///
+    ///   cloudshell cp backup.tar :            # into the home directory
+    ///   cloudshell cp -r site/ dev:www        # a tree, modes and times kept
+    ///   cloudshell cp :notes.txt -            # to standard output
+    #[command(verbatim_doc_comment)]
+    Cp(CpArgs),
+
     /// List environments in the region (DescribeEnvironments + GetEnvironmentStatus).
     List,
 
@@ -146,7 +163,7 @@ pub enum Command {
     },
 
     /// Run the local CloudShell emulator in the foreground.
-    Emulator(EmulatorArgs),
+    Emulator(Box<EmulatorArgs>),
 }
 
 /// An environment, by id or name; omitted, the region's default environment.
@@ -208,6 +225,48 @@ pub struct ExecArgs {
     /// The command and its arguments, joined by spaces and run by the remote shell.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// `cp` flags.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Where to copy from: a local path, `-` (standard input) or ENV:PATH.
+    pub source: String,
+
+    /// Where to copy to: a local path, `-` (standard output) or ENV:PATH.
+    pub destination: String,
+
+    /// Copy a directory and everything in it (sent as a tar stream; modes,
+    /// times and symbolic links kept).
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// Keep the modification time of a single file as well (trees always keep them).
+    #[arg(short, long)]
+    pub preserve: bool,
+
+    /// Start the environment if it is suspended (with no ENV, create the
+    /// region's default environment if there is none).
+    #[arg(long)]
+    pub start: bool,
+
+    /// Move the bytes through the presigned URLs of GetFileUploadUrls /
+    /// GetFileDownloadUrls instead of the shell session (files in the home
+    /// directory only).
+    #[arg(long)]
+    pub via_urls: bool,
+
+    /// Start over instead of resuming a partial copy left by an interrupted run.
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// Print a JSON summary (the same as --output json).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Give up waiting for the environment after this long (with --start).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub wait_timeout: Duration,
 }
 
 /// `create` flags.

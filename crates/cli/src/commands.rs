@@ -105,7 +105,7 @@ async fn described(client: &Client) -> anyhow::Result<Vec<EnvironmentSummary>> {
     Ok(envs)
 }
 
-async fn status_of(
+pub(crate) async fn status_of(
     client: &Client,
     id: &EnvironmentId,
 ) -> anyhow::Result<GetEnvironmentStatusOutput> {

@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod copy;
 mod output;
 mod terminal;
 
@@ -77,7 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
             return Ok(None);
         }
         Command::Emulator(args) => {
-            return cloudshell_emulator::args::run(args).await.map(|()| None);
+            return cloudshell_emulator::args::run(*args).await.map(|()| None);
         }
         _ => {}
     }
@@ -91,6 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
     match &cli.command {
         Command::Connect(a) => return terminal::connect(&ctx, a).await.map(code),
         Command::Exec(a) => return terminal::exec(&ctx, a).await.map(code),
+        Command::Cp(a) => return copy::cp(&ctx, a).await.map(|()| None),
         _ => {}
     }
     match &cli.command {
@@ -110,7 +112,8 @@ async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
         Command::Completions { .. }
         | Command::Emulator(_)
         | Command::Connect(_)
-        | Command::Exec(_) => Ok(()),
+        | Command::Exec(_)
+        | Command::Cp(_) => Ok(()),
     }
     .map(|()| None)
 }

@@ -27,12 +27,17 @@ async fn open_session(ctx: &Context, id: &EnvironmentId) -> anyhow::Result<Creat
         .api()
 }
 
+/// Opens a new shell session in `id` and connects its data channel.
+pub(crate) async fn shell_session(ctx: &Context, id: &EnvironmentId) -> anyhow::Result<Session> {
+    let session = open_session(ctx, id).await?;
+    Session::connect(ConnectOptions::new(session.stream_url, session.token_value))
+        .await
+        .context("could not open the session's data channel")
+}
+
 pub async fn exec(ctx: &Context, args: &ExecArgs) -> anyhow::Result<i32> {
     let id = crate::commands::resolve(&ctx.client, &args.env).await?;
-    let session = open_session(ctx, &id).await?;
-    let connected = Session::connect(ConnectOptions::new(session.stream_url, session.token_value))
-        .await
-        .context("could not open the session's data channel")?;
+    let connected = shell_session(ctx, &id).await?;
     let command = args.command.join(" ");
     let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
     match run_command(connected, &command, stdin, tokio::io::stdout()).await {

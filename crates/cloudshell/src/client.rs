@@ -61,6 +61,11 @@ enum AttemptError {
 }
 
 impl Client {
+    /// The HTTP client, shared with the presigned transfers.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     /// A client with this configuration.
     pub fn new(config: Config) -> Self {
         // Invariant: the builder fails only when the TLS backend cannot be

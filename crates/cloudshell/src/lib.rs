@@ -41,6 +41,7 @@ mod client;
 pub mod config;
 pub mod error;
 pub mod operation;
+pub mod presigned;
 mod retry;
 pub mod types;
 

@@ -38,6 +38,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/data-channel/{session_id}",
             get(crate::data_channel::upgrade),
         )
+        // Uploads are as large as the home quota; the handler counts them.
+        .route(
+            "/_files/upload",
+            post(crate::files::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/_files/download/{*key}", get(crate::files::download))
         .fallback(control_api)
         .with_state(state)
 }
@@ -222,7 +228,7 @@ fn host_region(host: &str) -> Option<&str> {
         .flatten()
 }
 
-fn now_millis() -> u64 {
+pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

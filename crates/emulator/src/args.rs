@@ -95,6 +95,11 @@ pub struct EmulatorArgs {
     /// Shell to run in sessions.
     #[arg(long, default_value = "bash", value_name = "PATH")]
     pub shell: PathBuf,
+
+    /// Bytes each home directory may hold through presigned uploads (suffixes
+    /// K, M, G for powers of 1024).
+    #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
+    pub home_quota: u64,
 }
 
 impl EmulatorArgs {
@@ -136,12 +141,35 @@ impl EmulatorArgs {
             disconnect_every: self.ssm_disconnect_every.filter(|d| !d.is_zero()),
         };
         config.shell = self.shell;
+        config.home_quota = self.home_quota;
         config.faults = FaultConfig {
             throttle_every: self.throttle_every.filter(|n| *n > 0),
             fail_every: self.fail_every.filter(|n| *n > 0),
         };
         Ok(config)
     }
+}
+
+/// `1073741824`, `1G`, `512M`, `64K` (powers of 1024; an optional `iB`/`B`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size; try 1G, 512M or a number of bytes"))
 }
 
 fn probability(s: &str) -> Result<f64, String> {

@@ -127,6 +127,9 @@ pub struct DataChannelFaults {
     pub disconnect_every: Option<std::time::Duration>,
 }
 
+/// CloudShell's "1 GB of persistent storage" per home directory.
+pub const DEFAULT_HOME_QUOTA: u64 = 1 << 30;
+
 /// Everything an emulator needs.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
@@ -144,6 +147,8 @@ pub struct EmulatorConfig {
     pub data_channel_faults: DataChannelFaults,
     /// The shell sessions run (`bash` in a pty).
     pub shell: PathBuf,
+    /// Bytes a home directory may hold, checked on presigned uploads.
+    pub home_quota: u64,
 }
 
 impl EmulatorConfig {
@@ -157,6 +162,7 @@ impl EmulatorConfig {
             faults: FaultConfig::default(),
             data_channel_faults: DataChannelFaults::default(),
             shell: PathBuf::from("bash"),
+            home_quota: DEFAULT_HOME_QUOTA,
         }
     }
 }

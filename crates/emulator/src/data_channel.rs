@@ -30,6 +30,11 @@ use crate::config::DataChannelFaults;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages in flight before the shell's output stops being read.
 const MAX_BACKLOG: usize = 2048;
+/// Keystrokes waiting for the terminal beyond which new input frames are
+/// left unacknowledged (the client resends them later): the shell may stop
+/// reading its terminal at any time, and the session must neither block on
+/// it nor buffer without bound.
+const MAX_PENDING_INPUT: usize = 4 << 20;
 /// How long a finished session waits for the client to acknowledge its output.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -282,7 +287,12 @@ impl ShellSession {
             .kill_on_drop(true)
             .spawn(pts)
             .map_err(std::io::Error::other)?;
-        let (mut pty_out, mut pty_in) = pty.into_split();
+        let (mut pty_out, pty_in) = pty.into_split();
+        // Writes to the terminal block while the shell does not read; they
+        // happen on their own task so output and acknowledgements keep flowing.
+        let (input_tx, input_rx) = mpsc::unbounded_channel::<TerminalInput>();
+        let pending_input = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writer = tokio::spawn(write_terminal(pty_in, input_rx, Arc::clone(&pending_input)));
 
         let started = Instant::now();
         let unix_ms = now_millis();
@@ -310,7 +320,11 @@ impl ShellSession {
                     Event::Data {
                         payload_type: PayloadType::OUTPUT,
                         data,
-                    } => pty_in.write_all(&data).await?,
+                    } => {
+                        pending_input.fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
+                        // A writer that is gone means the terminal is gone: drop the input.
+                        let _ = input_tx.send(TerminalInput::Keys(data));
+                    }
                     Event::Data {
                         payload_type: PayloadType::SIZE,
                         data,
@@ -318,7 +332,7 @@ impl ShellSession {
                         if let Ok(size) = serde_json::from_slice::<SizeData>(&data) {
                             let rows = u16::try_from(size.rows).unwrap_or(u16::MAX).max(1);
                             let cols = u16::try_from(size.cols).unwrap_or(u16::MAX).max(1);
-                            let _ = pty_in.resize(pty_process::Size::new(rows, cols));
+                            let _ = input_tx.send(TerminalInput::Resize(rows, cols));
                         }
                     }
                     Event::Data {
@@ -338,7 +352,12 @@ impl ShellSession {
             let read_output = channel.backlog() < MAX_BACKLOG;
             tokio::select! {
                 attachment = attach_rx.recv() => reattach(&mut link, &mut channel, attachment),
-                frame = recv_frame(&mut link) => receive(&mut link, &mut channel, frame),
+                frame = recv_frame(&mut link) => {
+                    let full = pending_input.load(std::sync::atomic::Ordering::Relaxed) > MAX_PENDING_INPUT;
+                    if !(full && frame.as_deref().is_some_and(carries_input)) {
+                        receive(&mut link, &mut channel, frame);
+                    }
+                }
                 n = pty_out.read(&mut buf), if read_output => match n {
                     // EOF or EIO: every process holding the terminal has exited.
                     Ok(0) | Err(_) => shell_done = true,
@@ -359,6 +378,7 @@ impl ShellSession {
                 }
             }
         }
+        writer.abort();
         let _ = child.start_kill();
         let _ = child.wait().await;
 
@@ -414,6 +434,47 @@ impl ShellSession {
             let _ = a.to_client.send(held).await;
         }
     }
+}
+
+/// What the session task hands the terminal writer.
+enum TerminalInput {
+    Keys(Vec<u8>),
+    Resize(u16, u16),
+}
+
+/// Types input into the terminal, counting down what is pending (the
+/// session refuses new input frames past [`MAX_PENDING_INPUT`], which bounds
+/// this queue).
+async fn write_terminal(
+    mut pty_in: pty_process::OwnedWritePty,
+    mut input: mpsc::UnboundedReceiver<TerminalInput>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    while let Some(next) = input.recv().await {
+        match next {
+            TerminalInput::Keys(data) => {
+                let n = data.len();
+                let written = pty_in.write_all(&data).await;
+                pending.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+                if written.is_err() {
+                    // The terminal is gone; the session notices on its read side.
+                    return;
+                }
+            }
+            TerminalInput::Resize(rows, cols) => {
+                let _ = pty_in.resize(pty_process::Size::new(rows, cols));
+            }
+        }
+    }
+}
+
+/// Whether a raw frame carries client input (as opposed to an acknowledgement
+/// or a control message): only those are refused while the terminal lags.
+fn carries_input(frame: &[u8]) -> bool {
+    cloudshell_ssm::codec::ClientMessage::decode(frame).is_ok_and(|m| {
+        m.message_type == cloudshell_ssm::codec::MessageType::InputStreamData
+            && m.payload_type == PayloadType::OUTPUT
+    })
 }
 
 /// A (re)connected client: everything unacknowledged is presumed lost.

@@ -30,6 +30,7 @@ pub mod aws_error;
 pub mod config;
 pub mod data_channel;
 pub mod faults;
+pub mod files;
 pub mod lifecycle;
 pub mod service;
 pub mod sigv4;

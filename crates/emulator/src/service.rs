@@ -26,6 +26,7 @@ pub struct Service {
     store: Store,
     config: EmulatorConfig,
     homes: PathBuf,
+    files: crate::files::FileSigner,
 }
 
 /// The names of the operations, as `X-Amz-Target` and the paths spell them.
@@ -52,7 +53,32 @@ impl Service {
             store,
             config,
             homes,
+            files: crate::files::FileSigner::default(),
         }
+    }
+
+    /// The signer of presigned file URLs.
+    pub fn files(&self) -> &crate::files::FileSigner {
+        &self.files
+    }
+
+    /// The home directory of an environment that is RUNNING now, for a
+    /// presigned transfer (the URL's signature is the authorization).
+    pub fn running_home(&self, environment_id: &str, now: Millis) -> Result<PathBuf, AwsError> {
+        self.store.write(|t| {
+            let not_found =
+                || AwsError::not_found(format!("environment {environment_id} not found"));
+            let env = t.environment(environment_id)?.ok_or_else(not_found)?;
+            let env = self.advance(t, env, now)?.ok_or_else(not_found)?;
+            t.put_environment(&env)?;
+            if env.phase.status() != "RUNNING" {
+                return Err(AwsError::validation(format!(
+                    "environment {environment_id} is {}, not RUNNING; start it to transfer files",
+                    env.phase.status()
+                )));
+            }
+            Ok(self.home_dir(&env.id))
+        })
     }
 
     /// The configuration.
@@ -310,23 +336,23 @@ impl Service {
                     env.phase.status()
                 )));
             }
-            let key = format!("{}/{}", env.id, random_hex(16));
-            let base = format!("http://{host}/_files");
-            Ok(if operation == "GetFileUploadUrls" {
-                json!({
-                    "FileUploadPresignedUrl": format!("{base}/upload"),
-                    "FileUploadPresignedFields": {
-                        "key": key,
-                        "x-emulator-file": file.unwrap_or_default(),
-                    },
-                })
+            let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+            if operation == "GetFileUploadUrls" {
+                Ok(self.files.upload_form(
+                    host,
+                    &caller.region,
+                    &env.id,
+                    file.as_deref(),
+                    self.config.home_quota,
+                    now,
+                ))
             } else {
-                json!({
-                    "FileDownloadPresignedUrl": format!("{base}/download/{key}"),
-                    "FileDownloadPresignedKey": key,
-                    "FileDownloadPresignedKeyHash": random_hex(32),
-                })
-            })
+                let file = file.ok_or_else(|| {
+                    AwsError::validation("GetFileDownloadUrls needs FileName: the path of the file in the home directory")
+                })?;
+                Ok(self.files.download_url(host, &caller.region, &env.id, &file, now))
+            }
         })
     }
 

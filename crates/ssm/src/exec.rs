@@ -53,9 +53,10 @@ impl ExecScript {
             ("", " </dev/null")
         };
         // A leading space keeps the line out of history where HISTCONTROL
-        // asks for it; `exit` ends the session when the command is done.
+        // asks for it, and with no HISTFILE nothing is saved at exit; `exit`
+        // ends the session when the command is done.
         let line = format!(
-            " stty -echo -opost 2>/dev/null; printf '\\036S%s\\036' {nonce}; {before}{{ {command}; }}{after}; printf '\\036E%s:%d\\036' {nonce} $?; exit\r"
+            " unset HISTFILE; stty -echo -opost 2>/dev/null; printf '\\036S%s\\036' {nonce}; {before}{{ {command}; }}{after}; printf '\\036E%s:%d\\036' {nonce} $?; exit\r"
         );
         Self {
             line,
@@ -80,10 +81,20 @@ impl ExecScript {
     }
 }
 
+/// The longest standard-input line, in bytes before base64: 3,000 bytes make
+/// 4,000 characters, under the 4,095 a Linux terminal holds in one canonical
+/// line (`N_TTY_BUF_SIZE` less one for the newline).
+pub const MAX_STDIN_LINE: usize = 3000;
+
 /// Encodes a piece of standard input as base64 lines.
 pub fn encode_stdin(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / STDIN_CHUNK + 4);
-    for chunk in data.chunks(STDIN_CHUNK) {
+    encode_stdin_lines(data, STDIN_CHUNK)
+}
+
+/// Encodes a piece of standard input as base64 lines of `line_bytes` bytes.
+fn encode_stdin_lines(data: &[u8], line_bytes: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + data.len() / line_bytes + 4);
+    for chunk in data.chunks(line_bytes) {
         base64_into(chunk, &mut out);
         out.push(b'\n');
     }
@@ -239,6 +250,135 @@ pub enum ExecError {
     Io(#[from] std::io::Error),
 }
 
+/// What a running command produced next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    /// Output bytes, in order.
+    Output(Vec<u8>),
+    /// The command exited with this status; nothing follows.
+    Exited(i32),
+}
+
+/// A command running in a shell session, read as a stream of
+/// [`ExecOutput`]s. Dropping it ends the session.
+pub struct Exec {
+    writer: SessionWriter,
+    /// `None` once the session has ended.
+    reader: Option<crate::driver::SessionReader>,
+    /// What the agent said when it closed the channel.
+    closed: Option<String>,
+    scanner: OutputScanner,
+    stdin: Option<Box<dyn AsyncRead + Unpin + Send>>,
+    pump: Option<tokio::task::JoinHandle<Result<(), ExecError>>>,
+    pending: std::collections::VecDeque<ScanEvent>,
+    line_bytes: usize,
+}
+
+impl Exec {
+    /// Types `command` into the shell of `session`. With `stdin`, its bytes
+    /// are forwarded once the command runs, then end-of-file.
+    pub async fn start<R>(
+        session: Session,
+        command: &str,
+        stdin: Option<R>,
+    ) -> Result<Self, ExecError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let script = ExecScript::new(command, stdin.is_some());
+        let Session { writer, reader } = session;
+        writer.input(script.line().to_vec()).await?;
+        Ok(Self {
+            writer,
+            reader: Some(reader),
+            closed: None,
+            scanner: script.scanner(),
+            stdin: stdin.map(|r| Box::new(r) as Box<dyn AsyncRead + Unpin + Send>),
+            pump: None,
+            pending: std::collections::VecDeque::new(),
+            line_bytes: STDIN_CHUNK,
+        })
+    }
+
+    /// Sends standard input in lines of `bytes` bytes (before base64), at most
+    /// [`MAX_STDIN_LINE`]. Longer lines cost fewer reads on the far side.
+    pub fn stdin_line_bytes(mut self, bytes: usize) -> Self {
+        self.line_bytes = (bytes.clamp(3, MAX_STDIN_LINE) / 3) * 3;
+        self
+    }
+
+    /// The next piece of output, or the exit status. After
+    /// [`ExecOutput::Exited`] the session is over.
+    pub async fn next(&mut self) -> Result<ExecOutput, ExecError> {
+        loop {
+            if let Some(found) = self.pending.pop_front() {
+                return Ok(match found {
+                    ScanEvent::Output(bytes) => ExecOutput::Output(bytes),
+                    ScanEvent::Exited(code) => {
+                        if let Some(p) = self.pump.take() {
+                            p.abort();
+                        }
+                        ExecOutput::Exited(code)
+                    }
+                });
+            }
+            if self.scanner.exit_status().is_some() {
+                return Err(ExecError::EndedEarly(
+                    "the command has already exited".into(),
+                ));
+            }
+            if let Some(output) = self.closed.take() {
+                return Err(ExecError::EndedEarly(output));
+            }
+            let Some(reader) = self.reader.as_mut() else {
+                return Err(ExecError::EndedEarly(String::new()));
+            };
+            let event = match self.pump.as_mut() {
+                Some(pump) => tokio::select! {
+                    event = reader.next() => event,
+                    done = pump => {
+                        self.pump = None;
+                        match done {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => return Err(e),
+                            Err(e) => return Err(ExecError::Io(std::io::Error::other(e))),
+                        }
+                    }
+                },
+                None => reader.next().await,
+            };
+            let Some(event) = event else {
+                if let Some(reader) = self.reader.take() {
+                    reader.finish().await?;
+                }
+                return Err(ExecError::EndedEarly(String::new()));
+            };
+            self.pending.extend(self.scanner.feed_event(&event));
+            // Input may flow only once the terminal is in the command's mode.
+            if self.scanner.started()
+                && let Some(input) = self.stdin.take()
+            {
+                self.pump = Some(tokio::spawn(pump_stdin(
+                    input,
+                    self.writer.clone(),
+                    self.line_bytes,
+                )));
+            }
+            if let Event::Closed(closed) = event {
+                self.closed = Some(closed.output);
+            }
+        }
+    }
+}
+
+impl Drop for Exec {
+    fn drop(&mut self) {
+        if let Some(p) = self.pump.take() {
+            p.abort();
+        }
+    }
+}
+
 /// Runs `command` through the shell of `session`, copying its output to
 /// `stdout` byte for byte and, when given, `stdin` to its standard input.
 /// Returns its exit status.
@@ -252,47 +392,32 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
-    let script = ExecScript::new(command, stdin.is_some());
-    let Session { writer, mut reader } = session;
-    writer.input(script.line().to_vec()).await?;
-    let mut scanner = script.scanner();
-    let mut stdin = stdin;
-    let mut pump: Option<tokio::task::JoinHandle<Result<(), ExecError>>> = None;
+    let mut exec = Exec::start(session, command, stdin).await?;
     loop {
-        let Some(event) = reader.next().await else {
-            reader.finish().await?;
-            return Err(ExecError::EndedEarly(String::new()));
-        };
-        for found in scanner.feed_event(&event) {
-            match found {
-                ScanEvent::Output(bytes) => stdout.write_all(&bytes).await?,
-                ScanEvent::Exited(code) => {
-                    stdout.flush().await?;
-                    if let Some(p) = pump {
-                        p.abort();
-                    }
-                    return Ok(code);
-                }
+        match exec.next().await? {
+            ExecOutput::Output(bytes) => stdout.write_all(&bytes).await?,
+            ExecOutput::Exited(code) => {
+                stdout.flush().await?;
+                return Ok(code);
             }
-        }
-        // Input may flow only once the terminal is in the command's mode.
-        if scanner.started()
-            && let Some(input) = stdin.take()
-        {
-            pump = Some(tokio::spawn(pump_stdin(input, writer.clone())));
-        }
-        if let Event::Closed(closed) = event {
-            return Err(ExecError::EndedEarly(closed.output));
         }
     }
 }
 
+/// Runs `command` and collects its whole output (for small outputs only).
+pub async fn capture_command(session: Session, command: &str) -> Result<(i32, Vec<u8>), ExecError> {
+    let mut out = Vec::new();
+    let code = run_command(session, command, None::<tokio::io::Empty>, &mut out).await?;
+    Ok((code, out))
+}
+
 /// Copies local input to the command as base64 lines, then end-of-file.
-async fn pump_stdin<R: AsyncRead + Unpin>(
-    mut input: R,
+async fn pump_stdin<R: AsyncRead + Unpin + ?Sized>(
+    mut input: Box<R>,
     writer: SessionWriter,
+    line_bytes: usize,
 ) -> Result<(), ExecError> {
-    let mut buf = vec![0u8; STDIN_CHUNK * 1024];
+    let mut buf = vec![0u8; line_bytes * 64];
     let mut filled = 0;
     loop {
         let n = input.read(&mut buf[filled..]).await?;
@@ -301,10 +426,12 @@ async fn pump_stdin<R: AsyncRead + Unpin>(
         let whole = if n == 0 {
             filled
         } else {
-            filled - filled % STDIN_CHUNK
+            filled - filled % line_bytes
         };
         if whole > 0 {
-            writer.input(encode_stdin(&buf[..whole])).await?;
+            writer
+                .input(encode_stdin_lines(&buf[..whole], line_bytes))
+                .await?;
             buf.copy_within(whole..filled, 0);
             filled -= whole;
         }

@@ -9,6 +9,11 @@
 //! - [`codec`]: frames to and from bytes ([`ClientMessage`]), no I/O.
 //! - [`payload`]: the JSON and binary payloads (acknowledgements, handshake,
 //!   terminal size, flags, exit codes, `channel_closed`).
+//! - [`channel`]: the sans-IO data channel (acknowledgements, retransmission,
+//!   ordering); [`driver`] runs it over a WebSocket.
+//! - [`exec`]: one command through an interactive shell, byte-exact, with
+//!   its exit status; [`transfer`]: file and tree copies on top of it, with
+//!   SHA-256 checked on both ends, temporary names and resume.
 //!
 //! The byte layout follows the reference notes in `shared/reference/ssm-protocol.md`
 //! and is pinned by golden frames in the tests.
@@ -37,5 +42,6 @@ pub mod codec;
 pub mod driver;
 pub mod exec;
 pub mod payload;
+pub mod transfer;
 
 pub use codec::{ClientMessage, DecodeError, MessageType, PayloadType};
