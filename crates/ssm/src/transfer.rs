@@ -285,10 +285,11 @@ impl UploadPlan {
                 }
             };
             let partial = match self.kind {
-                // Creating the (empty) temporary file is the honest writability
-                // test: `test -w` says yes to root even on a read-only mount.
+                // Creating the temporary file is the honest writability test
+                // (`test -w` says yes to root even on a read-only mount); it
+                // is removed again, so a refused copy leaves nothing behind.
                 Kind::File => {
-                    r#"if ! e=$( { : >> "$t"; } 2>&1 ); then printf 'err notwritable %s\n' "$e"; exit 0; fi; printf 'part %s %s\n' "$(stat -c %s -- "$t")" "$(sha256sum < "$t" | cut -c1-64)"; "#
+                    r#"if [ -f "$t" ]; then printf 'part %s %s\n' "$(stat -c %s -- "$t")" "$(sha256sum < "$t" | cut -c1-64)"; elif e=$( { : > "$t"; } 2>&1 ); then rm -f -- "$t"; else printf 'err notwritable %s\n' "$e"; exit 0; fi; "#
                 }
                 Kind::Tree => {
                     r#"rm -rf -- "$t"; if ! e=$(mkdir -- "$t" 2>&1); then printf 'err notwritable %s\n' "$e"; exit 0; fi; rmdir -- "$t"; "#

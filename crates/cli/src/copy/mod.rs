@@ -183,7 +183,7 @@ async fn running_environment(
 
 /// How the destination is shown: `ENV:PATH`.
 fn remote_display(id: &EnvironmentId, path: &str) -> String {
-    format!("{id}:{path}")
+    format!("{id}:{}", if path.is_empty() { "~" } else { path })
 }
 
 /// The name a copy takes inside a destination directory: the last
