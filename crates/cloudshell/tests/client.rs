@@ -325,3 +325,103 @@ async fn x_amz_target_route_is_accepted() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Environments"), "{body}");
 }
+
+/// Presigned transfers over real HTTP: a POST lands in the home, a GET brings
+/// it back, and forms or URLs that were tampered with are refused with S3's
+/// codes.
+#[tokio::test]
+async fn presigned_urls_move_files_and_refuse_tampering() {
+    use cloudshell::operation::FileUrlsInput;
+    use cloudshell::presigned::{PresignedError, PresignedGet, PresignedPost};
+
+    let (emu, dir) = emulator(FaultConfig::default()).await;
+    let client = client_for(&emu.endpoint());
+    let id = client
+        .create_environment(&CreateEnvironmentInput::default())
+        .await
+        .unwrap()
+        .environment_id;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let urls = |name: &str| FileUrlsInput {
+        environment_id: id.clone(),
+        file_name: Some(name.to_owned()),
+    };
+    let body = |data: &'static [u8]| {
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(data))])
+    };
+    let refused = |e: PresignedError| match e {
+        PresignedError::Refused { status, code, .. } => (status, code),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let out = client.get_file_upload_urls(&urls("a.txt")).await.unwrap();
+    let post = PresignedPost::from_output(&out).unwrap();
+    client
+        .post_presigned(&post, "a.txt", 5, body(b"hello"))
+        .await
+        .unwrap();
+    let home = dir.path().join("homes").join(id.as_str());
+    assert_eq!(std::fs::read(home.join("a.txt")).unwrap(), b"hello");
+
+    // The key is bound by the policy.
+    let mut other = post.clone();
+    for (k, v) in &mut other.fields {
+        if k == "key" {
+            *v = format!("{id}/b.txt");
+        }
+    }
+    let e = client
+        .post_presigned(&other, "b.txt", 5, body(b"hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e), (403, "AccessDenied".to_owned()));
+    // So is the signature.
+    let mut forged = post.clone();
+    for (k, v) in &mut forged.fields {
+        if k == "x-amz-signature" {
+            *v = "0".repeat(64);
+        }
+    }
+    let e = client
+        .post_presigned(&forged, "a.txt", 5, body(b"HELLO"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e), (403, "SignatureDoesNotMatch".to_owned()));
+    assert_eq!(std::fs::read(home.join("a.txt")).unwrap(), b"hello");
+
+    let out = client.get_file_download_urls(&urls("a.txt")).await.unwrap();
+    let get = PresignedGet::from_output(&out).unwrap();
+    let mut download = client.get_presigned(&get).await.unwrap();
+    assert_eq!(download.length, Some(5));
+    assert_eq!(&download.chunk().await.unwrap().unwrap()[..], b"hello");
+    // Without the customer key, or for another file, no.
+    let keyless = PresignedGet {
+        customer_key: None,
+        customer_key_md5: None,
+        ..get.clone()
+    };
+    let e = client.get_presigned(&keyless).await.unwrap_err();
+    assert_eq!(refused(e), (400, "InvalidRequest".to_owned()));
+    let elsewhere = PresignedGet {
+        url: get.url.replace("/a.txt?", "/b.txt?"),
+        ..get.clone()
+    };
+    let e = client.get_presigned(&elsewhere).await.unwrap_err();
+    assert_eq!(refused(e), (403, "SignatureDoesNotMatch".to_owned()));
+    // A name that leaves the home is refused by the service.
+    let out = client
+        .get_file_upload_urls(&urls("../escape.txt"))
+        .await
+        .unwrap();
+    let e = client
+        .post_presigned(
+            &PresignedPost::from_output(&out).unwrap(),
+            "x",
+            1,
+            body(b"x"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 400);
+    assert!(!dir.path().join("homes/escape.txt").exists());
+}
