@@ -36,6 +36,8 @@ const MAX_EXPIRES_SECS: i64 = 7 * 24 * 3600;
 /// Stands in for the access key id of the bucket's signer.
 const SIGNER_KEY_ID: &str = "ASIAEMULATORFILES001";
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// S3 refuses POST forms whose fields before the file exceed 20 KB.
+const MAX_PRE_DATA: usize = 20 * 1024;
 
 /// An S3-shaped error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -644,6 +646,7 @@ async fn receive(state: &AppState, form: &mut Multipart) -> Result<(), S3Error> 
         )
     };
     let mut fields = Vec::new();
+    let mut pre_data = 0;
     let mut file = loop {
         let Some(field) = form.next_field().await.map_err(malformed)? else {
             return Err(S3Error::bad(
@@ -655,7 +658,24 @@ async fn receive(state: &AppState, form: &mut Multipart) -> Result<(), S3Error> 
         if name == "file" {
             break field;
         }
-        let value = field.text().await.map_err(malformed)?;
+        let mut field = field;
+        let mut value = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+            pre_data += chunk.len();
+            if pre_data > MAX_PRE_DATA {
+                return Err(S3Error::bad(
+                    "MaxPostPreDataLengthExceeded",
+                    "Your POST request fields preceding the upload file were too large.",
+                ));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        let value = String::from_utf8(value).map_err(|_| {
+            S3Error::bad(
+                "InvalidArgument",
+                format!("the form field {name} is not UTF-8"),
+            )
+        })?;
         fields.push((name, value));
     };
     let now = OffsetDateTime::now_utc();
