@@ -136,7 +136,7 @@ impl Source {
 }
 
 /// Counts a tree without following symbolic links.
-fn walk(root: &Path) -> anyhow::Result<TreeStats> {
+pub fn walk(root: &Path) -> anyhow::Result<TreeStats> {
     let mut stats = TreeStats::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

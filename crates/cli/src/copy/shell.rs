@@ -81,11 +81,28 @@ pub async fn upload(
             (sha, None)
         }
     };
-    // A local failure to read explains a remote one, so it comes first.
-    if let Some(task) = tar_task {
-        task.await??;
-    }
-    let sha = sha.map_err(|e| explain(e, &shown))?;
+    let local = match tar_task {
+        Some(task) => task.await?,
+        None => Ok(()),
+    };
+    let sha = match (sha, local) {
+        (Ok(sha), Ok(())) => sha,
+        (Ok(_), Err(e)) => return Err(e),
+        (Err(remote), Ok(())) => return Err(explain(remote, &shown)),
+        // A tree that could not be read explains the remote failure; a
+        // broken pipe only means the far side stopped first.
+        (Err(remote), Err(local)) => {
+            let broken_pipe = local.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            return Err(if broken_pipe {
+                explain(remote, &shown)
+            } else {
+                local
+            });
+        }
+    };
     let bytes = progress
         .counter()
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -281,7 +298,10 @@ async fn download_tree(
             return Err(e);
         }
     };
-    let files = count_files(part).await?;
+    let root = part.to_path_buf();
+    let files = tokio::task::spawn_blocking(move || local::walk(&root))
+        .await??
+        .files;
     tokio::fs::rename(part, target)
         .await
         .with_context(|| format!("cannot rename to {}", target.display()))?;
@@ -299,27 +319,6 @@ async fn download_tree(
         seconds: 0.0,
         bytes_per_second: 0.0,
     })
-}
-
-async fn count_files(root: &Path) -> anyhow::Result<u64> {
-    let root = root.to_path_buf();
-    Ok(tokio::task::spawn_blocking(move || {
-        let mut n = 0;
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir)? {
-                let e = e?;
-                let t = e.file_type()?;
-                if t.is_dir() {
-                    stack.push(e.path());
-                } else if t.is_file() {
-                    n += 1;
-                }
-            }
-        }
-        Ok::<_, std::io::Error>(n)
-    })
-    .await??)
 }
 
 /// The local file a download writes: into an existing directory under the
