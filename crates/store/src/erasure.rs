@@ -1,0 +1,242 @@
+//! Reed-Solomon coding of one chunk's payload into k data and m parity
+//! shards (`reed-solomon-simd`), and back from any k of them.
+//!
+//! The payload is zero-padded to `k * shard_len` ([`shard_len`]) and cut
+//! into k data shards in order, so with every data shard present decoding
+//! is a concatenation.
+
+use crate::format::{MAX_SHARDS, shard_len};
+
+/// Why coding failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodingError {
+    /// k and m outside what the store supports.
+    #[error("unsupported redundancy {k}+{m}: need k >= 1, m >= 0 and k + m <= {MAX_SHARDS}")]
+    Unsupported {
+        /// Data shards.
+        k: usize,
+        /// Parity shards.
+        m: usize,
+    },
+    /// Fewer than k usable shards.
+    #[error("only {have} of the {k} shards needed are available")]
+    TooFewShards {
+        /// Usable shards.
+        have: usize,
+        /// Needed.
+        k: usize,
+    },
+    /// A shard of the wrong size was given.
+    #[error("shard of {got} bytes where {want} were expected")]
+    ShardSize {
+        /// Given.
+        got: usize,
+        /// Expected.
+        want: usize,
+    },
+    /// The coding library refused (should not happen with checked input).
+    #[error("reed-solomon: {0}")]
+    Library(String),
+}
+
+/// k data + m parity shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coding {
+    k: usize,
+    m: usize,
+}
+
+impl Coding {
+    /// Checks the parameters.
+    pub fn new(k: usize, m: usize) -> Result<Self, CodingError> {
+        if k == 0 || k + m > MAX_SHARDS {
+            return Err(CodingError::Unsupported { k, m });
+        }
+        Ok(Self { k, m })
+    }
+
+    /// Data shards.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Parity shards.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// All shards.
+    pub fn n(&self) -> usize {
+        self.k + self.m
+    }
+
+    /// Cuts `payload` into k data shards and computes m parity shards.
+    pub fn encode(&self, payload: &[u8]) -> Result<Vec<Vec<u8>>, CodingError> {
+        let len = shard_len(payload.len(), self.k);
+        let mut shards: Vec<Vec<u8>> = (0..self.k)
+            .map(|i| {
+                let start = (i * len).min(payload.len());
+                let end = ((i + 1) * len).min(payload.len());
+                let mut s = Vec::with_capacity(len);
+                s.extend_from_slice(&payload[start..end]);
+                s.resize(len, 0);
+                s
+            })
+            .collect();
+        if self.m > 0 {
+            let parity = reed_solomon_simd::encode(self.k, self.m, &shards)
+                .map_err(|e| CodingError::Library(e.to_string()))?;
+            shards.extend(parity);
+        }
+        Ok(shards)
+    }
+
+    /// Rebuilds the payload of `payload_len` bytes from the shards present
+    /// (`shards[i]` is shard i, `None` when missing or corrupt).
+    pub fn decode(
+        &self,
+        shards: &[Option<Vec<u8>>],
+        payload_len: usize,
+    ) -> Result<Vec<u8>, CodingError> {
+        let data = self.data_shards(shards, payload_len)?;
+        let mut out = Vec::with_capacity(payload_len);
+        for s in &data {
+            let take = (payload_len - out.len()).min(s.len());
+            out.extend_from_slice(&s[..take]);
+        }
+        Ok(out)
+    }
+
+    /// All k data shards, restoring missing ones from parity.
+    pub fn data_shards(
+        &self,
+        shards: &[Option<Vec<u8>>],
+        payload_len: usize,
+    ) -> Result<Vec<Vec<u8>>, CodingError> {
+        let want = shard_len(payload_len, self.k);
+        let present = shards.iter().take(self.n()).filter(|s| s.is_some()).count();
+        if present < self.k {
+            return Err(CodingError::TooFewShards {
+                have: present,
+                k: self.k,
+            });
+        }
+        for s in shards.iter().flatten() {
+            if s.len() != want {
+                return Err(CodingError::ShardSize { got: s.len(), want });
+            }
+        }
+        let missing_data: Vec<usize> = (0..self.k)
+            .filter(|i| shards.get(*i).is_none_or(Option::is_none))
+            .collect();
+        if missing_data.is_empty() {
+            return Ok(shards[..self.k].iter().flatten().cloned().collect());
+        }
+        let originals = (0..self.k).filter_map(|i| shards[i].as_ref().map(|s| (i, s)));
+        let recovery = (0..self.m).filter_map(|j| {
+            shards
+                .get(self.k + j)
+                .and_then(Option::as_ref)
+                .map(|s| (j, s))
+        });
+        let mut restored = reed_solomon_simd::decode(self.k, self.m, originals, recovery)
+            .map_err(|e| CodingError::Library(e.to_string()))?;
+        (0..self.k)
+            .map(|i| match &shards[i] {
+                Some(s) => Ok(s.clone()),
+                None => restored
+                    .remove(&i)
+                    .ok_or_else(|| CodingError::Library(format!("shard {i} was not restored"))),
+            })
+            .collect()
+    }
+
+    /// Every shard (data and parity) from any k: for repair.
+    pub fn all_shards(
+        &self,
+        shards: &[Option<Vec<u8>>],
+        payload_len: usize,
+    ) -> Result<Vec<Vec<u8>>, CodingError> {
+        let data = self.data_shards(shards, payload_len)?;
+        let mut all = data.clone();
+        if self.m > 0 {
+            let parity = reed_solomon_simd::encode(self.k, self.m, &data)
+                .map_err(|e| CodingError::Library(e.to_string()))?;
+            all.extend(parity);
+        }
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn every_way_of_losing_three_of_nine_decodes() {
+        let c = Coding::new(6, 3).unwrap();
+        let p = payload(100_003);
+        let shards = c.encode(&p).unwrap();
+        let mut ways = 0;
+        for a in 0..9 {
+            for b in a + 1..9 {
+                for d in b + 1..9 {
+                    let mut s: Vec<Option<Vec<u8>>> = shards.iter().cloned().map(Some).collect();
+                    s[a] = None;
+                    s[b] = None;
+                    s[d] = None;
+                    assert_eq!(c.decode(&s, p.len()).unwrap(), p, "lost {a} {b} {d}");
+                    assert_eq!(c.all_shards(&s, p.len()).unwrap(), shards);
+                    ways += 1;
+                }
+            }
+        }
+        assert_eq!(ways, 84);
+        let mut s: Vec<Option<Vec<u8>>> = shards.into_iter().map(Some).collect();
+        for lost in s.iter_mut().take(4) {
+            *lost = None;
+        }
+        assert_eq!(
+            c.decode(&s, p.len()),
+            Err(CodingError::TooFewShards { have: 5, k: 6 })
+        );
+    }
+
+    #[test]
+    fn odd_shapes() {
+        for (k, m) in [(1, 0), (1, 1), (2, 1), (6, 3), (10, 22), (31, 1)] {
+            let c = Coding::new(k, m).unwrap();
+            for len in [0, 1, 2, 3, 1000] {
+                let p = payload(len);
+                let shards: Vec<_> = c.encode(&p).unwrap().into_iter().map(Some).collect();
+                assert_eq!(c.decode(&shards, len).unwrap(), p, "{k}+{m} {len}");
+            }
+        }
+        assert!(Coding::new(0, 3).is_err());
+        assert!(Coding::new(30, 3).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_k_shards_decode(len in 0usize..5000, k in 1usize..12, m in 0usize..8, seed in 0u64..u64::MAX) {
+            let c = Coding::new(k, m).unwrap();
+            let p = payload(len);
+            let shards = c.encode(&p).unwrap();
+            let mut s: Vec<Option<Vec<u8>>> = shards.into_iter().map(Some).collect();
+            // Lose m shards chosen by the seed.
+            let mut x = seed | 1;
+            let mut lost = 0;
+            while lost < m {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                let i = (x % (k + m) as u64) as usize;
+                if s[i].is_some() { s[i] = None; lost += 1; }
+            }
+            proptest::prop_assert_eq!(c.decode(&s, len).unwrap(), p);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Where shards live: the [`ShardStore`] trait, and [`LocalDirStore`], a
+//! directory on this machine (for tests, and for agents).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use crate::format::{HEADER_LEN, ShardHeader, ShardKey};
+
+/// What a shard store says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreStats {
+    /// Bytes of shards held.
+    pub used: u64,
+    /// Bytes it may hold.
+    pub quota: u64,
+    /// Shards held.
+    pub shards: u64,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+}
+
+/// Why a shard operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// No such shard.
+    #[error("shard {0} not found")]
+    NotFound(String),
+    /// Writing it would pass the store's quota; nothing was written.
+    #[error("shard store is full: {used} of {quota} bytes used, {needed} more needed")]
+    QuotaExceeded {
+        /// Bytes in use.
+        used: u64,
+        /// The quota.
+        quota: u64,
+        /// Bytes the write needed.
+        needed: u64,
+    },
+    /// The blob is not a shard, or not the one named.
+    #[error("refused a malformed shard: {0}")]
+    Malformed(String),
+    /// The node cannot be reached or failed.
+    #[error("shard store unavailable: {0}")]
+    Unavailable(String),
+    /// Local input or output failed.
+    #[error("shard store i/o")]
+    Io(#[from] std::io::Error),
+}
+
+/// A place that holds shards: a local directory, or a remote agent.
+/// Blobs are whole shards, header included.
+pub trait ShardStore: Send + Sync {
+    /// Stores a shard durably (written, synced and renamed into place).
+    fn put(&self, key: ShardKey, blob: Bytes) -> BoxFuture<'_, Result<(), ShardError>>;
+    /// Reads a shard.
+    fn get(&self, key: ShardKey) -> BoxFuture<'_, Result<Bytes, ShardError>>;
+    /// Removes a shard; removing a missing one is not an error.
+    fn delete(&self, key: ShardKey) -> BoxFuture<'_, Result<(), ShardError>>;
+    /// Shards in key order, after `after`, at most `limit`.
+    fn list(
+        &self,
+        after: Option<ShardKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ShardKey>, ShardError>>;
+    /// The BLAKE3 of a shard, computed where it lives.
+    fn verify(&self, key: ShardKey) -> BoxFuture<'_, Result<[u8; 32], ShardError>>;
+    /// Usage and quota.
+    fn stats(&self) -> BoxFuture<'_, Result<StoreStats, ShardError>>;
+}
+
+/// Shards as files in a directory: `ROOT/<first two hex digits>/<key name>`.
+/// Usage is counted once at open and kept up to date, so the quota check
+/// costs nothing per write.
+#[derive(Debug, Clone)]
+pub struct LocalDirStore {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    quota: u64,
+    started: Instant,
+    used: std::sync::Mutex<u64>,
+}
+
+impl LocalDirStore {
+    /// A store in `root` (created if needed) that holds at most `quota` bytes.
+    pub fn open(root: impl Into<PathBuf>, quota: u64) -> Result<Self, ShardError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        let used = walk(&root)?.iter().map(|(_, n)| n).sum();
+        Ok(Self {
+            inner: std::sync::Arc::new(Inner {
+                root,
+                quota,
+                started: Instant::now(),
+                used: std::sync::Mutex::new(used),
+            }),
+        })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Where a shard's file is.
+    pub fn path_of(&self, key: &ShardKey) -> PathBuf {
+        let name = key.name();
+        self.inner.root.join(&name[..2]).join(name)
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, u64> {
+        // A poisoned counter is still a number.
+        self.inner
+            .used
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn put_blocking(&self, key: ShardKey, blob: &[u8]) -> Result<(), ShardError> {
+        let header = ShardHeader::decode(blob).map_err(|e| ShardError::Malformed(e.to_string()))?;
+        if header.key != key || blob.len() != HEADER_LEN + header.shard_len as usize {
+            return Err(ShardError::Malformed(format!(
+                "the blob is not shard {}",
+                key.name()
+            )));
+        }
+        let path = self.path_of(&key);
+        let old = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let new = blob.len() as u64;
+        {
+            // Reserve the space before writing, so concurrent writes cannot
+            // pass the quota together.
+            let mut used = self.used();
+            let after = (*used - old.min(*used)) + new;
+            if after > self.inner.quota {
+                return Err(ShardError::QuotaExceeded {
+                    used: *used,
+                    quota: self.inner.quota,
+                    needed: new.saturating_sub(old),
+                });
+            }
+            *used = after;
+        }
+        let dir = path.parent().unwrap_or(&self.inner.root).to_path_buf();
+        let temp = dir.join(format!(
+            ".{}.{:016x}.tmp",
+            key.name(),
+            rand::random::<u64>()
+        ));
+        let written = (|| {
+            use std::io::Write as _;
+            std::fs::create_dir_all(&dir)?;
+            let mut f = std::fs::File::create(&temp)?;
+            f.write_all(blob)?;
+            f.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+            let mut used = self.used();
+            *used = (*used + old).saturating_sub(new);
+        }
+        Ok(written?)
+    }
+}
+
+/// Every shard file under `root` with its size, in key order.
+fn walk(root: &Path) -> std::io::Result<Vec<(ShardKey, u64)>> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root)? {
+        let dir = dir?;
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path())? {
+            let f = f?;
+            if let Some(key) = f.file_name().to_str().and_then(ShardKey::from_name) {
+                out.push((key, f.metadata()?.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ShardError> + Send + 'static,
+) -> BoxFuture<'static, Result<T, ShardError>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ShardError::Unavailable(e.to_string()))?
+    })
+}
+
+impl ShardStore for LocalDirStore {
+    fn put(&self, key: ShardKey, blob: Bytes) -> BoxFuture<'_, Result<(), ShardError>> {
+        let this = self.clone();
+        blocking(move || this.put_blocking(key, &blob))
+    }
+
+    fn get(&self, key: ShardKey) -> BoxFuture<'_, Result<Bytes, ShardError>> {
+        let path = self.path_of(&key);
+        blocking(move || match std::fs::read(&path) {
+            Ok(b) => Ok(Bytes::from(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ShardError::NotFound(key.name()))
+            }
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    fn delete(&self, key: ShardKey) -> BoxFuture<'_, Result<(), ShardError>> {
+        let this = self.clone();
+        blocking(move || {
+            let path = this.path_of(&key);
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    let mut used = this.used();
+                    *used = used.saturating_sub(len);
+                    Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    fn list(
+        &self,
+        after: Option<ShardKey>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ShardKey>, ShardError>> {
+        let root = self.inner.root.clone();
+        blocking(move || {
+            Ok(walk(&root)?
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| after.is_none_or(|a| *k > a))
+                .take(limit)
+                .collect())
+        })
+    }
+
+    fn verify(&self, key: ShardKey) -> BoxFuture<'_, Result<[u8; 32], ShardError>> {
+        let path = self.path_of(&key);
+        blocking(move || match std::fs::read(&path) {
+            Ok(b) => Ok(*blake3::hash(&b).as_bytes()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ShardError::NotFound(key.name()))
+            }
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<StoreStats, ShardError>> {
+        let this = self.clone();
+        blocking(move || {
+            let shards = walk(&this.inner.root)?.len() as u64;
+            Ok(StoreStats {
+                used: *this.used(),
+                quota: this.inner.quota,
+                shards,
+                uptime_secs: this.inner.started.elapsed().as_secs(),
+            })
+        })
+    }
+}

@@ -1,0 +1,916 @@
+//! The store: streaming put and get, delete, repair, over a set of nodes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use crate::crypto::{ChunkCipher, DataKey, KdfParams, KeyError, MasterKey};
+use crate::erasure::{Coding, CodingError};
+use crate::format::{FLAG_ENCRYPTED, FileId, HEADER_LEN, ShardHeader, ShardKey};
+use crate::index::{ChunkEntry, FileRecord, Index, IndexError, Keyring, Manifest, ShardLocation};
+use crate::placement::{Candidate, place, survivable_losses};
+use crate::shard_store::{ShardError, ShardStore};
+
+/// Default plaintext bytes per chunk.
+pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+/// Chunks being processed or uploaded at once during a put: bounds memory
+/// to about this many chunks (times (k+m)/k) whatever the file size.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A node: an id, a region, and where its shards are.
+#[derive(Clone)]
+pub struct Node {
+    /// Unique id.
+    pub id: String,
+    /// Region (placement spreads chunks over regions).
+    pub region: String,
+    /// Its shards.
+    pub shards: Arc<dyn ShardStore>,
+    online: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("region", &self.region)
+            .field("online", &self.is_online())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node, online.
+    pub fn new(
+        id: impl Into<String>,
+        region: impl Into<String>,
+        shards: Arc<dyn ShardStore>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            region: region.into(),
+            shards,
+            online: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Whether reads and writes go to it.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// Takes it offline or brings it back.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}
+
+/// How the master key is given.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A passphrase (Argon2id).
+    Passphrase(String),
+    /// A key file (created with [`MasterKey::generate_key_file`]).
+    KeyFile(std::path::PathBuf),
+    /// No encryption: only when asked for explicitly.
+    NoEncryption,
+}
+
+/// Settings of a store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// Data shards.
+    pub k: usize,
+    /// Parity shards.
+    pub m: usize,
+    /// Argon2id parameters for a new passphrase store.
+    pub kdf: Option<KdfParams>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            k: 6,
+            m: 3,
+            kdf: None,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No file by that name.
+    #[error("no file named {0:?}")]
+    NotFound(String),
+    /// Too many shards of a chunk are lost or corrupt.
+    #[error("{name:?} is unrecoverable: chunk {chunk} has {have} good shards of the {k} needed")]
+    Unrecoverable {
+        /// The file.
+        name: String,
+        /// The chunk.
+        chunk: u64,
+        /// Good shards found.
+        have: usize,
+        /// Needed.
+        k: usize,
+    },
+    /// The store's key was wrong or missing.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The key source does not match how the store was made.
+    #[error("{0}")]
+    KeyMismatch(&'static str),
+    /// Bad redundancy settings.
+    #[error(transparent)]
+    Coding(#[from] CodingError),
+    /// No node to write to.
+    #[error("no node is online to store shards on")]
+    NoNodes,
+    /// Writing shards failed; nothing was made visible.
+    #[error("storing shard {shard} on node {node} failed; the file was not stored")]
+    ShardWrite {
+        /// The shard.
+        shard: String,
+        /// The node.
+        node: String,
+        /// Why.
+        #[source]
+        source: ShardError,
+    },
+    /// The index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Local input or output failed.
+    #[error("input or output failed")]
+    Io(#[from] std::io::Error),
+    /// A worker task failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// What a put stored.
+#[derive(Debug, Clone)]
+pub struct PutReport {
+    /// The file's record.
+    pub record: FileRecord,
+    /// Node losses every chunk survives.
+    pub survivable_losses: usize,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Chunks that had missing or corrupt shards.
+    pub chunks_repaired: usize,
+    /// Shards rebuilt and stored.
+    pub shards_rebuilt: usize,
+}
+
+/// An erasure-coded, encrypted store over nodes.
+pub struct Store {
+    index: Index,
+    master: Option<MasterKey>,
+    nodes: Vec<Node>,
+    settings: StoreSettings,
+    coding: Coding,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("nodes", &self.nodes)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store whose index is at `index_path`, creating it on first
+    /// use. The key must be the one the store was made with; a wrong one is
+    /// refused before anything is written.
+    pub fn open(
+        index_path: &std::path::Path,
+        key: &KeySource,
+        nodes: Vec<Node>,
+        settings: StoreSettings,
+    ) -> Result<Self, StoreError> {
+        let coding = Coding::new(settings.k, settings.m)?;
+        let index = Index::open(index_path)?;
+        let master = match (index.keyring()?, key) {
+            (None, KeySource::NoEncryption) => {
+                index.set_keyring(&Keyring::Unencrypted, &[])?;
+                None
+            }
+            (None, KeySource::Passphrase(p)) => {
+                let params = match settings.kdf {
+                    Some(p) => p,
+                    None => KdfParams::calibrate(std::time::Duration::from_millis(500))?,
+                };
+                let salt: [u8; 16] = rand::random();
+                let master = MasterKey::from_passphrase(p, &salt, params)?;
+                let check = master.check_value();
+                index.set_keyring(
+                    &Keyring::Passphrase {
+                        salt,
+                        params,
+                        check,
+                    },
+                    &[],
+                )?;
+                Some(master)
+            }
+            (None, KeySource::KeyFile(path)) => {
+                let master = MasterKey::from_key_file(path)?;
+                index.set_keyring(
+                    &Keyring::KeyFile {
+                        check: master.check_value(),
+                    },
+                    &[],
+                )?;
+                Some(master)
+            }
+            (Some(Keyring::Unencrypted), KeySource::NoEncryption) => None,
+            (Some(Keyring::Unencrypted), _) => {
+                return Err(StoreError::KeyMismatch(
+                    "this store was created without encryption; open it with --no-encryption",
+                ));
+            }
+            (Some(_), KeySource::NoEncryption) => {
+                return Err(StoreError::KeyMismatch(
+                    "this store is encrypted; give its passphrase or key file",
+                ));
+            }
+            (
+                Some(Keyring::Passphrase {
+                    salt,
+                    params,
+                    check,
+                }),
+                KeySource::Passphrase(p),
+            ) => {
+                let master = MasterKey::from_passphrase(p, &salt, params)?;
+                if master.check_value() != check {
+                    return Err(KeyError::WrongKey.into());
+                }
+                Some(master)
+            }
+            (Some(Keyring::KeyFile { check }), KeySource::KeyFile(path)) => {
+                let master = MasterKey::from_key_file(path)?;
+                if master.check_value() != check {
+                    return Err(KeyError::WrongKey.into());
+                }
+                Some(master)
+            }
+            (Some(Keyring::Passphrase { .. }), KeySource::KeyFile(_)) => {
+                return Err(StoreError::KeyMismatch(
+                    "this store is opened with a passphrase, not a key file",
+                ));
+            }
+            (Some(Keyring::KeyFile { .. }), KeySource::Passphrase(_)) => {
+                return Err(StoreError::KeyMismatch(
+                    "this store is opened with a key file, not a passphrase",
+                ));
+            }
+        };
+        Ok(Self {
+            index,
+            master,
+            nodes,
+            settings,
+            coding,
+        })
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Adds a node (new shards may go to it at once).
+    pub fn add_node(&mut self, node: Node) {
+        self.nodes.push(node);
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    async fn candidates(&self) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.is_online()) {
+            let free = match n.shards.stats().await {
+                Ok(s) => s.quota.saturating_sub(s.used),
+                Err(_) => continue,
+            };
+            out.push(Candidate {
+                id: n.id.clone(),
+                region: n.region.clone(),
+                free,
+            });
+        }
+        out
+    }
+
+    /// Changes the passphrase: rewraps every data key under the new master
+    /// key in one transaction; shards are not touched.
+    pub fn change_passphrase(
+        &mut self,
+        new: &str,
+        params: Option<KdfParams>,
+    ) -> Result<(), StoreError> {
+        let old = self
+            .master
+            .clone()
+            .ok_or(StoreError::KeyMismatch("this store is not encrypted"))?;
+        let params = match params {
+            Some(p) => p,
+            None => KdfParams::calibrate(std::time::Duration::from_millis(500))?,
+        };
+        let salt: [u8; 16] = rand::random();
+        let new_master = MasterKey::from_passphrase(new, &salt, params)?;
+        let mut rewrapped = Vec::new();
+        for rec in self.index.files()? {
+            if let Some(w) = &rec.wrapped_key {
+                let key = old.unwrap(rec.file_id, w)?;
+                rewrapped.push((
+                    rec.name.clone(),
+                    new_master.wrap(rec.file_id, &key).to_vec(),
+                ));
+            }
+        }
+        let keyring = Keyring::Passphrase {
+            salt,
+            params,
+            check: new_master.check_value(),
+        };
+        self.index.set_keyring(&keyring, &rewrapped)?;
+        self.master = Some(new_master);
+        Ok(())
+    }
+
+    /// Stores `input` as `name`: chunked, encrypted, coded and spread over
+    /// the nodes; visible only once every shard is durable. A file of that
+    /// name is replaced (its shards deleted after the switch).
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        name: &str,
+        mut input: R,
+    ) -> Result<PutReport, StoreError> {
+        let file_id = FileId::random();
+        let data_key = self.master.as_ref().map(|_| DataKey::random());
+        let cipher = data_key.as_ref().map(|k| Arc::new(k.cipher(file_id)));
+        let candidates = self.candidates().await;
+        if candidates.is_empty() {
+            return Err(StoreError::NoNodes);
+        }
+        let chunk_size = self.settings.chunk_size as usize;
+        let mut in_flight = FuturesOrdered::new();
+        let mut chunks: Vec<ChunkEntry> = Vec::new();
+        let mut written: Vec<(String, ShardKey)> = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut chunk = 0u64;
+        let mut failure = None;
+        loop {
+            let mut buf = Vec::with_capacity(chunk_size + 16);
+            let n = read_full(&mut input, &mut buf, chunk_size).await?;
+            if n > 0 {
+                hasher.update(&buf);
+                size += n as u64;
+                let targets = place(&candidates, file_id, chunk, self.coding.n());
+                in_flight.push_back(self.store_chunk(file_id, chunk, buf, cipher.clone(), targets));
+                chunk += 1;
+            }
+            // Keep at most CHUNKS_IN_FLIGHT chunks in memory.
+            while in_flight.len() >= CHUNKS_IN_FLIGHT || (n < chunk_size && !in_flight.is_empty()) {
+                let Some(done) = in_flight.next().await else {
+                    break;
+                };
+                let (entry, keys, err): (
+                    Option<ChunkEntry>,
+                    Vec<(String, ShardKey)>,
+                    Option<StoreError>,
+                ) = done;
+                written.extend(keys);
+                match (entry, err) {
+                    (Some(e), None) => chunks.push(e),
+                    (_, e) => failure = failure.or(e),
+                }
+            }
+            if n < chunk_size || failure.is_some() {
+                break;
+            }
+        }
+        while let Some((entry, keys, err)) = in_flight.next().await {
+            written.extend(keys);
+            match (entry, err) {
+                (Some(e), None) => chunks.push(e),
+                (_, e) => failure = failure.or(e),
+            }
+        }
+        if let Some(e) = failure {
+            self.delete_shards(&written).await;
+            return Err(e);
+        }
+        let record = FileRecord {
+            name: name.to_owned(),
+            file_id,
+            size,
+            chunk_size: self.settings.chunk_size,
+            k: self.coding.k() as u8,
+            m: self.coding.m() as u8,
+            wrapped_key: match (&self.master, &data_key) {
+                (Some(master), Some(key)) => Some(master.wrap(file_id, key).to_vec()),
+                _ => None,
+            },
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            blake3: *hasher.finalize().as_bytes(),
+        };
+        let manifest = Manifest { file_id, chunks };
+        let replaced = match self.index.commit_file(&record, &manifest) {
+            Ok(r) => r,
+            Err(e) => {
+                self.delete_shards(&written).await;
+                return Err(e.into());
+            }
+        };
+        if let Some((_, old)) = replaced {
+            self.delete_manifest_shards(&old).await;
+        }
+        Ok(PutReport {
+            survivable_losses: survivable_losses(&manifest, self.coding.k()),
+            record,
+        })
+    }
+
+    /// Encrypts, codes, hashes and stores one chunk. Returns its entry (or
+    /// the error) and the shards that were written either way.
+    async fn store_chunk(
+        &self,
+        file_id: FileId,
+        chunk: u64,
+        plain: Vec<u8>,
+        cipher: Option<Arc<ChunkCipher>>,
+        targets: Vec<String>,
+    ) -> (
+        Option<ChunkEntry>,
+        Vec<(String, ShardKey)>,
+        Option<StoreError>,
+    ) {
+        let coding = self.coding;
+        let blobs = tokio::task::spawn_blocking(move || {
+            encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
+        })
+        .await;
+        let (payload_len, blobs) = match blobs {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return (None, Vec::new(), Some(e)),
+            Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.to_string()))),
+        };
+        let mut puts = FuturesUnordered::new();
+        for (index, (blob, node_id)) in blobs.iter().zip(&targets).enumerate() {
+            let key = ShardKey {
+                file_id,
+                chunk,
+                index: index as u8,
+            };
+            let node = self.node(node_id).cloned();
+            let blob = blob.clone();
+            let node_id = node_id.clone();
+            puts.push(async move {
+                let result = match node {
+                    Some(n) => n.shards.put(key, blob).await,
+                    None => Err(ShardError::Unavailable(format!(
+                        "node {node_id} is not known"
+                    ))),
+                };
+                (node_id, key, result)
+            });
+        }
+        let mut written = Vec::new();
+        let mut error = None;
+        while let Some((node, key, result)) = puts.next().await {
+            match result {
+                Ok(()) => written.push((node, key)),
+                Err(source) => {
+                    error.get_or_insert(StoreError::ShardWrite {
+                        shard: key.name(),
+                        node: node.clone(),
+                        source,
+                    });
+                    // It may have landed before failing: try to remove it too.
+                    written.push((node, key));
+                }
+            }
+        }
+        if let Some(e) = error {
+            return (None, written, Some(e));
+        }
+        let shards = blobs
+            .iter()
+            .zip(targets)
+            .map(|(blob, node)| ShardLocation {
+                node,
+                blake3: *blake3::hash(blob).as_bytes(),
+            })
+            .collect();
+        (
+            Some(ChunkEntry {
+                payload_len,
+                shards,
+            }),
+            written,
+            None,
+        )
+    }
+
+    async fn delete_shards(&self, shards: &[(String, ShardKey)]) {
+        let mut deletes = FuturesUnordered::new();
+        for (node, key) in shards {
+            if let Some(n) = self.node(node) {
+                deletes.push(n.shards.delete(*key));
+            }
+        }
+        while let Some(r) = deletes.next().await {
+            if let Err(e) = r {
+                tracing::warn!("could not delete a shard (left as an orphan): {e}");
+            }
+        }
+    }
+
+    async fn delete_manifest_shards(&self, manifest: &Manifest) {
+        let shards: Vec<(String, ShardKey)> = manifest
+            .chunks
+            .iter()
+            .enumerate()
+            .flat_map(|(c, entry)| {
+                entry.shards.iter().enumerate().map(move |(i, s)| {
+                    (
+                        s.node.clone(),
+                        ShardKey {
+                            file_id: manifest.file_id,
+                            chunk: c as u64,
+                            index: i as u8,
+                        },
+                    )
+                })
+            })
+            .collect();
+        self.delete_shards(&shards).await;
+    }
+
+    /// Writes the file `name` to `output`, chunk by chunk, from the first k
+    /// good shards of each (k + 1 asked at once; corrupt ones skipped).
+    pub async fn get<W: AsyncWrite + Unpin>(
+        &self,
+        name: &str,
+        mut output: W,
+    ) -> Result<u64, StoreError> {
+        let (record, manifest) = self
+            .index
+            .file(name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let cipher = self.cipher_for(&record)?.map(Arc::new);
+        let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
+        let mut reads = FuturesOrdered::new();
+        let mut next = 0usize;
+        let mut written = 0u64;
+        loop {
+            while reads.len() < 2 && next < manifest.chunks.len() {
+                reads.push_back(self.read_chunk(&record, &manifest, next, coding, cipher.clone()));
+                next += 1;
+            }
+            let Some(chunk) = reads.next().await else {
+                break;
+            };
+            let plain = chunk?;
+            output.write_all(&plain).await?;
+            written += plain.len() as u64;
+        }
+        output.flush().await?;
+        Ok(written)
+    }
+
+    fn cipher_for(&self, record: &FileRecord) -> Result<Option<ChunkCipher>, StoreError> {
+        match (&record.wrapped_key, &self.master) {
+            (Some(w), Some(master)) => Ok(Some(
+                master.unwrap(record.file_id, w)?.cipher(record.file_id),
+            )),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(StoreError::KeyMismatch(
+                "this file is encrypted and no key was given",
+            )),
+        }
+    }
+
+    /// Fetches good shards of one chunk: asks `want` at once (data shards
+    /// first, which decode by concatenation), then the rest one by one as
+    /// answers fail, until `want` good ones are in or none are left.
+    async fn fetch_shards(
+        &self,
+        file_id: FileId,
+        chunk: u64,
+        entry: &ChunkEntry,
+        want: usize,
+    ) -> Vec<Option<Vec<u8>>> {
+        let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
+        let mut order = (0..entry.shards.len()).filter(|i| {
+            self.node(&entry.shards[*i].node)
+                .is_some_and(Node::is_online)
+        });
+        let mut pending = FuturesUnordered::new();
+        let ask = |i: usize| {
+            let loc = &entry.shards[i];
+            let node = self.node(&loc.node).cloned();
+            let key = ShardKey {
+                file_id,
+                chunk,
+                index: i as u8,
+            };
+            async move {
+                let blob = match node {
+                    Some(n) => n.shards.get(key).await.ok(),
+                    None => None,
+                };
+                (i, blob)
+            }
+        };
+        for i in order.by_ref().take(want) {
+            pending.push(ask(i));
+        }
+        let mut good = 0;
+        while let Some((i, blob)) = pending.next().await {
+            let ok = blob.filter(|b| {
+                *blake3::hash(b).as_bytes() == entry.shards[i].blake3
+                    && ShardHeader::decode(b).is_ok_and(|h| {
+                        h.key.file_id == file_id
+                            && h.key.chunk == chunk
+                            && usize::from(h.key.index) == i
+                    })
+            });
+            match ok {
+                Some(b) => {
+                    got[i] = Some(b[HEADER_LEN..].to_vec());
+                    good += 1;
+                    if good >= want {
+                        break;
+                    }
+                }
+                None => {
+                    if let Some(j) = order.next() {
+                        pending.push(ask(j));
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    async fn read_chunk(
+        &self,
+        record: &FileRecord,
+        manifest: &Manifest,
+        chunk: usize,
+        coding: Coding,
+        cipher: Option<Arc<ChunkCipher>>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let entry = &manifest.chunks[chunk];
+        // Hedged: k + 1 asked, the first k good ones used.
+        let mut shards = self
+            .fetch_shards(record.file_id, chunk as u64, entry, coding.k() + 1)
+            .await;
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < coding.k() {
+            return Err(StoreError::Unrecoverable {
+                name: record.name.clone(),
+                chunk: chunk as u64,
+                have,
+                k: coding.k(),
+            });
+        }
+        // Keep exactly k, preferring data shards.
+        let mut kept = 0;
+        for s in &mut shards {
+            if s.is_some() {
+                if kept == coding.k() {
+                    *s = None;
+                } else {
+                    kept += 1;
+                }
+            }
+        }
+        let payload_len = entry.payload_len as usize;
+        let chunk_index = chunk as u64;
+        tokio::task::spawn_blocking(move || {
+            let mut payload = coding.decode(&shards, payload_len)?;
+            if let Some(c) = cipher {
+                c.open(chunk_index, &mut payload)?;
+            }
+            Ok(payload)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Removes a file and its shards.
+    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let (_, manifest) = self
+            .index
+            .remove_file(name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        self.delete_manifest_shards(&manifest).await;
+        Ok(())
+    }
+
+    /// How many node losses a stored file survives.
+    pub fn survivable_losses(&self, name: &str) -> Result<usize, StoreError> {
+        let (rec, manifest) = self
+            .index
+            .file(name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        Ok(survivable_losses(&manifest, usize::from(rec.k)))
+    }
+
+    /// Rebuilds the missing or corrupt shards of `name` from any k and
+    /// stores them on online nodes that hold no shard of their chunk
+    /// (others only when there is no such node).
+    pub async fn repair(&self, name: &str) -> Result<RepairReport, StoreError> {
+        let (record, mut manifest) = self
+            .index
+            .file(name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
+        let candidates = self.candidates().await;
+        let mut report = RepairReport::default();
+        for c in 0..manifest.chunks.len() {
+            let entry = manifest.chunks[c].clone();
+            let chunk = c as u64;
+            let shards = self
+                .fetch_shards(record.file_id, chunk, &entry, entry.shards.len())
+                .await;
+            let missing: Vec<usize> = (0..shards.len()).filter(|i| shards[*i].is_none()).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let have = shards.len() - missing.len();
+            if have < coding.k() {
+                return Err(StoreError::Unrecoverable {
+                    name: name.to_owned(),
+                    chunk,
+                    have,
+                    k: coding.k(),
+                });
+            }
+            let payload_len = entry.payload_len as usize;
+            let all = tokio::task::spawn_blocking(move || coding.all_shards(&shards, payload_len))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+            let holders: Vec<&str> = entry
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !missing.contains(i))
+                .map(|(_, s)| s.node.as_str())
+                .collect();
+            let fresh: Vec<Candidate> = candidates
+                .iter()
+                .filter(|n| !holders.contains(&n.id.as_str()))
+                .cloned()
+                .collect();
+            let pool = if fresh.is_empty() {
+                &candidates
+            } else {
+                &fresh
+            };
+            if pool.is_empty() {
+                return Err(StoreError::NoNodes);
+            }
+            let targets = place(pool, record.file_id, chunk, missing.len());
+            for (&i, node_id) in missing.iter().zip(targets) {
+                let key = ShardKey {
+                    file_id: record.file_id,
+                    chunk,
+                    index: i as u8,
+                };
+                let blob = shard_blob(
+                    &coding,
+                    key,
+                    payload_len as u32,
+                    record.wrapped_key.is_some(),
+                    &all[i],
+                );
+                let node = self.node(&node_id).ok_or(StoreError::NoNodes)?;
+                node.shards.put(key, blob.clone()).await.map_err(|source| {
+                    StoreError::ShardWrite {
+                        shard: key.name(),
+                        node: node_id.clone(),
+                        source,
+                    }
+                })?;
+                // The old copy, if its node still has one, is garbage now.
+                let old = &entry.shards[i];
+                if old.node != node_id
+                    && let Some(n) = self.node(&old.node)
+                {
+                    let _ = n.shards.delete(key).await;
+                }
+                manifest.chunks[c].shards[i] = ShardLocation {
+                    node: node_id,
+                    blake3: *blake3::hash(&blob).as_bytes(),
+                };
+                report.shards_rebuilt += 1;
+            }
+            report.chunks_repaired += 1;
+            self.index.update_manifest(&manifest)?;
+        }
+        Ok(report)
+    }
+}
+
+/// Reads until `limit` bytes or end of input; returns how many.
+async fn read_full<R: AsyncRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    while buf.len() < limit {
+        let n = (&mut *input)
+            .take((limit - buf.len()) as u64)
+            .read_buf(buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.len())
+}
+
+/// One shard with its header, as stored.
+fn shard_blob(
+    coding: &Coding,
+    key: ShardKey,
+    payload_len: u32,
+    encrypted: bool,
+    data: &[u8],
+) -> Bytes {
+    let header = ShardHeader {
+        flags: if encrypted { FLAG_ENCRYPTED } else { 0 },
+        k: coding.k() as u8,
+        m: coding.m() as u8,
+        key,
+        payload_len,
+        shard_len: data.len() as u32,
+    };
+    let mut blob = Vec::with_capacity(HEADER_LEN + data.len());
+    blob.extend_from_slice(&header.encode());
+    blob.extend_from_slice(data);
+    Bytes::from(blob)
+}
+
+/// The CPU part of a put for one chunk: encrypt, code, frame.
+pub fn encode_chunk(
+    coding: Coding,
+    file_id: FileId,
+    chunk: u64,
+    mut payload: Vec<u8>,
+    cipher: Option<&ChunkCipher>,
+) -> Result<(u32, Vec<Bytes>), StoreError> {
+    if let Some(c) = cipher {
+        c.seal(chunk, &mut payload);
+    }
+    let shards = coding.encode(&payload)?;
+    let payload_len = payload.len() as u32;
+    let blobs = shards
+        .iter()
+        .enumerate()
+        .map(|(i, data)| {
+            shard_blob(
+                &coding,
+                ShardKey {
+                    file_id,
+                    chunk,
+                    index: i as u8,
+                },
+                payload_len,
+                cipher.is_some(),
+                data,
+            )
+        })
+        .collect();
+    Ok((payload_len, blobs))
+}

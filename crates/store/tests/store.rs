@@ -1,0 +1,397 @@
+//! The store over nine local-directory nodes in nine regions: round trips,
+//! every loss pattern, corruption, keys, repair, deletion, failed writes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cloudshell_store::{
+    KdfParams, KeyError, KeySource, LocalDirStore, Node, Store, StoreError, StoreSettings,
+};
+
+/// Argon2id made cheap for tests; the parameters are stored with the store either way.
+fn fast_kdf() -> Option<KdfParams> {
+    Some(KdfParams {
+        memory_kib: 256,
+        iterations: 1,
+        parallelism: 1,
+    })
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    store: Store,
+}
+
+fn node_dir(root: &Path, i: usize) -> PathBuf {
+    root.join(format!("node{i}"))
+}
+
+fn nodes(root: &Path, n: usize, quota: u64) -> Vec<Node> {
+    (0..n)
+        .map(|i| {
+            let shards = LocalDirStore::open(node_dir(root, i), quota).unwrap();
+            Node::new(format!("node{i}"), format!("region{i}"), Arc::new(shards))
+        })
+        .collect()
+}
+
+fn settings(chunk_size: u32) -> StoreSettings {
+    StoreSettings {
+        chunk_size,
+        kdf: fast_kdf(),
+        ..StoreSettings::default()
+    }
+}
+
+fn fixture(key: KeySource, chunk_size: u32) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &key,
+        nodes(dir.path(), 9, 1 << 40),
+        settings(chunk_size),
+    )
+    .unwrap();
+    Fixture { dir, store }
+}
+
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn get(store: &Store, name: &str) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    store.get(name, &mut out).await?;
+    Ok(out)
+}
+
+/// Every shard file under the nodes, sorted.
+fn shard_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for i in 0..9 {
+        let Ok(dirs) = std::fs::read_dir(node_dir(root, i)) else {
+            continue;
+        };
+        for d in dirs {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                out.push(f.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn sizes_round_trip_encrypted_and_not() {
+    let chunk = 64 * 1024;
+    for key in [KeySource::Passphrase("pw".into()), KeySource::NoEncryption] {
+        let f = fixture(key, chunk);
+        for size in [
+            0,
+            1,
+            chunk as usize - 1,
+            chunk as usize,
+            chunk as usize + 1,
+            3 * chunk as usize + 17,
+        ] {
+            let d = data(size, size as u64);
+            let report = f.store.put("f", &d[..]).await.unwrap();
+            assert_eq!(report.record.size, size as u64);
+            assert_eq!(report.survivable_losses.min(3), 3);
+            assert_eq!(get(&f.store, "f").await.unwrap(), d, "size {size}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_100_mib_file_round_trips_with_the_default_chunk() {
+    let f = fixture(
+        KeySource::Passphrase("pw".into()),
+        cloudshell_store::DEFAULT_CHUNK_SIZE,
+    );
+    let d = data(100 << 20, 7);
+    f.store.put("big", &d[..]).await.unwrap();
+    assert!(get(&f.store, "big").await.unwrap() == d, "100 MiB differ");
+}
+
+#[tokio::test]
+async fn every_way_of_losing_three_nodes_reads_and_four_is_unrecoverable() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let d = data(4000, 1);
+    f.store.put("one-chunk", &d[..]).await.unwrap();
+    let nodes = f.store.nodes();
+    let mut ways = 0;
+    for a in 0..9 {
+        for b in a + 1..9 {
+            for c in b + 1..9 {
+                for n in [a, b, c] {
+                    nodes[n].set_online(false);
+                }
+                assert_eq!(
+                    get(&f.store, "one-chunk").await.unwrap(),
+                    d,
+                    "lost {a} {b} {c}"
+                );
+                for n in [a, b, c] {
+                    nodes[n].set_online(true);
+                }
+                ways += 1;
+            }
+        }
+    }
+    assert_eq!(ways, 84);
+    for n in &nodes[..4] {
+        n.set_online(false);
+    }
+    match get(&f.store, "one-chunk").await {
+        Err(StoreError::Unrecoverable {
+            name,
+            chunk,
+            have,
+            k,
+        }) => {
+            assert_eq!((name.as_str(), chunk, have, k), ("one-chunk", 0, 5, 6));
+        }
+        other => panic!("expected unrecoverable, got {other:?}"),
+    }
+    let msg = get(&f.store, "one-chunk").await.unwrap_err().to_string();
+    assert!(
+        msg.contains("one-chunk") && msg.contains("chunk 0"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_any_shard_is_detected_and_that_shard_treated_as_lost() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let d = data(4000, 2);
+    f.store.put("x", &d[..]).await.unwrap();
+    let files = shard_files(f.dir.path());
+    assert_eq!(files.len(), 9);
+    for (i, path) in files.iter().enumerate() {
+        let original = std::fs::read(path).unwrap();
+        for at in [0, 20, 47, 48, original.len() - 1] {
+            let mut bad = original.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(path, &bad).unwrap();
+            assert_eq!(get(&f.store, "x").await.unwrap(), d, "shard {i} byte {at}");
+            // Treated as lost: with three more nodes gone, only 5 good shards remain.
+            let holder = path
+                .parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let others: Vec<&Node> = f
+                .store
+                .nodes()
+                .iter()
+                .filter(|n| n.id != holder)
+                .take(3)
+                .collect();
+            for n in &others {
+                n.set_online(false);
+            }
+            assert!(matches!(
+                get(&f.store, "x").await,
+                Err(StoreError::Unrecoverable { have: 5, .. })
+            ));
+            for n in &others {
+                n.set_online(true);
+            }
+        }
+        std::fs::write(path, &original).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_passphrase_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index.redb");
+    let open = |key: &str| {
+        Store::open(
+            &index,
+            &KeySource::Passphrase(key.into()),
+            nodes(dir.path(), 9, 1 << 40),
+            settings(4096),
+        )
+    };
+    let store = open("right").unwrap();
+    store.put("a", &b"secret"[..]).await.unwrap();
+    drop(store);
+    let shards_before = shard_files(dir.path());
+    match open("wrong") {
+        Err(StoreError::Key(KeyError::WrongKey)) => {}
+        other => panic!("expected a wrong-key error, got {other:?}"),
+    }
+    assert!(
+        open("wrong")
+            .unwrap_err()
+            .to_string()
+            .contains("wrong passphrase")
+    );
+    assert!(shard_files(dir.path()) == shards_before, "shards changed");
+    // Neither opens it without encryption.
+    let e = Store::open(
+        &index,
+        &KeySource::NoEncryption,
+        nodes(dir.path(), 9, 1 << 40),
+        settings(4096),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("encrypted"), "{e}");
+    let store = open("right").unwrap();
+    assert_eq!(store.index().files().unwrap().len(), 1);
+    assert_eq!(get(&store, "a").await.unwrap(), b"secret");
+}
+
+#[tokio::test]
+async fn changing_the_passphrase_rewraps_keys_without_touching_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("index.redb");
+    let open = |key: &str| {
+        Store::open(
+            &index,
+            &KeySource::Passphrase(key.into()),
+            nodes(dir.path(), 9, 1 << 40),
+            settings(4096),
+        )
+    };
+    let mut store = open("old").unwrap();
+    let d = data(10_000, 3);
+    store.put("a", &d[..]).await.unwrap();
+    let shards: Vec<Vec<u8>> = shard_files(dir.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    store.change_passphrase("new", fast_kdf()).unwrap();
+    drop(store);
+    let after: Vec<Vec<u8>> = shard_files(dir.path())
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(shards == after, "shards were rewritten");
+    assert!(matches!(
+        open("old"),
+        Err(StoreError::Key(KeyError::WrongKey))
+    ));
+    assert_eq!(get(&open("new").unwrap(), "a").await.unwrap(), d);
+}
+
+#[tokio::test]
+async fn repair_rebuilds_missing_and_corrupt_shards_on_other_nodes() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let d = data(30_000, 4);
+    f.store.put("r", &d[..]).await.unwrap();
+    // Chunk by chunk, lose up to m shards: delete two, corrupt one.
+    let files = shard_files(f.dir.path());
+    let mut hurt = 0;
+    for chunk in 0..8u64 {
+        let tag = format!("-{chunk:016x}-");
+        let of_chunk: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.to_str().unwrap().contains(&tag))
+            .collect();
+        assert_eq!(of_chunk.len(), 9);
+        std::fs::remove_file(of_chunk[0]).unwrap();
+        std::fs::remove_file(of_chunk[4]).unwrap();
+        let mut b = std::fs::read(of_chunk[8]).unwrap();
+        b[100] ^= 1;
+        std::fs::write(of_chunk[8], b).unwrap();
+        hurt += 3;
+    }
+    let report = f.store.repair("r").await.unwrap();
+    assert_eq!(report.chunks_repaired, 8);
+    assert_eq!(report.shards_rebuilt, hurt);
+    assert_eq!(
+        f.store.repair("r").await.unwrap().shards_rebuilt,
+        0,
+        "a second repair has nothing to do"
+    );
+    assert_eq!(f.store.survivable_losses("r").unwrap(), 3);
+    // Redundancy is back: any three nodes may go again.
+    for n in &f.store.nodes()[6..] {
+        n.set_online(false);
+    }
+    assert_eq!(get(&f.store, "r").await.unwrap(), d);
+}
+
+#[tokio::test]
+async fn deleting_a_file_deletes_its_shards() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    f.store.put("a", &data(20_000, 5)[..]).await.unwrap();
+    f.store.put("b", &data(5_000, 6)[..]).await.unwrap();
+    let all = shard_files(f.dir.path()).len();
+    assert_eq!(all, 9 * 5 + 9 * 2);
+    f.store.delete("a").await.unwrap();
+    assert_eq!(shard_files(f.dir.path()).len(), 9 * 2);
+    assert!(matches!(
+        get(&f.store, "a").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Replacing a file deletes the old version's shards after the switch.
+    f.store.put("b", &data(100, 7)[..]).await.unwrap();
+    assert_eq!(shard_files(f.dir.path()).len(), 9);
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_nothing_visible_and_no_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ns = nodes(dir.path(), 8, 1 << 40);
+    // The ninth node can hold almost nothing.
+    let small = LocalDirStore::open(node_dir(dir.path(), 8), 10_000).unwrap();
+    ns.push(Node::new("node8", "region8", Arc::new(small)));
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        ns,
+        settings(64 * 1024),
+    )
+    .unwrap();
+    let e = store.put("big", &data(2 << 20, 8)[..]).await.unwrap_err();
+    assert!(
+        e.to_string().contains("node8") || e.to_string().contains("failed"),
+        "{e}"
+    );
+    assert!(matches!(
+        get(&store, "big").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.index().files().unwrap().is_empty());
+    assert_eq!(
+        shard_files(dir.path()),
+        Vec::<PathBuf>::new(),
+        "orphan shards left"
+    );
+}
+
+#[tokio::test]
+async fn fewer_nodes_than_shards_say_how_many_losses_they_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        nodes(dir.path(), 3, 1 << 40),
+        settings(4096),
+    )
+    .unwrap();
+    let report = store.put("a", &data(10_000, 9)[..]).await.unwrap();
+    assert_eq!(report.survivable_losses, 1);
+    store.nodes()[0].set_online(false);
+    assert_eq!(get(&store, "a").await.unwrap(), data(10_000, 9));
+}
