@@ -42,6 +42,32 @@ fn pipeline(c: &mut Criterion) {
         })
     });
 
+    // The parts of a put, alone, to see where the time goes.
+    g.bench_function("part: aes-256-gcm seal", |b| {
+        b.iter(|| {
+            for (i, chunk) in data.chunks(CHUNK).enumerate() {
+                let mut buf = chunk.to_vec();
+                cipher.seal(i as u64, &mut buf);
+                black_box(buf);
+            }
+        })
+    });
+    g.bench_function("part: reed-solomon 6+3 encode", |b| {
+        b.iter(|| {
+            for chunk in data.chunks(CHUNK) {
+                black_box(coding.encode(chunk).expect("encodes"));
+            }
+        })
+    });
+    g.bench_function("part: blake3 of 1.5x the bytes", |b| {
+        b.iter(|| {
+            for chunk in data.chunks(CHUNK) {
+                black_box(blake3::hash(chunk));
+                black_box(blake3::hash(&chunk[..CHUNK / 2]));
+            }
+        })
+    });
+
     g.bench_function("put: encrypt+encode+hash", |b| {
         b.iter(|| {
             for (i, chunk) in data.chunks(CHUNK).enumerate() {

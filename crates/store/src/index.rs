@@ -125,6 +125,15 @@ pub struct Manifest {
     pub chunks: Vec<ChunkEntry>,
 }
 
+/// Everything in the index but the keyring: what an export seals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexContents {
+    /// File records.
+    pub files: Vec<FileRecord>,
+    /// Their manifests.
+    pub manifests: Vec<Manifest>,
+}
+
 /// The index database.
 #[derive(Debug)]
 pub struct Index {
@@ -268,6 +277,52 @@ impl Index {
                 decode(v.value())
             })
             .collect()
+    }
+
+    /// Files and manifests, for an export.
+    pub fn contents(&self) -> Result<IndexContents, IndexError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let manifests = txn.open_table(MANIFESTS).map_err(db)?;
+        let files = self.files()?;
+        let mut out = Vec::with_capacity(files.len());
+        for f in &files {
+            if let Some(m) = manifests.get(f.file_id.0.as_slice()).map_err(db)? {
+                out.push(decode(m.value())?);
+            }
+        }
+        Ok(IndexContents {
+            files,
+            manifests: out,
+        })
+    }
+
+    /// Loads an export into this (empty) index, with its keyring, in one
+    /// transaction.
+    pub fn import(&self, keyring: &Keyring, contents: &IndexContents) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            let mut files = txn.open_table(FILES).map_err(db)?;
+            let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            if files.iter().map_err(db)?.next().is_some() {
+                return Err(IndexError::Corrupt(
+                    "the index already holds files; import into a new one".into(),
+                ));
+            }
+            meta.insert("keyring", encode(keyring).as_slice())
+                .map_err(db)?;
+            for f in &contents.files {
+                files
+                    .insert(f.name.as_str(), encode(f).as_slice())
+                    .map_err(db)?;
+            }
+            for m in &contents.manifests {
+                manifests
+                    .insert(m.file_id.0.as_slice(), encode(m).as_slice())
+                    .map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
     }
 
     /// Removes a file; returns what was removed.

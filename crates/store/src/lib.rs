@@ -7,7 +7,9 @@
 //! ([`format`]), goes to a different node ([`placement`]) through the
 //! [`ShardStore`] trait. The [`index`] (redb) keeps each file's record and
 //! [`Manifest`]: which node holds which shard and its BLAKE3. [`Store`] ties
-//! it together: streaming put and get with bounded memory, delete, repair.
+//! it together: streaming put and get with bounded memory, delete, repair,
+//! redistribution onto new nodes, and the index as one sealed blob
+//! ([`Store::export_index`], [`Store::recover`]).
 //!
 //! The on-disk format is specified in `docs/store-format.md`.
 //!
@@ -40,6 +42,7 @@
 
 pub mod crypto;
 pub mod erasure;
+mod export;
 pub mod format;
 pub mod index;
 pub mod placement;
@@ -51,6 +54,6 @@ pub use format::{FileId, ShardHeader, ShardKey};
 pub use index::{FileRecord, Manifest};
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
-    CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, KeySource, Node, PutReport, RepairReport, Store,
-    StoreError, StoreSettings, encode_chunk,
+    CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, KeySource, Node, PutReport, RedistributeReport,
+    RepairReport, Store, StoreError, StoreSettings, encode_chunk,
 };

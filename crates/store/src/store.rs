@@ -165,6 +165,13 @@ pub struct PutReport {
     pub survivable_losses: usize,
 }
 
+/// What a redistribution did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedistributeReport {
+    /// Shards moved to less loaded nodes.
+    pub shards_moved: usize,
+}
+
 /// What a repair did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RepairReport {
@@ -237,48 +244,7 @@ impl Store {
                 )?;
                 Some(master)
             }
-            (Some(Keyring::Unencrypted), KeySource::NoEncryption) => None,
-            (Some(Keyring::Unencrypted), _) => {
-                return Err(StoreError::KeyMismatch(
-                    "this store was created without encryption; open it with --no-encryption",
-                ));
-            }
-            (Some(_), KeySource::NoEncryption) => {
-                return Err(StoreError::KeyMismatch(
-                    "this store is encrypted; give its passphrase or key file",
-                ));
-            }
-            (
-                Some(Keyring::Passphrase {
-                    salt,
-                    params,
-                    check,
-                }),
-                KeySource::Passphrase(p),
-            ) => {
-                let master = MasterKey::from_passphrase(p, &salt, params)?;
-                if master.check_value() != check {
-                    return Err(KeyError::WrongKey.into());
-                }
-                Some(master)
-            }
-            (Some(Keyring::KeyFile { check }), KeySource::KeyFile(path)) => {
-                let master = MasterKey::from_key_file(path)?;
-                if master.check_value() != check {
-                    return Err(KeyError::WrongKey.into());
-                }
-                Some(master)
-            }
-            (Some(Keyring::Passphrase { .. }), KeySource::KeyFile(_)) => {
-                return Err(StoreError::KeyMismatch(
-                    "this store is opened with a passphrase, not a key file",
-                ));
-            }
-            (Some(Keyring::KeyFile { .. }), KeySource::Passphrase(_)) => {
-                return Err(StoreError::KeyMismatch(
-                    "this store is opened with a key file, not a passphrase",
-                ));
-            }
+            (Some(existing), key) => unlock(&existing, key)?,
         };
         Ok(Self {
             index,
@@ -302,6 +268,10 @@ impl Store {
     /// The index.
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    pub(crate) fn master(&self) -> Option<&MasterKey> {
+        self.master.as_ref()
     }
 
     fn node(&self, id: &str) -> Option<&Node> {
@@ -839,6 +809,131 @@ impl Store {
             self.index.update_manifest(&manifest)?;
         }
         Ok(report)
+    }
+}
+
+impl Store {
+    /// Moves shards from nodes holding more than their share (of the online
+    /// nodes) to nodes holding less, never onto a node that already holds a
+    /// shard of the same chunk: after adding nodes, usage evens out. Each
+    /// moved shard is read, checked against its BLAKE3, written, recorded,
+    /// and only then removed from its old node. Shards on offline nodes and
+    /// corrupt ones are left to repair.
+    pub async fn redistribute(&self) -> Result<RedistributeReport, StoreError> {
+        let mut counts: std::collections::BTreeMap<String, usize> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_online())
+            .map(|n| (n.id.clone(), 0))
+            .collect();
+        if counts.len() < 2 {
+            return Ok(RedistributeReport::default());
+        }
+        let mut files = Vec::new();
+        for rec in self.index.files()? {
+            if let Some((rec, m)) = self.index.file(&rec.name)? {
+                for s in m.chunks.iter().flat_map(|c| &c.shards) {
+                    if let Some(n) = counts.get_mut(&s.node) {
+                        *n += 1;
+                    }
+                }
+                files.push((rec, m));
+            }
+        }
+        let total: usize = counts.values().sum();
+        let target = total.div_ceil(counts.len());
+        let mut report = RedistributeReport::default();
+        for (rec, mut manifest) in files {
+            let mut stale = Vec::new();
+            for c in 0..manifest.chunks.len() {
+                for i in 0..manifest.chunks[c].shards.len() {
+                    let from = manifest.chunks[c].shards[i].node.clone();
+                    if counts.get(&from).is_none_or(|n| *n <= target) {
+                        continue;
+                    }
+                    let holders: Vec<String> = manifest.chunks[c]
+                        .shards
+                        .iter()
+                        .map(|s| s.node.clone())
+                        .collect();
+                    let Some(dest) = counts
+                        .iter()
+                        .filter(|(id, n)| **n < target && !holders.contains(id))
+                        .min_by_key(|(_, n)| **n)
+                        .map(|(id, _)| id.clone())
+                    else {
+                        continue;
+                    };
+                    let key = ShardKey {
+                        file_id: rec.file_id,
+                        chunk: c as u64,
+                        index: i as u8,
+                    };
+                    let (Some(src), Some(dst)) = (self.node(&from), self.node(&dest)) else {
+                        continue;
+                    };
+                    let Ok(blob) = src.shards.get(key).await else {
+                        continue;
+                    };
+                    if *blake3::hash(&blob).as_bytes() != manifest.chunks[c].shards[i].blake3 {
+                        continue;
+                    }
+                    if dst.shards.put(key, blob).await.is_err() {
+                        continue;
+                    }
+                    manifest.chunks[c].shards[i].node = dest.clone();
+                    stale.push((from.clone(), key));
+                    *counts.entry(from).or_default() -= 1;
+                    *counts.entry(dest).or_default() += 1;
+                    report.shards_moved += 1;
+                }
+            }
+            if !stale.is_empty() {
+                self.index.update_manifest(&manifest)?;
+                self.delete_shards(&stale).await;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The master key of an existing store, checked against its keyring.
+pub(crate) fn unlock(keyring: &Keyring, key: &KeySource) -> Result<Option<MasterKey>, StoreError> {
+    match (keyring, key) {
+        (Keyring::Unencrypted, KeySource::NoEncryption) => Ok(None),
+        (Keyring::Unencrypted, _) => Err(StoreError::KeyMismatch(
+            "this store was created without encryption; open it with --no-encryption",
+        )),
+        (_, KeySource::NoEncryption) => Err(StoreError::KeyMismatch(
+            "this store is encrypted; give its passphrase or key file",
+        )),
+        (
+            Keyring::Passphrase {
+                salt,
+                params,
+                check,
+            },
+            KeySource::Passphrase(p),
+        ) => {
+            let master = MasterKey::from_passphrase(p, salt, *params)?;
+            if master.check_value() != *check {
+                return Err(KeyError::WrongKey.into());
+            }
+            Ok(Some(master))
+        }
+        (Keyring::KeyFile { check }, KeySource::KeyFile(path)) => {
+            let master = MasterKey::from_key_file(path)?;
+            if master.check_value() != *check {
+                return Err(KeyError::WrongKey.into());
+            }
+            Ok(Some(master))
+        }
+        (Keyring::Passphrase { .. }, KeySource::KeyFile(_)) => Err(StoreError::KeyMismatch(
+            "this store is opened with a passphrase, not a key file",
+        )),
+        (Keyring::KeyFile { .. }, KeySource::Passphrase(_)) => Err(StoreError::KeyMismatch(
+            "this store is opened with a key file, not a passphrase",
+        )),
     }
 }
 

@@ -395,3 +395,116 @@ async fn fewer_nodes_than_shards_say_how_many_losses_they_survive() {
     store.nodes()[0].set_online(false);
     assert_eq!(get(&store, "a").await.unwrap(), data(10_000, 9));
 }
+
+#[tokio::test]
+async fn the_index_is_recovered_from_its_export_and_the_key_alone() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let a = data(20_000, 10);
+    let b = data(7, 11);
+    f.store.put("dir/a", &a[..]).await.unwrap();
+    f.store.put("b", &b[..]).await.unwrap();
+    let export = f.store.export_index().unwrap();
+    // Sealed: no file name shows through.
+    assert!(!export.windows(5).any(|w| w == b"dir/a"));
+
+    let fresh = f.dir.path().join("recovered.redb");
+    let nodes_again = || nodes(f.dir.path(), 9, 1 << 40);
+    match Store::recover(
+        &fresh,
+        &export,
+        &KeySource::Passphrase("nope".into()),
+        nodes_again(),
+        settings(4096),
+    ) {
+        Err(StoreError::Key(KeyError::WrongKey)) => {}
+        other => panic!("expected a wrong-key error, got {other:?}"),
+    }
+    let mut tampered = export.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(
+        Store::recover(
+            &fresh,
+            &tampered,
+            &KeySource::Passphrase("pw".into()),
+            nodes_again(),
+            settings(4096)
+        )
+        .is_err()
+    );
+    assert!(
+        Store::recover(
+            &fresh,
+            &export[..20],
+            &KeySource::Passphrase("pw".into()),
+            nodes_again(),
+            settings(4096)
+        )
+        .is_err()
+    );
+
+    let recovered = Store::recover(
+        &fresh,
+        &export,
+        &KeySource::Passphrase("pw".into()),
+        nodes_again(),
+        settings(4096),
+    )
+    .unwrap();
+    assert_eq!(get(&recovered, "dir/a").await.unwrap(), a);
+    assert_eq!(get(&recovered, "b").await.unwrap(), b);
+}
+
+#[tokio::test]
+async fn redistribution_moves_shards_onto_new_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        nodes(dir.path(), 9, 1 << 40),
+        settings(4096),
+    )
+    .unwrap();
+    let d = data(100_000, 12);
+    store.put("a", &d[..]).await.unwrap();
+    let before = shard_files(dir.path()).len();
+    for i in 9..12 {
+        let shards = LocalDirStore::open(dir.path().join(format!("new{i}")), 1 << 40).unwrap();
+        store.add_node(Node::new(
+            format!("new{i}"),
+            format!("region{i}"),
+            Arc::new(shards),
+        ));
+    }
+    let report = store.redistribute().await.unwrap();
+    assert!(report.shards_moved > 0, "{report:?}");
+    let count = |name: &str| {
+        std::fs::read_dir(dir.path().join(name))
+            .map(|d| {
+                d.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0)
+    };
+    let per_node: Vec<usize> = (0..9)
+        .map(|i| count(&format!("node{i}")))
+        .chain((9..12).map(|i| count(&format!("new{i}"))))
+        .collect();
+    assert_eq!(
+        per_node.iter().sum::<usize>(),
+        before,
+        "shards were lost or duplicated: {per_node:?}"
+    );
+    let (lo, hi) = (
+        per_node.iter().min().unwrap(),
+        per_node.iter().max().unwrap(),
+    );
+    assert!(hi - lo <= 2, "uneven after redistribution: {per_node:?}");
+    assert_eq!(store.survivable_losses("a").unwrap(), 3);
+    assert_eq!(get(&store, "a").await.unwrap(), d);
+    assert_eq!(
+        store.redistribute().await.unwrap().shards_moved,
+        0,
+        "already even"
+    );
+}
