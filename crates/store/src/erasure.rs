@@ -5,7 +5,7 @@
 //! into k data shards in order, so with every data shard present decoding
 //! is a concatenation.
 
-use crate::format::{MAX_SHARDS, shard_len};
+use crate::format::{HEADER_LEN, MAX_SHARDS, shard_len};
 
 /// Why coding failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +90,45 @@ impl Coding {
             shards.extend(parity);
         }
         Ok(shards)
+    }
+
+    /// Like [`Coding::encode`], but each shard comes behind its header in
+    /// one buffer, as stored: the payload is copied once, into place, and
+    /// parity is computed from the data shards where they lie.
+    pub fn encode_framed(
+        &self,
+        payload: &[u8],
+        header: impl Fn(usize) -> [u8; HEADER_LEN],
+    ) -> Result<Vec<Vec<u8>>, CodingError> {
+        let len = shard_len(payload.len(), self.k);
+        let mut blobs: Vec<Vec<u8>> = (0..self.n())
+            .map(|i| {
+                let mut b = Vec::with_capacity(HEADER_LEN + len);
+                b.extend_from_slice(&header(i));
+                b
+            })
+            .collect();
+        for (i, blob) in blobs.iter_mut().take(self.k).enumerate() {
+            let start = (i * len).min(payload.len());
+            let end = ((i + 1) * len).min(payload.len());
+            blob.extend_from_slice(&payload[start..end]);
+            blob.resize(HEADER_LEN + len, 0);
+        }
+        if self.m > 0 {
+            let lib = |e: reed_solomon_simd::Error| CodingError::Library(e.to_string());
+            let mut encoder =
+                reed_solomon_simd::ReedSolomonEncoder::new(self.k, self.m, len).map_err(lib)?;
+            for blob in &blobs[..self.k] {
+                encoder
+                    .add_original_shard(&blob[HEADER_LEN..])
+                    .map_err(lib)?;
+            }
+            let result = encoder.encode().map_err(lib)?;
+            for (blob, parity) in blobs[self.k..].iter_mut().zip(result.recovery_iter()) {
+                blob.extend_from_slice(parity);
+            }
+        }
+        Ok(blobs)
     }
 
     /// Rebuilds the payload of `payload_len` bytes from the shards present
@@ -205,6 +244,18 @@ mod tests {
             c.decode(&s, p.len()),
             Err(CodingError::TooFewShards { have: 5, k: 6 })
         );
+    }
+
+    #[test]
+    fn framed_shards_are_the_plain_ones_behind_their_headers() {
+        let c = Coding::new(6, 3).unwrap();
+        let p = payload(10_001);
+        let plain = c.encode(&p).unwrap();
+        let framed = c.encode_framed(&p, |i| [i as u8; HEADER_LEN]).unwrap();
+        for (i, (a, b)) in plain.iter().zip(&framed).enumerate() {
+            assert_eq!(&b[..HEADER_LEN], &[i as u8; HEADER_LEN]);
+            assert_eq!(&b[HEADER_LEN..], &a[..]);
+        }
     }
 
     #[test]

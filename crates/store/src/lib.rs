@@ -54,6 +54,6 @@ pub use format::{FileId, ShardHeader, ShardKey};
 pub use index::{FileRecord, Manifest};
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
-    CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, KeySource, Node, PutReport, RedistributeReport,
-    RepairReport, Store, StoreError, StoreSettings, encode_chunk,
+    CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, Node, PutReport,
+    RedistributeReport, RepairReport, Store, StoreError, StoreSettings, encode_chunk,
 };

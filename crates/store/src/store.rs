@@ -447,7 +447,11 @@ impl Store {
             encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
         })
         .await;
-        let (payload_len, blobs) = match blobs {
+        let EncodedChunk {
+            payload_len,
+            blobs,
+            hashes,
+        } = match blobs {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return (None, Vec::new(), Some(e)),
             Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.to_string()))),
@@ -491,13 +495,10 @@ impl Store {
         if let Some(e) = error {
             return (None, written, Some(e));
         }
-        let shards = blobs
-            .iter()
+        let shards = hashes
+            .into_iter()
             .zip(targets)
-            .map(|(blob, node)| ShardLocation {
-                node,
-                blake3: *blake3::hash(blob).as_bytes(),
-            })
+            .map(|(blake3, node)| ShardLocation { node, blake3 })
             .collect();
         (
             Some(ChunkEntry {
@@ -955,6 +956,25 @@ async fn read_full<R: AsyncRead + Unpin>(
     Ok(buf.len())
 }
 
+/// One shard's header.
+fn shard_header(
+    coding: &Coding,
+    key: ShardKey,
+    payload_len: u32,
+    encrypted: bool,
+    shard_len: usize,
+) -> [u8; HEADER_LEN] {
+    ShardHeader {
+        flags: if encrypted { FLAG_ENCRYPTED } else { 0 },
+        k: coding.k() as u8,
+        m: coding.m() as u8,
+        key,
+        payload_len,
+        shard_len: shard_len as u32,
+    }
+    .encode()
+}
+
 /// One shard with its header, as stored.
 fn shard_blob(
     coding: &Coding,
@@ -963,49 +983,54 @@ fn shard_blob(
     encrypted: bool,
     data: &[u8],
 ) -> Bytes {
-    let header = ShardHeader {
-        flags: if encrypted { FLAG_ENCRYPTED } else { 0 },
-        k: coding.k() as u8,
-        m: coding.m() as u8,
+    let mut blob = Vec::with_capacity(HEADER_LEN + data.len());
+    blob.extend_from_slice(&shard_header(
+        coding,
         key,
         payload_len,
-        shard_len: data.len() as u32,
-    };
-    let mut blob = Vec::with_capacity(HEADER_LEN + data.len());
-    blob.extend_from_slice(&header.encode());
+        encrypted,
+        data.len(),
+    ));
     blob.extend_from_slice(data);
     Bytes::from(blob)
 }
 
-/// The CPU part of a put for one chunk: encrypt, code, frame.
+/// A chunk ready to store: its payload length, and each shard with its BLAKE3.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    /// Bytes of payload before padding.
+    pub payload_len: u32,
+    /// Shard `i`, header included.
+    pub blobs: Vec<Bytes>,
+    /// BLAKE3 of each blob.
+    pub hashes: Vec<[u8; 32]>,
+}
+
+/// The CPU part of a put for one chunk: encrypt, code, frame, hash.
 pub fn encode_chunk(
     coding: Coding,
     file_id: FileId,
     chunk: u64,
     mut payload: Vec<u8>,
     cipher: Option<&ChunkCipher>,
-) -> Result<(u32, Vec<Bytes>), StoreError> {
+) -> Result<EncodedChunk, StoreError> {
     if let Some(c) = cipher {
         c.seal(chunk, &mut payload);
     }
-    let shards = coding.encode(&payload)?;
     let payload_len = payload.len() as u32;
-    let blobs = shards
-        .iter()
-        .enumerate()
-        .map(|(i, data)| {
-            shard_blob(
-                &coding,
-                ShardKey {
-                    file_id,
-                    chunk,
-                    index: i as u8,
-                },
-                payload_len,
-                cipher.is_some(),
-                data,
-            )
-        })
-        .collect();
-    Ok((payload_len, blobs))
+    let len = crate::format::shard_len(payload.len(), coding.k());
+    let blobs = coding.encode_framed(&payload, |i| {
+        let key = ShardKey {
+            file_id,
+            chunk,
+            index: i as u8,
+        };
+        shard_header(&coding, key, payload_len, cipher.is_some(), len)
+    })?;
+    let hashes = blobs.iter().map(|b| *blake3::hash(b).as_bytes()).collect();
+    Ok(EncodedChunk {
+        payload_len,
+        blobs: blobs.into_iter().map(Bytes::from).collect(),
+        hashes,
+    })
 }
