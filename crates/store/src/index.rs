@@ -16,6 +16,7 @@ use crate::format::FileId;
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// The version byte in front of every record. Do not change meanings.
 const RECORD_VERSION: u8 = 1;
 
@@ -125,6 +126,17 @@ pub struct Manifest {
     pub chunks: Vec<ChunkEntry>,
 }
 
+/// A node the store knows, whether or not it is reachable now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Unique id.
+    pub id: String,
+    /// Region.
+    pub region: String,
+    /// When it was first seen, seconds since the epoch.
+    pub added: i64,
+}
+
 /// Everything in the index but the keyring: what an export seals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexContents {
@@ -148,6 +160,7 @@ impl Index {
         txn.open_table(FILES).map_err(db)?;
         txn.open_table(MANIFESTS).map_err(db)?;
         txn.open_table(META).map_err(db)?;
+        txn.open_table(NODES).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(Self { db: database })
     }
@@ -270,6 +283,34 @@ impl Index {
         let txn = self.db.begin_read().map_err(db)?;
         let files = txn.open_table(FILES).map_err(db)?;
         files
+            .iter()
+            .map_err(db)?
+            .map(|entry| {
+                let (_, v) = entry.map_err(db)?;
+                decode(v.value())
+            })
+            .collect()
+    }
+
+    /// Records a node (kept as first recorded if it is already known).
+    pub fn add_node(&self, node: &NodeRecord) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut nodes = txn.open_table(NODES).map_err(db)?;
+            if nodes.get(node.id.as_str()).map_err(db)?.is_none() {
+                nodes
+                    .insert(node.id.as_str(), encode(node).as_slice())
+                    .map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// Every known node, by id.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, IndexError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let nodes = txn.open_table(NODES).map_err(db)?;
+        nodes
             .iter()
             .map_err(db)?
             .map(|entry| {

@@ -62,6 +62,14 @@ impl Node {
         self.online.load(Ordering::Relaxed)
     }
 
+    fn record(&self) -> crate::index::NodeRecord {
+        crate::index::NodeRecord {
+            id: self.id.clone(),
+            region: self.region.clone(),
+            added: now_secs(),
+        }
+    }
+
     /// Takes it offline or brings it back.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
@@ -246,6 +254,9 @@ impl Store {
             }
             (Some(existing), key) => unlock(&existing, key)?,
         };
+        for n in &nodes {
+            index.add_node(&n.record())?;
+        }
         Ok(Self {
             index,
             master,
@@ -260,9 +271,11 @@ impl Store {
         &self.nodes
     }
 
-    /// Adds a node (new shards may go to it at once).
-    pub fn add_node(&mut self, node: Node) {
+    /// Adds a node (new shards may go to it at once) and records it.
+    pub fn add_node(&mut self, node: Node) -> Result<(), StoreError> {
+        self.index.add_node(&node.record())?;
         self.nodes.push(node);
+        Ok(())
     }
 
     /// The index.
@@ -406,9 +419,7 @@ impl Store {
                 (Some(master), Some(key)) => Some(master.wrap(file_id, key).to_vec()),
                 _ => None,
             },
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
+            created: now_secs(),
             blake3: *hasher.finalize().as_bytes(),
         };
         let manifest = Manifest { file_id, chunks };
@@ -896,6 +907,12 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The master key of an existing store, checked against its keyring.

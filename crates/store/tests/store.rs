@@ -470,12 +470,19 @@ async fn redistribution_moves_shards_onto_new_nodes() {
     let before = shard_files(dir.path()).len();
     for i in 9..12 {
         let shards = LocalDirStore::open(dir.path().join(format!("new{i}")), 1 << 40).unwrap();
-        store.add_node(Node::new(
-            format!("new{i}"),
-            format!("region{i}"),
-            Arc::new(shards),
-        ));
+        store
+            .add_node(Node::new(
+                format!("new{i}"),
+                format!("region{i}"),
+                Arc::new(shards),
+            ))
+            .unwrap();
     }
+    assert_eq!(
+        store.index().nodes().unwrap().len(),
+        12,
+        "nodes are recorded"
+    );
     let report = store.redistribute().await.unwrap();
     assert!(report.shards_moved > 0, "{report:?}");
     let count = |name: &str| {
@@ -507,4 +514,37 @@ async fn redistribution_moves_shards_onto_new_nodes() {
         0,
         "already even"
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Any size, any chunking, any m nodes lost (offline or shards deleted):
+    /// the file reads back exactly, and repair restores full redundancy.
+    #[test]
+    fn random_sizes_and_losses(size in 0usize..200_000, chunk_kib in 1u32..64, lost in proptest::sample::subsequence((0..9usize).collect::<Vec<_>>(), 0..=3), delete in proptest::bool::ANY) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let f = fixture(KeySource::Passphrase("pw".into()), chunk_kib * 1024);
+            let d = data(size, size as u64 + 1);
+            f.store.put("p", &d[..]).await.unwrap();
+            for &n in &lost {
+                if delete {
+                    let _ = std::fs::remove_dir_all(node_dir(f.dir.path(), n));
+                    std::fs::create_dir_all(node_dir(f.dir.path(), n)).unwrap();
+                } else {
+                    f.store.nodes()[n].set_online(false);
+                }
+            }
+            proptest::prop_assert!(get(&f.store, "p").await.unwrap() == d);
+            if delete {
+                f.store.repair("p").await.unwrap();
+                for n in f.store.nodes().iter().skip(6) {
+                    n.set_online(false);
+                }
+                proptest::prop_assert!(get(&f.store, "p").await.unwrap() == d);
+            }
+            Ok(())
+        })?;
+    }
 }
