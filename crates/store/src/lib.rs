@@ -4,7 +4,7 @@
 //! with AES-256-GCM under the file's own random data key ([`crypto`]), cut
 //! into k data shards and extended with m parity shards by Reed-Solomon
 //! coding ([`erasure`]), and each shard, behind a self-describing header
-//! ([`format`]), goes to a different node ([`placement`]) through the
+//! ([`mod@format`]), goes to a different node ([`placement`]) through the
 //! [`ShardStore`] trait. The [`index`] (redb) keeps each file's record and
 //! [`Manifest`]: which node holds which shard and its BLAKE3. [`Store`] ties
 //! it together: streaming put and get with bounded memory, delete, repair,
