@@ -274,3 +274,101 @@ impl ShardStore for LocalDirStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{FileId, shard_len};
+
+    fn blob(chunk: u64, index: u8, len: usize) -> (ShardKey, Bytes) {
+        let key = ShardKey {
+            file_id: FileId([4; 16]),
+            chunk,
+            index,
+        };
+        let shard = shard_len(len, 6);
+        let header = ShardHeader {
+            flags: 0,
+            k: 6,
+            m: 3,
+            key,
+            payload_len: len as u32,
+            shard_len: shard as u32,
+        };
+        let mut b = header.encode().to_vec();
+        b.resize(HEADER_LEN + shard, index);
+        (key, Bytes::from(b))
+    }
+
+    #[tokio::test]
+    async fn put_get_list_verify_delete_and_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::open(dir.path(), 1 << 20).unwrap();
+        let mut keys = Vec::new();
+        for i in 0..5u8 {
+            let (key, b) = blob(u64::from(i), i, 600);
+            store.put(key, b.clone()).await.unwrap();
+            assert_eq!(store.get(key).await.unwrap(), b);
+            assert_eq!(
+                store.verify(key).await.unwrap(),
+                *blake3::hash(&b).as_bytes()
+            );
+            keys.push(key);
+        }
+        let first = store.list(None, 2).await.unwrap();
+        assert_eq!(first, keys[..2]);
+        let rest = store.list(Some(first[1]), 10).await.unwrap();
+        assert_eq!(rest, keys[2..]);
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            (stats.shards, stats.used),
+            (5, 5 * (HEADER_LEN as u64 + 100))
+        );
+        store.delete(keys[0]).await.unwrap();
+        store.delete(keys[0]).await.unwrap();
+        assert!(matches!(
+            store.get(keys[0]).await,
+            Err(ShardError::NotFound(_))
+        ));
+        assert_eq!(
+            store.stats().await.unwrap().used,
+            4 * (HEADER_LEN as u64 + 100)
+        );
+        // Usage survives a restart.
+        let again = LocalDirStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            again.stats().await.unwrap().used,
+            4 * (HEADER_LEN as u64 + 100)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_past_the_quota_or_a_malformed_blob_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::open(dir.path(), 1000).unwrap();
+        let (key, b) = blob(0, 0, 6000);
+        match store.put(key, b).await {
+            Err(ShardError::QuotaExceeded { quota: 1000, .. }) => {}
+            other => panic!("expected a quota error, got {other:?}"),
+        }
+        assert!(store.list(None, 10).await.unwrap().is_empty());
+        // No temporary file either.
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .count();
+        assert_eq!(files, 0);
+        let (key, b) = blob(0, 0, 60);
+        let wrong = ShardKey { index: 1, ..key };
+        assert!(matches!(
+            store.put(wrong, b.clone()).await,
+            Err(ShardError::Malformed(_))
+        ));
+        let short = b.slice(..HEADER_LEN + 3);
+        assert!(matches!(
+            store.put(key, short).await,
+            Err(ShardError::Malformed(_))
+        ));
+        assert_eq!(store.stats().await.unwrap().used, 0);
+    }
+}
