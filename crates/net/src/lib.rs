@@ -1,9 +1,14 @@
 //! The network between the store's daemon and its agents.
 //!
-//! So far: [`wire`], the request/response protocol as bytes (frame header
-//! with magic, version, op and checked body length; PutShard, GetShard,
-//! DeleteShard, ListShards, VerifyShard, Stats, and a Hello first). QUIC
-//! with pinned certificates, STUN and hole punching come next (issue 6).
+//! - [`wire`]: the request/response protocol as bytes (frame header with
+//!   magic, version, op and checked body length; PutShard, GetShard,
+//!   DeleteShard, ListShards, VerifyShard, Stats, and a Hello first);
+//! - [`tls`]: self-signed identities and mutual TLS that pins the peer's
+//!   certificate fingerprint;
+//! - [`quic`]: the protocol over QUIC (quinn): an agent-side server around a
+//!   [`quic::Service`], and a daemon-side [`quic::Client`] that reconnects.
+//!
+//! STUN and hole punching come next.
 //! This crate knows nothing about files: shard ids and blobs are opaque.
 //!
 //! # Example
@@ -20,4 +25,6 @@
 //! assert_eq!(Response::decode(Op::GetShard, header, body).unwrap(), Response::Blob(b"shard".to_vec()));
 //! ```
 
+pub mod quic;
+pub mod tls;
 pub mod wire;
