@@ -20,9 +20,10 @@ use crate::wire::{
 
 /// How often an idle connection sends a keep-alive (NAT mappings on common
 /// routers last 30 s or more for UDP).
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// How long a silent connection lives.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(3);
+/// How long a silent connection lives: also how long a request to an agent
+/// that vanished without a word waits before the client reconnects.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers requests (the agent's shard service).
 pub trait Service: Send + Sync + 'static {
@@ -83,8 +84,10 @@ pub fn server_endpoint(
     config.transport_config(transport());
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    let reset_key =
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &identity.reset_secret());
     Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        quinn::EndpointConfig::new(Arc::new(reset_key)),
         Some(config),
         socket,
         runtime,

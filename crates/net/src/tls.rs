@@ -162,6 +162,19 @@ impl Identity {
         })
     }
 
+    /// A secret derived from the private key, stable across restarts: the
+    /// key for QUIC stateless resets, so a restarted agent tells the daemon
+    /// at once that the old connection is gone (instead of the daemon
+    /// waiting out the idle timeout).
+    pub fn reset_secret(&self) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(b"cloudshell-store quic stateless reset v1");
+        ctx.update(self.key.secret_der());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
     /// The certificate's fingerprint, which peers pin.
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(&self.cert)

@@ -81,6 +81,29 @@ impl ShardKey {
         )
     }
 
+    /// The key as 25 bytes: file id, chunk (u64 big-endian, so bytes sort like
+    /// keys), index.
+    pub fn to_bytes(&self) -> [u8; 25] {
+        let mut b = [0u8; 25];
+        b[..16].copy_from_slice(&self.file_id.0);
+        b[16..24].copy_from_slice(&self.chunk.to_be_bytes());
+        b[24] = self.index;
+        b
+    }
+
+    /// Parses [`ShardKey::to_bytes`].
+    pub fn from_bytes(b: &[u8; 25]) -> Self {
+        let mut file_id = [0u8; 16];
+        file_id.copy_from_slice(&b[..16]);
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&b[16..24]);
+        Self {
+            file_id: FileId(file_id),
+            chunk: u64::from_be_bytes(chunk),
+            index: b[24],
+        }
+    }
+
     /// Parses [`ShardKey::name`].
     pub fn from_name(s: &str) -> Option<Self> {
         let mut parts = s.split('-');
@@ -279,6 +302,7 @@ mod tests {
     fn shard_keys_name_round_trip() {
         let k = header().key;
         assert_eq!(ShardKey::from_name(&k.name()), Some(k));
+        assert_eq!(ShardKey::from_bytes(&k.to_bytes()), k);
         assert_eq!(ShardKey::from_name("x"), None);
         assert_eq!(ShardKey::from_name(&format!("{}-x", k.name())), None);
     }

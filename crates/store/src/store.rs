@@ -16,6 +16,9 @@ use crate::shard_store::{ShardError, ShardStore};
 
 /// Default plaintext bytes per chunk.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
+/// How long a read waits for its first k + 1 shards before asking every
+/// other node too: a dead node costs this much, not a connection timeout.
+pub const HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Chunks being processed or uploaded at once during a put: bounds memory
 /// to about this many chunks (times (k+m)/k) whatever the file size.
 pub const CHUNKS_IN_FLIGHT: usize = 4;
@@ -600,15 +603,17 @@ impl Store {
         }
     }
 
-    /// Fetches good shards of one chunk: asks `want` at once (data shards
-    /// first, which decode by concatenation), then the rest one by one as
-    /// answers fail, until `want` good ones are in or none are left.
+    /// Fetches good shards of one chunk: asks `ask` at once (data shards
+    /// first, which decode by concatenation), then the next one whenever an
+    /// answer fails, and every remaining one if [`HEDGE_DELAY`] passes;
+    /// stops once `need` good ones are in or none are left.
     async fn fetch_shards(
         &self,
         file_id: FileId,
         chunk: u64,
         entry: &ChunkEntry,
-        want: usize,
+        ask_first: usize,
+        need: usize,
     ) -> Vec<Option<Vec<u8>>> {
         let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
         let mut order = (0..entry.shards.len()).filter(|i| {
@@ -632,11 +637,26 @@ impl Store {
                 (i, blob)
             }
         };
-        for i in order.by_ref().take(want) {
+        for i in order.by_ref().take(ask_first) {
             pending.push(ask(i));
         }
         let mut good = 0;
-        while let Some((i, blob)) = pending.next().await {
+        let hedge = tokio::time::sleep(HEDGE_DELAY);
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        loop {
+            let next = tokio::select! {
+                next = pending.next() => next,
+                () = &mut hedge, if !hedged => {
+                    // Slow or silent nodes: ask every remaining shard.
+                    hedged = true;
+                    for j in order.by_ref() {
+                        pending.push(ask(j));
+                    }
+                    continue;
+                }
+            };
+            let Some((i, blob)) = next else { break };
             let ok = blob.filter(|b| {
                 *blake3::hash(b).as_bytes() == entry.shards[i].blake3
                     && ShardHeader::decode(b).is_ok_and(|h| {
@@ -649,7 +669,7 @@ impl Store {
                 Some(b) => {
                     got[i] = Some(b[HEADER_LEN..].to_vec());
                     good += 1;
-                    if good >= want {
+                    if good >= need {
                         break;
                     }
                 }
@@ -674,7 +694,13 @@ impl Store {
         let entry = &manifest.chunks[chunk];
         // Hedged: k + 1 asked, the first k good ones used.
         let mut shards = self
-            .fetch_shards(record.file_id, chunk as u64, entry, coding.k() + 1)
+            .fetch_shards(
+                record.file_id,
+                chunk as u64,
+                entry,
+                coding.k() + 1,
+                coding.k(),
+            )
             .await;
         let have = shards.iter().filter(|s| s.is_some()).count();
         if have < coding.k() {
@@ -743,7 +769,13 @@ impl Store {
             let entry = manifest.chunks[c].clone();
             let chunk = c as u64;
             let shards = self
-                .fetch_shards(record.file_id, chunk, &entry, entry.shards.len())
+                .fetch_shards(
+                    record.file_id,
+                    chunk,
+                    &entry,
+                    entry.shards.len(),
+                    entry.shards.len(),
+                )
                 .await;
             let missing: Vec<usize> = (0..shards.len()).filter(|i| shards[*i].is_none()).collect();
             if missing.is_empty() {
