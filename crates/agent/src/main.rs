@@ -31,6 +31,11 @@ struct Args {
     /// UDP address to listen on.
     #[arg(long, default_value = "0.0.0.0:0", value_name = "ADDR")]
     listen: SocketAddr,
+
+    /// STUN server to learn the public address from, on the socket QUIC then
+    /// uses (repeat: two servers tell a symmetric NAT apart).
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Vec<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -46,6 +51,49 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(1 << shift))
         .ok_or_else(|| format!("{s:?} is not a size; try 900M or a number of bytes"))
+}
+
+/// Asks each STUN server for this socket's public address. Failures are
+/// reported, not fatal: a daemon on the same network can still connect.
+fn learn_public_address(
+    socket: &std::net::UdpSocket,
+    local: SocketAddr,
+    servers: &[String],
+) -> (Option<SocketAddr>, &'static str) {
+    use cloudshell_net::stun::{self, NatKind};
+    use std::net::ToSocketAddrs as _;
+    let mut seen = Vec::new();
+    for server in servers {
+        let addr = match server.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            _ => {
+                eprintln!("cloudshell-agent: warning: cannot resolve STUN server {server}");
+                continue;
+            }
+        };
+        match stun::query(socket, addr, std::time::Duration::from_secs(3)) {
+            Ok(mapped) => seen.push(mapped),
+            Err(e) => eprintln!("cloudshell-agent: warning: {e}"),
+        }
+    }
+    let nat = match seen.as_slice() {
+        [] => "unknown",
+        [one] if *one == local => "open",
+        [_] => "unknown",
+        [a, b, ..] => match stun::classify(local, *a, *b) {
+            NatKind::Open => "open",
+            NatKind::EndpointIndependent => "endpoint-independent",
+            NatKind::Symmetric => {
+                eprintln!(
+                    "cloudshell-agent: warning: symmetric NAT: the STUN servers saw {a} and {b}; \
+                     hole punching will fail from here; run the daemon where it can be reached \
+                     directly, or behind a NAT that keeps ports (endpoint-independent mapping)"
+                );
+                "symmetric"
+            }
+        },
+    };
+    (seen.first().copied(), nat)
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,11 +134,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let socket = std::net::UdpSocket::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = socket.local_addr()?;
+    let (public, nat) = learn_public_address(&socket, local, &args.stun);
     let endpoint = cloudshell_net::quic::server_endpoint(socket, &identity, daemon)?;
     let line = serde_json::json!({
         "fingerprint": identity.fingerprint().to_string(),
         "local_addr": local.to_string(),
-        "public_addr": null,
+        "public_addr": public.map(|a| a.to_string()),
+        "nat": nat,
         "version": VERSION,
     });
     println!("{line}");

@@ -138,6 +138,50 @@ async fn every_request_against_the_real_agent() {
 }
 
 #[tokio::test]
+async fn the_agent_learns_its_address_by_stun() {
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        servers.push(s.local_addr().unwrap().to_string());
+        tokio::spawn(cloudshell_net::stun::serve(s));
+    }
+    let daemon = Identity::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let servers_for_agent = servers.clone();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudshell-agent"))
+            .arg("--daemon-fingerprint")
+            .arg(daemon.fingerprint().to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--stun",
+                &servers_for_agent[0],
+                "--stun",
+                &servers_for_agent[1],
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        line
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    // On loopback the servers see the socket itself: no NAT.
+    assert_eq!(v["public_addr"], v["local_addr"], "{line}");
+    assert_eq!(v["nat"], "open", "{line}");
+}
+
+#[tokio::test]
 async fn the_agent_serves_nobody_but_its_daemon() {
     let daemon = Identity::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,10 @@
 //!   certificate fingerprint;
 //! - [`quic`]: the protocol over QUIC (quinn): an agent-side server around a
 //!   [`quic::Service`], and a daemon-side [`quic::Client`] that reconnects.
+//! - [`stun`]: RFC 8489 Binding on the socket QUIC will use, a small server,
+//!   and NAT classification (a symmetric NAT is told apart).
 //!
-//! STUN and hole punching come next.
+//! Hole punching comes next.
 //! This crate knows nothing about files: shard ids and blobs are opaque.
 //!
 //! # Example
@@ -26,5 +28,6 @@
 //! ```
 
 pub mod quic;
+pub mod stun;
 pub mod tls;
 pub mod wire;
