@@ -22,6 +22,8 @@ struct Agent {
     addr: SocketAddr,
     fingerprint: Fingerprint,
     dir: PathBuf,
+    /// The line it printed on start.
+    line: serde_json::Value,
 }
 
 impl Drop for Agent {
@@ -32,12 +34,17 @@ impl Drop for Agent {
 }
 
 fn start(daemon: &Identity, dir: &Path, quota: &str, listen: &str) -> Agent {
+    start_with(daemon, dir, &["--quota", quota, "--listen", listen])
+}
+
+/// Starts the agent with these flags and reads the line it prints.
+fn start_with(daemon: &Identity, dir: &Path, flags: &[&str]) -> Agent {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloudshell-agent"))
         .arg("--daemon-fingerprint")
         .arg(daemon.fingerprint().to_string())
         .arg("--data-dir")
         .arg(dir)
-        .args(["--quota", quota, "--listen", listen])
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -53,6 +60,7 @@ fn start(daemon: &Identity, dir: &Path, quota: &str, listen: &str) -> Agent {
         addr: v["local_addr"].as_str().unwrap().parse().unwrap(),
         fingerprint: Fingerprint::parse(v["fingerprint"].as_str().unwrap()).unwrap(),
         dir: dir.to_path_buf(),
+        line: v,
     }
 }
 
@@ -147,35 +155,22 @@ async fn the_agent_learns_its_address_by_stun() {
     }
     let daemon = Identity::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let servers_for_agent = servers.clone();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloudshell-agent"))
-            .arg("--daemon-fingerprint")
-            .arg(daemon.fingerprint().to_string())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--stun",
-                &servers_for_agent[0],
-                "--stun",
-                &servers_for_agent[1],
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-        line
+    // Started off the runtime thread: the STUN servers answer on it.
+    let data_dir = dir.path().to_path_buf();
+    let agent = tokio::task::spawn_blocking(move || {
+        let flags = [
+            "--listen",
+            "127.0.0.1:0",
+            "--stun",
+            &servers[0],
+            "--stun",
+            &servers[1],
+        ];
+        start_with(&daemon, &data_dir, &flags)
     })
     .await
     .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (v, line) = (&agent.line, agent.line.to_string());
     // On loopback the servers see the socket itself: no NAT.
     assert_eq!(v["public_addr"], v["local_addr"], "{line}");
     assert_eq!(v["nat"], "open", "{line}");

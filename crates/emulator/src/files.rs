@@ -28,6 +28,7 @@ use time::macros::format_description;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::api::AppState;
+use crate::sigv4::same_secret;
 
 /// How long a presigned URL is good for (the Console's are short-lived).
 pub const URL_TTL_SECS: i64 = 900;
@@ -368,10 +369,7 @@ impl FileSigner {
             .unwrap_or("");
         let expected = self.query_signature(uri_path, &query, host, date, region);
         let given = param("X-Amz-Signature")?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            expected.as_bytes(),
-            given.as_bytes(),
-        )) {
+        if !same_secret(expected.as_bytes(), given.as_bytes()) {
             return Err(S3Error::new(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",
@@ -383,7 +381,7 @@ impl FileSigner {
         let key_ok = header("x-amz-server-side-encryption-customer-algorithm") == "AES256"
             && BASE64
                 .decode(header("x-amz-server-side-encryption-customer-key"))
-                .is_ok_and(|k| bool::from(subtle::ConstantTimeEq::ct_eq(&k[..], &key[..])));
+                .is_ok_and(|k| same_secret(&k, &key));
         if !key_ok {
             return Err(S3Error::bad(
                 "InvalidRequest",
@@ -452,10 +450,7 @@ impl FileSigner {
             &self.signing_key(day, region),
             policy_b64.as_bytes(),
         ));
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            expected.as_bytes(),
-            signature.as_bytes(),
-        )) {
+        if !same_secret(expected.as_bytes(), signature.as_bytes()) {
             return Err(S3Error::new(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",

@@ -370,10 +370,7 @@ impl Service {
             .write(|t| {
                 let refused = || AwsError::validation("unknown session or bad token");
                 let mut session = t.session(session_id)?.ok_or_else(refused)?;
-                let token_ok: bool =
-                    subtle::ConstantTimeEq::ct_eq(session.token.as_bytes(), token.as_bytes())
-                        .into();
-                if !token_ok {
+                if !crate::sigv4::same_secret(session.token.as_bytes(), token.as_bytes()) {
                     return Err(refused());
                 }
                 if !session.opened && now > session.created + TOKEN_TTL_MS {

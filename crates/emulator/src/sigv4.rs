@@ -16,7 +16,6 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use http::HeaderMap;
-use subtle::ConstantTimeEq;
 
 use crate::aws_error::AwsError;
 use crate::config::EmulatorCredential;
@@ -181,7 +180,7 @@ pub fn verify(
     }
 
     let expected = resign(request, &auth, credential, signed_at)?;
-    if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
+    if same_secret(expected.as_bytes(), auth.signature.as_bytes()) {
         Ok(Verified {
             principal: credential.principal.clone(),
             region: auth.region.to_owned(),
@@ -287,6 +286,12 @@ pub fn format_amz_date(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&format)
         .unwrap_or_default()
+}
+
+/// Compares secrets (signatures, tokens, keys) in constant time, so the
+/// time a refusal takes says nothing about how much of a guess was right.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

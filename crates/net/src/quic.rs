@@ -72,6 +72,12 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// The tokio runtime quinn runs on (endpoints are made inside one).
+fn runtime() -> Result<Arc<dyn quinn::Runtime>, NetError> {
+    quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("quinn needs a tokio runtime").into())
+}
+
 /// An agent endpoint on `socket` that accepts only `peer`.
 pub fn server_endpoint(
     socket: std::net::UdpSocket,
@@ -82,8 +88,7 @@ pub fn server_endpoint(
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
-    let runtime =
-        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    let runtime = runtime()?;
     let reset_key =
         aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &identity.reset_secret());
     Ok(quinn::Endpoint::new(
@@ -190,8 +195,7 @@ impl Client {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport());
-        let runtime =
-            quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+        let runtime = runtime()?;
         let mut endpoint =
             quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?;
         endpoint.set_default_client_config(config);

@@ -55,6 +55,13 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, IndexErro
     }
 }
 
+/// Decodes a value read from a table, if there was one.
+fn stored<T: for<'de> Deserialize<'de>>(
+    value: Option<redb::AccessGuard<'_, &[u8]>>,
+) -> Result<Option<T>, IndexError> {
+    value.map(|v| decode(v.value())).transpose()
+}
+
 /// How the master key is obtained, and the value that checks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Keyring {
@@ -169,10 +176,7 @@ impl Index {
     pub fn keyring(&self) -> Result<Option<Keyring>, IndexError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(META).map_err(db)?;
-        t.get("keyring")
-            .map_err(db)?
-            .map(|v| decode(v.value()))
-            .transpose()
+        stored(t.get("keyring").map_err(db)?)
     }
 
     /// Sets the keyring and rewraps data keys in one transaction.
@@ -188,11 +192,7 @@ impl Index {
                 .map_err(db)?;
             let mut files = txn.open_table(FILES).map_err(db)?;
             for (name, wrapped) in rewrapped {
-                let Some(mut rec) = files
-                    .get(name.as_str())
-                    .map_err(db)?
-                    .map(|v| decode::<FileRecord>(v.value()))
-                    .transpose()?
+                let Some(mut rec) = stored::<FileRecord>(files.get(name.as_str()).map_err(db)?)?
                 else {
                     continue;
                 };
@@ -217,18 +217,10 @@ impl Index {
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
-            let old: Option<FileRecord> = files
-                .get(record.name.as_str())
-                .map_err(db)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let old: Option<FileRecord> = stored(files.get(record.name.as_str()).map_err(db)?)?;
             replaced = match old {
                 Some(old) => {
-                    let m = manifests
-                        .remove(old.file_id.0.as_slice())
-                        .map_err(db)?
-                        .map(|v| decode(v.value()))
-                        .transpose()?;
+                    let m = stored(manifests.remove(old.file_id.0.as_slice()).map_err(db)?)?;
                     m.map(|m| (old, m))
                 }
                 None => None,
@@ -261,28 +253,27 @@ impl Index {
         let txn = self.db.begin_read().map_err(db)?;
         let files = txn.open_table(FILES).map_err(db)?;
         let manifests = txn.open_table(MANIFESTS).map_err(db)?;
-        let Some(rec) = files
-            .get(name)
-            .map_err(db)?
-            .map(|v| decode::<FileRecord>(v.value()))
-            .transpose()?
-        else {
+        let Some(rec) = stored::<FileRecord>(files.get(name).map_err(db)?)? else {
             return Ok(None);
         };
-        let manifest = manifests
-            .get(rec.file_id.0.as_slice())
-            .map_err(db)?
-            .map(|v| decode::<Manifest>(v.value()))
-            .transpose()?
+        let manifest = stored::<Manifest>(manifests.get(rec.file_id.0.as_slice()).map_err(db)?)?
             .ok_or_else(|| IndexError::Corrupt(format!("{name} has no manifest")))?;
         Ok(Some((rec, manifest)))
     }
 
     /// Every file's record, by name.
     pub fn files(&self) -> Result<Vec<FileRecord>, IndexError> {
+        self.all(FILES)
+    }
+
+    /// Every record of a name-keyed table, in key order.
+    fn all<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, IndexError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let files = txn.open_table(FILES).map_err(db)?;
-        files
+        let table = txn.open_table(table).map_err(db)?;
+        table
             .iter()
             .map_err(db)?
             .map(|entry| {
@@ -308,16 +299,7 @@ impl Index {
 
     /// Every known node, by id.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, IndexError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let nodes = txn.open_table(NODES).map_err(db)?;
-        nodes
-            .iter()
-            .map_err(db)?
-            .map(|entry| {
-                let (_, v) = entry.map_err(db)?;
-                decode(v.value())
-            })
-            .collect()
+        self.all(NODES)
     }
 
     /// Files and manifests, for an export.
@@ -373,17 +355,9 @@ impl Index {
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
-            let rec: Option<FileRecord> = files
-                .remove(name)
-                .map_err(db)?
-                .map(|v| decode(v.value()))
-                .transpose()?;
+            let rec: Option<FileRecord> = stored(files.remove(name).map_err(db)?)?;
             removed = match rec {
-                Some(rec) => manifests
-                    .remove(rec.file_id.0.as_slice())
-                    .map_err(db)?
-                    .map(|v| decode(v.value()))
-                    .transpose()?
+                Some(rec) => stored(manifests.remove(rec.file_id.0.as_slice()).map_err(db)?)?
                     .map(|m| (rec, m)),
                 None => None,
             };

@@ -72,8 +72,9 @@ pub trait ShardStore: Send + Sync {
 }
 
 /// Shards as files in a directory: `ROOT/<first two hex digits>/<key name>`.
-/// Usage is counted once at open and kept up to date, so the quota check
-/// costs nothing per write.
+/// Usage (bytes and shards) is counted once at open and kept up to date, so
+/// neither the quota check nor [`ShardStore::stats`] (asked on every put, for
+/// placement) walks the directory.
 #[derive(Debug, Clone)]
 pub struct LocalDirStore {
     inner: std::sync::Arc<Inner>,
@@ -84,7 +85,14 @@ struct Inner {
     root: PathBuf,
     quota: u64,
     started: Instant,
-    used: std::sync::Mutex<u64>,
+    usage: std::sync::Mutex<Usage>,
+}
+
+/// What a [`LocalDirStore`] holds.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    bytes: u64,
+    shards: u64,
 }
 
 impl LocalDirStore {
@@ -92,13 +100,17 @@ impl LocalDirStore {
     pub fn open(root: impl Into<PathBuf>, quota: u64) -> Result<Self, ShardError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
-        let used = walk(&root)?.iter().map(|(_, n)| n).sum();
+        let all = walk(&root)?;
+        let usage = Usage {
+            bytes: all.iter().map(|(_, n)| n).sum(),
+            shards: all.len() as u64,
+        };
         Ok(Self {
             inner: std::sync::Arc::new(Inner {
                 root,
                 quota,
                 started: Instant::now(),
-                used: std::sync::Mutex::new(used),
+                usage: std::sync::Mutex::new(usage),
             }),
         })
     }
@@ -114,10 +126,10 @@ impl LocalDirStore {
         self.inner.root.join(&name[..2]).join(name)
     }
 
-    fn used(&self) -> std::sync::MutexGuard<'_, u64> {
+    fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
         // A poisoned counter is still a number.
         self.inner
-            .used
+            .usage
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -136,16 +148,16 @@ impl LocalDirStore {
         {
             // Reserve the space before writing, so concurrent writes cannot
             // pass the quota together.
-            let mut used = self.used();
-            let after = (*used - old.min(*used)) + new;
+            let mut usage = self.usage();
+            let after = (usage.bytes - old.min(usage.bytes)) + new;
             if after > self.inner.quota {
                 return Err(ShardError::QuotaExceeded {
-                    used: *used,
+                    used: usage.bytes,
                     quota: self.inner.quota,
                     needed: new.saturating_sub(old),
                 });
             }
-            *used = after;
+            usage.bytes = after;
         }
         let dir = path.parent().unwrap_or(&self.inner.root).to_path_buf();
         let temp = dir.join(format!(
@@ -162,12 +174,22 @@ impl LocalDirStore {
             std::fs::rename(&temp, &path)?;
             std::fs::File::open(&dir)?.sync_all()
         })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
-            let mut used = self.used();
-            *used = (*used + old).saturating_sub(new);
+        let mut usage = self.usage();
+        match written {
+            Ok(()) => {
+                // A shard file is never empty (it has a header): no old
+                // file means one more shard.
+                if old == 0 {
+                    usage.shards += 1;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                usage.bytes = (usage.bytes + old).saturating_sub(new);
+                Err(e.into())
+            }
         }
-        Ok(written?)
     }
 }
 
@@ -224,8 +246,9 @@ impl ShardStore for LocalDirStore {
             let len = std::fs::metadata(&path).map_or(0, |m| m.len());
             match std::fs::remove_file(&path) {
                 Ok(()) => {
-                    let mut used = this.used();
-                    *used = used.saturating_sub(len);
+                    let mut usage = this.usage();
+                    usage.bytes = usage.bytes.saturating_sub(len);
+                    usage.shards = usage.shards.saturating_sub(1);
                     Ok(())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -262,16 +285,14 @@ impl ShardStore for LocalDirStore {
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<StoreStats, ShardError>> {
-        let this = self.clone();
-        blocking(move || {
-            let shards = walk(&this.inner.root)?.len() as u64;
-            Ok(StoreStats {
-                used: *this.used(),
-                quota: this.inner.quota,
-                shards,
-                uptime_secs: this.inner.started.elapsed().as_secs(),
-            })
-        })
+        let usage = *self.usage();
+        let stats = StoreStats {
+            used: usage.bytes,
+            quota: self.inner.quota,
+            shards: usage.shards,
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+        };
+        Box::pin(async move { Ok(stats) })
     }
 }
 

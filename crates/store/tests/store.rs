@@ -57,6 +57,16 @@ fn fixture(key: KeySource, chunk_size: u32) -> Fixture {
     Fixture { dir, store }
 }
 
+/// The store in `root` (index and nine nodes), opened with a passphrase.
+fn open_with_passphrase(root: &Path, passphrase: &str) -> Result<Store, StoreError> {
+    Store::open(
+        &root.join("index.redb"),
+        &KeySource::Passphrase(passphrase.into()),
+        nodes(root, 9, 1 << 40),
+        settings(4096),
+    )
+}
+
 fn data(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..n)
@@ -223,14 +233,7 @@ async fn a_flipped_bit_in_any_shard_is_detected_and_that_shard_treated_as_lost()
 async fn a_wrong_passphrase_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("index.redb");
-    let open = |key: &str| {
-        Store::open(
-            &index,
-            &KeySource::Passphrase(key.into()),
-            nodes(dir.path(), 9, 1 << 40),
-            settings(4096),
-        )
-    };
+    let open = |key: &str| open_with_passphrase(dir.path(), key);
     let store = open("right").unwrap();
     store.put("a", &b"secret"[..]).await.unwrap();
     drop(store);
@@ -263,15 +266,7 @@ async fn a_wrong_passphrase_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn changing_the_passphrase_rewraps_keys_without_touching_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let index = dir.path().join("index.redb");
-    let open = |key: &str| {
-        Store::open(
-            &index,
-            &KeySource::Passphrase(key.into()),
-            nodes(dir.path(), 9, 1 << 40),
-            settings(4096),
-        )
-    };
+    let open = |key: &str| open_with_passphrase(dir.path(), key);
     let mut store = open("old").unwrap();
     let d = data(10_000, 3);
     store.put("a", &d[..]).await.unwrap();
