@@ -89,14 +89,36 @@ pub fn server_endpoint(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
     let runtime = runtime()?;
-    let reset_key =
-        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &identity.reset_secret());
     Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::new(Arc::new(reset_key)),
+        restartable_endpoint_config(identity),
         Some(config),
         socket,
         runtime,
     )?)
+}
+
+/// Endpoint settings that survive a restart of the agent: the stateless
+/// reset key and the connection-ID hash key both come from the identity.
+/// A restarted agent then recognises the connection IDs it handed out
+/// before and answers packets on the dead connection with a stateless
+/// reset, so the daemon reconnects at once instead of waiting out the idle
+/// timeout. (quinn's defaults draw both keys at random per process: the new
+/// process would drop those packets as carrying invalid IDs.)
+fn restartable_endpoint_config(identity: &Identity) -> quinn::EndpointConfig {
+    let secret = identity.reset_secret();
+    let reset_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+        b"connection id hash key",
+    );
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// Serves connections on `endpoint` until it is closed.
