@@ -9,6 +9,8 @@
 //! The binary `cloudshell-agent` runs a [`ShardService`] on a QUIC endpoint
 //! that accepts only the daemon whose certificate fingerprint it was given.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use cloudshell_net::quic::{Client, NetError, Service};
 use cloudshell_net::wire::{AgentStats, ErrorCode, Request, Response, ShardId};
@@ -96,15 +98,18 @@ impl Service for ShardService {
 }
 
 /// An agent's shards, seen from the daemon.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RemoteShards {
-    client: Client,
+    client: Arc<Client>,
 }
 
 impl RemoteShards {
-    /// Shards behind `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// Shards behind `client` (a [`Client`] of its own, or one from a
+    /// [`cloudshell_net::quic::Pool`]).
+    pub fn new(client: impl Into<Arc<Client>>) -> Self {
+        Self {
+            client: client.into(),
+        }
     }
 
     /// The connection.

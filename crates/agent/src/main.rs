@@ -9,6 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use cloudshell_agent::{ShardService, VERSION};
+use cloudshell_net::punch;
+use cloudshell_net::stun::{self, NatKind};
 use cloudshell_net::tls::{Fingerprint, Identity};
 use cloudshell_store::LocalDirStore;
 
@@ -36,7 +38,16 @@ struct Args {
     /// uses (repeat: two servers tell a symmetric NAT apart).
     #[arg(long, value_name = "HOST:PORT")]
     stun: Vec<String>,
+
+    /// The daemon's endpoint (its public and its local address: repeat) to
+    /// send hole-punching datagrams to whenever it is not connected, so its
+    /// connection can come in through this side's NAT.
+    #[arg(long, value_name = "ADDR")]
+    punch: Vec<SocketAddr>,
 }
+
+/// How long each STUN server gets to answer (retransmitting meanwhile).
+const STUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -53,47 +64,25 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size; try 900M or a number of bytes"))
 }
 
-/// Asks each STUN server for this socket's public address. Failures are
-/// reported, not fatal: a daemon on the same network can still connect.
-fn learn_public_address(
-    socket: &std::net::UdpSocket,
-    local: SocketAddr,
-    servers: &[String],
-) -> (Option<SocketAddr>, &'static str) {
-    use cloudshell_net::stun::{self, NatKind};
-    use std::net::ToSocketAddrs as _;
-    let mut seen = Vec::new();
-    for server in servers {
-        let addr = match server.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => a,
-            _ => {
-                eprintln!("cloudshell-agent: warning: cannot resolve STUN server {server}");
-                continue;
-            }
-        };
-        match stun::query(socket, addr, std::time::Duration::from_secs(3)) {
-            Ok(mapped) => seen.push(mapped),
-            Err(e) => eprintln!("cloudshell-agent: warning: {e}"),
-        }
+/// The local address to print: a wildcard bind is replaced by the address
+/// of the interface that leads towards the daemon (or the STUN servers),
+/// which a peer on the same network can use.
+fn reachable_local(bound: SocketAddr, toward: &[SocketAddr]) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
     }
-    let nat = match seen.as_slice() {
-        [] => "unknown",
-        [one] if *one == local => "open",
-        [_] => "unknown",
-        [a, b, ..] => match stun::classify(local, *a, *b) {
-            NatKind::Open => "open",
-            NatKind::EndpointIndependent => "endpoint-independent",
-            NatKind::Symmetric => {
-                eprintln!(
-                    "cloudshell-agent: warning: symmetric NAT: the STUN servers saw {a} and {b}; \
-                     hole punching will fail from here; run the daemon where it can be reached \
-                     directly, or behind a NAT that keeps ports (endpoint-independent mapping)"
-                );
-                "symmetric"
-            }
-        },
+    let Some(toward) = toward.first() else {
+        return bound;
     };
-    (seen.first().copied(), nat)
+    // A connected UDP socket sends nothing; it only asks the kernel's
+    // routing table which source address it would use.
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(bound.ip(), 0))
+        .and_then(|s| s.connect(toward).map(|()| s))
+        .and_then(|s| s.local_addr());
+    match probe {
+        Ok(a) => SocketAddr::new(a.ip(), bound.port()),
+        Err(_) => bound,
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -133,17 +122,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", dir.join("shards").display()))?;
     let socket = std::net::UdpSocket::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let local = socket.local_addr()?;
-    let (public, nat) = learn_public_address(&socket, local, &args.stun);
+    let toward: Vec<SocketAddr> = {
+        use std::net::ToSocketAddrs as _;
+        let stun = args
+            .stun
+            .iter()
+            .filter_map(|s| s.to_socket_addrs().ok()?.next());
+        args.punch.iter().copied().chain(stun).collect()
+    };
+    let local = reachable_local(socket.local_addr()?, &toward);
+    let found = stun::discover(&socket, &args.stun, STUN_TIMEOUT);
+    for failure in &found.failures {
+        eprintln!("cloudshell-agent: warning: {failure}");
+    }
+    if let Some(warning) = found.symmetric_warning() {
+        eprintln!("cloudshell-agent: warning: {warning}");
+    }
+    let punch_socket = socket
+        .try_clone()
+        .context("cannot share the socket for hole punching")?;
     let endpoint = cloudshell_net::quic::server_endpoint(socket, &identity, daemon)?;
     let line = serde_json::json!({
         "fingerprint": identity.fingerprint().to_string(),
         "local_addr": local.to_string(),
-        "public_addr": public.map(|a| a.to_string()),
-        "nat": nat,
+        "public_addr": found.public.map(|a| a.to_string()),
+        "nat": found.nat.map_or("unknown", NatKind::as_str),
         "version": VERSION,
     });
     println!("{line}");
+    let watched = endpoint.clone();
+    tokio::spawn(punch::while_unconnected(
+        punch_socket,
+        args.punch,
+        move || watched.open_connections() > 0,
+    ));
     cloudshell_net::quic::serve(
         endpoint,
         Arc::new(ShardService::new(shards)),

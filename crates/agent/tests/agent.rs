@@ -3,91 +3,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use cloudshell_agent::RemoteShards;
-use cloudshell_net::quic::Client;
-use cloudshell_net::tls::{Fingerprint, Identity};
-use cloudshell_store::format::{FileId, HEADER_LEN, ShardHeader, shard_len};
+use cloudshell_net::quic::{Client, NetError};
+use cloudshell_net::tls::Identity;
+use cloudshell_store::format::HEADER_LEN;
 use cloudshell_store::shard_store::{ShardError, ShardStore};
-use cloudshell_store::{KeySource, Node, ShardKey, Store, StoreSettings};
+use cloudshell_store::{KeySource, Node, Store, StoreSettings};
+use std::process::Command;
 
-struct Agent {
-    child: Child,
-    addr: SocketAddr,
-    fingerprint: Fingerprint,
-    dir: PathBuf,
-    /// The line it printed on start.
-    line: serde_json::Value,
-}
+mod common;
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(daemon: &Identity, dir: &Path, quota: &str, listen: &str) -> Agent {
-    start_with(daemon, dir, &["--quota", quota, "--listen", listen])
-}
-
-/// Starts the agent with these flags and reads the line it prints.
-fn start_with(daemon: &Identity, dir: &Path, flags: &[&str]) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudshell-agent"))
-        .arg("--daemon-fingerprint")
-        .arg(daemon.fingerprint().to_string())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-    Agent {
-        child,
-        addr: v["local_addr"].as_str().unwrap().parse().unwrap(),
-        fingerprint: Fingerprint::parse(v["fingerprint"].as_str().unwrap()).unwrap(),
-        dir: dir.to_path_buf(),
-        line: v,
-    }
-}
+use common::{Agent, shard, start, start_with};
 
 fn remote(daemon: &Identity, agent: &Agent) -> RemoteShards {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     RemoteShards::new(Client::new(socket, daemon, agent.fingerprint, agent.addr).unwrap())
-}
-
-fn shard(chunk: u64, index: u8, payload: usize) -> (ShardKey, Bytes) {
-    let key = ShardKey {
-        file_id: FileId([3; 16]),
-        chunk,
-        index,
-    };
-    let len = shard_len(payload, 6);
-    let mut b = ShardHeader {
-        flags: 0,
-        k: 6,
-        m: 3,
-        key,
-        payload_len: payload as u32,
-        shard_len: len as u32,
-    }
-    .encode()
-    .to_vec();
-    b.resize(HEADER_LEN + len, index.wrapping_add(chunk as u8));
-    (key, Bytes::from(b))
 }
 
 #[tokio::test]
@@ -206,8 +139,8 @@ async fn the_agent_serves_nobody_but_its_daemon() {
     assert!(wrong.stats().await.is_err());
 }
 
-#[tokio::test]
-async fn a_restarted_agent_is_reconnected_and_loses_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_under_load_is_reconnected_and_loses_nothing() {
     let daemon = Identity::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = UdpSocket::bind("127.0.0.1:0")
@@ -217,33 +150,129 @@ async fn a_restarted_agent_is_reconnected_and_loses_nothing() {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let agent = start(&daemon, dir.path(), "1G", &listen);
+    let fingerprint = agent.fingerprint;
     let shards = Arc::new(remote(&daemon, &agent));
-    let mut stored = Vec::new();
-    for chunk in 0..20 {
-        let (k, b) = shard(chunk, 0, 100_000);
-        shards.put(k, b.clone()).await.unwrap();
-        stored.push((k, b));
+    let acknowledged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Four writers, each putting its shards one after another and retrying
+    // a failed put (as the store would place it again) until it is taken.
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let shards = shards.clone();
+            let acknowledged = acknowledged.clone();
+            tokio::spawn(async move {
+                let mut stored = Vec::new();
+                for i in 0..30 {
+                    let (k, b) = shard(w * 1000 + i, 0, 100_000);
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                    while let Err(e) = shards.put(k, b.clone()).await {
+                        assert!(std::time::Instant::now() < deadline, "never taken: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    stored.push((k, b));
+                }
+                stored
+            })
+        })
+        .collect();
+    while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    // Killed mid-stream, back on the same port with the same identity.
     drop(agent);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let agent = start(&daemon, dir.path(), "1G", &listen);
-    assert_eq!(
-        agent.fingerprint,
-        remote(&daemon, &agent)
-            .client()
-            .request(&cloudshell_net::wire::Request::Stats)
-            .await
-            .map(|_| agent.fingerprint)
-            .unwrap(),
-        "same identity"
-    );
-    for chunk in 20..40 {
-        let (k, b) = shard(chunk, 0, 100_000);
-        shards.put(k, b.clone()).await.unwrap();
-        stored.push((k, b));
+    assert_eq!(agent.fingerprint, fingerprint, "same identity");
+    let mut stored = Vec::new();
+    for w in writers {
+        stored.extend(w.await.unwrap());
     }
+    assert_eq!(stored.len(), 120);
     for (k, b) in &stored {
-        assert_eq!(&shards.get(*k).await.unwrap(), b);
+        assert_eq!(&shards.get(*k).await.unwrap(), b, "{}", k.name());
     }
+    let stats = shards.stats().await.unwrap();
+    assert_eq!(stats.shards, 120, "no shard lost, no stray shard");
+    // No temporary file of a killed write is left behind.
+    let leftovers: Vec<_> = walkdir(&dir.path().join("shards"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert_eq!(leftovers, Vec::<std::path::PathBuf>::new());
+}
+
+fn walkdir(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_request_to_a_silent_agent_times_out_and_the_agent_is_used_again_after() {
+    let daemon = Identity::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(&daemon, dir.path(), "1G", "127.0.0.1:0");
+    let client = Arc::new(
+        Client::new(
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            &daemon,
+            agent.fingerprint,
+            agent.addr,
+        )
+        .unwrap(),
+    );
+    client.set_request_timeout(std::time::Duration::from_secs(2));
+    let shards = RemoteShards::new(client.clone());
+    let (k, b) = shard(1, 0, 100_000);
+    shards.put(k, b.clone()).await.unwrap();
+    // Stopped, not dead: its socket stays open, and nothing answers.
+    let pid = agent.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (k2, b2) = shard(2, 0, 100_000);
+    let request = cloudshell_net::wire::Request::PutShard {
+        id: cloudshell_net::wire::ShardId(k2.to_bytes()),
+        blob: b2.to_vec(),
+    };
+    let started = std::time::Instant::now();
+    match client.request(&request).await {
+        Err(e @ NetError::Timeout { .. }) => {
+            assert!(
+                e.to_string().contains("did not answer PutShard within 2 s"),
+                "{e}"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    // Through the store's trait it is an unavailable node, which placement
+    // then avoids.
+    match shards.put(k2, b2.clone()).await {
+        Err(ShardError::Unavailable(m)) => assert!(m.contains("did not answer"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    shards.put(k2, b2.clone()).await.unwrap();
+    assert_eq!(shards.get(k).await.unwrap(), b);
+    assert_eq!(shards.get(k2).await.unwrap(), b2);
 }
 
 #[tokio::test]

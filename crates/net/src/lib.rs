@@ -27,6 +27,7 @@
 //! assert_eq!(Response::decode(Op::GetShard, header, body).unwrap(), Response::Blob(b"shard".to_vec()));
 //! ```
 
+pub mod punch;
 pub mod quic;
 pub mod stun;
 pub mod tls;

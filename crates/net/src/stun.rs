@@ -265,6 +265,100 @@ pub fn classify(local: SocketAddr, first: SocketAddr, second: SocketAddr) -> Nat
     }
 }
 
+impl NatKind {
+    /// The name used in the agent's line and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatKind::Open => "open",
+            NatKind::EndpointIndependent => "endpoint-independent",
+            NatKind::Symmetric => "symmetric",
+        }
+    }
+
+    /// Parses [`NatKind::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            NatKind::Open,
+            NatKind::EndpointIndependent,
+            NatKind::Symmetric,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for NatKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the STUN servers said about one socket.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Discovery {
+    /// The public address the first answering server saw.
+    pub public: Option<SocketAddr>,
+    /// The NAT, when two servers answered (or one saw the local address
+    /// itself); `None` when that cannot be told.
+    pub nat: Option<NatKind>,
+    /// Every mapped address seen, in server order.
+    pub seen: Vec<SocketAddr>,
+    /// Servers that could not be asked or did not answer, with why.
+    pub failures: Vec<String>,
+}
+
+impl Discovery {
+    /// A sentence for the user when the NAT defeats hole punching.
+    pub fn symmetric_warning(&self) -> Option<String> {
+        match (self.nat, self.seen.as_slice()) {
+            (Some(NatKind::Symmetric), [a, b, ..]) => Some(format!(
+                "symmetric NAT: two STUN servers saw this socket as {a} and {b}, so its public \
+                 port changes with every peer and hole punching cannot reach it; run this side \
+                 where its NAT keeps the port (endpoint-independent mapping, as most home \
+                 routers do) or where it has a public address"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Asks each server in `servers` (HOST:PORT) for `socket`'s public address,
+/// on that very socket, and classifies the NAT. Servers that fail are noted
+/// in [`Discovery::failures`], not fatal: a peer on the same network can
+/// still connect.
+pub fn discover(socket: &std::net::UdpSocket, servers: &[String], timeout: Duration) -> Discovery {
+    use std::net::ToSocketAddrs as _;
+    let mut found = Discovery {
+        public: None,
+        nat: None,
+        seen: Vec::new(),
+        failures: Vec::new(),
+    };
+    let local = socket.local_addr().ok();
+    for server in servers {
+        let addr = match server.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => a,
+            _ => {
+                found
+                    .failures
+                    .push(format!("cannot resolve STUN server {server}"));
+                continue;
+            }
+        };
+        match query(socket, addr, timeout) {
+            Ok(mapped) => found.seen.push(mapped),
+            Err(e) => found.failures.push(e.to_string()),
+        }
+    }
+    found.public = found.seen.first().copied();
+    found.nat = match (found.seen.as_slice(), local) {
+        ([a, b, ..], Some(local)) => Some(classify(local, *a, *b)),
+        ([one], Some(local)) if *one == local => Some(NatKind::Open),
+        _ => None,
+    };
+    found
+}
+
 /// Answers Binding requests on `socket` until it fails: a STUN server for
 /// tests and for the emulator.
 pub async fn serve(socket: tokio::net::UdpSocket) {

@@ -100,6 +100,7 @@ impl LocalDirStore {
     pub fn open(root: impl Into<PathBuf>, quota: u64) -> Result<Self, ShardError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
+        remove_leftovers(&root)?;
         let all = walk(&root)?;
         let usage = Usage {
             bytes: all.iter().map(|(_, n)| n).sum(),
@@ -194,6 +195,27 @@ impl LocalDirStore {
 }
 
 /// Every shard file under `root` with its size, in key order.
+/// Removes the temporary files of writes that a crash cut short: none of
+/// them was acknowledged, and nothing else would ever remove them. Only at
+/// open, when no write of this store is under way.
+fn remove_leftovers(root: &Path) -> std::io::Result<()> {
+    for dir in std::fs::read_dir(root)? {
+        let dir = dir?;
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(dir.path())? {
+            let f = f?;
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_file(f.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn walk(root: &Path) -> std::io::Result<Vec<(ShardKey, u64)>> {
     let mut out = Vec::new();
     for dir in std::fs::read_dir(root)? {
@@ -361,6 +383,23 @@ mod tests {
             again.stats().await.unwrap().used,
             4 * (HEADER_LEN as u64 + 100)
         );
+    }
+
+    #[tokio::test]
+    async fn a_crashed_write_leaves_nothing_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDirStore::open(dir.path(), 1 << 20).unwrap();
+        let (key, b) = blob(1, 0, 600);
+        store.put(key, b.clone()).await.unwrap();
+        // What a write killed between create and rename leaves behind.
+        let shard_dir = store.path_of(&key).parent().unwrap().to_path_buf();
+        let leftover = shard_dir.join(format!(".{}.00000000deadbeef.tmp", blob(2, 0, 0).0.name()));
+        std::fs::write(&leftover, vec![7u8; 4000]).unwrap();
+        let again = LocalDirStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(!leftover.exists());
+        let stats = again.stats().await.unwrap();
+        assert_eq!((stats.shards, stats.used), (1, b.len() as u64));
+        assert_eq!(again.get(key).await.unwrap(), b);
     }
 
     #[tokio::test]
