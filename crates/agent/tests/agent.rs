@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 
 use cloudshell_agent::RemoteShards;
-use cloudshell_net::quic::{Client, NetError};
+use cloudshell_net::quic::{Client, NetError, Pool, Route};
 use cloudshell_net::tls::Identity;
 use cloudshell_store::format::HEADER_LEN;
 use cloudshell_store::shard_store::{ShardError, ShardStore};
@@ -289,14 +289,17 @@ async fn the_store_works_unchanged_over_nine_agents() {
             )
         })
         .collect();
+    // One socket for all nine, as the daemon has.
+    let pool = Pool::new(UdpSocket::bind("127.0.0.1:0").unwrap(), &daemon).unwrap();
     let nodes = agents
         .iter()
         .enumerate()
         .map(|(i, a)| {
+            let client = pool.client(a.fingerprint, Route::direct(a.addr)).unwrap();
             Node::new(
                 format!("agent{i}"),
                 format!("region{i}"),
-                Arc::new(remote(&daemon, a)),
+                Arc::new(RemoteShards::new(client)),
             )
         })
         .collect();

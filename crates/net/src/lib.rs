@@ -6,11 +6,12 @@
 //! - [`tls`]: self-signed identities and mutual TLS that pins the peer's
 //!   certificate fingerprint;
 //! - [`quic`]: the protocol over QUIC (quinn): an agent-side server around a
-//!   [`quic::Service`], and a daemon-side [`quic::Client`] that reconnects.
+//!   [`quic::Service`], and on the daemon's side a [`quic::Pool`] of
+//!   reconnecting [`quic::Client`]s sharing one socket;
 //! - [`stun`]: RFC 8489 Binding on the socket QUIC will use, a small server,
-//!   and NAT classification (a symmetric NAT is told apart).
+//!   and NAT classification (a symmetric NAT is told apart);
+//! - [`punch`]: UDP hole punching from that same socket.
 //!
-//! Hole punching comes next.
 //! This crate knows nothing about files: shard ids and blobs are opaque.
 //!
 //! # Example
