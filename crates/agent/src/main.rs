@@ -147,6 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "local_addr": local.to_string(),
         "public_addr": found.public.map(|a| a.to_string()),
         "nat": found.nat.map_or("unknown", NatKind::as_str),
+        "pid": std::process::id(),
         "version": VERSION,
     });
     println!("{line}");

@@ -196,7 +196,8 @@ pub struct RepairReport {
 pub struct Store {
     index: Index,
     master: Option<MasterKey>,
-    nodes: Vec<Node>,
+    /// Behind a lock so a daemon can add nodes to a store in use.
+    nodes: std::sync::RwLock<Vec<Node>>,
     settings: StoreSettings,
     coding: Coding,
 }
@@ -204,7 +205,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("nodes", &self.nodes)
+            .field("nodes", &self.nodes())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -263,21 +264,30 @@ impl Store {
         Ok(Self {
             index,
             master,
-            nodes,
+            nodes: std::sync::RwLock::new(nodes),
             settings,
             coding,
         })
     }
 
-    /// The nodes.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// The nodes (handles: taking one offline takes the store's offline).
+    pub fn nodes(&self) -> Vec<Node> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
-    /// Adds a node (new shards may go to it at once) and records it.
-    pub fn add_node(&mut self, node: Node) -> Result<(), StoreError> {
+    /// Adds a node (new shards may go to it at once) and records it. A node
+    /// with the id of one already there replaces it.
+    pub fn add_node(&self, node: Node) -> Result<(), StoreError> {
         self.index.add_node(&node.record())?;
-        self.nodes.push(node);
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        nodes.retain(|n| n.id != node.id);
+        nodes.push(node);
         Ok(())
     }
 
@@ -290,13 +300,18 @@ impl Store {
         self.master.as_ref()
     }
 
-    fn node(&self, id: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.id == id)
+    fn node(&self, id: &str) -> Option<Node> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|n| n.id == id)
+            .cloned()
     }
 
     async fn candidates(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
-        for n in self.nodes.iter().filter(|n| n.is_online()) {
+        for n in self.nodes().iter().filter(|n| n.is_online()) {
             let free = match n.shards.stats().await {
                 Ok(s) => s.quota.saturating_sub(s.used),
                 Err(_) => continue,
@@ -477,7 +492,7 @@ impl Store {
                 chunk,
                 index: index as u8,
             };
-            let node = self.node(node_id).cloned();
+            let node = self.node(node_id);
             let blob = blob.clone();
             let node_id = node_id.clone();
             puts.push(async move {
@@ -528,7 +543,8 @@ impl Store {
         let mut deletes = FuturesUnordered::new();
         for (node, key) in shards {
             if let Some(n) = self.node(node) {
-                deletes.push(n.shards.delete(*key));
+                let key = *key;
+                deletes.push(async move { n.shards.delete(key).await });
             }
         }
         while let Some(r) = deletes.next().await {
@@ -618,12 +634,12 @@ impl Store {
         let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
         let mut order = (0..entry.shards.len()).filter(|i| {
             self.node(&entry.shards[*i].node)
-                .is_some_and(Node::is_online)
+                .is_some_and(|n| n.is_online())
         });
         let mut pending = FuturesUnordered::new();
         let ask = |i: usize| {
             let loc = &entry.shards[i];
-            let node = self.node(&loc.node).cloned();
+            let node = self.node(&loc.node);
             let key = ShardKey {
                 file_id,
                 chunk,
@@ -865,7 +881,7 @@ impl Store {
     /// corrupt ones are left to repair.
     pub async fn redistribute(&self) -> Result<RedistributeReport, StoreError> {
         let mut counts: std::collections::BTreeMap<String, usize> = self
-            .nodes
+            .nodes()
             .iter()
             .filter(|n| n.is_online())
             .map(|n| (n.id.clone(), 0))

@@ -207,10 +207,10 @@ async fn a_flipped_bit_in_any_shard_is_detected_and_that_shard_treated_as_lost()
                 .to_str()
                 .unwrap()
                 .to_owned();
-            let others: Vec<&Node> = f
+            let others: Vec<Node> = f
                 .store
                 .nodes()
-                .iter()
+                .into_iter()
                 .filter(|n| n.id != holder)
                 .take(3)
                 .collect();
@@ -453,7 +453,7 @@ async fn the_index_is_recovered_from_its_export_and_the_key_alone() {
 #[tokio::test]
 async fn redistribution_moves_shards_onto_new_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(
+    let store = Store::open(
         &dir.path().join("index.redb"),
         &KeySource::NoEncryption,
         nodes(dir.path(), 9, 1 << 40),
