@@ -195,6 +195,19 @@ impl LocalDirStore {
 }
 
 /// Every shard file under `root` with its size, in key order.
+/// Parses a quota: `900M`, `1G`, `64K` (powers of 1024) or a number of
+/// bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
 /// Removes the temporary files of writes that a crash cut short: none of
 /// them was acknowledged, and nothing else would ever remove them. Only at
 /// open, when no write of this store is under way.

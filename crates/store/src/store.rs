@@ -580,19 +580,41 @@ impl Store {
     pub async fn get<W: AsyncWrite + Unpin>(
         &self,
         name: &str,
+        output: W,
+    ) -> Result<u64, StoreError> {
+        self.get_range(name, 0..u64::MAX, output).await
+    }
+
+    /// Writes bytes `range` of the file `name` (clamped to its size) to
+    /// `output`, reading only the chunks that hold them.
+    pub async fn get_range<W: AsyncWrite + Unpin>(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
         mut output: W,
     ) -> Result<u64, StoreError> {
         let (record, manifest) = self
             .index
             .file(name)?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let end = range.end.min(record.size);
+        let start = range.start.min(end);
+        let chunk_size = u64::from(record.chunk_size.max(1));
         let cipher = self.cipher_for(&record)?.map(Arc::new);
         let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
         let mut reads = FuturesOrdered::new();
-        let mut next = 0usize;
+        // Chunks are chunk_size plaintext bytes each but the last.
+        let mut next = usize::try_from(start / chunk_size).unwrap_or(usize::MAX);
+        let last = if end == 0 {
+            0
+        } else {
+            usize::try_from(end.div_ceil(chunk_size)).unwrap_or(usize::MAX)
+        }
+        .min(manifest.chunks.len());
+        let mut offset = next as u64 * chunk_size;
         let mut written = 0u64;
         loop {
-            while reads.len() < 2 && next < manifest.chunks.len() {
+            while reads.len() < 2 && next < last {
                 reads.push_back(self.read_chunk(&record, &manifest, next, coding, cipher.clone()));
                 next += 1;
             }
@@ -600,8 +622,11 @@ impl Store {
                 break;
             };
             let plain = chunk?;
-            output.write_all(&plain).await?;
-            written += plain.len() as u64;
+            let from = start.saturating_sub(offset).min(plain.len() as u64) as usize;
+            let to = (end - offset).min(plain.len() as u64) as usize;
+            output.write_all(&plain[from..to]).await?;
+            written += (to - from) as u64;
+            offset += plain.len() as u64;
         }
         output.flush().await?;
         Ok(written)

@@ -125,6 +125,60 @@ async fn sizes_round_trip_encrypted_and_not() {
 }
 
 #[tokio::test]
+async fn ranges_read_only_what_they_cover_at_every_chunk_boundary() {
+    let chunk = 4096u64;
+    let f = fixture(KeySource::Passphrase("pw".into()), chunk as u32);
+    let d = data(3 * chunk as usize + 100, 7);
+    f.store.put("f", &d[..]).await.unwrap();
+    let len = d.len() as u64;
+    for (start, end) in [
+        (0, 0),
+        (0, 1),
+        (0, len),
+        (1, chunk),
+        (chunk - 1, chunk + 1),
+        (chunk, 2 * chunk),
+        (2 * chunk + 5, len),
+        (3 * chunk, len),
+        (len - 1, len),
+        (len, len),
+        (10, len + 1000),
+        (len + 5, len + 10),
+    ] {
+        let mut out = Vec::new();
+        let n = f.store.get_range("f", start..end, &mut out).await.unwrap();
+        let (s, e) = (start.min(len) as usize, end.min(len) as usize);
+        let s = s.min(e);
+        assert_eq!(out, &d[s..e], "{start}..{end}");
+        assert_eq!(n, (e - s) as u64);
+    }
+    // Only the chunks a range covers are read: with every shard of chunk
+    // 0 gone, a range in chunk 1 still reads and the whole file does not.
+    let (record, manifest) = f.store.index().file("f").unwrap().unwrap();
+    for (i, loc) in manifest.chunks[0].shards.iter().enumerate() {
+        let node = f
+            .store
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == loc.node)
+            .unwrap();
+        let key = cloudshell_store::ShardKey {
+            file_id: record.file_id,
+            chunk: 0,
+            index: i as u8,
+        };
+        node.shards.delete(key).await.unwrap();
+    }
+    assert!(get(&f.store, "f").await.is_err());
+    let mut out = Vec::new();
+    f.store
+        .get_range("f", chunk + 10..chunk + 20, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, &d[chunk as usize + 10..chunk as usize + 20]);
+}
+
+#[tokio::test]
 async fn a_100_mib_file_round_trips_with_the_default_chunk() {
     let f = fixture(
         KeySource::Passphrase("pw".into()),
