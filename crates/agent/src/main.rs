@@ -50,17 +50,7 @@ struct Args {
 const STUN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
+    cloudshell_store::shard_store::parse_size(s)
         .ok_or_else(|| format!("{s:?} is not a size; try 900M or a number of bytes"))
 }
 

@@ -164,6 +164,10 @@ pub enum Command {
 
     /// Run the local CloudShell emulator in the foreground.
     Emulator(Box<EmulatorArgs>),
+
+    /// The erasure-coded, encrypted file store on CloudShell nodes: run its
+    /// daemon (`store serve`) and use it (`put`, `get`, `ls`, ...).
+    Store(Box<crate::store::StoreArgs>),
 }
 
 /// An environment, by id or name; omitted, the region's default environment.

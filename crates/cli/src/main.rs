@@ -7,6 +7,7 @@ mod args;
 mod commands;
 mod copy;
 mod output;
+mod store;
 mod terminal;
 
 use std::io::IsTerminal;
@@ -80,6 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
         Command::Emulator(args) => {
             return cloudshell_emulator::args::run(*args).await.map(|()| None);
         }
+        Command::Store(args) => return store::run(&global, &args).await.map(|()| None),
         _ => {}
     }
     // Kept alive for the whole command when --emulated.
@@ -111,6 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
         Command::PutCredentials(a) => commands::put_credentials(&ctx, a).await,
         Command::Completions { .. }
         | Command::Emulator(_)
+        | Command::Store(_)
         | Command::Connect(_)
         | Command::Exec(_)
         | Command::Cp(_) => Ok(()),

@@ -5,7 +5,7 @@
 //! bytes through the presigned URLs the file operations hand out.
 
 mod local;
-mod progress;
+pub(crate) mod progress;
 mod shell;
 mod urls;
 

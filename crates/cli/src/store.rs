@@ -1,0 +1,648 @@
+//! `cloudshell store`: the daemon (`serve`) and its clients (`put`, `get`,
+//! `ls`, `rm`, `status`, `nodes`, `repair`), which talk to its JSON API.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use cloudshell_daemon::{Daemon, DaemonConfig};
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::args::GlobalArgs;
+use crate::copy::progress::Progress;
+
+/// Prints a line on stdout; a reader that went away (`| head`) ends the
+/// output quietly instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+/// `cloudshell store ...`
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The daemon's API.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_STORE_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    /// The daemon's token, when it has one.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_STORE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Run the daemon: keep a node in every region, serve the API.
+    ///
+    /// With --emulated (or with no AWS credentials at all), an emulator runs
+    /// in this process with nine local regions, each with a real agent.
+    Serve(ServeArgs),
+    /// Store a local file (or standard input with `-`).
+    Put {
+        /// The local file, or `-`.
+        local: PathBuf,
+        /// The name to store it under [default: the file's name].
+        name: Option<String>,
+    },
+    /// Fetch a stored file into a local file (or standard output with `-`).
+    Get {
+        /// The stored name.
+        name: String,
+        /// Where to write it [default: its base name in this directory].
+        local: Option<PathBuf>,
+    },
+    /// List stored files.
+    Ls,
+    /// Delete a stored file and its shards.
+    Rm {
+        /// The stored name.
+        name: String,
+    },
+    /// The daemon's health, or one file with its shard map.
+    Status {
+        /// A stored name.
+        name: Option<String>,
+    },
+    /// The nodes: state, region, capacity.
+    Nodes,
+    /// Rebuild missing and corrupt shards of every file now.
+    Repair,
+}
+
+/// `cloudshell store serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML file with the same settings as these flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Regions to keep a node in: `all`, or a comma-separated list
+    /// [default: nine regions when emulated].
+    #[arg(long, value_name = "all|LIST")]
+    pub regions: Option<String>,
+    /// Address of the API and web UI.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Index, identity and key live here [default: the user data directory].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The store's key file (64 hex digits, mode 0600) [default: DATA_DIR/store.key, created for a new store].
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["passphrase_env", "no_encryption"])]
+    pub key_file: Option<PathBuf>,
+    /// Take the passphrase from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "no_encryption")]
+    pub passphrase_env: Option<String>,
+    /// Store without encryption.
+    #[arg(long)]
+    pub no_encryption: bool,
+    /// The agent binary to install on nodes [default: cloudshell-agent next to this program].
+    #[arg(long, value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
+    /// Require this bearer token on API requests (needed off loopback).
+    #[arg(long, env = "CLOUDSHELL_STORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// STUN server for the daemon and agents (repeat).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub stun: Vec<String>,
+    /// Seconds a node may be unreachable before its shards are rebuilt elsewhere.
+    #[arg(long, value_name = "SECS")]
+    pub repair_after: Option<u64>,
+}
+
+/// Runs a store command.
+pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.url, args.token.clone())?;
+    match &args.command {
+        StoreCommand::Serve(s) => serve(global, s).await,
+        StoreCommand::Put { local, name } => put(&api, args.json, local, name.as_deref()).await,
+        StoreCommand::Get { name, local } => get(&api, args.json, name, local.as_deref()).await,
+        StoreCommand::Ls => ls(&api, args.json).await,
+        StoreCommand::Rm { name } => {
+            api.send(api.http.delete(api.file_url(name))).await?;
+            print(
+                args.json,
+                &serde_json::json!({"deleted": name}),
+                &format!("deleted {name}"),
+            );
+            Ok(())
+        }
+        StoreCommand::Status { name } => status(&api, args.json, name.as_deref()).await,
+        StoreCommand::Nodes => nodes(&api, args.json).await,
+        StoreCommand::Repair => {
+            let v = api.json(api.http.post(api.url("/api/repair"))).await?;
+            print(
+                args.json,
+                &v,
+                &format!(
+                    "repaired {} chunks of {} files ({} shards rebuilt){}",
+                    v["chunks_repaired"],
+                    v["files"],
+                    v["shards_rebuilt"],
+                    match v["failed"].as_array() {
+                        Some(f) if !f.is_empty() =>
+                            format!("; {} files could not be repaired", f.len()),
+                        _ => String::new(),
+                    }
+                ),
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print(json: bool, value: &Value, text: &str) {
+    if json {
+        say!("{value}");
+    } else {
+        say!("{text}");
+    }
+}
+
+/// The daemon's API.
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .context("cannot make an HTTP client")?,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn file_url(&self, name: &str) -> String {
+        let encoded: Vec<String> = name.split('/').map(percent_encode).collect();
+        self.url(&format!("/api/files/{}", encoded.join("/")))
+    }
+
+    /// Sends; a refused connection or an error answer becomes a message
+    /// that says what to do.
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<reqwest::Response> {
+        if let Some(t) = &self.token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow::anyhow!(
+                    "no store daemon answers at {}: start one with `cloudshell store serve` \
+                     (`--emulated` to try it locally), or point --url / CLOUDSHELL_STORE_URL at it",
+                    self.base
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("request to {} failed", self.base))
+            }
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let message = body["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("the daemon answered {status}"), str::to_owned);
+        bail!("{message}")
+    }
+
+    async fn json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        Ok(self.send(request).await?.json().await?)
+    }
+}
+
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::new();
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn put(
+    api: &Api,
+    json: bool,
+    local: &std::path::Path,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let stdin = local.as_os_str() == "-";
+    let name = match (name, stdin) {
+        (Some(n), _) => n.to_owned(),
+        (None, true) => {
+            bail!("give a name to store standard input under: `cloudshell store put - NAME`")
+        }
+        (None, false) => local
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .with_context(|| format!("{} has no file name; give one", local.display()))?,
+    };
+    let started = Instant::now();
+    let (reader, size): (Box<dyn tokio::io::AsyncRead + Send + Unpin>, Option<u64>) = if stdin {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let file = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("cannot read {}", local.display()))?;
+        let meta = file.metadata().await?;
+        if meta.is_dir() {
+            bail!("{} is a directory; store files one by one", local.display());
+        }
+        (Box::new(file), Some(meta.len()))
+    };
+    let progress = Progress::start(&format!("{name} ->"), 0, size, json);
+    let counter = progress.counter();
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |c| {
+        if let Ok(b) = &c {
+            counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        c
+    });
+    let mut request = api
+        .http
+        .put(api.file_url(&name))
+        .body(reqwest::Body::wrap_stream(stream));
+    if let Some(s) = size {
+        request = request.header(reqwest::header::CONTENT_LENGTH, s);
+    }
+    let v = api.json(request).await?;
+    drop(progress);
+    let bytes = v["file"]["size"].as_u64().unwrap_or(0);
+    print(
+        json,
+        &v,
+        &format!(
+            "stored {name}: {} in {:.1} s, survives the loss of {} nodes",
+            human(bytes),
+            started.elapsed().as_secs_f64(),
+            v["survivable_losses"]
+        ),
+    );
+    Ok(())
+}
+
+async fn get(
+    api: &Api,
+    json: bool,
+    name: &str,
+    local: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let response = api.send(api.http.get(api.file_url(name))).await?;
+    let size = response.content_length();
+    let to_stdout = local.is_some_and(|l| l.as_os_str() == "-");
+    let path = match local {
+        Some(l) if !to_stdout => {
+            if l.is_dir() {
+                l.join(name.rsplit('/').next().unwrap_or(name))
+            } else {
+                l.to_path_buf()
+            }
+        }
+        _ => PathBuf::from(name.rsplit('/').next().unwrap_or(name)),
+    };
+    let progress = Progress::start(
+        &format!("{name} <-"),
+        0,
+        size,
+        json || to_stdout && !std::io::stderr().is_terminal(),
+    );
+    let counter = progress.counter();
+    // Written under a temporary name and renamed: an interrupted get never
+    // leaves a partial file under the real name.
+    let temp = path.with_file_name(format!(
+        ".{}.cloudshell-store-part",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if to_stdout {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::File::create(&temp)
+                .await
+                .with_context(|| format!("cannot write {}", temp.display()))?,
+        )
+    };
+    let mut body = response.bytes_stream();
+    let mut got = 0u64;
+    let result: anyhow::Result<()> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.context("the download broke off")?;
+            out.write_all(&chunk).await?;
+            got += chunk.len() as u64;
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        out.flush().await?;
+        if let Some(s) = size
+            && got != s
+        {
+            bail!("the download broke off after {got} of {s} bytes (the daemon's log says why)");
+        }
+        Ok(())
+    }
+    .await;
+    drop(progress);
+    if let Err(e) = result {
+        if !to_stdout {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        return Err(e.context(format!("get {name} failed; nothing was written")));
+    }
+    if !to_stdout {
+        drop(out);
+        tokio::fs::rename(&temp, &path)
+            .await
+            .with_context(|| format!("cannot move the download into {}", path.display()))?;
+        let v = serde_json::json!({"name": name, "path": path, "bytes": got});
+        print(
+            json,
+            &v,
+            &format!(
+                "fetched {name} -> {}: {} in {:.1} s",
+                path.display(),
+                human(got),
+                started.elapsed().as_secs_f64()
+            ),
+        );
+    }
+    Ok(())
+}
+
+async fn ls(api: &Api, json: bool) -> anyhow::Result<()> {
+    let v = api.json(api.http.get(api.url("/api/files"))).await?;
+    if json {
+        say!("{v}");
+        return Ok(());
+    }
+    for f in v["files"].as_array().into_iter().flatten() {
+        say!(
+            "{:>10}  {}",
+            human(f["size"].as_u64().unwrap_or(0)),
+            f["name"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+async fn status(api: &Api, json: bool, name: Option<&str>) -> anyhow::Result<()> {
+    let Some(name) = name else {
+        let v = api.json(api.http.get(api.url("/api/health"))).await?;
+        print(
+            json,
+            &v,
+            &format!(
+                "{} of {} nodes connected, {} files{}",
+                v["connected"],
+                v["nodes"],
+                v["files"],
+                if v["ready"] == Value::Bool(true) {
+                    ""
+                } else {
+                    " (not ready: see `cloudshell store nodes`)"
+                }
+            ),
+        );
+        return Ok(());
+    };
+    let encoded: Vec<String> = name.split('/').map(percent_encode).collect();
+    let v = api
+        .json(
+            api.http
+                .get(api.url(&format!("/api/stat/{}", encoded.join("/")))),
+        )
+        .await?;
+    if json {
+        say!("{v}");
+        return Ok(());
+    }
+    say!(
+        "{name}: {} in {} chunks of {}+{} shards, survives the loss of {} nodes",
+        human(v["file"]["size"].as_u64().unwrap_or(0)),
+        v["file"]["chunks"].as_u64().unwrap_or(0),
+        v["file"]["k"].as_u64().unwrap_or(0),
+        v["file"]["m"].as_u64().unwrap_or(0),
+        v["survivable_losses"].as_u64().unwrap_or(0)
+    );
+    for (i, c) in v["chunks"].as_array().into_iter().flatten().enumerate() {
+        let nodes: Vec<&str> = c["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["node"].as_str())
+            .collect();
+        say!("  chunk {i}: {}", nodes.join(" "));
+    }
+    Ok(())
+}
+
+async fn nodes(api: &Api, json: bool) -> anyhow::Result<()> {
+    let v = api.json(api.http.get(api.url("/api/nodes"))).await?;
+    if json {
+        say!("{v}");
+        return Ok(());
+    }
+    say!(
+        "{:<16} {:<14} {:>8} {:>10} {:>10}  {}",
+        "NODE",
+        "STATE",
+        "SHARDS",
+        "USED",
+        "QUOTA",
+        "NOTE"
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        say!(
+            "{:<16} {:<14} {:>8} {:>10} {:>10}  {}",
+            n["id"].as_str().unwrap_or("?"),
+            n["state"].as_str().unwrap_or("?"),
+            n["shards"].as_u64().unwrap_or(0),
+            human(n["used"].as_u64().unwrap_or(0)),
+            human(n["quota"].as_u64().unwrap_or(0)),
+            n["last_error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Builds the daemon's configuration from the file and the flags.
+fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<DaemonConfig> {
+    let mut c = match &args.config {
+        Some(path) => DaemonConfig::from_file(path)?,
+        None => DaemonConfig::default(),
+    };
+    if args.config.is_none() || args.data_dir.is_some() {
+        c.data_dir = match &args.data_dir {
+            Some(d) => d.clone(),
+            None => default_data_dir()?,
+        };
+    }
+    c.emulated |= global.emulated;
+    if let Some(url) = &global.endpoint_url {
+        c.endpoint_url = Some(url.clone());
+    }
+    match args.regions.as_deref() {
+        Some("all") => {
+            c.regions = cloudshell_emulator::config::DEFAULT_REGIONS
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect();
+        }
+        Some(list) => {
+            c.regions = list
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        None => {}
+    }
+    if let Some(l) = args.listen {
+        c.listen = l;
+    }
+    if args.key_file.is_some() {
+        c.key_file = args.key_file.clone();
+    }
+    if args.passphrase_env.is_some() {
+        c.passphrase_env = args.passphrase_env.clone();
+    }
+    c.no_encryption |= args.no_encryption;
+    if args.agent_binary.is_some() {
+        c.agent_binary = args.agent_binary.clone();
+    }
+    if args.token.is_some() {
+        c.token = args.token.clone();
+    }
+    if !args.stun.is_empty() {
+        c.stun = args.stun.clone();
+    }
+    if let Some(s) = args.repair_after {
+        c.repair_after_secs = s;
+    }
+    Ok(c)
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    Ok(dirs::data_dir()
+        .context("no user data directory; pass --data-dir")?
+        .join("cloudshell")
+        .join("store"))
+}
+
+async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    let mut config = serve_config(global, args)?;
+    if !config.emulated && config.endpoint_url.is_none() && !has_aws_credentials().await {
+        eprintln!(
+            "cloudshell store: no AWS credentials found; running on the embedded emulator \
+             (--emulated) with local regions"
+        );
+        config.emulated = true;
+    }
+    let started = Instant::now();
+    let emulated = config.emulated;
+    let daemon = Daemon::start(config)
+        .await
+        .context("the store daemon could not start")?;
+    let nodes = daemon.state().nodes.len();
+    eprintln!(
+        "cloudshell store: API at {}/api ({} regions{}); bringing nodes up...",
+        daemon.url(),
+        nodes,
+        if emulated { ", emulated" } else { "" }
+    );
+    match daemon.wait_ready(Duration::from_secs(600)).await {
+        Ok(()) => eprintln!(
+            "cloudshell store: ready: {nodes} of {nodes} nodes connected in {:.1} s; open {}",
+            started.elapsed().as_secs_f64(),
+            daemon.url()
+        ),
+        Err(e) => eprintln!("cloudshell store: warning: {e} (still trying)"),
+    }
+    tokio::select! {
+        () = daemon.wait() => Ok(()),
+        r = tokio::signal::ctrl_c() => {
+            r.context("cannot wait for Ctrl-C")?;
+            eprintln!("cloudshell store: stopping");
+            Ok(())
+        }
+    }
+}
+
+/// Whether the standard chain finds credentials (without reaching for
+/// instance metadata when AWS_EC2_METADATA_DISABLED is set).
+async fn has_aws_credentials() -> bool {
+    let Ok(config) = cloudshell::Config::load()
+        .region(Some(match cloudshell::Region::new("us-east-1") {
+            Ok(r) => r,
+            Err(_) => return false,
+        }))
+        .load()
+        .await
+    else {
+        return false;
+    };
+    cloudshell::Client::new(config)
+        .resolved_credentials()
+        .await
+        .is_ok()
+}

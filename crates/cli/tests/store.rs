@@ -1,0 +1,343 @@
+//! `cloudshell store` end to end: the real daemon (`store serve --emulated`)
+//! with nine emulated regions, each a real agent process started through
+//! its environment's shell, driven by the real CLI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
+mod harness;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{cli_bin, isolate};
+use serde_json::Value;
+
+/// A `cloudshell store serve --emulated` process and its data directory.
+struct Daemon {
+    child: Child,
+    url: String,
+    home: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon on `data` and waits until every node is connected.
+    fn start(data: &Path, home: &Path, extra: &[&str]) -> Daemon {
+        let mut c = Command::new(cli_bin());
+        isolate(&mut c, home);
+        let mut child = c
+            .args([
+                "store",
+                "serve",
+                "--emulated",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut url = None;
+        let started = Instant::now();
+        loop {
+            let mut line = String::new();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "the daemon exited before it was ready"
+            );
+            eprint!("daemon: {line}");
+            if let Some(rest) = line.split("API at ").nth(1) {
+                url = Some(rest.split("/api").next().unwrap().to_owned());
+            }
+            if line.contains("ready:") {
+                break;
+            }
+            assert!(!line.contains("warning: not ready"), "{line}");
+            assert!(started.elapsed() < Duration::from_secs(300));
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                eprintln!("daemon: {line}");
+            }
+        });
+        Daemon {
+            child,
+            url: url.expect("the daemon printed its URL"),
+            home: home.to_owned(),
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(cli_bin());
+        isolate(&mut c, &self.home);
+        c.args(["store", "--url", &self.url]).args(args);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(self.ok(&all).trim()).unwrap()
+    }
+
+    fn nodes(&self) -> Vec<Value> {
+        self.json(&["nodes"])["nodes"].as_array().unwrap().clone()
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills every process whose working directory is under `root`: the agents
+/// run detached in their environments' homes and outlive the daemon, as
+/// they do in CloudShell.
+fn kill_agents_under(root: &Path) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        if cwd.starts_with(root)
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        kill_agents_under(&self.0);
+    }
+}
+
+/// Pseudo-random bytes (xorshift), different for every seed.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// 100 sizes from 0 B to 20 MiB: the edges of chunks and a spread between.
+fn sizes() -> Vec<usize> {
+    let mib = 1 << 20;
+    let mut s = vec![
+        0,
+        1,
+        100,
+        4095,
+        4096,
+        65_536,
+        mib - 1,
+        mib,
+        mib + 1,
+        20 * mib,
+        20 * mib - 7,
+        7 * mib + 3,
+    ];
+    let mut x = 12345u64;
+    while s.len() < 100 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        s.push((x >> 33) as usize % (2 * mib));
+    }
+    s
+}
+
+fn environment_home(data: &Path, environment_id: &str) -> PathBuf {
+    data.join("emulator/homes").join(environment_id)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ok() {
+        assert!(
+            started.elapsed() < timeout,
+            "not within {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_hundred_files_survive_three_lost_agents_a_wiped_home_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_owned());
+    let data = dir.path().join("store");
+    let home = dir.path().join("user");
+    std::fs::create_dir_all(&home).unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+
+    let daemon = Daemon::start(&data, &home, &["--repair-after", "5"]);
+    let sizes = sizes();
+    let mut originals = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let path = files.join(format!("f{i:03}"));
+        let content = bytes(*size, i as u64);
+        std::fs::write(&path, &content).unwrap();
+        let name = format!("set/f{i:03}.bin");
+        let v = daemon.json(&["put", path.to_str().unwrap(), &name]);
+        assert_eq!(v["file"]["size"], *size as u64);
+        let survives = v["survivable_losses"].as_u64().unwrap();
+        assert!(survives == 3 || (*size == 0 && survives == 9), "{v}");
+        originals.push((name, content));
+    }
+    let listed = daemon.json(&["ls"]);
+    assert_eq!(listed["files"].as_array().unwrap().len(), 100);
+
+    let get_all = |daemon: &Daemon, tag: &str| {
+        let out = dir.path().join(format!("out-{tag}"));
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, content) in &originals {
+            let dest = out.join(name.replace('/', "_"));
+            daemon.ok(&["get", name, dest.to_str().unwrap()]);
+            assert!(
+                std::fs::read(&dest).unwrap() == *content,
+                "{name} differs after {tag}"
+            );
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    };
+
+    // Three agents die: every file still reads, bit for bit.
+    let nodes = daemon.nodes();
+    for n in &nodes[..3] {
+        let pid = n["agent_pid"].as_u64().unwrap();
+        assert!(
+            Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    get_all(&daemon, "three-agents-killed");
+
+    // One region comes back reclaimed: its home is wiped (agent, identity
+    // and shards gone). The daemon reinstalls the agent and repair puts
+    // its shards back, so every file again survives three losses.
+    let wiped = nodes[4].clone();
+    let wiped_id = wiped["id"].as_str().unwrap().to_owned();
+    kill_agents_under(&environment_home(
+        &data,
+        wiped["environment_id"].as_str().unwrap(),
+    ));
+    let wiped_home = environment_home(&data, wiped["environment_id"].as_str().unwrap());
+    std::fs::remove_dir_all(wiped_home.join(".cloudshell-agent")).unwrap();
+    let old_fingerprint = wiped["fingerprint"].clone();
+    wait_until(
+        "the wiped region serves again, with a new agent identity",
+        Duration::from_secs(180),
+        || {
+            daemon.nodes().iter().any(|n| {
+                n["id"] == wiped_id.as_str()
+                    && n["state"] == "connected"
+                    && n["fingerprint"] != old_fingerprint
+            })
+        },
+    );
+    // Repair (started by the daemon when it found the home empty) puts the
+    // region's shards back.
+    let expected: u64 = originals
+        .iter()
+        .map(|(name, _)| {
+            let v = daemon.json(&["status", name]);
+            v["chunks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|c| c["shards"].as_array().unwrap().clone())
+                .filter(|s| s["node"] == wiped_id.as_str())
+                .count() as u64
+        })
+        .sum();
+    wait_until(
+        "the wiped region holds its shards again",
+        Duration::from_secs(180),
+        || {
+            daemon.nodes().iter().any(|n| {
+                n["id"] == wiped_id.as_str() && n["shards"].as_u64().unwrap_or(0) >= expected.max(1)
+            }) && daemon.nodes().iter().all(|n| n["state"] == "connected")
+        },
+    );
+    // Every shard of every file is fetched and checked: nothing left to rebuild.
+    let repair = daemon.json(&["repair"]);
+    assert_eq!(repair["failed"].as_array().unwrap().len(), 0, "{repair}");
+    assert_eq!(repair["shards_rebuilt"], 0, "full redundancy: {repair}");
+    for (name, _) in &originals {
+        let v = daemon.json(&["status", name]);
+        assert!(v["survivable_losses"].as_u64().unwrap() >= 3, "{v}");
+    }
+
+    // The daemon restarts: the index is intact and the agents are taken over.
+    daemon.stop();
+    let daemon = Daemon::start(&data, &home, &[]);
+    assert_eq!(daemon.json(&["ls"])["files"].as_array().unwrap().len(), 100);
+    get_all(&daemon, "restart");
+
+    // Bad input gets clear errors and changes nothing.
+    let out = daemon.cli(&["get", "no/such/file"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no file named \"no/such/file\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = daemon.cli(&["put", "-"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a name"));
+    let mut c = daemon.cli(&["put", "-", "from-stdin"]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"streamed from a pipe")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let out = daemon.cli(&["get", "from-stdin", "-"]).output().unwrap();
+    assert_eq!(out.stdout, b"streamed from a pipe");
+    daemon.ok(&["rm", "from-stdin"]);
+    assert_eq!(daemon.json(&["ls"])["files"].as_array().unwrap().len(), 100);
+    let stopped = Command::new(cli_bin())
+        .args(["store", "--url", "http://127.0.0.1:9", "ls"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&stopped.stderr).contains("no store daemon answers"));
+}

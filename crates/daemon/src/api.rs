@@ -1,0 +1,484 @@
+//! The JSON API on the daemon's HTTP listener. Files stream in and out (a
+//! file is never held whole in memory); errors are JSON with a code, a
+//! message and the HTTP status that fits.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /api/health` | nodes connected, files stored |
+//! | `GET /api/files` | every file |
+//! | `PUT /api/files/{name}` | upload (the body, streamed) |
+//! | `GET /api/files/{name}` | download, `Range: bytes=` honoured |
+//! | `DELETE /api/files/{name}` | delete |
+//! | `GET /api/stat/{name}` | a file with its shard map |
+//! | `GET /api/nodes` | nodes with state, health and capacity |
+//! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
+//! | `POST /api/repair` | repair every file now |
+//! | `POST /api/redistribute` | even out the nodes |
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloudshell_store::StoreError;
+use futures_util::TryStreamExt as _;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::State;
+use crate::node::NodeState;
+
+type Shared = Arc<State>;
+
+/// The API's routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/files", get(list))
+        .route(
+            "/api/files/{*name}",
+            get(download).put(upload).delete(remove),
+        )
+        .route("/api/stat/{*name}", get(stat))
+        .route("/api/nodes", get(nodes))
+        .route("/api/nodes/{id}/offline", post(offline))
+        .route("/api/nodes/{id}/online", post(online))
+        .route("/api/repair", post(repair))
+        .route("/api/redistribute", post(redistribute))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (status, code) = match &e {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "NoSuchFile"),
+            StoreError::Unrecoverable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Unrecoverable"),
+            StoreError::NoNodes | StoreError::ShardWrite { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "NodesUnavailable")
+            }
+            StoreError::Io(_) => (StatusCode::BAD_REQUEST, "BodyFailed"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
+        };
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        Self::new(status, code, message)
+    }
+}
+
+/// Requires `Authorization: Bearer TOKEN` when a token is configured.
+async fn authorize(
+    AxumState(state): AxumState<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.config.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            use subtle_eq::eq;
+            eq(g.as_bytes(), token.as_bytes())
+        });
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "this daemon needs its token: send `Authorization: Bearer TOKEN` (the CLI reads \
+                 CLOUDSHELL_STORE_TOKEN)",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+mod subtle_eq {
+    /// Compares without stopping at the first difference, so the time taken
+    /// says nothing about how much of a guess was right.
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidName",
+            format!("{name:?} is not a valid file name: {why}"),
+        )
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > 1024 {
+        return Err(bad("it is longer than 1024 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("it contains control characters"));
+    }
+    if name.ends_with('/') {
+        return Err(bad("it ends with /"));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct FileInfo {
+    name: String,
+    size: u64,
+    created: i64,
+    chunks: u64,
+    k: u8,
+    m: u8,
+    encrypted: bool,
+    blake3: String,
+}
+
+fn info(r: &cloudshell_store::FileRecord) -> FileInfo {
+    FileInfo {
+        name: r.name.clone(),
+        size: r.size,
+        created: r.created,
+        chunks: r.size.div_ceil(u64::from(r.chunk_size.max(1))),
+        k: r.k,
+        m: r.m,
+        encrypted: r.wrapped_key.is_some(),
+        blake3: hex(&r.blake3),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let statuses: Vec<_> = state
+        .nodes
+        .iter()
+        .map(crate::node::NodeHandle::status)
+        .collect();
+    let connected = statuses
+        .iter()
+        .filter(|s| s.state == NodeState::Connected)
+        .count();
+    let files = state
+        .store
+        .index()
+        .files()
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .len();
+    Ok(Json(json!({
+        "ready": connected == statuses.len(),
+        "nodes": statuses.len(),
+        "connected": connected,
+        "files": files,
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+async fn list(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let files = state
+        .store
+        .index()
+        .files()
+        .map_err(|e| ApiError::from(StoreError::from(e)))?;
+    let files: Vec<FileInfo> = files.iter().map(info).collect();
+    Ok(Json(json!({ "files": files })))
+}
+
+async fn upload(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_name(&name)?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let report = state.store.put(&name, reader).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "file": info(&report.record),
+            "survivable_losses": survivable(&state, report.survivable_losses),
+        })),
+    ))
+}
+
+/// Node losses a file survives, as shown: an empty file (no chunks)
+/// survives losing every node, not `usize::MAX` of them.
+fn survivable(state: &State, losses: usize) -> usize {
+    losses.min(state.nodes.len())
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
+fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().ok()?, size),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.saturating_add(1).min(size),
+        ),
+    };
+    (start < end && start < size).then_some(start..end)
+}
+
+async fn download(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (record, _) = state
+        .store
+        .index()
+        .file(&name)
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .ok_or_else(|| ApiError::from(StoreError::NotFound(name.clone())))?;
+    let size = record.size;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) => match parse_range(v, size) {
+            Some(r) => Some(r),
+            None => {
+                let mut r = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "InvalidRange",
+                    format!("{v:?} is not a single satisfiable range of this {size}-byte file"),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(r);
+            }
+        },
+        None => None,
+    };
+    let wanted = range.clone().unwrap_or(0..size);
+    // The store writes into one end of a pipe while the body streams the
+    // other: memory stays at the pipe's size whatever the file's.
+    let (reader, writer) = tokio::io::duplex(256 * 1024);
+    let store_state = state.clone();
+    let task_range = wanted.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store_state.store.get_range(&name, task_range, writer).await {
+            // The body ends short of its Content-Length: the client sees a
+            // truncated transfer, never wrong bytes.
+            tracing::warn!(file = %name, "download failed: {e}");
+        }
+    });
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(wanted.end - wanted.start),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(r) = range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+async fn remove(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stat(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (record, manifest) = state
+        .store
+        .index()
+        .file(&name)
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .ok_or_else(|| ApiError::from(StoreError::NotFound(name.clone())))?;
+    let chunks: Vec<_> = manifest
+        .chunks
+        .iter()
+        .map(|c| {
+            json!({
+                "payload_len": c.payload_len,
+                "shards": c.shards.iter().map(|s| json!({"node": s.node, "blake3": hex(&s.blake3)})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let survivable = survivable(&state, state.store.survivable_losses(&name)?);
+    Ok(Json(json!({
+        "file": info(&record),
+        "survivable_losses": survivable,
+        "chunks": chunks,
+    })))
+}
+
+async fn nodes(AxumState(state): AxumState<Shared>) -> Json<serde_json::Value> {
+    let nodes: Vec<_> = state
+        .nodes
+        .iter()
+        .map(crate::node::NodeHandle::status)
+        .collect();
+    Json(json!({ "nodes": nodes }))
+}
+
+fn find_node<'a>(state: &'a State, id: &str) -> Result<&'a crate::node::NodeHandle, ApiError> {
+    state.node(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchNode",
+            format!("no node {id:?}; `GET /api/nodes` lists them"),
+        )
+    })
+}
+
+async fn offline(
+    AxumState(state): AxumState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = find_node(&state, &id)?;
+    if let Some(n) = state.store_node(&id) {
+        n.set_online(false);
+    }
+    node.update(|s| s.state = NodeState::Offline);
+    Ok(Json(json!({ "node": node.status() })))
+}
+
+async fn online(
+    AxumState(state): AxumState<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = find_node(&state, &id)?;
+    let serving = node.remote().is_some();
+    if let Some(n) = state.store_node(&id) {
+        n.set_online(serving);
+    }
+    node.update(|s| {
+        s.state = if serving {
+            NodeState::Connected
+        } else {
+            NodeState::Degraded
+        }
+    });
+    Ok(Json(json!({ "node": node.status() })))
+}
+
+async fn repair(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut chunks = 0;
+    let mut shards = 0;
+    let mut failed = Vec::new();
+    let files = state
+        .store
+        .index()
+        .files()
+        .map_err(|e| ApiError::from(StoreError::from(e)))?;
+    for f in &files {
+        match state.store.repair(&f.name).await {
+            Ok(r) => {
+                chunks += r.chunks_repaired;
+                shards += r.shards_rebuilt;
+            }
+            Err(e) => failed.push(json!({"name": f.name, "error": e.to_string()})),
+        }
+    }
+    Ok(Json(json!({
+        "files": files.len(),
+        "chunks_repaired": chunks,
+        "shards_rebuilt": shards,
+        "failed": failed,
+    })))
+}
+
+async fn redistribute(
+    AxumState(state): AxumState<Shared>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = state.store.redistribute().await?;
+    Ok(Json(json!({ "shards_moved": r.shards_moved })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=-5", 100), Some(95..100));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(95..100));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=-0", 100), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("a/b.txt").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name("dir/").is_err());
+        assert!(check_name(&"x".repeat(1025)).is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! The daemon's configuration: one serde struct, a doc on every field, read
+//! from a TOML file and overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The nine regions the embedded emulator runs when none are named: three
+/// continents, so placement has real regions to spread over.
+pub const EMULATED_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "ap-south-1",
+];
+
+/// Public STUN servers used against real AWS when none are configured.
+pub const PUBLIC_STUN_SERVERS: &[&str] = &["stun.l.google.com:19302", "stun1.l.google.com:19302"];
+
+/// Everything `cloudshell store serve` needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Where the index, the daemon's identity and (when emulated) the
+    /// emulator's state live.
+    pub data_dir: PathBuf,
+    /// Address of the JSON API, web UI and metrics. Anything but loopback
+    /// needs `token`.
+    pub listen: SocketAddr,
+    /// Bearer token required on every API request when set (and always
+    /// when `listen` is not a loopback address).
+    pub token: Option<String>,
+    /// Regions to keep a node in; empty means the nine emulated regions
+    /// when emulated, and is an error otherwise.
+    pub regions: Vec<String>,
+    /// Run against an emulator started in this process instead of AWS.
+    pub emulated: bool,
+    /// A CloudShell endpoint to use instead of AWS's (an emulator started
+    /// elsewhere); credentials then come from the usual chain.
+    pub endpoint_url: Option<String>,
+    /// The store's key: a key file (64 hex digits, mode 0600) ...
+    pub key_file: Option<PathBuf>,
+    /// ... or the name of an environment variable holding a passphrase.
+    pub passphrase_env: Option<String>,
+    /// Store without encryption (only when asked for explicitly).
+    pub no_encryption: bool,
+    /// The agent binary to install on nodes; by default the
+    /// `cloudshell-agent` next to this program.
+    pub agent_binary: Option<PathBuf>,
+    /// Bytes of shards each agent may hold (suffixes K, M, G).
+    pub agent_quota: String,
+    /// STUN servers (HOST:PORT) for the daemon and its agents; empty means
+    /// public ones against AWS and none when emulated (agents on this
+    /// machine reach the daemon directly).
+    pub stun: Vec<String>,
+    /// UDP address of the daemon's QUIC socket.
+    pub quic_listen: SocketAddr,
+    /// How often each environment is sent a heartbeat, in seconds
+    /// (CloudShell suspends an environment after about 20 idle minutes).
+    pub heartbeat_secs: u64,
+    /// How long a node may be unreachable before repair rebuilds its shards
+    /// elsewhere, in seconds.
+    pub repair_after_secs: u64,
+    /// Seconds between two passes of the scrubber over every shard.
+    pub scrub_interval_secs: u64,
+    /// Shards verified per second at most by the scrubber.
+    pub scrub_rate: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("cloudshell-store"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            regions: Vec::new(),
+            emulated: false,
+            endpoint_url: None,
+            key_file: None,
+            passphrase_env: None,
+            no_encryption: false,
+            agent_binary: None,
+            agent_quota: "900M".to_owned(),
+            stun: Vec::new(),
+            quic_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            heartbeat_secs: 300,
+            repair_after_secs: 600,
+            scrub_interval_secs: 24 * 3600,
+            scrub_rate: 50,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this struct.
+    #[error("{path} is not a valid configuration: {message}")]
+    Parse {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// The values do not fit together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DaemonConfig {
+    /// Reads a TOML file; fields it does not name keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The regions to run, defaults applied.
+    pub fn regions(&self) -> Result<Vec<String>, ConfigError> {
+        if !self.regions.is_empty() {
+            return Ok(self.regions.clone());
+        }
+        if self.emulated {
+            return Ok(EMULATED_REGIONS.iter().map(|r| (*r).to_owned()).collect());
+        }
+        Err(ConfigError::Invalid(
+            "no regions: pass --regions (say us-east-1,eu-west-1,ap-southeast-1) or set \
+             `regions` in the configuration file"
+                .to_owned(),
+        ))
+    }
+
+    /// The STUN servers, defaults applied.
+    pub fn stun_servers(&self) -> Vec<String> {
+        if !self.stun.is_empty() || self.emulated || self.endpoint_url.is_some() {
+            return self.stun.clone();
+        }
+        PUBLIC_STUN_SERVERS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+
+    /// The agent quota in bytes.
+    pub fn agent_quota_bytes(&self) -> Result<u64, ConfigError> {
+        cloudshell_store::shard_store::parse_size(&self.agent_quota).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "agent_quota {:?} is not a size; try 900M or a number of bytes",
+                self.agent_quota
+            ))
+        })
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    /// How long a node may be gone before its shards are rebuilt elsewhere.
+    pub fn repair_after(&self) -> Duration {
+        Duration::from_secs(self.repair_after_secs)
+    }
+
+    /// Checks what can be checked before starting anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.regions()?;
+        self.agent_quota_bytes()?;
+        let keys = [
+            self.key_file.is_some(),
+            self.passphrase_env.is_some(),
+            self.no_encryption,
+        ];
+        if keys.iter().filter(|k| **k).count() > 1 {
+            return Err(ConfigError::Invalid(
+                "give one of --key-file, --passphrase-env and --no-encryption".to_owned(),
+            ));
+        }
+        if !self.listen.ip().is_loopback() && self.token.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "{} is not a loopback address: set a token (--token or `token`) so that \
+                 nobody else on the network can use the store",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_sets_what_it_names_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.toml");
+        std::fs::write(
+            &path,
+            "regions = [\"us-east-1\", \"eu-west-1\"]\nheartbeat_secs = 60\n",
+        )
+        .unwrap();
+        let c = DaemonConfig::from_file(&path).unwrap();
+        assert_eq!(c.regions().unwrap(), ["us-east-1", "eu-west-1"]);
+        assert_eq!(c.heartbeat(), Duration::from_secs(60));
+        assert_eq!(c.agent_quota_bytes().unwrap(), 900 << 20);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.toml");
+        std::fs::write(&path, "regoins = [\"us-east-1\"]\n").unwrap();
+        let e = DaemonConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("regoins"), "{e}");
+        let c = DaemonConfig {
+            agent_quota: "lots".into(),
+            emulated: true,
+            ..DaemonConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("lots"));
+        let c = DaemonConfig::default();
+        assert!(c.validate().unwrap_err().to_string().contains("--regions"));
+        let c = DaemonConfig {
+            emulated: true,
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..DaemonConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("token"));
+    }
+
+    #[test]
+    fn defaults_follow_the_mode() {
+        let emulated = DaemonConfig {
+            emulated: true,
+            ..DaemonConfig::default()
+        };
+        assert_eq!(emulated.regions().unwrap().len(), 9);
+        assert!(emulated.stun_servers().is_empty());
+        let aws = DaemonConfig {
+            regions: vec!["us-east-1".into()],
+            ..DaemonConfig::default()
+        };
+        assert_eq!(aws.stun_servers().len(), 2);
+    }
+}

@@ -1,0 +1,493 @@
+//! The store daemon: keeps an agent running in a CloudShell environment in
+//! every configured region, stores files across them with the store crate,
+//! repairs what is lost, and serves the JSON API.
+//!
+//! - [`config`]: [`DaemonConfig`], from flags or a TOML file;
+//! - [`environment`]: an environment made RUNNING, commands in its shell,
+//!   uploads into its home;
+//! - [`bootstrap`]: the shell commands that install and start the agent;
+//! - [`manager`]: [`manager::NodeManager`], one task per region;
+//! - [`node`]: a region's node: state, and the store's view of it;
+//! - [`api`]: the JSON API.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), cloudshell_daemon::DaemonError> {
+//! use cloudshell_daemon::{Daemon, DaemonConfig};
+//!
+//! let config = DaemonConfig {
+//!     emulated: true,
+//!     data_dir: "/tmp/store".into(),
+//!     ..DaemonConfig::default()
+//! };
+//! let daemon = Daemon::start(config).await?;
+//! println!("API at {}", daemon.url());
+//! daemon.wait_ready(std::time::Duration::from_secs(120)).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod api;
+pub mod bootstrap;
+pub mod config;
+pub mod environment;
+pub mod manager;
+pub mod node;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudshell_net::quic::Pool;
+use cloudshell_net::tls::Identity;
+use cloudshell_store::{KeySource, Store, StoreSettings};
+pub use config::DaemonConfig;
+use manager::{AgentBinary, NodeEvent, NodeManager, Shared};
+use node::{NodeHandle, NodeState};
+use tokio::sync::mpsc;
+
+/// Why the daemon could not start or answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A file or socket of the daemon's.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The store (index, key).
+    #[error(transparent)]
+    Store(#[from] cloudshell_store::StoreError),
+    /// The daemon's network identity or socket.
+    #[error("network: {0}")]
+    Net(String),
+    /// The embedded emulator or the CloudShell client.
+    #[error("cloudshell: {0}")]
+    CloudShell(String),
+    /// Not every node came up in time.
+    #[error("not ready after {after:?}: {detail}")]
+    NotReady {
+        /// How long was waited.
+        after: Duration,
+        /// The nodes that are not connected, and why.
+        detail: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// What the API handlers share.
+#[derive(Debug)]
+pub struct State {
+    /// The store.
+    pub store: Store,
+    /// One node per region, in configuration order.
+    pub nodes: Vec<NodeHandle>,
+    /// The configuration it runs with.
+    pub config: DaemonConfig,
+}
+
+impl State {
+    /// The node of `id`.
+    pub fn node(&self, id: &str) -> Option<&NodeHandle> {
+        self.nodes.iter().find(|n| n.status().id == id)
+    }
+
+    /// The store's handle of node `id`.
+    pub fn store_node(&self, id: &str) -> Option<cloudshell_store::Node> {
+        self.store.nodes().into_iter().find(|n| n.id == id)
+    }
+}
+
+/// A running daemon; it stops when dropped.
+pub struct Daemon {
+    state: Arc<State>,
+    local_addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pool: Pool,
+    _emulator: Option<cloudshell_emulator::Emulator>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.pool.close();
+    }
+}
+
+impl Daemon {
+    /// Starts everything: the emulator when asked, the node managers, the
+    /// repair loop and the HTTP server. Returns once the API answers; nodes
+    /// come up in the background ([`Daemon::wait_ready`]).
+    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(io(format!("cannot create {}", data_dir.display())))?;
+        let regions = config.regions()?;
+
+        let (emulator, clients) = clients(&config, &regions).await?;
+        let identity = Identity::load_or_create(&data_dir.join("identity"))
+            .map_err(|e| DaemonError::Net(e.to_string()))?;
+        let (pool, endpoints) = quic(&config, &identity).await?;
+        let agent = agent_binary(&config)?;
+
+        let nodes: Vec<NodeHandle> = regions.iter().map(|r| NodeHandle::new(r)).collect();
+        let store_nodes: Vec<cloudshell_store::Node> = nodes
+            .iter()
+            .zip(&regions)
+            .map(|(n, r)| {
+                let node = cloudshell_store::Node::new(r.clone(), r.clone(), n.shards());
+                // Offline until its agent answers: puts go where they can.
+                node.set_online(false);
+                node
+            })
+            .collect();
+        let key = key_source(&config)?;
+        let store = Store::open(
+            &data_dir.join("index.redb"),
+            &key,
+            store_nodes,
+            StoreSettings::default(),
+        )?;
+        let state = Arc::new(State {
+            store,
+            nodes,
+            config: config.clone(),
+        });
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            fingerprint: identity.fingerprint(),
+            endpoints,
+            stun: config.stun_servers(),
+            agent,
+            quota: config.agent_quota_bytes()?,
+            heartbeat: config.heartbeat(),
+            repair_after: config.repair_after(),
+            events: events_tx,
+        });
+        let mut tasks = Vec::new();
+        for ((region, client), node) in regions.iter().zip(clients).zip(&state.nodes) {
+            let store_node = state
+                .store_node(region)
+                .ok_or_else(|| DaemonError::CloudShell(format!("no store node for {region}")))?;
+            let manager = NodeManager::new(
+                region.clone(),
+                client,
+                node.clone(),
+                store_node,
+                shared.clone(),
+            );
+            tasks.push(tokio::spawn(manager.run()));
+        }
+        tasks.push(tokio::spawn(repair_loop(state.clone(), events_rx)));
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("cannot listen on {}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(io("the listener has no address"))?;
+        let app = api::router(state.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("API server stopped: {e}");
+            }
+        }));
+        Ok(Self {
+            state,
+            local_addr,
+            tasks,
+            pool,
+            _emulator: emulator,
+        })
+    }
+
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The state the API serves.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Waits until every node is connected.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DaemonError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting: Vec<String> = self
+                .state
+                .nodes
+                .iter()
+                .map(NodeHandle::status)
+                .filter(|s| s.state != NodeState::Connected)
+                .map(|s| {
+                    format!(
+                        "{} {:?}{}",
+                        s.id,
+                        s.state,
+                        s.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DaemonError::NotReady {
+                    after: timeout,
+                    detail: waiting.join("; "),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Serves until the process is stopped.
+    pub async fn wait(self) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// One CloudShell client per region: against the emulator started here, or
+/// the configured endpoint, or AWS.
+async fn clients(
+    config: &DaemonConfig,
+    regions: &[String],
+) -> Result<
+    (
+        Option<cloudshell_emulator::Emulator>,
+        Vec<cloudshell::Client>,
+    ),
+    DaemonError,
+> {
+    let cs = |e: &dyn std::fmt::Display| DaemonError::CloudShell(e.to_string());
+    let mut out = Vec::new();
+    if config.emulated {
+        let mut emulator_config =
+            cloudshell_emulator::EmulatorConfig::new(config.data_dir.join("emulator"));
+        emulator_config.regions = regions.to_vec();
+        let emulator = cloudshell_emulator::Emulator::start(
+            emulator_config,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .map_err(|e| DaemonError::CloudShell(format!("cannot start the emulator: {e:#}")))?;
+        let cred = emulator
+            .config()
+            .credentials
+            .first()
+            .ok_or_else(|| DaemonError::CloudShell("the emulator has no credentials".into()))?
+            .clone();
+        for r in regions {
+            let c = cloudshell::Config::builder()
+                .region(cloudshell::Region::new(r.as_str()).map_err(|e| cs(&e))?)
+                .endpoint_url(emulator.endpoint())
+                .credentials(cloudshell::Credentials::new(
+                    cred.access_key_id.clone(),
+                    cred.secret_access_key.clone(),
+                    None,
+                    None,
+                    "cloudshell-store-emulated",
+                ))
+                .build()
+                .map_err(|e| cs(&e))?;
+            out.push(cloudshell::Client::new(c));
+        }
+        return Ok((Some(emulator), out));
+    }
+    for r in regions {
+        let c = cloudshell::Config::load()
+            .region(Some(
+                cloudshell::Region::new(r.as_str()).map_err(|e| cs(&e))?,
+            ))
+            .endpoint_url(config.endpoint_url.clone())
+            .load()
+            .await
+            .map_err(|e| cs(&e))?;
+        out.push(cloudshell::Client::new(c));
+    }
+    Ok((None, out))
+}
+
+/// The daemon's QUIC socket and the endpoints agents punch towards: the
+/// public address STUN saw, and the local one.
+async fn quic(
+    config: &DaemonConfig,
+    identity: &Identity,
+) -> Result<(Pool, Vec<SocketAddr>), DaemonError> {
+    let socket = std::net::UdpSocket::bind(config.quic_listen)
+        .map_err(io(format!("cannot bind UDP {}", config.quic_listen)))?;
+    let servers = config.stun_servers();
+    let probe = socket
+        .try_clone()
+        .map_err(io("cannot share the QUIC socket"))?;
+    let found = {
+        let servers = servers.clone();
+        tokio::task::spawn_blocking(move || {
+            cloudshell_net::stun::discover(&probe, &servers, Duration::from_secs(3))
+        })
+        .await
+        .map_err(|e| DaemonError::Net(e.to_string()))?
+    };
+    for f in &found.failures {
+        tracing::warn!("STUN: {f}");
+    }
+    if let Some(w) = found.symmetric_warning() {
+        tracing::warn!("{w}");
+    }
+    let bound = socket
+        .local_addr()
+        .map_err(io("the UDP socket has no address"))?;
+    let mut endpoints: Vec<SocketAddr> = found.public.into_iter().collect();
+    let local = if bound.ip().is_unspecified() {
+        // The interface towards the STUN servers, or loopback without any:
+        // then only agents on this machine (the emulator's) can reach us.
+        let toward = servers.first().and_then(|s| {
+            use std::net::ToSocketAddrs as _;
+            s.to_socket_addrs().ok()?.next()
+        });
+        let ip = toward
+            .and_then(|t| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+                s.connect(t).ok()?;
+                Some(s.local_addr().ok()?.ip())
+            })
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        SocketAddr::new(ip, bound.port())
+    } else {
+        bound
+    };
+    if !endpoints.contains(&local) {
+        endpoints.push(local);
+    }
+    let pool = Pool::new(socket, identity).map_err(|e| DaemonError::Net(e.to_string()))?;
+    pool.set_nat(found.nat);
+    Ok((pool, endpoints))
+}
+
+/// The agent binary: the configured one, or `cloudshell-agent` next to
+/// this program.
+fn agent_binary(config: &DaemonConfig) -> Result<AgentBinary, DaemonError> {
+    let path = match &config.agent_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(io("cannot find this program"))?
+            .with_file_name("cloudshell-agent"),
+    };
+    AgentBinary::load(&path).map_err(io(format!(
+        "cannot read the agent binary {} (build it with `cargo build --release -p \
+         cloudshell-agent`, or point agent_binary / --agent-binary at it)",
+        path.display()
+    )))
+}
+
+/// The default key file, created for a new store when no key was given.
+pub fn default_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("store.key")
+}
+
+fn key_source(config: &DaemonConfig) -> Result<KeySource, DaemonError> {
+    if config.no_encryption {
+        return Ok(KeySource::NoEncryption);
+    }
+    if let Some(var) = &config.passphrase_env {
+        let p = std::env::var(var).map_err(|_| {
+            config::ConfigError::Invalid(format!(
+                "--passphrase-env {var}: the environment variable {var} is not set"
+            ))
+        })?;
+        return Ok(KeySource::Passphrase(p));
+    }
+    let path = match &config.key_file {
+        Some(p) => p.clone(),
+        None => {
+            let p = default_key_file(&config.data_dir);
+            if !p.exists() {
+                cloudshell_store::MasterKey::generate_key_file(&p)
+                    .map_err(|e| DaemonError::Store(e.into()))?;
+                tracing::warn!(
+                    "created the key file {}: keep a copy; without it nothing stored can be read",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    Ok(KeySource::KeyFile(path))
+}
+
+/// Rebuilds what a lost or wiped node held.
+async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<NodeEvent>) {
+    while let Some(event) = events.recv().await {
+        let node = match &event {
+            NodeEvent::Lost { node } => node.clone(),
+            NodeEvent::Connected {
+                node,
+                fresh_home: true,
+            } => node.clone(),
+            NodeEvent::Connected { .. } => continue,
+        };
+        if let Err(e) = repair_node(&state, &node).await {
+            tracing::warn!(node = %node, "repair: {e}");
+        }
+    }
+}
+
+/// Repairs every file with a shard on `node`.
+pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError> {
+    let mut repaired = 0;
+    for record in state
+        .store
+        .index()
+        .files()
+        .map_err(|e| DaemonError::Store(e.into()))?
+    {
+        let Some((_, manifest)) = state
+            .store
+            .index()
+            .file(&record.name)
+            .map_err(|e| DaemonError::Store(e.into()))?
+        else {
+            continue;
+        };
+        let touches = manifest
+            .chunks
+            .iter()
+            .any(|c| c.shards.iter().any(|s| s.node == node));
+        if touches {
+            match state.store.repair(&record.name).await {
+                Ok(report) => {
+                    repaired += report.shards_rebuilt;
+                }
+                Err(e) => tracing::warn!(file = %record.name, "repair: {e}"),
+            }
+        }
+    }
+    Ok(repaired)
+}

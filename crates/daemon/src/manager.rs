@@ -1,0 +1,308 @@
+//! The node manager: one task per region that keeps an agent serving it.
+//!
+//! provisioning (environment RUNNING) -> bootstrapping (agent installed,
+//! started, punched, connected) -> connected (heartbeats, health checks)
+//! -> degraded when the agent stops answering -> bootstrapping again; lost
+//! when it has been gone longer than the repair delay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudshell::{Client, EnvironmentId};
+use cloudshell_agent::RemoteShards;
+use cloudshell_net::quic::Pool;
+use cloudshell_net::tls::Fingerprint;
+use cloudshell_store::shard_store::ShardStore as _;
+use tokio::sync::mpsc;
+
+use crate::bootstrap::{self, AgentArgs, AgentLine, BootstrapError};
+use crate::environment::{self, EnvironmentError};
+use crate::node::{NodeHandle, NodeState};
+
+/// How often a connected agent is asked for its stats.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a health check may take: an agent that was killed answers
+/// nothing at all (UDP has no connection to reset), so silence is the sign.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failed health checks in a row before the node counts as degraded.
+pub const HEALTH_FAILURES: u32 = 2;
+/// The longest wait between two attempts to bring a node back.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The agent binary the daemon installs.
+#[derive(Debug, Clone)]
+pub struct AgentBinary {
+    /// Its bytes.
+    pub bytes: bytes::Bytes,
+    /// Their SHA-256, hex.
+    pub sha256: String,
+}
+
+impl AgentBinary {
+    /// Reads the binary at `path`.
+    pub fn load(path: &std::path::Path) -> std::io::Result<Self> {
+        let bytes = bytes::Bytes::from(std::fs::read(path)?);
+        let sha256 = cloudshell_ssm::transfer::Sha256::of(&bytes).hex();
+        Ok(Self { bytes, sha256 })
+    }
+}
+
+/// What every node manager shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The daemon's QUIC connections.
+    pub pool: Pool,
+    /// The daemon's certificate, which agents are told to accept.
+    pub fingerprint: Fingerprint,
+    /// Where agents punch towards.
+    pub endpoints: Vec<SocketAddr>,
+    /// STUN servers for agents.
+    pub stun: Vec<String>,
+    /// What to install.
+    pub agent: AgentBinary,
+    /// Each agent's quota.
+    pub quota: u64,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// How long a node may be gone before it is lost.
+    pub repair_after: Duration,
+    /// Where node events go.
+    pub events: mpsc::UnboundedSender<NodeEvent>,
+}
+
+/// What the rest of the daemon hears from node managers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node is serving; `fresh_home` when its agent found no shards (a
+    /// new or reclaimed environment).
+    Connected {
+        /// Which node.
+        node: String,
+        /// No shards were there.
+        fresh_home: bool,
+    },
+    /// A node has been gone longer than the repair delay.
+    Lost {
+        /// Which node.
+        node: String,
+    },
+}
+
+/// Why bringing a node up failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The environment.
+    #[error(transparent)]
+    Environment(#[from] EnvironmentError),
+    /// The agent's installation or start.
+    #[error(transparent)]
+    Bootstrap(#[from] BootstrapError),
+    /// Connecting to the agent.
+    #[error("connecting to the agent: {0}")]
+    Connect(String),
+}
+
+/// Keeps one region's node served.
+pub struct NodeManager {
+    region: String,
+    client: Client,
+    node: NodeHandle,
+    store_node: cloudshell_store::Node,
+    shared: Arc<Shared>,
+}
+
+impl NodeManager {
+    /// A manager for `region` through `client`, serving `node`.
+    pub fn new(
+        region: String,
+        client: Client,
+        node: NodeHandle,
+        store_node: cloudshell_store::Node,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            region,
+            client,
+            node,
+            store_node,
+            shared,
+        }
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(self) {
+        let mut backoff = Duration::from_secs(1);
+        let mut down_since = tokio::time::Instant::now();
+        let mut lost_reported = false;
+        loop {
+            match self.bring_up().await {
+                Ok((env, remote)) => {
+                    backoff = Duration::from_secs(1);
+                    lost_reported = false;
+                    self.watch(&env, &remote).await;
+                    down_since = tokio::time::Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(region = %self.region, "node not up: {e}");
+                    let lost = down_since.elapsed() >= self.shared.repair_after;
+                    self.node.update(|s| {
+                        s.last_error = Some(e.to_string());
+                        if s.state != NodeState::Offline {
+                            s.state = if lost {
+                                NodeState::Lost
+                            } else {
+                                NodeState::Degraded
+                            };
+                        }
+                    });
+                    if lost && !lost_reported {
+                        lost_reported = true;
+                        let _ = self.shared.events.send(NodeEvent::Lost {
+                            node: self.region.clone(),
+                        });
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: NodeState) {
+        self.node.update(|s| {
+            if s.state != NodeState::Offline {
+                s.state = state;
+            }
+        });
+    }
+
+    /// Environment, agent, connection.
+    async fn bring_up(&self) -> Result<(EnvironmentId, RemoteShards), NodeError> {
+        let first = self.node.status().fingerprint.is_none();
+        self.set_state(if first {
+            NodeState::Provisioning
+        } else {
+            self.node.status().state
+        });
+        let env = environment::ensure_running(&self.client).await?;
+        self.node
+            .update(|s| s.environment_id = Some(env.as_str().to_owned()));
+        self.set_state(if first {
+            NodeState::Bootstrapping
+        } else {
+            self.node.status().state
+        });
+        let (line, fresh_home) = self.start_agent(&env).await?;
+        let client = self
+            .shared
+            .pool
+            .client(line.fingerprint, line.route())
+            .map_err(|e| NodeError::Connect(e.to_string()))?;
+        let remote = RemoteShards::new(client);
+        let stats = remote
+            .stats()
+            .await
+            .map_err(|e| NodeError::Connect(e.to_string()))?;
+        self.node.serve(Some(remote.clone()));
+        if self.node.status().state != NodeState::Offline {
+            self.store_node.set_online(true);
+        }
+        self.node.update(|s| {
+            s.fingerprint = Some(line.fingerprint.to_string());
+            s.addresses = line.route().addrs.iter().map(ToString::to_string).collect();
+            s.nat = line.nat.map(|n| n.to_string());
+            s.agent_pid = Some(line.pid);
+            s.used = stats.used;
+            s.quota = stats.quota;
+            s.shards = stats.shards;
+            s.last_error = None;
+            if s.state != NodeState::Offline {
+                s.state = NodeState::Connected;
+            }
+        });
+        let _ = self.shared.events.send(NodeEvent::Connected {
+            node: self.region.clone(),
+            fresh_home,
+        });
+        Ok((env, remote))
+    }
+
+    /// Installs the agent if it is missing or another version, starts it,
+    /// and reads its line. Also says whether the home held no shards.
+    async fn start_agent(&self, env: &EnvironmentId) -> Result<(AgentLine, bool), NodeError> {
+        let (_, out) = environment::run(&self.client, env, &bootstrap::prepare_command()).await?;
+        let installed = bootstrap::parse_prepare(&out)?;
+        if installed.agent_sha256.as_deref() != Some(self.shared.agent.sha256.as_str()) {
+            environment::upload(
+                &self.client,
+                env,
+                bootstrap::UPLOAD_PATH,
+                self.shared.agent.bytes.clone(),
+            )
+            .await?;
+            let (code, out) = environment::run(
+                &self.client,
+                env,
+                &bootstrap::install_command(&self.shared.agent.sha256),
+            )
+            .await?;
+            bootstrap::parse_install(code, &out)?;
+        }
+        let args = AgentArgs {
+            daemon: self.shared.fingerprint,
+            quota: self.shared.quota,
+            stun: self.shared.stun.clone(),
+            punch: self.shared.endpoints.clone(),
+        };
+        let (code, out) =
+            environment::run(&self.client, env, &bootstrap::start_command(&args)).await?;
+        Ok((bootstrap::parse_start(code, &out)?, !installed.has_shards))
+    }
+
+    /// Heartbeats and health checks until the agent stops answering.
+    async fn watch(&self, env: &EnvironmentId, remote: &RemoteShards) {
+        let mut last_heartbeat = tokio::time::Instant::now();
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+            if last_heartbeat.elapsed() >= self.shared.heartbeat {
+                match environment::heartbeat(&self.client, env).await {
+                    Ok(()) => last_heartbeat = tokio::time::Instant::now(),
+                    Err(e) => tracing::warn!(region = %self.region, "heartbeat: {e}"),
+                }
+            }
+            let check = tokio::time::timeout(HEALTH_TIMEOUT, remote.stats())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(cloudshell_store::ShardError::Unavailable(format!(
+                        "no answer to a health check within {HEALTH_TIMEOUT:?}"
+                    )))
+                });
+            match check {
+                Ok(stats) => {
+                    failures = 0;
+                    self.node.update(|s| {
+                        s.used = stats.used;
+                        s.quota = stats.quota;
+                        s.shards = stats.shards;
+                        if s.state == NodeState::Degraded {
+                            s.state = NodeState::Connected;
+                        }
+                    });
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.node.update(|s| s.last_error = Some(e.to_string()));
+                    if failures >= HEALTH_FAILURES {
+                        break;
+                    }
+                }
+            }
+        }
+        self.node.serve(None);
+        self.store_node.set_online(false);
+        self.set_state(NodeState::Degraded);
+    }
+}
