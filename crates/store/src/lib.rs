@@ -40,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backup;
 pub mod crypto;
 pub mod erasure;
 mod export;

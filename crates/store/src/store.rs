@@ -296,6 +296,10 @@ impl Store {
         &self.index
     }
 
+    pub(crate) fn coding(&self) -> Coding {
+        self.coding
+    }
+
     pub(crate) fn master(&self) -> Option<&MasterKey> {
         self.master.as_ref()
     }

@@ -597,3 +597,78 @@ proptest::proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn the_index_backed_up_on_the_nodes_rebuilds_the_store_from_the_key_alone() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let mut files = Vec::new();
+    for i in 0..5 {
+        let d = data(10_000 + i * 3000, i as u64);
+        f.store.put(&format!("dir/f{i}"), &d[..]).await.unwrap();
+        files.push(d);
+    }
+    // Three backups: only the newest two stay.
+    for _ in 0..3 {
+        f.store.backup_index().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let gens = cloudshell_store::backup::generations(&f.store.nodes()[0])
+        .await
+        .unwrap();
+    assert_eq!(gens.len(), cloudshell_store::backup::KEEP, "{gens:?}");
+    let newest = f.store.backup_index().await.unwrap();
+    // A file stored after the last backup is not in it.
+    f.store.put("late", &b"late"[..]).await.unwrap();
+
+    // Only the key and the nodes, three of them gone.
+    let empty = tempfile::tempdir().unwrap();
+    let remaining = nodes_again(f.dir.path());
+    for n in &remaining[..3] {
+        n.set_online(false);
+    }
+    let (store, generation) = Store::recover_from_nodes(
+        &empty.path().join("index.redb"),
+        &KeySource::Passphrase("pw".into()),
+        remaining,
+        settings(4096),
+    )
+    .await
+    .unwrap();
+    assert_eq!(generation, newest.generation);
+    for (i, d) in files.iter().enumerate() {
+        assert_eq!(&get(&store, &format!("dir/f{i}")).await.unwrap(), d);
+    }
+    assert!(matches!(
+        get(&store, "late").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // The wrong key recovers nothing and writes nothing.
+    let other = tempfile::tempdir().unwrap();
+    let wrong = Store::recover_from_nodes(
+        &other.path().join("index.redb"),
+        &KeySource::Passphrase("not it".into()),
+        nodes_again(f.dir.path()),
+        settings(4096),
+    )
+    .await;
+    assert!(wrong.is_err());
+
+    // Nodes that never held a backup say so.
+    let blank = tempfile::tempdir().unwrap();
+    let none = Store::recover_from_nodes(
+        &blank.path().join("index.redb"),
+        &KeySource::Passphrase("pw".into()),
+        nodes(blank.path(), 9, 1 << 40),
+        settings(4096),
+    )
+    .await;
+    match none {
+        Err(e) => assert!(e.to_string().contains("no node holds one"), "{e}"),
+        Ok(_) => panic!("recovered from empty nodes"),
+    }
+}
+
+fn nodes_again(root: &Path) -> Vec<Node> {
+    nodes(root, 9, 1 << 40)
+}
