@@ -98,6 +98,10 @@ pub enum StoreCommand {
     Nodes,
     /// Rebuild missing and corrupt shards of every file now.
     Repair,
+    /// Rebuild the index in an empty data directory from the backups the
+    /// daemon keeps on the nodes, with the store's key and its regions;
+    /// then `store serve` with the same flags carries on.
+    Recover(ServeArgs),
 }
 
 /// `cloudshell store serve`.
@@ -144,6 +148,7 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.url, args.token.clone())?;
     match &args.command {
         StoreCommand::Serve(s) => serve(global, s).await,
+        StoreCommand::Recover(s) => recover(global, s, args.json).await,
         StoreCommand::Put { local, name } => put(&api, args.json, local, name.as_deref()).await,
         StoreCommand::Get { name, local } => get(&api, args.json, name, local.as_deref()).await,
         StoreCommand::Ls => ls(&api, args.json).await,
@@ -537,6 +542,9 @@ fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<DaemonC
         };
     }
     c.emulated |= global.emulated;
+    if let Some(d) = &global.emulator_data_dir {
+        c.emulator_data_dir = Some(d.clone());
+    }
     if let Some(url) = &global.endpoint_url {
         c.endpoint_url = Some(url.clone());
     }
@@ -626,6 +634,39 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::Result<()> {
+    let config = serve_config(global, args)?;
+    let started = Instant::now();
+    eprintln!(
+        "cloudshell store: bringing the nodes of {} up to look for index backups...",
+        config.regions()?.join(", ")
+    );
+    let data_dir = config.data_dir.clone();
+    let report = Daemon::recover(config, Duration::from_secs(300))
+        .await
+        .context("recovery failed; the data directory was left as it was")?;
+    let v = serde_json::json!({
+        "files": report.files,
+        "generation": report.generation,
+        "nodes_connected": report.nodes_connected,
+        "data_dir": data_dir,
+    });
+    print(
+        json,
+        &v,
+        &format!(
+            "recovered the index of {} files (backup of {} ms since the epoch, {} nodes answered) \
+             into {} in {:.1} s; now run `cloudshell store serve` with the same flags",
+            report.files,
+            report.generation,
+            report.nodes_connected,
+            data_dir.display(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
 }
 
 /// Whether the standard chain finds credentials (without reaching for

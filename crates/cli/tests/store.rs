@@ -192,7 +192,7 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_hundred_files_survive_three_lost_agents_a_wiped_home_and_a_restart() {
+fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = Cleanup(dir.path().to_owned());
     let data = dir.path().join("store");
@@ -335,6 +335,64 @@ fn a_hundred_files_survive_three_lost_agents_a_wiped_home_and_a_restart() {
     assert_eq!(out.stdout, b"streamed from a pipe");
     daemon.ok(&["rm", "from-stdin"]);
     assert_eq!(daemon.json(&["ls"])["files"].as_array().unwrap().len(), 100);
+    // The index is backed up on the nodes after every change.
+    wait_until("the last change backed up", Duration::from_secs(60), || {
+        let h = daemon.json(&["status"]);
+        h["index_backup"]["pending"] == false && h["index_backup"]["generation"].is_u64()
+    });
+    daemon.stop();
+
+    // Recovery into an empty data directory with only the key, the regions
+    // (the default nine) and the environments (the emulator's state, which
+    // like AWS's lives apart from the store's).
+    let fresh = dir.path().join("recovered");
+    let key = data.join("store.key");
+    let emulator = data.join("emulator");
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, &home);
+    let out = c
+        .args(["store", "--json", "recover", "--emulated", "--data-dir"])
+        .arg(&fresh)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--emulator-data-dir")
+        .arg(&emulator)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"], 100, "{report}");
+    // Recovering twice into the same directory is refused.
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, &home);
+    let again = c
+        .args(["store", "recover", "--emulated", "--data-dir"])
+        .arg(&fresh)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--emulator-data-dir")
+        .arg(&emulator)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an index"));
+    let daemon = Daemon::start(
+        &fresh,
+        &home,
+        &[
+            "--key-file",
+            key.to_str().unwrap(),
+            "--emulator-data-dir",
+            emulator.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(daemon.json(&["ls"])["files"].as_array().unwrap().len(), 100);
+    get_all(&daemon, "recover");
+
     let stopped = Command::new(cli_bin())
         .args(["store", "--url", "http://127.0.0.1:9", "ls"])
         .output()

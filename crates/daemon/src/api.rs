@@ -214,6 +214,7 @@ async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::
         "nodes": statuses.len(),
         "connected": connected,
         "files": files,
+        "index_backup": state.backup_status(|_| {}),
         "version": env!("CARGO_PKG_VERSION"),
     })))
 }
@@ -237,6 +238,7 @@ async fn upload(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
     let report = state.store.put(&name, reader).await?;
+    state.touch();
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -342,6 +344,7 @@ async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.store.delete(&name).await?;
+    state.touch();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -441,6 +444,9 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::
             Err(e) => failed.push(json!({"name": f.name, "error": e.to_string()})),
         }
     }
+    if shards > 0 {
+        state.touch();
+    }
     Ok(Json(json!({
         "files": files.len(),
         "chunks_repaired": chunks,
@@ -453,6 +459,9 @@ async fn redistribute(
     AxumState(state): AxumState<Shared>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let r = state.store.redistribute().await?;
+    if r.shards_moved > 0 {
+        state.touch();
+    }
     Ok(Json(json!({ "shards_moved": r.shards_moved })))
 }
 

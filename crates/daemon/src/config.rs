@@ -42,6 +42,10 @@ pub struct DaemonConfig {
     pub regions: Vec<String>,
     /// Run against an emulator started in this process instead of AWS.
     pub emulated: bool,
+    /// The embedded emulator's state (environments and their homes)
+    /// [default: DATA_DIR/emulator]. Like AWS's, it outlives the store's own
+    /// data directory: `recover` into an empty one finds the nodes here.
+    pub emulator_data_dir: Option<PathBuf>,
     /// A CloudShell endpoint to use instead of AWS's (an emulator started
     /// elsewhere); credentials then come from the usual chain.
     pub endpoint_url: Option<String>,
@@ -82,6 +86,7 @@ impl Default for DaemonConfig {
             token: None,
             regions: Vec::new(),
             emulated: false,
+            emulator_data_dir: None,
             endpoint_url: None,
             key_file: None,
             passphrase_env: None,

@@ -96,6 +96,21 @@ pub struct State {
     pub nodes: Vec<NodeHandle>,
     /// The configuration it runs with.
     pub config: DaemonConfig,
+    /// Told after every change to the index, so it is backed up.
+    changed: tokio::sync::Notify,
+    /// Whether a change waits to be backed up, and the last backup.
+    backup: std::sync::Mutex<BackupStatus>,
+}
+
+/// The index backup's progress, as the API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BackupStatus {
+    /// A change is not in a backup yet.
+    pub pending: bool,
+    /// The generation of the last backup written by this daemon.
+    pub generation: Option<u64>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
 }
 
 impl State {
@@ -104,9 +119,36 @@ impl State {
         self.nodes.iter().find(|n| n.status().id == id)
     }
 
+    /// Records a change to the index: it will be backed up shortly.
+    pub fn touch(&self) {
+        self.backup_status(|b| b.pending = true);
+        self.changed.notify_one();
+    }
+
+    /// The backup's status, after `f` changed it.
+    pub fn backup_status(&self, f: impl FnOnce(&mut BackupStatus)) -> BackupStatus {
+        let mut b = self
+            .backup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut b);
+        b.clone()
+    }
+
     /// The store's handle of node `id`.
     pub fn store_node(&self, id: &str) -> Option<cloudshell_store::Node> {
         self.store.nodes().into_iter().find(|n| n.id == id)
+    }
+}
+
+/// Aborts tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 
@@ -136,23 +178,28 @@ impl Drop for Daemon {
     }
 }
 
-impl Daemon {
-    /// Starts everything: the emulator when asked, the node managers, the
-    /// repair loop and the HTTP server. Returns once the API answers; nodes
-    /// come up in the background ([`Daemon::wait_ready`]).
-    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
+/// Everything that keeps the nodes up, before a store is opened over them.
+struct Fleet {
+    emulator: Option<cloudshell_emulator::Emulator>,
+    pool: Pool,
+    nodes: Vec<NodeHandle>,
+    store_nodes: Vec<cloudshell_store::Node>,
+    managers: Vec<NodeManager>,
+    events: mpsc::UnboundedReceiver<NodeEvent>,
+}
+
+impl Fleet {
+    async fn new(config: &DaemonConfig) -> Result<Self, DaemonError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(io(format!("cannot create {}", data_dir.display())))?;
         let regions = config.regions()?;
-
-        let (emulator, clients) = clients(&config, &regions).await?;
+        let (emulator, clients) = clients(config, &regions).await?;
         let identity = Identity::load_or_create(&data_dir.join("identity"))
             .map_err(|e| DaemonError::Net(e.to_string()))?;
-        let (pool, endpoints) = quic(&config, &identity).await?;
-        let agent = agent_binary(&config)?;
-
+        let (pool, endpoints) = quic(config, &identity).await?;
+        let agent = agent_binary(config)?;
         let nodes: Vec<NodeHandle> = regions.iter().map(|r| NodeHandle::new(r)).collect();
         let store_nodes: Vec<cloudshell_store::Node> = nodes
             .iter()
@@ -164,20 +211,7 @@ impl Daemon {
                 node
             })
             .collect();
-        let key = key_source(&config)?;
-        let store = Store::open(
-            &data_dir.join("index.redb"),
-            &key,
-            store_nodes,
-            StoreSettings::default(),
-        )?;
-        let state = Arc::new(State {
-            store,
-            nodes,
-            config: config.clone(),
-        });
-
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             fingerprint: identity.fingerprint(),
@@ -189,21 +223,104 @@ impl Daemon {
             repair_after: config.repair_after(),
             events: events_tx,
         });
-        let mut tasks = Vec::new();
-        for ((region, client), node) in regions.iter().zip(clients).zip(&state.nodes) {
-            let store_node = state
-                .store_node(region)
-                .ok_or_else(|| DaemonError::CloudShell(format!("no store node for {region}")))?;
-            let manager = NodeManager::new(
-                region.clone(),
-                client,
-                node.clone(),
-                store_node,
-                shared.clone(),
-            );
-            tasks.push(tokio::spawn(manager.run()));
+        let managers = regions
+            .iter()
+            .zip(clients)
+            .zip(nodes.iter().zip(&store_nodes))
+            .map(|((region, client), (node, store_node))| {
+                NodeManager::new(
+                    region.clone(),
+                    client,
+                    node.clone(),
+                    store_node.clone(),
+                    shared.clone(),
+                )
+            })
+            .collect();
+        Ok(Self {
+            emulator,
+            pool,
+            nodes,
+            store_nodes,
+            managers,
+            events,
+        })
+    }
+
+    /// Starts the node managers.
+    fn run(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.managers
+            .drain(..)
+            .map(|m| tokio::spawn(m.run()))
+            .collect()
+    }
+}
+
+/// Waits until every node in `nodes` is connected.
+async fn wait_connected(nodes: &[NodeHandle], timeout: Duration) -> Result<(), DaemonError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let waiting: Vec<String> = nodes
+            .iter()
+            .map(NodeHandle::status)
+            .filter(|s| s.state != NodeState::Connected)
+            .map(|s| {
+                format!(
+                    "{} {:?}{}",
+                    s.id,
+                    s.state,
+                    s.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                )
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
         }
-        tasks.push(tokio::spawn(repair_loop(state.clone(), events_rx)));
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DaemonError::NotReady {
+                after: timeout,
+                detail: waiting.join("; "),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What `recover` found.
+#[derive(Debug, Clone)]
+pub struct RecoverReport {
+    /// Files in the rebuilt index.
+    pub files: usize,
+    /// The backup generation it came from (milliseconds since the epoch).
+    pub generation: u64,
+    /// Nodes that answered.
+    pub nodes_connected: usize,
+}
+
+impl Daemon {
+    /// Starts everything: the emulator when asked, the node managers, the
+    /// repair and backup loops and the HTTP server. Returns once the API
+    /// answers; nodes come up in the background ([`Daemon::wait_ready`]).
+    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
+        let mut fleet = Fleet::new(&config).await?;
+        let key = key_source(&config, true)?;
+        let store = Store::open(
+            &config.data_dir.join("index.redb"),
+            &key,
+            fleet.store_nodes.clone(),
+            StoreSettings::default(),
+        )?;
+        let mut tasks = fleet.run();
+        let state = Arc::new(State {
+            store,
+            nodes: fleet.nodes.clone(),
+            config: config.clone(),
+            changed: tokio::sync::Notify::new(),
+            backup: std::sync::Mutex::new(BackupStatus::default()),
+        });
+        let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
+        tasks.push(tokio::spawn(repair_loop(state.clone(), events)));
+        tasks.push(tokio::spawn(backup_loop(state.clone())));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -221,8 +338,55 @@ impl Daemon {
             state,
             local_addr,
             tasks,
-            pool,
-            _emulator: emulator,
+            pool: fleet.pool.clone(),
+            _emulator: fleet.emulator.take(),
+        })
+    }
+
+    /// Rebuilds the index in an empty data directory from the backups on
+    /// the nodes, with the store's key: brings the nodes up, finds the
+    /// newest backup that decodes, and writes the index. The agents keep
+    /// running for the `serve` that follows.
+    pub async fn recover(
+        config: DaemonConfig,
+        wait: Duration,
+    ) -> Result<RecoverReport, DaemonError> {
+        let index_path = config.data_dir.join("index.redb");
+        if index_path.exists() {
+            return Err(config::ConfigError::Invalid(format!(
+                "{} already holds an index: recover into an empty data directory",
+                config.data_dir.display()
+            ))
+            .into());
+        }
+        let key = key_source(&config, false)?;
+        let mut fleet = Fleet::new(&config).await?;
+        let tasks = fleet.run();
+        let _stop = AbortOnDrop(tasks);
+        // Every node if it comes; any k of them are enough to decode.
+        let _ = wait_connected(&fleet.nodes, wait).await;
+        let connected = fleet
+            .nodes
+            .iter()
+            .filter(|n| n.status().state == NodeState::Connected)
+            .count();
+        let (store, generation) = Store::recover_from_nodes(
+            &index_path,
+            &key,
+            fleet.store_nodes.clone(),
+            StoreSettings::default(),
+        )
+        .await?;
+        let files = store
+            .index()
+            .files()
+            .map_err(|e| DaemonError::Store(e.into()))?
+            .len();
+        fleet.pool.close();
+        Ok(RecoverReport {
+            files,
+            generation,
+            nodes_connected: connected,
         })
     }
 
@@ -238,34 +402,7 @@ impl Daemon {
 
     /// Waits until every node is connected.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DaemonError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let waiting: Vec<String> = self
-                .state
-                .nodes
-                .iter()
-                .map(NodeHandle::status)
-                .filter(|s| s.state != NodeState::Connected)
-                .map(|s| {
-                    format!(
-                        "{} {:?}{}",
-                        s.id,
-                        s.state,
-                        s.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            if waiting.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(DaemonError::NotReady {
-                    after: timeout,
-                    detail: waiting.join("; "),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_connected(&self.state.nodes, timeout).await
     }
 
     /// Serves until the process is stopped.
@@ -289,8 +426,12 @@ async fn clients(
     let cs = |e: &dyn std::fmt::Display| DaemonError::CloudShell(e.to_string());
     let mut out = Vec::new();
     if config.emulated {
-        let mut emulator_config =
-            cloudshell_emulator::EmulatorConfig::new(config.data_dir.join("emulator"));
+        let mut emulator_config = cloudshell_emulator::EmulatorConfig::new(
+            config
+                .emulator_data_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("emulator")),
+        );
         emulator_config.regions = regions.to_vec();
         let emulator = cloudshell_emulator::Emulator::start(
             emulator_config,
@@ -412,7 +553,10 @@ pub fn default_key_file(data_dir: &Path) -> PathBuf {
     data_dir.join("store.key")
 }
 
-fn key_source(config: &DaemonConfig) -> Result<KeySource, DaemonError> {
+/// The key the configuration names; with none named, the data directory's
+/// key file, created for a new store when `create` (never for `recover`:
+/// a new key cannot open an old store).
+fn key_source(config: &DaemonConfig, create: bool) -> Result<KeySource, DaemonError> {
     if config.no_encryption {
         return Ok(KeySource::NoEncryption);
     }
@@ -428,6 +572,12 @@ fn key_source(config: &DaemonConfig) -> Result<KeySource, DaemonError> {
         Some(p) => p.clone(),
         None => {
             let p = default_key_file(&config.data_dir);
+            if !p.exists() && !create {
+                return Err(config::ConfigError::Invalid(
+                    "give the store's key: --key-file FILE or --passphrase-env VAR".to_owned(),
+                )
+                .into());
+            }
             if !p.exists() {
                 cloudshell_store::MasterKey::generate_key_file(&p)
                     .map_err(|e| DaemonError::Store(e.into()))?;
@@ -443,6 +593,35 @@ fn key_source(config: &DaemonConfig) -> Result<KeySource, DaemonError> {
 }
 
 /// Rebuilds what a lost or wiped node held.
+/// Backs the index up on the nodes after changes, at most once a second.
+async fn backup_loop(state: Arc<State>) {
+    loop {
+        state.changed.notified().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Cleared before the export: a change made during it sets it again.
+        state.backup_status(|b| b.pending = false);
+        match state.store.backup_index().await {
+            Ok(r) => {
+                tracing::debug!(
+                    generation = r.generation,
+                    bytes = r.bytes,
+                    "index backed up"
+                );
+                state.backup_status(|b| {
+                    b.generation = Some(r.generation);
+                    b.last_error = None;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("index backup failed (will retry): {e}");
+                state.backup_status(|b| b.last_error = Some(e.to_string()));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                state.touch();
+            }
+        }
+    }
+}
+
 async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<NodeEvent>) {
     while let Some(event) = events.recv().await {
         let node = match &event {
@@ -484,6 +663,9 @@ pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError
             match state.store.repair(&record.name).await {
                 Ok(report) => {
                     repaired += report.shards_rebuilt;
+                    if report.shards_rebuilt > 0 {
+                        state.touch();
+                    }
                 }
                 Err(e) => tracing::warn!(file = %record.name, "repair: {e}"),
             }
