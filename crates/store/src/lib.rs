@@ -46,6 +46,7 @@ pub mod erasure;
 mod export;
 pub mod format;
 pub mod index;
+pub mod maintenance;
 pub mod placement;
 pub mod shard_store;
 mod store;

@@ -198,6 +198,9 @@ pub struct Store {
     master: Option<MasterKey>,
     /// Behind a lock so a daemon can add nodes to a store in use.
     nodes: std::sync::RwLock<Vec<Node>>,
+    /// Files being written, repaired or moved: their shards may be on
+    /// nodes before the index says so, and orphan collection leaves them.
+    busy: std::sync::Mutex<std::collections::HashMap<FileId, usize>>,
     settings: StoreSettings,
     coding: Coding,
 }
@@ -265,6 +268,7 @@ impl Store {
             index,
             master,
             nodes: std::sync::RwLock::new(nodes),
+            busy: std::sync::Mutex::new(std::collections::HashMap::new()),
             settings,
             coding,
         })
@@ -294,6 +298,30 @@ impl Store {
     /// The index.
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// Marks `file_id` busy until the guard is dropped.
+    pub(crate) fn busy(&self, file_id: FileId) -> BusyGuard<'_> {
+        *self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(file_id)
+            .or_insert(0) += 1;
+        BusyGuard {
+            store: self,
+            file_id,
+        }
+    }
+
+    /// Files busy now.
+    pub(crate) fn busy_files(&self) -> std::collections::HashSet<FileId> {
+        self.busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub(crate) fn coding(&self) -> Coding {
@@ -375,6 +403,7 @@ impl Store {
         mut input: R,
     ) -> Result<PutReport, StoreError> {
         let file_id = FileId::random();
+        let _busy = self.busy(file_id);
         let data_key = self.master.as_ref().map(|_| DataKey::random());
         let cipher = data_key.as_ref().map(|k| Arc::new(k.cipher(file_id)));
         let candidates = self.candidates().await;
@@ -391,7 +420,15 @@ impl Store {
         let mut failure = None;
         loop {
             let mut buf = Vec::with_capacity(chunk_size + 16);
-            let n = read_full(&mut input, &mut buf, chunk_size).await?;
+            let n = match read_full(&mut input, &mut buf, chunk_size).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // The input broke off (a client gone): what was stored
+                    // of it is removed below, like any failed put.
+                    failure = failure.or(Some(e.into()));
+                    break;
+                }
+            };
             if n > 0 {
                 hasher.update(&buf);
                 size += n as u64;
@@ -807,6 +844,7 @@ impl Store {
             .index
             .file(name)?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let _busy = self.busy(record.file_id);
         let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
         let candidates = self.candidates().await;
         let mut report = RepairReport::default();
@@ -920,6 +958,7 @@ impl Store {
         }
         let mut files = Vec::new();
         for rec in self.index.files()? {
+            let _busy = self.busy(rec.file_id);
             if let Some((rec, m)) = self.index.file(&rec.name)? {
                 for s in m.chunks.iter().flat_map(|c| &c.shards) {
                     if let Some(n) = counts.get_mut(&s.node) {
@@ -1048,6 +1087,29 @@ async fn read_full<R: AsyncRead + Unpin>(
         }
     }
     Ok(buf.len())
+}
+
+/// Keeps a file marked busy while alive (dropped with a put that is
+/// cancelled too).
+pub(crate) struct BusyGuard<'a> {
+    store: &'a Store,
+    file_id: FileId,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .store
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = busy.get_mut(&self.file_id) {
+            *n -= 1;
+            if *n == 0 {
+                busy.remove(&self.file_id);
+            }
+        }
+    }
 }
 
 /// One shard's header.

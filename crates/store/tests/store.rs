@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cloudshell_store::{
-    KdfParams, KeyError, KeySource, LocalDirStore, Node, Store, StoreError, StoreSettings,
+    FileId, KdfParams, KeyError, KeySource, LocalDirStore, Node, Store, StoreError, StoreSettings,
 };
 
 /// Argon2id made cheap for tests; the parameters are stored with the store either way.
@@ -671,4 +671,125 @@ async fn the_index_backed_up_on_the_nodes_rebuilds_the_store_from_the_key_alone(
 
 fn nodes_again(root: &Path) -> Vec<Node> {
     nodes(root, 9, 1 << 40)
+}
+
+#[tokio::test]
+async fn checking_finds_missing_and_corrupt_shards_without_reading_them() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let d = data(3 * 4096, 9);
+    f.store.put("f", &d[..]).await.unwrap();
+    let fast = std::time::Duration::ZERO;
+    assert_eq!(
+        f.store.check_file("f", fast).await.unwrap(),
+        cloudshell_store::maintenance::CheckReport {
+            checked: 27,
+            ..Default::default()
+        }
+    );
+    let files = shard_files(f.dir.path());
+    std::fs::remove_file(&files[0]).unwrap();
+    let mut bytes = std::fs::read(&files[1]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&files[1], bytes).unwrap();
+    let report = f.store.check_file("f", fast).await.unwrap();
+    assert_eq!((report.missing, report.corrupt), (1, 1), "{report:?}");
+    assert!(report.needs_repair());
+    f.store.repair("f").await.unwrap();
+    assert!(!f.store.check_file("f", fast).await.unwrap().needs_repair());
+    assert_eq!(get(&f.store, "f").await.unwrap(), d);
+}
+
+#[tokio::test]
+async fn orphans_are_collected_and_nothing_else() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let d = data(2 * 4096, 3);
+    f.store.put("kept", &d[..]).await.unwrap();
+    f.store.backup_index().await.unwrap();
+    // A put whose input breaks off half way leaves nothing behind.
+    struct Broken(usize);
+    impl tokio::io::AsyncRead for Broken {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0 == 0 {
+                return std::task::Poll::Ready(Err(std::io::Error::other("client went away")));
+            }
+            let n = self.0.min(buf.remaining()).min(1000);
+            buf.put_slice(&vec![7u8; n]);
+            self.0 -= n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    let before = shard_files(f.dir.path()).len();
+    assert!(f.store.put("broken", Broken(3 * 4096 + 10)).await.is_err());
+    assert_eq!(
+        shard_files(f.dir.path()).len(),
+        before,
+        "a failed put leaves no shard"
+    );
+    // What a daemon that died mid-put leaves: shards of a file the index
+    // does not know; and a stale copy of a known shard on another node.
+    let (record, manifest) = f.store.index().file("kept").unwrap().unwrap();
+    let nodes = f.store.nodes();
+    let stray_key = cloudshell_store::ShardKey {
+        file_id: FileId([0x55; 16]),
+        chunk: 0,
+        index: 0,
+    };
+    let len = cloudshell_store::format::shard_len(100, 6);
+    let mut stray_blob = cloudshell_store::ShardHeader {
+        flags: 0,
+        k: 6,
+        m: 3,
+        key: stray_key,
+        payload_len: 100,
+        shard_len: len as u32,
+    }
+    .encode()
+    .to_vec();
+    stray_blob.resize(cloudshell_store::format::HEADER_LEN + len, 0);
+    nodes[0]
+        .shards
+        .put(stray_key, bytes::Bytes::from(stray_blob))
+        .await
+        .unwrap();
+    let key0 = cloudshell_store::ShardKey {
+        file_id: record.file_id,
+        chunk: 0,
+        index: 0,
+    };
+    let holder = &manifest.chunks[0].shards[0].node;
+    let elsewhere = nodes.iter().find(|n| &n.id != holder).unwrap();
+    let blob = nodes
+        .iter()
+        .find(|n| &n.id == holder)
+        .unwrap()
+        .shards
+        .get(key0)
+        .await
+        .unwrap();
+    elsewhere.shards.put(key0, blob).await.unwrap();
+
+    let report = f.store.collect_orphans().await.unwrap();
+    assert_eq!(report.deleted, 2, "{report:?}");
+    assert_eq!(f.store.collect_orphans().await.unwrap().deleted, 0);
+    assert_eq!(get(&f.store, "kept").await.unwrap(), d);
+    assert!(
+        !f.store
+            .check_file("kept", std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .needs_repair()
+    );
+    assert_eq!(
+        cloudshell_store::backup::generations(&nodes[0])
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "index backups are not orphans"
+    );
 }
