@@ -98,6 +98,9 @@ pub enum StoreCommand {
     Nodes,
     /// Rebuild missing and corrupt shards of every file now.
     Repair,
+    /// Run a scrub pass now (agents hash their shards in place; what is
+    /// missing or corrupt is repaired; orphans are removed) and wait for it.
+    Scrub,
     /// Rebuild the index in an empty data directory from the backups the
     /// daemon keeps on the nodes, with the store's key and its regions;
     /// then `store serve` with the same flags carries on.
@@ -148,6 +151,7 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.url, args.token.clone())?;
     match &args.command {
         StoreCommand::Serve(s) => serve(global, s).await,
+        StoreCommand::Scrub => scrub(&api, args.json).await,
         StoreCommand::Recover(s) => recover(global, s, args.json).await,
         StoreCommand::Put { local, name } => put(&api, args.json, local, name.as_deref()).await,
         StoreCommand::Get { name, local } => get(&api, args.json, name, local.as_deref()).await,
@@ -634,6 +638,50 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn scrub(api: &Api, json: bool) -> anyhow::Result<()> {
+    let before = api.json(api.http.get(api.url("/api/scrub"))).await?;
+    api.json(api.http.post(api.url("/api/scrub"))).await?;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            .with_style(
+                indicatif::ProgressStyle::with_template("scrub [{bar:30}] {pos}/{len} files")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+    });
+    let done = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = api.json(api.http.get(api.url("/api/scrub"))).await?;
+        if let Some(b) = &bar {
+            b.set_length(s["files"].as_u64().unwrap_or(0));
+            b.set_position(s["files_done"].as_u64().unwrap_or(0));
+        }
+        if s["running"] == false && s["last_finished"] != before["last_finished"] {
+            break s;
+        }
+    };
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let n = |k: &str| done[k].as_u64().unwrap_or(0);
+    print(
+        json,
+        &done,
+        &format!(
+            "scrubbed {} files: {} shards verified in place, {} missing, {} corrupt, {} chunks \
+             read whole ({} failed), {} shards rebuilt, {} orphans removed",
+            n("files"),
+            n("shards_checked"),
+            n("missing"),
+            n("corrupt"),
+            n("chunks_read"),
+            n("read_failures"),
+            n("shards_rebuilt"),
+            n("orphans_deleted")
+        ),
+    );
+    Ok(())
 }
 
 async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::Result<()> {

@@ -399,3 +399,205 @@ fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
         .unwrap();
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("no store daemon answers"));
 }
+
+/// Every shard file an agent holds, under the emulated environments' homes.
+fn shard_files(data: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for home in std::fs::read_dir(data.join("emulator/homes"))
+        .unwrap()
+        .flatten()
+    {
+        let shards = home.path().join(".cloudshell-agent/shards");
+        let Ok(dirs) = std::fs::read_dir(&shards) else {
+            continue;
+        };
+        for d in dirs.flatten() {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                // Index backups (file id "cloudshell-index") are not files'.
+                if !f
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&hex_of(b"cloudshell-index"))
+                {
+                    out.push(f.path());
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Shards every file's manifest places, summed.
+fn placed_shards(daemon: &Daemon) -> usize {
+    daemon.json(&["ls"])["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let v = daemon.json(&["status", f["name"].as_str().unwrap()]);
+            v["chunks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["shards"].as_array().unwrap().len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+#[test]
+fn concurrent_uploads_then_scrub_repairs_damage_and_removes_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_owned());
+    let data = dir.path().join("store");
+    let home = dir.path().join("user");
+    std::fs::create_dir_all(&home).unwrap();
+    let daemon = Daemon::start(&data, &home, &[]);
+
+    // Eight clients at once, three of them writing the same name.
+    let mut children = Vec::new();
+    let mut contents = Vec::new();
+    for i in 0..8u64 {
+        let path = dir.path().join(format!("c{i}"));
+        let content = bytes(1_500_000 + i as usize * 1000, 100 + i);
+        std::fs::write(&path, &content).unwrap();
+        let name = if i < 3 {
+            "same".to_owned()
+        } else {
+            format!("c{i}")
+        };
+        children.push(
+            daemon
+                .cli(&["--json", "put", path.to_str().unwrap(), &name])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        contents.push((name, content));
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let same = daemon.cli(&["get", "same", "-"]).output().unwrap().stdout;
+    assert!(
+        contents[..3].iter().any(|(_, c)| *c == same),
+        "one whole version wins"
+    );
+    for (name, content) in &contents[3..] {
+        assert_eq!(
+            &daemon.cli(&["get", name, "-"]).output().unwrap().stdout,
+            content
+        );
+    }
+
+    // An upload fed slowly through standard input, to be cut off half way.
+    let slow_upload = |daemon: &Daemon, name: &str| {
+        let mut child = daemon
+            .cli(&["put", "-", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..400u64 {
+                if stdin.write_all(&bytes(256 * 1024, i)).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        child
+    };
+    let placed = placed_shards(&daemon);
+    assert_eq!(shard_files(&data).len(), placed);
+
+    // The client dies: the daemon removes what it stored of the upload.
+    let mut client = slow_upload(&daemon, "cut-off");
+    wait_until(
+        "shards of the upload on the nodes",
+        Duration::from_secs(60),
+        || shard_files(&data).len() > placed + 18,
+    );
+    client.kill().unwrap();
+    client.wait().unwrap();
+    wait_until(
+        "the cut-off upload's shards removed",
+        Duration::from_secs(60),
+        || shard_files(&data).len() == placed,
+    );
+    let visible = |daemon: &Daemon, name: &str| {
+        daemon.json(&["ls"])["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == name)
+    };
+    assert!(
+        !visible(&daemon, "cut-off"),
+        "a cut-off upload is never visible"
+    );
+
+    // Damage on the agents' disks: one shard deleted, one with a flipped bit.
+    let files: Vec<PathBuf> = shard_files(&data);
+    std::fs::remove_file(&files[0]).unwrap();
+    let mut b = std::fs::read(&files[1]).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 0x40;
+    std::fs::write(&files[1], b).unwrap();
+
+    // The daemon dies mid-upload: its shards are orphans until a scrub.
+    let mut client = slow_upload(&daemon, "crashed");
+    wait_until(
+        "shards of the upload on the nodes",
+        Duration::from_secs(60),
+        || shard_files(&data).len() > placed + 18,
+    );
+    let mut daemon = daemon;
+    let _ = daemon.child.kill();
+    let _ = daemon.child.wait();
+    let _ = client.kill();
+    let _ = client.wait();
+    drop(daemon);
+    let daemon = Daemon::start(&data, &home, &[]);
+    assert!(
+        !visible(&daemon, "crashed"),
+        "a crashed upload is never visible"
+    );
+    assert!(
+        shard_files(&data).len() >= placed + 10,
+        "orphans are left on the nodes"
+    );
+
+    let report = daemon.json(&["scrub"]);
+    assert!(
+        report["missing"].as_u64().unwrap() + report["corrupt"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["shards_rebuilt"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["orphans_deleted"].as_u64().unwrap() > 0, "{report}");
+    // What is on the agents' disks is exactly what the index places.
+    assert_eq!(shard_files(&data).len(), placed);
+    let again = daemon.json(&["scrub"]);
+    assert_eq!(
+        (
+            again["missing"].as_u64(),
+            again["corrupt"].as_u64(),
+            again["orphans_deleted"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{again}"
+    );
+    for (name, content) in &contents[3..] {
+        assert_eq!(
+            &daemon.cli(&["get", name, "-"]).output().unwrap().stdout,
+            content
+        );
+    }
+}

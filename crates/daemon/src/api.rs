@@ -14,6 +14,7 @@
 //! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
 //! | `POST /api/repair` | repair every file now |
 //! | `POST /api/redistribute` | even out the nodes |
+//! | `GET /api/scrub`, `POST /api/scrub` | the scrubber's progress; start a pass now |
 
 use std::sync::Arc;
 
@@ -49,6 +50,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/nodes/{id}/online", post(online))
         .route("/api/repair", post(repair))
         .route("/api/redistribute", post(redistribute))
+        .route("/api/scrub", get(scrub_status).post(scrub_start))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -463,6 +465,17 @@ async fn redistribute(
         state.touch();
     }
     Ok(Json(json!({ "shards_moved": r.shards_moved })))
+}
+
+async fn scrub_status(AxumState(state): AxumState<Shared>) -> Json<crate::scrub::ScrubStatus> {
+    Json(crate::scrub::status(&state))
+}
+
+async fn scrub_start(
+    AxumState(state): AxumState<Shared>,
+) -> (StatusCode, Json<crate::scrub::ScrubStatus>) {
+    state.scrub_now.notify_one();
+    (StatusCode::ACCEPTED, Json(crate::scrub::status(&state)))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`bootstrap`]: the shell commands that install and start the agent;
 //! - [`manager`]: [`manager::NodeManager`], one task per region;
 //! - [`node`]: a region's node: state, and the store's view of it;
+//! - [`scrub`]: the scrubber;
 //! - [`api`]: the JSON API.
 //!
 //! # Example
@@ -34,6 +35,7 @@ pub mod config;
 pub mod environment;
 pub mod manager;
 pub mod node;
+pub mod scrub;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,10 @@ pub struct State {
     changed: tokio::sync::Notify,
     /// Whether a change waits to be backed up, and the last backup.
     backup: std::sync::Mutex<BackupStatus>,
+    /// Told to start a scrub pass now.
+    pub scrub_now: tokio::sync::Notify,
+    /// The scrubber's progress.
+    scrub: std::sync::Mutex<scrub::ScrubStatus>,
 }
 
 /// The index backup's progress, as the API shows it.
@@ -317,10 +323,16 @@ impl Daemon {
             config: config.clone(),
             changed: tokio::sync::Notify::new(),
             backup: std::sync::Mutex::new(BackupStatus::default()),
+            scrub_now: tokio::sync::Notify::new(),
+            scrub: std::sync::Mutex::new(scrub::ScrubStatus::default()),
         });
         let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
         tasks.push(tokio::spawn(repair_loop(state.clone(), events)));
         tasks.push(tokio::spawn(backup_loop(state.clone())));
+        tasks.push(tokio::spawn(scrub::run(
+            state.clone(),
+            Duration::from_secs(config.scrub_interval_secs.max(1)),
+        )));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -1,0 +1,162 @@
+//! The scrubber: a rolling background pass over every file that has the
+//! agents hash their shards in place (no data crosses the network),
+//! spot-checks a few chunks by reading them whole, repairs what is missing
+//! or corrupt, and collects orphaned shards. Paced by `scrub_rate` shards
+//! per second so user traffic always comes first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::State;
+
+/// Of how many chunks one is read whole during a pass.
+pub const SPOT_CHECK_ONE_IN: u64 = 100;
+
+/// The scrubber's progress, as the API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScrubStatus {
+    /// A pass is under way.
+    pub running: bool,
+    /// Files in the current (or last) pass.
+    pub files: usize,
+    /// Files done so far.
+    pub files_done: usize,
+    /// Shards hashed by their agents.
+    pub shards_checked: usize,
+    /// Shards found missing.
+    pub missing: usize,
+    /// Shards found corrupt.
+    pub corrupt: usize,
+    /// Chunks read whole as a spot check.
+    pub chunks_read: usize,
+    /// Spot checks that failed to read.
+    pub read_failures: usize,
+    /// Shards rebuilt by the repairs the pass started.
+    pub shards_rebuilt: usize,
+    /// Orphaned shards deleted.
+    pub orphans_deleted: usize,
+    /// Seconds since the epoch when the last pass finished.
+    pub last_finished: Option<u64>,
+}
+
+/// Runs a pass every `interval`, or at once when `now` is notified.
+pub async fn run(state: Arc<State>, interval: Duration) {
+    loop {
+        tokio::select! {
+            () = state.scrub_now.notified() => {}
+            () = tokio::time::sleep(interval) => {}
+        }
+        pass(&state).await;
+    }
+}
+
+fn update(state: &State, f: impl FnOnce(&mut ScrubStatus)) -> ScrubStatus {
+    let mut s = state
+        .scrub
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut s);
+    s.clone()
+}
+
+/// The scrubber's status.
+pub fn status(state: &State) -> ScrubStatus {
+    update(state, |_| {})
+}
+
+/// One pass over every file.
+pub async fn pass(state: &State) {
+    let files = match state.store.index().files() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("scrub: cannot list files: {e}");
+            return;
+        }
+    };
+    update(state, |s| {
+        *s = ScrubStatus {
+            running: true,
+            files: files.len(),
+            last_finished: s.last_finished,
+            ..ScrubStatus::default()
+        }
+    });
+    let pace = Duration::from_secs(1) / state.config.scrub_rate.max(1);
+    for record in &files {
+        let report = match state.store.check_file(&record.name, pace).await {
+            Ok(r) => r,
+            // Deleted since the listing.
+            Err(cloudshell_store::StoreError::NotFound(_)) => {
+                update(state, |s| s.files_done += 1);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(file = %record.name, "scrub: {e}");
+                update(state, |s| s.files_done += 1);
+                continue;
+            }
+        };
+        let (read, read_failed) = spot_check(state, record).await;
+        let mut rebuilt = 0;
+        if report.needs_repair() || read_failed > 0 {
+            match state.store.repair(&record.name).await {
+                Ok(r) => {
+                    rebuilt = r.shards_rebuilt;
+                    if rebuilt > 0 {
+                        state.touch();
+                    }
+                }
+                Err(e) => tracing::warn!(file = %record.name, "scrub repair: {e}"),
+            }
+        }
+        update(state, |s| {
+            s.files_done += 1;
+            s.shards_checked += report.checked;
+            s.missing += report.missing;
+            s.corrupt += report.corrupt;
+            s.chunks_read += read;
+            s.read_failures += read_failed;
+            s.shards_rebuilt += rebuilt;
+        });
+    }
+    let orphans = match state.store.collect_orphans().await {
+        Ok(r) => r.deleted,
+        Err(e) => {
+            tracing::warn!("scrub: orphan collection: {e}");
+            0
+        }
+    };
+    update(state, |s| {
+        s.orphans_deleted = orphans;
+        s.running = false;
+        s.last_finished = Some(crate::node::now_secs());
+    });
+}
+
+/// Reads about one chunk in [`SPOT_CHECK_ONE_IN`] of the file whole
+/// (decoded and authenticated), chosen at random. Returns chunks read and
+/// how many failed.
+async fn spot_check(state: &State, record: &cloudshell_store::FileRecord) -> (usize, usize) {
+    let chunk_size = u64::from(record.chunk_size.max(1));
+    let chunks = record.size.div_ceil(chunk_size);
+    let mut read = 0;
+    let mut failed = 0;
+    for c in 0..chunks {
+        if rand::random::<u64>() % SPOT_CHECK_ONE_IN != 0 {
+            continue;
+        }
+        read += 1;
+        let range = c * chunk_size..(c + 1) * chunk_size;
+        if let Err(e) = state
+            .store
+            .get_range(&record.name, range, tokio::io::sink())
+            .await
+        {
+            tracing::warn!(file = %record.name, chunk = c, "spot check: {e}");
+            failed += 1;
+        }
+    }
+    (read, failed)
+}
