@@ -144,7 +144,7 @@ async fn spot_check(state: &State, record: &cloudshell_store::FileRecord) -> (us
     let mut read = 0;
     let mut failed = 0;
     for c in 0..chunks {
-        if rand::random::<u64>() % SPOT_CHECK_ONE_IN != 0 {
+        if !rand::random::<u64>().is_multiple_of(SPOT_CHECK_ONE_IN) {
             continue;
         }
         read += 1;
