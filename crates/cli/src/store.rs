@@ -98,6 +98,13 @@ pub enum StoreCommand {
     Nodes,
     /// Rebuild missing and corrupt shards of every file now.
     Repair,
+    /// Move shards from fuller nodes to emptier ones (after adding a region).
+    Redistribute,
+    /// Add a region: the daemon creates an environment there and installs an agent.
+    AddRegion {
+        /// The region, say sa-east-1.
+        region: String,
+    },
     /// Run a scrub pass now (agents hash their shards in place; what is
     /// missing or corrupt is repaired; orphans are removed) and wait for it.
     Scrub,
@@ -168,15 +175,16 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
         StoreCommand::Status { name } => status(&api, args.json, name.as_deref()).await,
         StoreCommand::Nodes => nodes(&api, args.json).await,
         StoreCommand::Repair => {
-            let v = api.json(api.http.post(api.url("/api/repair"))).await?;
+            let v = run_job(&api, "/api/repair", args.json).await?;
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
             print(
                 args.json,
                 &v,
                 &format!(
                     "repaired {} chunks of {} files ({} shards rebuilt){}",
-                    v["chunks_repaired"],
-                    v["files"],
-                    v["shards_rebuilt"],
+                    n("chunks_repaired"),
+                    n("files"),
+                    n("shards_rebuilt"),
                     match v["failed"].as_array() {
                         Some(f) if !f.is_empty() =>
                             format!("; {} files could not be repaired", f.len()),
@@ -186,6 +194,63 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        StoreCommand::Redistribute => {
+            let v = run_job(&api, "/api/redistribute", args.json).await?;
+            let moved = v["shards_moved"].as_u64().unwrap_or(0);
+            print(args.json, &v, &format!("moved {moved} shards"));
+            Ok(())
+        }
+        StoreCommand::AddRegion { region } => {
+            let v = api
+                .json(
+                    api.http
+                        .post(api.url("/api/nodes"))
+                        .json(&serde_json::json!({ "region": region })),
+                )
+                .await?;
+            print(
+                args.json,
+                &v,
+                &format!("added {region}; `cloudshell store nodes` shows it coming up"),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Starts a job and follows it to its end, with a progress bar on a
+/// terminal. Returns its result.
+async fn run_job(api: &Api, path: &str, json: bool) -> anyhow::Result<Value> {
+    let job = api.json(api.http.post(api.url(path))).await?;
+    let id = job["id"]
+        .as_u64()
+        .context("the daemon did not say which job")?;
+    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
+            .with_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+            .with_message(job["kind"].as_str().unwrap_or("job").to_owned())
+    });
+    loop {
+        let j = api
+            .json(api.http.get(api.url(&format!("/api/jobs/{id}"))))
+            .await?;
+        if let Some(b) = &bar {
+            b.set_length(j["total"].as_u64().unwrap_or(0));
+            b.set_position(j["done"].as_u64().unwrap_or(0));
+        }
+        if j["running"] == false {
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if let Some(e) = j["error"].as_str() {
+                bail!("{} failed: {e}", j["kind"].as_str().unwrap_or("the job"));
+            }
+            return Ok(j["result"].clone());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -615,7 +680,7 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let daemon = Daemon::start(config)
         .await
         .context("the store daemon could not start")?;
-    let nodes = daemon.state().nodes.len();
+    let nodes = daemon.state().nodes().len();
     eprintln!(
         "cloudshell store: API at {}/api ({} regions{}); bringing nodes up...",
         daemon.url(),

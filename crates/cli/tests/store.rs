@@ -601,3 +601,248 @@ fn concurrent_uploads_then_scrub_repairs_damage_and_removes_orphans() {
         );
     }
 }
+
+/// A plain HTTP/1.1 request (no client library needed): status and body.
+fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    use std::io::Read as _;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    // Chunked bodies: good enough to search in, which is all tests do.
+    (status, body)
+}
+
+#[test]
+fn operations_a_user_can_do_from_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = Cleanup(dir.path().to_owned());
+    let data = dir.path().join("store");
+    let home = dir.path().join("user");
+    std::fs::create_dir_all(&home).unwrap();
+    let token = "s3cret-token";
+    let daemon = Daemon::start(
+        &data,
+        &home,
+        &[
+            "--token",
+            token,
+            "--regions",
+            "us-east-1,eu-west-1,ap-south-1,us-west-2,eu-north-1,ap-northeast-1",
+        ],
+    );
+    let cli = |args: &[&str]| {
+        let mut c = daemon.cli(args);
+        c.env("CLOUDSHELL_STORE_TOKEN", token);
+        c
+    };
+    let ok = |args: &[&str]| -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = cli(&all).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // Without the token nothing is served, with a message saying what to do.
+    let (status, body) = http("GET", &format!("{}/api/files", daemon.url), None, b"");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Bearer"), "{body}");
+    let out = daemon
+        .cli(&["ls"])
+        .env_remove("CLOUDSHELL_STORE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    let (status, _) = http(
+        "GET",
+        &format!("{}/api/files", daemon.url),
+        Some("wrong"),
+        b"",
+    );
+    assert_eq!(status, 401);
+
+    let path = dir.path().join("f");
+    let content = bytes(3_000_000, 1);
+    std::fs::write(&path, &content).unwrap();
+    ok(&["put", path.to_str().unwrap(), "docs/a file.bin"]);
+
+    // Damage one shard through the API; the repair job rebuilds it.
+    let stat = ok(&["status", "docs/a file.bin"]);
+    let node = stat["chunks"][1]["shards"][4]["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = http(
+        "DELETE",
+        &format!("{}/api/shards/{node}/docs%2Fa%20file.bin/1/4", daemon.url),
+        Some(token),
+        b"",
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = http(
+        "DELETE",
+        &format!(
+            "{}/api/shards/not-a-node/docs%2Fa%20file.bin/1/4",
+            daemon.url
+        ),
+        Some(token),
+        b"",
+    );
+    assert_eq!(status, 404, "{body}");
+    let repaired = ok(&["repair"]);
+    assert_eq!(repaired["shards_rebuilt"], 1, "{repaired}");
+
+    // A node taken offline is not written to, and reads go around it.
+    let (status, _) = http(
+        "POST",
+        &format!("{}/api/nodes/{node}/offline", daemon.url),
+        Some(token),
+        b"",
+    );
+    assert_eq!(status, 200);
+    let nodes = ok(&["nodes"]);
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == node.as_str() && n["state"] == "offline")
+    );
+    assert_eq!(
+        cli(&["get", "docs/a file.bin", "-"])
+            .output()
+            .unwrap()
+            .stdout,
+        content
+    );
+    ok(&["put", path.to_str().unwrap(), "while-offline"]);
+    let stat = ok(&["status", "while-offline"]);
+    assert!(
+        stat["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["node"] != node.as_str())),
+        "nothing placed on an offline node: {stat}"
+    );
+    let (status, _) = http(
+        "POST",
+        &format!("{}/api/nodes/{node}/online", daemon.url),
+        Some(token),
+        b"",
+    );
+    assert_eq!(status, 200);
+
+    // A region added while running comes up; redistribution moves shards to it.
+    let added = ok(&["add-region", "sa-east-1"]);
+    assert_eq!(added["node"]["id"], "sa-east-1");
+    let again = cli(&["add-region", "sa-east-1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("has a node already"));
+    let bad = cli(&["add-region", "not a region"]).output().unwrap();
+    assert!(!bad.status.success());
+    wait_until("sa-east-1 connected", Duration::from_secs(120), || {
+        ok(&["nodes"])["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "sa-east-1" && n["state"] == "connected")
+    });
+    let moved = ok(&["redistribute"]);
+    assert!(moved["shards_moved"].as_u64().unwrap() > 0, "{moved}");
+    assert_eq!(
+        cli(&["get", "docs/a file.bin", "-"])
+            .output()
+            .unwrap()
+            .stdout,
+        content
+    );
+    // Node stats are refreshed by the health checks, every few seconds.
+    wait_until("sa-east-1 reports shards", Duration::from_secs(30), || {
+        ok(&["nodes"])["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "sa-east-1" && n["shards"].as_u64().unwrap() > 0)
+    });
+
+    // Metrics and the OpenAPI document.
+    let (status, metrics) = http("GET", &format!("{}/metrics", daemon.url), Some(token), b"");
+    assert_eq!(status, 200);
+    for needle in [
+        "cloudshell_store_files 2",
+        "cloudshell_store_node_shards{node=\"sa-east-1\"}",
+        "cloudshell_store_node_state{node=\"us-east-1\",state=\"connected\"} 1",
+        "cloudshell_store_repair_backlog_shards 0",
+        "cloudshell_store_request_duration_seconds_bucket{method=\"PUT\",route=\"/api/files/{*name}\",status=\"200\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
+    let (status, doc) = http(
+        "GET",
+        &format!("{}/api/openapi.json", daemon.url),
+        Some(token),
+        b"",
+    );
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/api/files/{name}",
+        "/api/nodes",
+        "/api/jobs/{id}",
+        "/metrics",
+        "/api/scrub",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    // Ranges.
+    let (status, body) = http(
+        "GET",
+        &format!("{}/api/files/docs/a%20file.bin", daemon.url),
+        Some(token),
+        b"",
+    );
+    assert_eq!(status, 200);
+    drop(body);
+    let bad_range = {
+        let mut c = std::net::TcpStream::connect(daemon.url.trim_start_matches("http://")).unwrap();
+        let req = format!(
+            "GET /api/files/docs/a%20file.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nRange: bytes=5000000-\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).unwrap();
+        let mut r = String::new();
+        std::io::Read::read_to_string(&mut c, &mut r).unwrap();
+        r
+    };
+    assert!(bad_range.starts_with("HTTP/1.1 416"), "{bad_range}");
+    assert!(bad_range.contains("bytes */3000000"), "{bad_range}");
+}

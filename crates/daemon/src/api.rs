@@ -11,19 +11,25 @@
 //! | `DELETE /api/files/{name}` | delete |
 //! | `GET /api/stat/{name}` | a file with its shard map |
 //! | `GET /api/nodes` | nodes with state, health and capacity |
+//! | `POST /api/nodes` | add a region: `{"region": "sa-east-1"}` |
+//! | `DELETE /api/shards/{node}/{file}/{chunk}/{index}` | delete one shard (to simulate damage) |
 //! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
-//! | `POST /api/repair` | repair every file now |
-//! | `POST /api/redistribute` | even out the nodes |
+//! | `POST /api/repair` | repair every file now: a job |
+//! | `POST /api/redistribute` | even out the nodes: a job |
+//! | `GET /api/jobs/{id}` | a job's progress and result |
+//! | `GET /api/openapi.json` | this API as OpenAPI 3.0 |
+//! | `GET /metrics` | Prometheus metrics |
 //! | `GET /api/scrub`, `POST /api/scrub` | the scrubber's progress; start a pass now |
 
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::MatchedPath;
 use axum::extract::{Path, Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cloudshell_store::StoreError;
 use futures_util::TryStreamExt as _;
@@ -31,6 +37,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::State;
+use crate::jobs::Job;
 use crate::node::NodeState;
 
 type Shared = Arc<State>;
@@ -45,16 +52,24 @@ pub fn router(state: Shared) -> Router {
             get(download).put(upload).delete(remove),
         )
         .route("/api/stat/{*name}", get(stat))
-        .route("/api/nodes", get(nodes))
+        .route("/api/nodes", get(nodes).post(add_region))
         .route("/api/nodes/{id}/offline", post(offline))
         .route("/api/nodes/{id}/online", post(online))
+        .route(
+            "/api/shards/{node}/{file}/{chunk}/{index}",
+            delete(delete_shard),
+        )
         .route("/api/repair", post(repair))
         .route("/api/redistribute", post(redistribute))
+        .route("/api/jobs/{id}", get(job))
+        .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/api/scrub", get(scrub_status).post(scrub_start))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
         ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
 }
 
@@ -197,7 +212,7 @@ fn hex(b: &[u8]) -> String {
 
 async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
     let statuses: Vec<_> = state
-        .nodes
+        .nodes()
         .iter()
         .map(crate::node::NodeHandle::status)
         .collect();
@@ -253,7 +268,7 @@ async fn upload(
 /// Node losses a file survives, as shown: an empty file (no chunks)
 /// survives losing every node, not `usize::MAX` of them.
 fn survivable(state: &State, losses: usize) -> usize {
-    losses.min(state.nodes.len())
+    losses.min(state.nodes().len())
 }
 
 /// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
@@ -380,14 +395,14 @@ async fn stat(
 
 async fn nodes(AxumState(state): AxumState<Shared>) -> Json<serde_json::Value> {
     let nodes: Vec<_> = state
-        .nodes
+        .nodes()
         .iter()
         .map(crate::node::NodeHandle::status)
         .collect();
     Json(json!({ "nodes": nodes }))
 }
 
-fn find_node<'a>(state: &'a State, id: &str) -> Result<&'a crate::node::NodeHandle, ApiError> {
+fn find_node(state: &State, id: &str) -> Result<crate::node::NodeHandle, ApiError> {
     state.node(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -428,43 +443,189 @@ async fn online(
     Ok(Json(json!({ "node": node.status() })))
 }
 
-async fn repair(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut chunks = 0;
-    let mut shards = 0;
-    let mut failed = Vec::new();
+async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json<Job>), ApiError> {
     let files = state
         .store
         .index()
         .files()
         .map_err(|e| ApiError::from(StoreError::from(e)))?;
-    for f in &files {
-        match state.store.repair(&f.name).await {
-            Ok(r) => {
-                chunks += r.chunks_repaired;
-                shards += r.shards_rebuilt;
+    let job = state.jobs.start("repair", files.len() as u64);
+    let id = job.id;
+    let state2 = state.clone();
+    tokio::spawn(async move {
+        let state = state2;
+        let mut chunks = 0;
+        let mut shards = 0;
+        let mut failed = Vec::new();
+        for (n, f) in files.iter().enumerate() {
+            match state.store.repair(&f.name).await {
+                Ok(r) => {
+                    chunks += r.chunks_repaired;
+                    shards += r.shards_rebuilt;
+                }
+                // Deleted since the listing: nothing to repair.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => failed.push(json!({"name": f.name, "error": e.to_string()})),
             }
-            Err(e) => failed.push(json!({"name": f.name, "error": e.to_string()})),
+            state.jobs.progress(id, n as u64 + 1);
         }
-    }
-    if shards > 0 {
-        state.touch();
-    }
-    Ok(Json(json!({
-        "files": files.len(),
-        "chunks_repaired": chunks,
-        "shards_rebuilt": shards,
-        "failed": failed,
-    })))
+        if shards > 0 {
+            state.touch();
+        }
+        state.jobs.finish(
+            id,
+            Ok(json!({
+                "files": files.len(),
+                "chunks_repaired": chunks,
+                "shards_rebuilt": shards,
+                "failed": failed,
+            })),
+        );
+    });
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-async fn redistribute(
+async fn redistribute(AxumState(state): AxumState<Shared>) -> (StatusCode, Json<Job>) {
+    let job = state.jobs.start("redistribute", 1);
+    let id = job.id;
+    let state2 = state.clone();
+    tokio::spawn(async move {
+        let state = state2;
+        let outcome = match state.store.redistribute().await {
+            Ok(r) => {
+                if r.shards_moved > 0 {
+                    state.touch();
+                }
+                Ok(json!({ "shards_moved": r.shards_moved }))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        state.jobs.finish(id, outcome);
+    });
+    (StatusCode::ACCEPTED, Json(job))
+}
+
+async fn job(
     AxumState(state): AxumState<Shared>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let r = state.store.redistribute().await?;
-    if r.shards_moved > 0 {
-        state.touch();
+    Path(id): Path<u64>,
+) -> Result<Json<Job>, ApiError> {
+    state
+        .jobs
+        .get(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NoSuchJob", format!("no job {id}")))
+}
+
+#[derive(serde::Deserialize)]
+struct NewRegion {
+    region: String,
+}
+
+async fn add_region(
+    AxumState(state): AxumState<Shared>,
+    body: Result<Json<NewRegion>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            format!("expected {{\"region\": \"NAME\"}}: {e}"),
+        )
+    })?;
+    match state.add_region(body.region.trim()).await {
+        Ok(node) => Ok((StatusCode::CREATED, Json(json!({ "node": node.status() })))),
+        Err(crate::DaemonError::Exists(r)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "RegionExists",
+            format!("the region {r} has a node already"),
+        )),
+        Err(crate::DaemonError::Config(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRegion",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            e.to_string(),
+        )),
     }
-    Ok(Json(json!({ "shards_moved": r.shards_moved })))
+}
+
+async fn delete_shard(
+    AxumState(state): AxumState<Shared>,
+    Path((node, file, chunk, index)): Path<(String, String, u64, u8)>,
+) -> Result<StatusCode, ApiError> {
+    let (record, manifest) = state
+        .store
+        .index()
+        .file(&file)
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .ok_or_else(|| ApiError::from(StoreError::NotFound(file.clone())))?;
+    let not_found = |what: String| ApiError::new(StatusCode::NOT_FOUND, "NoSuchShard", what);
+    let entry = manifest
+        .chunks
+        .get(usize::try_from(chunk).unwrap_or(usize::MAX))
+        .ok_or_else(|| not_found(format!("{file:?} has {} chunks", manifest.chunks.len())))?;
+    let loc = entry
+        .shards
+        .get(usize::from(index))
+        .ok_or_else(|| not_found(format!("chunks have {} shards", entry.shards.len())))?;
+    if loc.node != node {
+        return Err(not_found(format!(
+            "shard {index} of chunk {chunk} of {file:?} is on {}, not {node}",
+            loc.node
+        )));
+    }
+    let target = state
+        .store_node(&node)
+        .ok_or_else(|| not_found(format!("no node {node:?}")))?;
+    let key = cloudshell_store::ShardKey {
+        file_id: record.file_id,
+        chunk,
+        index,
+    };
+    target.shards.delete(key).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NodeUnavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The OpenAPI document, kept by hand beside this file.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn metrics(AxumState(state): AxumState<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&state),
+    )
+}
+
+/// Records every request's latency under its route's pattern (so file
+/// names do not each make a series).
+async fn measure(AxumState(state): AxumState<Shared>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.latencies.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 async fn scrub_status(AxumState(state): AxumState<Shared>) -> Json<crate::scrub::ScrubStatus> {

@@ -33,9 +33,13 @@ pub mod api;
 pub mod bootstrap;
 pub mod config;
 pub mod environment;
+mod fleet;
+pub mod jobs;
 pub mod manager;
+pub mod metrics;
 pub mod node;
 pub mod scrub;
+mod upkeep;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,10 +47,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudshell_net::quic::Pool;
-use cloudshell_net::tls::Identity;
 use cloudshell_store::{KeySource, Store, StoreSettings};
 pub use config::DaemonConfig;
-use manager::{AgentBinary, NodeEvent, NodeManager, Shared};
+use fleet::{ClientSource, Fleet, wait_connected};
+use manager::{NodeManager, Shared};
 use node::{NodeHandle, NodeState};
 use tokio::sync::mpsc;
 
@@ -74,6 +78,9 @@ pub enum DaemonError {
     /// The embedded emulator or the CloudShell client.
     #[error("cloudshell: {0}")]
     CloudShell(String),
+    /// A node for that region exists already.
+    #[error("the region {0} has a node already")]
+    Exists(String),
     /// Not every node came up in time.
     #[error("not ready after {after:?}: {detail}")]
     NotReady {
@@ -94,8 +101,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
 pub struct State {
     /// The store.
     pub store: Store,
-    /// One node per region, in configuration order.
-    pub nodes: Vec<NodeHandle>,
+    /// One node per region, in configuration order (regions added later
+    /// at the end).
+    nodes: std::sync::RwLock<Vec<NodeHandle>>,
     /// The configuration it runs with.
     pub config: DaemonConfig,
     /// Told after every change to the index, so it is backed up.
@@ -106,6 +114,26 @@ pub struct State {
     pub scrub_now: tokio::sync::Notify,
     /// The scrubber's progress.
     scrub: std::sync::Mutex<scrub::ScrubStatus>,
+    /// API request latencies.
+    pub latencies: metrics::Latencies,
+    /// Long operations.
+    pub jobs: jobs::Jobs,
+    /// What a region added while running is made with.
+    regions: RegionMaker,
+    /// Tasks started while running (node managers of added regions).
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Makes the node of a region added while the daemon runs.
+struct RegionMaker {
+    shared: Arc<Shared>,
+    source: ClientSource,
+}
+
+impl std::fmt::Debug for RegionMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionMaker").finish_non_exhaustive()
+    }
 }
 
 /// The index backup's progress, as the API shows it.
@@ -120,9 +148,54 @@ pub struct BackupStatus {
 }
 
 impl State {
+    /// The nodes.
+    pub fn nodes(&self) -> Vec<NodeHandle> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The node of `id`.
-    pub fn node(&self, id: &str) -> Option<&NodeHandle> {
-        self.nodes.iter().find(|n| n.status().id == id)
+    pub fn node(&self, id: &str) -> Option<NodeHandle> {
+        self.nodes().into_iter().find(|n| n.status().id == id)
+    }
+
+    /// Adds a node in `region` and starts bringing it up.
+    pub async fn add_region(&self, region: &str) -> Result<NodeHandle, DaemonError> {
+        cloudshell::Region::new(region).map_err(|e| {
+            config::ConfigError::Invalid(format!("{region:?} is not a region name: {e}"))
+        })?;
+        if self.node(region).is_some() {
+            return Err(DaemonError::Exists(region.to_owned()));
+        }
+        let client = self.regions.source.client(region).await?;
+        let node = NodeHandle::new(region);
+        let store_node = cloudshell_store::Node::new(region, region, node.shards());
+        store_node.set_online(false);
+        self.store.add_node(store_node.clone())?;
+        {
+            let mut nodes = self
+                .nodes
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if nodes.iter().any(|n| n.status().id == region) {
+                return Err(DaemonError::Exists(region.to_owned()));
+            }
+            nodes.push(node.clone());
+        }
+        let manager = NodeManager::new(
+            region.to_owned(),
+            client,
+            node.clone(),
+            store_node,
+            self.regions.shared.clone(),
+        );
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tokio::spawn(manager.run()));
+        Ok(node)
     }
 
     /// Records a change to the index: it will be backed up shortly.
@@ -180,115 +253,16 @@ impl Drop for Daemon {
         for t in &self.tasks {
             t.abort();
         }
+        for t in self
+            .state
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            t.abort();
+        }
         self.pool.close();
-    }
-}
-
-/// Everything that keeps the nodes up, before a store is opened over them.
-struct Fleet {
-    emulator: Option<cloudshell_emulator::Emulator>,
-    pool: Pool,
-    nodes: Vec<NodeHandle>,
-    store_nodes: Vec<cloudshell_store::Node>,
-    managers: Vec<NodeManager>,
-    events: mpsc::UnboundedReceiver<NodeEvent>,
-}
-
-impl Fleet {
-    async fn new(config: &DaemonConfig) -> Result<Self, DaemonError> {
-        config.validate()?;
-        let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .map_err(io(format!("cannot create {}", data_dir.display())))?;
-        let regions = config.regions()?;
-        let (emulator, clients) = clients(config, &regions).await?;
-        let identity = Identity::load_or_create(&data_dir.join("identity"))
-            .map_err(|e| DaemonError::Net(e.to_string()))?;
-        let (pool, endpoints) = quic(config, &identity).await?;
-        let agent = agent_binary(config)?;
-        let nodes: Vec<NodeHandle> = regions.iter().map(|r| NodeHandle::new(r)).collect();
-        let store_nodes: Vec<cloudshell_store::Node> = nodes
-            .iter()
-            .zip(&regions)
-            .map(|(n, r)| {
-                let node = cloudshell_store::Node::new(r.clone(), r.clone(), n.shards());
-                // Offline until its agent answers: puts go where they can.
-                node.set_online(false);
-                node
-            })
-            .collect();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            pool: pool.clone(),
-            fingerprint: identity.fingerprint(),
-            endpoints,
-            stun: config.stun_servers(),
-            agent,
-            quota: config.agent_quota_bytes()?,
-            heartbeat: config.heartbeat(),
-            repair_after: config.repair_after(),
-            events: events_tx,
-        });
-        let managers = regions
-            .iter()
-            .zip(clients)
-            .zip(nodes.iter().zip(&store_nodes))
-            .map(|((region, client), (node, store_node))| {
-                NodeManager::new(
-                    region.clone(),
-                    client,
-                    node.clone(),
-                    store_node.clone(),
-                    shared.clone(),
-                )
-            })
-            .collect();
-        Ok(Self {
-            emulator,
-            pool,
-            nodes,
-            store_nodes,
-            managers,
-            events,
-        })
-    }
-
-    /// Starts the node managers.
-    fn run(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.managers
-            .drain(..)
-            .map(|m| tokio::spawn(m.run()))
-            .collect()
-    }
-}
-
-/// Waits until every node in `nodes` is connected.
-async fn wait_connected(nodes: &[NodeHandle], timeout: Duration) -> Result<(), DaemonError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let waiting: Vec<String> = nodes
-            .iter()
-            .map(NodeHandle::status)
-            .filter(|s| s.state != NodeState::Connected)
-            .map(|s| {
-                format!(
-                    "{} {:?}{}",
-                    s.id,
-                    s.state,
-                    s.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
-                )
-            })
-            .collect();
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(DaemonError::NotReady {
-                after: timeout,
-                detail: waiting.join("; "),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -319,16 +293,23 @@ impl Daemon {
         let mut tasks = fleet.run();
         let state = Arc::new(State {
             store,
-            nodes: fleet.nodes.clone(),
+            nodes: std::sync::RwLock::new(fleet.nodes.clone()),
             config: config.clone(),
             changed: tokio::sync::Notify::new(),
             backup: std::sync::Mutex::new(BackupStatus::default()),
             scrub_now: tokio::sync::Notify::new(),
             scrub: std::sync::Mutex::new(scrub::ScrubStatus::default()),
+            latencies: metrics::Latencies::default(),
+            jobs: jobs::Jobs::default(),
+            regions: RegionMaker {
+                shared: fleet.shared.clone(),
+                source: fleet.source.clone(),
+            },
+            tasks: std::sync::Mutex::new(Vec::new()),
         });
         let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
-        tasks.push(tokio::spawn(repair_loop(state.clone(), events)));
-        tasks.push(tokio::spawn(backup_loop(state.clone())));
+        tasks.push(tokio::spawn(upkeep::repair_loop(state.clone(), events)));
+        tasks.push(tokio::spawn(upkeep::backup_loop(state.clone())));
         tasks.push(tokio::spawn(scrub::run(
             state.clone(),
             Duration::from_secs(config.scrub_interval_secs.max(1)),
@@ -414,150 +395,13 @@ impl Daemon {
 
     /// Waits until every node is connected.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DaemonError> {
-        wait_connected(&self.state.nodes, timeout).await
+        wait_connected(&self.state.nodes(), timeout).await
     }
 
     /// Serves until the process is stopped.
     pub async fn wait(self) {
         std::future::pending::<()>().await;
     }
-}
-
-/// One CloudShell client per region: against the emulator started here, or
-/// the configured endpoint, or AWS.
-async fn clients(
-    config: &DaemonConfig,
-    regions: &[String],
-) -> Result<
-    (
-        Option<cloudshell_emulator::Emulator>,
-        Vec<cloudshell::Client>,
-    ),
-    DaemonError,
-> {
-    let cs = |e: &dyn std::fmt::Display| DaemonError::CloudShell(e.to_string());
-    let mut out = Vec::new();
-    if config.emulated {
-        let mut emulator_config = cloudshell_emulator::EmulatorConfig::new(
-            config
-                .emulator_data_dir
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("emulator")),
-        );
-        emulator_config.regions = regions.to_vec();
-        let emulator = cloudshell_emulator::Emulator::start(
-            emulator_config,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .await
-        .map_err(|e| DaemonError::CloudShell(format!("cannot start the emulator: {e:#}")))?;
-        let cred = emulator
-            .config()
-            .credentials
-            .first()
-            .ok_or_else(|| DaemonError::CloudShell("the emulator has no credentials".into()))?
-            .clone();
-        for r in regions {
-            let c = cloudshell::Config::builder()
-                .region(cloudshell::Region::new(r.as_str()).map_err(|e| cs(&e))?)
-                .endpoint_url(emulator.endpoint())
-                .credentials(cloudshell::Credentials::new(
-                    cred.access_key_id.clone(),
-                    cred.secret_access_key.clone(),
-                    None,
-                    None,
-                    "cloudshell-store-emulated",
-                ))
-                .build()
-                .map_err(|e| cs(&e))?;
-            out.push(cloudshell::Client::new(c));
-        }
-        return Ok((Some(emulator), out));
-    }
-    for r in regions {
-        let c = cloudshell::Config::load()
-            .region(Some(
-                cloudshell::Region::new(r.as_str()).map_err(|e| cs(&e))?,
-            ))
-            .endpoint_url(config.endpoint_url.clone())
-            .load()
-            .await
-            .map_err(|e| cs(&e))?;
-        out.push(cloudshell::Client::new(c));
-    }
-    Ok((None, out))
-}
-
-/// The daemon's QUIC socket and the endpoints agents punch towards: the
-/// public address STUN saw, and the local one.
-async fn quic(
-    config: &DaemonConfig,
-    identity: &Identity,
-) -> Result<(Pool, Vec<SocketAddr>), DaemonError> {
-    let socket = std::net::UdpSocket::bind(config.quic_listen)
-        .map_err(io(format!("cannot bind UDP {}", config.quic_listen)))?;
-    let servers = config.stun_servers();
-    let probe = socket
-        .try_clone()
-        .map_err(io("cannot share the QUIC socket"))?;
-    let found = {
-        let servers = servers.clone();
-        tokio::task::spawn_blocking(move || {
-            cloudshell_net::stun::discover(&probe, &servers, Duration::from_secs(3))
-        })
-        .await
-        .map_err(|e| DaemonError::Net(e.to_string()))?
-    };
-    for f in &found.failures {
-        tracing::warn!("STUN: {f}");
-    }
-    if let Some(w) = found.symmetric_warning() {
-        tracing::warn!("{w}");
-    }
-    let bound = socket
-        .local_addr()
-        .map_err(io("the UDP socket has no address"))?;
-    let mut endpoints: Vec<SocketAddr> = found.public.into_iter().collect();
-    let local = if bound.ip().is_unspecified() {
-        // The interface towards the STUN servers, or loopback without any:
-        // then only agents on this machine (the emulator's) can reach us.
-        let toward = servers.first().and_then(|s| {
-            use std::net::ToSocketAddrs as _;
-            s.to_socket_addrs().ok()?.next()
-        });
-        let ip = toward
-            .and_then(|t| {
-                let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-                s.connect(t).ok()?;
-                Some(s.local_addr().ok()?.ip())
-            })
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
-        SocketAddr::new(ip, bound.port())
-    } else {
-        bound
-    };
-    if !endpoints.contains(&local) {
-        endpoints.push(local);
-    }
-    let pool = Pool::new(socket, identity).map_err(|e| DaemonError::Net(e.to_string()))?;
-    pool.set_nat(found.nat);
-    Ok((pool, endpoints))
-}
-
-/// The agent binary: the configured one, or `cloudshell-agent` next to
-/// this program.
-fn agent_binary(config: &DaemonConfig) -> Result<AgentBinary, DaemonError> {
-    let path = match &config.agent_binary {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .map_err(io("cannot find this program"))?
-            .with_file_name("cloudshell-agent"),
-    };
-    AgentBinary::load(&path).map_err(io(format!(
-        "cannot read the agent binary {} (build it with `cargo build --release -p \
-         cloudshell-agent`, or point agent_binary / --agent-binary at it)",
-        path.display()
-    )))
 }
 
 /// The default key file, created for a new store when no key was given.
@@ -602,86 +446,4 @@ fn key_source(config: &DaemonConfig, create: bool) -> Result<KeySource, DaemonEr
         }
     };
     Ok(KeySource::KeyFile(path))
-}
-
-/// Rebuilds what a lost or wiped node held.
-/// Backs the index up on the nodes after changes, at most once a second.
-async fn backup_loop(state: Arc<State>) {
-    loop {
-        state.changed.notified().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        // Cleared before the export: a change made during it sets it again.
-        state.backup_status(|b| b.pending = false);
-        match state.store.backup_index().await {
-            Ok(r) => {
-                tracing::debug!(
-                    generation = r.generation,
-                    bytes = r.bytes,
-                    "index backed up"
-                );
-                state.backup_status(|b| {
-                    b.generation = Some(r.generation);
-                    b.last_error = None;
-                });
-            }
-            Err(e) => {
-                tracing::warn!("index backup failed (will retry): {e}");
-                state.backup_status(|b| b.last_error = Some(e.to_string()));
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                state.touch();
-            }
-        }
-    }
-}
-
-async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<NodeEvent>) {
-    while let Some(event) = events.recv().await {
-        let node = match &event {
-            NodeEvent::Lost { node } => node.clone(),
-            NodeEvent::Connected {
-                node,
-                fresh_home: true,
-            } => node.clone(),
-            NodeEvent::Connected { .. } => continue,
-        };
-        if let Err(e) = repair_node(&state, &node).await {
-            tracing::warn!(node = %node, "repair: {e}");
-        }
-    }
-}
-
-/// Repairs every file with a shard on `node`.
-pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError> {
-    let mut repaired = 0;
-    for record in state
-        .store
-        .index()
-        .files()
-        .map_err(|e| DaemonError::Store(e.into()))?
-    {
-        let Some((_, manifest)) = state
-            .store
-            .index()
-            .file(&record.name)
-            .map_err(|e| DaemonError::Store(e.into()))?
-        else {
-            continue;
-        };
-        let touches = manifest
-            .chunks
-            .iter()
-            .any(|c| c.shards.iter().any(|s| s.node == node));
-        if touches {
-            match state.store.repair(&record.name).await {
-                Ok(report) => {
-                    repaired += report.shards_rebuilt;
-                    if report.shards_rebuilt > 0 {
-                        state.touch();
-                    }
-                }
-                Err(e) => tracing::warn!(file = %record.name, "repair: {e}"),
-            }
-        }
-    }
-    Ok(repaired)
 }

@@ -1,0 +1,310 @@
+//! The nodes' machinery before any store is opened over them: the
+//! CloudShell clients (the embedded emulator's, or AWS's), the daemon's QUIC
+//! socket and identity, the agent binary, and one node manager per region.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudshell_net::quic::Pool;
+use cloudshell_net::tls::Identity;
+use tokio::sync::mpsc;
+
+use crate::manager::{AgentBinary, NodeEvent, NodeManager, Shared};
+use crate::node::{NodeHandle, NodeState};
+use crate::{DaemonConfig, DaemonError, io};
+
+/// Everything that keeps the nodes up, before a store is opened over them.
+pub(crate) struct Fleet {
+    pub(crate) emulator: Option<cloudshell_emulator::Emulator>,
+    pub(crate) pool: Pool,
+    pub(crate) nodes: Vec<NodeHandle>,
+    pub(crate) store_nodes: Vec<cloudshell_store::Node>,
+    managers: Vec<NodeManager>,
+    pub(crate) events: mpsc::UnboundedReceiver<NodeEvent>,
+    /// What a node added later is made with.
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) source: ClientSource,
+}
+
+impl Fleet {
+    pub(crate) async fn new(config: &DaemonConfig) -> Result<Self, DaemonError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(io(format!("cannot create {}", data_dir.display())))?;
+        let regions = config.regions()?;
+        let (emulator, source) = client_source(config).await?;
+        let mut clients = Vec::new();
+        for r in &regions {
+            clients.push(source.client(r).await?);
+        }
+        let identity = Identity::load_or_create(&data_dir.join("identity"))
+            .map_err(|e| DaemonError::Net(e.to_string()))?;
+        let (pool, endpoints) = quic(config, &identity).await?;
+        let agent = agent_binary(config)?;
+        let nodes: Vec<NodeHandle> = regions.iter().map(|r| NodeHandle::new(r)).collect();
+        let store_nodes: Vec<cloudshell_store::Node> = nodes
+            .iter()
+            .zip(&regions)
+            .map(|(n, r)| {
+                let node = cloudshell_store::Node::new(r.clone(), r.clone(), n.shards());
+                // Offline until its agent answers: puts go where they can.
+                node.set_online(false);
+                node
+            })
+            .collect();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            fingerprint: identity.fingerprint(),
+            endpoints,
+            stun: config.stun_servers(),
+            agent,
+            quota: config.agent_quota_bytes()?,
+            heartbeat: config.heartbeat(),
+            repair_after: config.repair_after(),
+            events: events_tx,
+        });
+        let managers = regions
+            .iter()
+            .zip(clients)
+            .zip(nodes.iter().zip(&store_nodes))
+            .map(|((region, client), (node, store_node))| {
+                NodeManager::new(
+                    region.clone(),
+                    client,
+                    node.clone(),
+                    store_node.clone(),
+                    shared.clone(),
+                )
+            })
+            .collect();
+        Ok(Self {
+            emulator,
+            pool,
+            nodes,
+            store_nodes,
+            managers,
+            events,
+            shared,
+            source,
+        })
+    }
+
+    /// Starts the node managers.
+    pub(crate) fn run(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.managers
+            .drain(..)
+            .map(|m| tokio::spawn(m.run()))
+            .collect()
+    }
+}
+
+/// Waits until every node in `nodes` is connected.
+pub(crate) async fn wait_connected(
+    nodes: &[NodeHandle],
+    timeout: Duration,
+) -> Result<(), DaemonError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let waiting: Vec<String> = nodes
+            .iter()
+            .map(NodeHandle::status)
+            .filter(|s| s.state != NodeState::Connected)
+            .map(|s| {
+                format!(
+                    "{} {:?}{}",
+                    s.id,
+                    s.state,
+                    s.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+                )
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DaemonError::NotReady {
+                after: timeout,
+                detail: waiting.join("; "),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where CloudShell clients come from: the emulator started here, or the
+/// configured endpoint or AWS through the standard credential chain.
+#[derive(Debug, Clone)]
+pub(crate) enum ClientSource {
+    /// The embedded emulator.
+    Emulator {
+        /// Its URL.
+        endpoint: String,
+        /// Its access key.
+        access_key_id: String,
+        /// Its secret.
+        secret_access_key: String,
+    },
+    /// AWS, or an endpoint given.
+    Aws {
+        /// `endpoint_url`, when given.
+        endpoint_url: Option<String>,
+    },
+}
+
+impl ClientSource {
+    /// A client for `region`.
+    pub(crate) async fn client(&self, region: &str) -> Result<cloudshell::Client, DaemonError> {
+        let cs = |e: &dyn std::fmt::Display| DaemonError::CloudShell(e.to_string());
+        let region = cloudshell::Region::new(region).map_err(|e| cs(&e))?;
+        let config = match self {
+            ClientSource::Emulator {
+                endpoint,
+                access_key_id,
+                secret_access_key,
+            } => cloudshell::Config::builder()
+                .region(region)
+                .endpoint_url(endpoint.clone())
+                .credentials(cloudshell::Credentials::new(
+                    access_key_id.clone(),
+                    secret_access_key.clone(),
+                    None,
+                    None,
+                    "cloudshell-store-emulated",
+                ))
+                .build()
+                .map_err(|e| cs(&e))?,
+            ClientSource::Aws { endpoint_url } => cloudshell::Config::load()
+                .region(Some(region))
+                .endpoint_url(endpoint_url.clone())
+                .load()
+                .await
+                .map_err(|e| cs(&e))?,
+        };
+        Ok(cloudshell::Client::new(config))
+    }
+}
+
+/// Starts the emulator when the configuration asks for it, and says where
+/// clients come from.
+async fn client_source(
+    config: &DaemonConfig,
+) -> Result<(Option<cloudshell_emulator::Emulator>, ClientSource), DaemonError> {
+    if !config.emulated {
+        return Ok((
+            None,
+            ClientSource::Aws {
+                endpoint_url: config.endpoint_url.clone(),
+            },
+        ));
+    }
+    let mut emulator_config = cloudshell_emulator::EmulatorConfig::new(
+        config
+            .emulator_data_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("emulator")),
+    );
+    // Every CloudShell region, so a region can be added while running.
+    let mut regions: Vec<String> = cloudshell_emulator::config::DEFAULT_REGIONS
+        .iter()
+        .map(|r| (*r).to_owned())
+        .collect();
+    for r in config.regions()? {
+        if !regions.contains(&r) {
+            regions.push(r);
+        }
+    }
+    emulator_config.regions = regions;
+    let emulator = cloudshell_emulator::Emulator::start(
+        emulator_config,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .map_err(|e| DaemonError::CloudShell(format!("cannot start the emulator: {e:#}")))?;
+    let cred = emulator
+        .config()
+        .credentials
+        .first()
+        .ok_or_else(|| DaemonError::CloudShell("the emulator has no credentials".into()))?
+        .clone();
+    let source = ClientSource::Emulator {
+        endpoint: emulator.endpoint(),
+        access_key_id: cred.access_key_id,
+        secret_access_key: cred.secret_access_key,
+    };
+    Ok((Some(emulator), source))
+}
+
+/// The daemon's QUIC socket and the endpoints agents punch towards: the
+/// public address STUN saw, and the local one.
+pub(crate) async fn quic(
+    config: &DaemonConfig,
+    identity: &Identity,
+) -> Result<(Pool, Vec<SocketAddr>), DaemonError> {
+    let socket = std::net::UdpSocket::bind(config.quic_listen)
+        .map_err(io(format!("cannot bind UDP {}", config.quic_listen)))?;
+    let servers = config.stun_servers();
+    let probe = socket
+        .try_clone()
+        .map_err(io("cannot share the QUIC socket"))?;
+    let found = {
+        let servers = servers.clone();
+        tokio::task::spawn_blocking(move || {
+            cloudshell_net::stun::discover(&probe, &servers, Duration::from_secs(3))
+        })
+        .await
+        .map_err(|e| DaemonError::Net(e.to_string()))?
+    };
+    for f in &found.failures {
+        tracing::warn!("STUN: {f}");
+    }
+    if let Some(w) = found.symmetric_warning() {
+        tracing::warn!("{w}");
+    }
+    let bound = socket
+        .local_addr()
+        .map_err(io("the UDP socket has no address"))?;
+    let mut endpoints: Vec<SocketAddr> = found.public.into_iter().collect();
+    let local = if bound.ip().is_unspecified() {
+        // The interface towards the STUN servers, or loopback without any:
+        // then only agents on this machine (the emulator's) can reach us.
+        let toward = servers.first().and_then(|s| {
+            use std::net::ToSocketAddrs as _;
+            s.to_socket_addrs().ok()?.next()
+        });
+        let ip = toward
+            .and_then(|t| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+                s.connect(t).ok()?;
+                Some(s.local_addr().ok()?.ip())
+            })
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        SocketAddr::new(ip, bound.port())
+    } else {
+        bound
+    };
+    if !endpoints.contains(&local) {
+        endpoints.push(local);
+    }
+    let pool = Pool::new(socket, identity).map_err(|e| DaemonError::Net(e.to_string()))?;
+    pool.set_nat(found.nat);
+    Ok((pool, endpoints))
+}
+
+/// The agent binary: the configured one, or `cloudshell-agent` next to
+/// this program.
+pub(crate) fn agent_binary(config: &DaemonConfig) -> Result<AgentBinary, DaemonError> {
+    let path = match &config.agent_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(io("cannot find this program"))?
+            .with_file_name("cloudshell-agent"),
+    };
+    AgentBinary::load(&path).map_err(io(format!(
+        "cannot read the agent binary {} (build it with `cargo build --release -p \
+         cloudshell-agent`, or point agent_binary / --agent-binary at it)",
+        path.display()
+    )))
+}

@@ -1,0 +1,123 @@
+//! Long operations (repair, redistribution) run as jobs: started by a POST
+//! that answers at once with the job, followed through `GET /api/jobs/{id}`
+//! as they progress.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Finished jobs remembered for `GET /api/jobs/{id}`.
+const KEEP: usize = 100;
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    /// Its id.
+    pub id: u64,
+    /// What it does: `repair`, `redistribute`.
+    pub kind: String,
+    /// Still under way.
+    pub running: bool,
+    /// Units done (files for a repair).
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+    /// What it did, once finished.
+    pub result: Option<serde_json::Value>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The daemon's jobs.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    jobs: Mutex<BTreeMap<u64, Job>>,
+}
+
+impl Jobs {
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<u64, Job>) -> T) -> T {
+        f(&mut self
+            .jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Registers a job of `kind` and returns it.
+    pub fn start(&self, kind: &str, total: u64) -> Job {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let job = Job {
+            id,
+            kind: kind.to_owned(),
+            running: true,
+            done: 0,
+            total,
+            result: None,
+            error: None,
+        };
+        self.with(|jobs| {
+            jobs.insert(id, job.clone());
+            while jobs.len() > KEEP {
+                let Some(oldest) = jobs.iter().find(|(_, j)| !j.running).map(|(id, _)| *id) else {
+                    break;
+                };
+                jobs.remove(&oldest);
+            }
+        });
+        job
+    }
+
+    /// Records progress.
+    pub fn progress(&self, id: u64, done: u64) {
+        self.with(|jobs| {
+            if let Some(j) = jobs.get_mut(&id) {
+                j.done = done;
+            }
+        });
+    }
+
+    /// Records the outcome.
+    pub fn finish(&self, id: u64, outcome: Result<serde_json::Value, String>) {
+        self.with(|jobs| {
+            if let Some(j) = jobs.get_mut(&id) {
+                j.running = false;
+                j.done = j.total;
+                match outcome {
+                    Ok(v) => j.result = Some(v),
+                    Err(e) => j.error = Some(e),
+                }
+            }
+        });
+    }
+
+    /// A job by id.
+    pub fn get(&self, id: u64) -> Option<Job> {
+        self.with(|jobs| jobs.get(&id).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_runs_progresses_and_finishes() {
+        let jobs = Jobs::default();
+        let j = jobs.start("repair", 10);
+        jobs.progress(j.id, 4);
+        assert_eq!(jobs.get(j.id).unwrap().done, 4);
+        jobs.finish(j.id, Ok(serde_json::json!({"shards_rebuilt": 2})));
+        let done = jobs.get(j.id).unwrap();
+        assert!(!done.running);
+        assert_eq!(done.done, 10);
+        assert_eq!(done.result.unwrap()["shards_rebuilt"], 2);
+        assert!(jobs.get(99).is_none());
+        for _ in 0..(KEEP + 5) {
+            let j = jobs.start("x", 1);
+            jobs.finish(j.id, Err("no".into()));
+        }
+        assert!(jobs.get(j.id).is_none(), "old finished jobs are forgotten");
+    }
+}

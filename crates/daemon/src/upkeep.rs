@@ -1,0 +1,92 @@
+//! What runs in the background once the store is open: the index backup
+//! after changes, and repair when a node comes back empty or is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::manager::NodeEvent;
+use crate::{DaemonError, State};
+
+/// Backs the index up on the nodes after changes, at most once a second.
+pub(crate) async fn backup_loop(state: Arc<State>) {
+    loop {
+        state.changed.notified().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Cleared before the export: a change made during it sets it again.
+        state.backup_status(|b| b.pending = false);
+        match state.store.backup_index().await {
+            Ok(r) => {
+                tracing::debug!(
+                    generation = r.generation,
+                    bytes = r.bytes,
+                    "index backed up"
+                );
+                state.backup_status(|b| {
+                    b.generation = Some(r.generation);
+                    b.last_error = None;
+                });
+            }
+            Err(e) => {
+                tracing::warn!("index backup failed (will retry): {e}");
+                state.backup_status(|b| b.last_error = Some(e.to_string()));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                state.touch();
+            }
+        }
+    }
+}
+
+/// Rebuilds what a lost or wiped node held.
+pub(crate) async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<NodeEvent>) {
+    while let Some(event) = events.recv().await {
+        let node = match &event {
+            NodeEvent::Lost { node } => node.clone(),
+            NodeEvent::Connected {
+                node,
+                fresh_home: true,
+            } => node.clone(),
+            NodeEvent::Connected { .. } => continue,
+        };
+        if let Err(e) = repair_node(&state, &node).await {
+            tracing::warn!(node = %node, "repair: {e}");
+        }
+    }
+}
+
+/// Repairs every file with a shard on `node`.
+pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError> {
+    let mut repaired = 0;
+    for record in state
+        .store
+        .index()
+        .files()
+        .map_err(|e| DaemonError::Store(e.into()))?
+    {
+        let Some((_, manifest)) = state
+            .store
+            .index()
+            .file(&record.name)
+            .map_err(|e| DaemonError::Store(e.into()))?
+        else {
+            continue;
+        };
+        let touches = manifest
+            .chunks
+            .iter()
+            .any(|c| c.shards.iter().any(|s| s.node == node));
+        if touches {
+            match state.store.repair(&record.name).await {
+                Ok(report) => {
+                    repaired += report.shards_rebuilt;
+                    if report.shards_rebuilt > 0 {
+                        state.touch();
+                    }
+                }
+                Err(e) => tracing::warn!(file = %record.name, "repair: {e}"),
+            }
+        }
+    }
+    Ok(repaired)
+}
