@@ -687,6 +687,19 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         nodes,
         if emulated { ", emulated" } else { "" }
     );
+    if let Some(emulator) = daemon.emulator()
+        && let Some(cred) = emulator.config().credentials.first()
+    {
+        eprintln!(
+            "cloudshell store: its emulator answers at {}; to look at the environments:\n  \
+             AWS_ENDPOINT_URL_CLOUDSHELL={} AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} \
+             cloudshell --region us-east-1 list",
+            emulator.endpoint(),
+            emulator.endpoint(),
+            cred.access_key_id,
+            cred.secret_access_key
+        );
+    }
     match daemon.wait_ready(Duration::from_secs(600)).await {
         Ok(()) => eprintln!(
             "cloudshell store: ready: {nodes} of {nodes} nodes connected in {:.1} s; open {}",

@@ -184,3 +184,37 @@ pub async fn upload(
         .await
         .map_err(|e| EnvironmentError::Upload(e.to_string()))
 }
+
+/// Uploads `bytes` to `path` (relative to the home) through the shell
+/// session itself, for when the upload form is not offered: streamed as
+/// base64 lines into a temporary name, its SHA-256 checked on arrival, then
+/// renamed into place.
+pub async fn upload_through_shell(
+    client: &Client,
+    id: &EnvironmentId,
+    path: &str,
+    bytes: bytes::Bytes,
+) -> Result<(), EnvironmentError> {
+    use cloudshell_ssm::transfer::{self, Kind, UploadPlan};
+    let fail = |e: transfer::TransferError| EnvironmentError::Upload(e.to_string());
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let plan = UploadPlan::new(path, name, Kind::File);
+    // The probe also clears the way (and tells of an earlier partial file,
+    // which is simply overwritten from the start).
+    transfer::probe_upload(session(client, id).await?, &plan)
+        .await
+        .map_err(fail)?;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    transfer::stream_upload(
+        session(client, id).await?,
+        &plan,
+        0,
+        std::io::Cursor::new(bytes),
+        progress,
+    )
+    .await
+    .map_err(fail)?;
+    transfer::commit_upload(session(client, id).await?, &plan, None, None)
+        .await
+        .map_err(fail)
+}

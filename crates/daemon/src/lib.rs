@@ -388,6 +388,11 @@ impl Daemon {
         format!("http://{}", self.local_addr)
     }
 
+    /// The embedded emulator, when there is one.
+    pub fn emulator(&self) -> Option<&cloudshell_emulator::Emulator> {
+        self._emulator.as_ref()
+    }
+
     /// The state the API serves.
     pub fn state(&self) -> &Arc<State> {
         &self.state

@@ -235,13 +235,17 @@ impl NodeManager {
         let (_, out) = environment::run(&self.client, env, &bootstrap::prepare_command()).await?;
         let installed = bootstrap::parse_prepare(&out)?;
         if installed.agent_sha256.as_deref() != Some(self.shared.agent.sha256.as_str()) {
-            environment::upload(
-                &self.client,
-                env,
-                bootstrap::UPLOAD_PATH,
-                self.shared.agent.bytes.clone(),
-            )
-            .await?;
+            let bytes = self.shared.agent.bytes.clone();
+            if let Err(e) =
+                environment::upload(&self.client, env, bootstrap::UPLOAD_PATH, bytes.clone()).await
+            {
+                tracing::info!(
+                    region = %self.region,
+                    "the upload form did not take the agent ({e}); sending it through the shell"
+                );
+                environment::upload_through_shell(&self.client, env, bootstrap::UPLOAD_PATH, bytes)
+                    .await?;
+            }
             let (code, out) = environment::run(
                 &self.client,
                 env,
