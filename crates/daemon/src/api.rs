@@ -17,6 +17,7 @@
 //! | `POST /api/repair` | repair every file now: a job |
 //! | `POST /api/redistribute` | even out the nodes: a job |
 //! | `GET /api/jobs/{id}` | a job's progress and result |
+//! | `GET /api/events` | server-sent events: `change` whenever anything shown changed |
 //! | `GET /api/openapi.json` | this API as OpenAPI 3.0 |
 //! | `GET /metrics` | Prometheus metrics |
 //! | `GET /api/scrub`, `POST /api/scrub` | the scrubber's progress; start a pass now |
@@ -45,6 +46,8 @@ type Shared = Arc<State>;
 /// The API's routes.
 pub fn router(state: Shared) -> Router {
     Router::new()
+        .route("/", get(|| asset("index.html")))
+        .route("/ui/{file}", get(|Path(file): Path<String>| asset_owned(file)))
         .route("/api/health", get(health))
         .route("/api/files", get(list))
         .route(
@@ -63,6 +66,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/redistribute", post(redistribute))
         .route("/api/jobs/{id}", get(job))
         .route("/api/openapi.json", get(openapi))
+        .route("/api/events", get(events))
         .route("/metrics", get(metrics))
         .route("/api/scrub", get(scrub_status).post(scrub_start))
         .layer(axum::middleware::from_fn_with_state(
@@ -122,13 +126,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Requires `Authorization: Bearer TOKEN` when a token is configured.
+/// Requires `Authorization: Bearer TOKEN` when a token is configured. The
+/// web UI's own files are public (it asks for the token itself).
 async fn authorize(
     AxumState(state): AxumState<Shared>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(token) = &state.config.token {
+    let path = request.uri().path();
+    let public = path == "/" || path.starts_with("/ui/");
+    if let Some(token) = state.config.token.as_ref().filter(|_| !public) {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -242,8 +249,35 @@ async fn list(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Va
         .index()
         .files()
         .map_err(|e| ApiError::from(StoreError::from(e)))?;
-    let files: Vec<FileInfo> = files.iter().map(info).collect();
-    Ok(Json(json!({ "files": files })))
+    let serving = state.serving();
+    let mut out = Vec::with_capacity(files.len());
+    for f in &files {
+        let health = state
+            .store
+            .index()
+            .file(&f.name)
+            .map_err(|e| ApiError::from(StoreError::from(e)))?
+            .map(|(_, m)| {
+                state
+                    .health
+                    .file_health(&m, usize::from(f.k), &serving)
+            });
+        let mut v = serde_json::to_value(info(f)).unwrap_or_default();
+        v["health"] = json!(health.map(|h| health_json(&state, h)));
+        out.push(v);
+    }
+    Ok(Json(json!({ "files": out })))
+}
+
+/// A file's health, its "survives" capped at the node count (an empty
+/// file survives losing them all).
+fn health_json(state: &State, h: crate::health::FileHealth) -> serde_json::Value {
+    json!({
+        "state": h.state,
+        "survives": survivable(state, h.survives),
+        "bad_shards": h.bad_shards,
+        "repairing": h.repairing,
+    })
 }
 
 async fn upload(
@@ -360,14 +394,37 @@ async fn remove(
     AxumState(state): AxumState<Shared>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let file_id = state
+        .store
+        .index()
+        .file(&name)
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .map(|(r, _)| r.file_id);
     state.store.delete(&name).await?;
+    if let Some(id) = file_id {
+        state.health.clear(id);
+    }
     state.touch();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which chunks of a shard map to show: a file may have thousands.
+#[derive(serde::Deserialize)]
+struct ChunkPage {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_chunk_limit")]
+    limit: usize,
+}
+
+fn default_chunk_limit() -> usize {
+    1000
 }
 
 async fn stat(
     AxumState(state): AxumState<Shared>,
     Path(name): Path<String>,
+    axum::extract::Query(page): axum::extract::Query<ChunkPage>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (record, manifest) = state
         .store
@@ -375,20 +432,52 @@ async fn stat(
         .file(&name)
         .map_err(|e| ApiError::from(StoreError::from(e)))?
         .ok_or_else(|| ApiError::from(StoreError::NotFound(name.clone())))?;
+    let serving = state.serving();
+    let shard_state = |c: usize, i: usize, node: &str| {
+        state
+            .health
+            .shard_state(record.file_id, c as u64, i as u8, serving.contains(node))
+    };
+    // Per region: shards held and how many are not ok, over every chunk.
+    let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (c, chunk) in manifest.chunks.iter().enumerate() {
+        for (i, s) in chunk.shards.iter().enumerate() {
+            let e = regions.entry(s.node.clone()).or_default();
+            e.0 += 1;
+            if shard_state(c, i, &s.node) != crate::health::ShardState::Ok {
+                e.1 += 1;
+            }
+        }
+    }
     let chunks: Vec<_> = manifest
         .chunks
         .iter()
-        .map(|c| {
+        .enumerate()
+        .skip(page.offset)
+        .take(page.limit.min(10_000))
+        .map(|(c, chunk)| {
             json!({
-                "payload_len": c.payload_len,
-                "shards": c.shards.iter().map(|s| json!({"node": s.node, "blake3": hex(&s.blake3)})).collect::<Vec<_>>(),
+                "index": c,
+                "payload_len": chunk.payload_len,
+                "shards": chunk.shards.iter().enumerate().map(|(i, s)| json!({
+                    "node": s.node,
+                    "blake3": hex(&s.blake3),
+                    "state": shard_state(c, i, &s.node),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
+    let health = state
+        .health
+        .file_health(&manifest, usize::from(record.k), &serving);
     let survivable = survivable(&state, state.store.survivable_losses(&name)?);
     Ok(Json(json!({
         "file": info(&record),
         "survivable_losses": survivable,
+        "health": health_json(&state, health),
+        "total_chunks": manifest.chunks.len(),
+        "offset": page.offset,
+        "regions": regions.iter().map(|(r, (n, bad))| json!({"node": r, "shards": n, "not_ok": bad})).collect::<Vec<_>>(),
         "chunks": chunks,
     })))
 }
@@ -458,7 +547,7 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
         let mut shards = 0;
         let mut failed = Vec::new();
         for (n, f) in files.iter().enumerate() {
-            match state.store.repair(&f.name).await {
+            match state.repair_file(&f.name).await {
                 Ok(r) => {
                     chunks += r.chunks_repaired;
                     shards += r.shards_rebuilt;
@@ -468,10 +557,9 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
                 Err(e) => failed.push(json!({"name": f.name, "error": e.to_string()})),
             }
             state.jobs.progress(id, n as u64 + 1);
+            state.bump();
         }
-        if shards > 0 {
-            state.touch();
-        }
+        state.bump();
         state.jobs.finish(
             id,
             Ok(json!({
@@ -481,6 +569,7 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
                 "failed": failed,
             })),
         );
+        state.bump();
     });
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
@@ -501,6 +590,7 @@ async fn redistribute(AxumState(state): AxumState<Shared>) -> (StatusCode, Json<
             Err(e) => Err(e.to_string()),
         };
         state.jobs.finish(id, outcome);
+        state.bump();
     });
     (StatusCode::ACCEPTED, Json(job))
 }
@@ -592,7 +682,60 @@ async fn delete_shard(
             e.to_string(),
         )
     })?;
+    state
+        .health
+        .mark(record.file_id, chunk, index, crate::health::Bad::Missing);
+    state.bump();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Server-sent events: a `change` event (data: a counter) whenever files,
+/// nodes, jobs or the scrubber change, bursts coalesced, so views refresh
+/// when something happened instead of polling.
+async fn events(
+    AxumState(state): AxumState<Shared>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = state.subscribe();
+    let first = futures_util::stream::once(async {
+        Ok(Event::default().event("hello").data("0"))
+    });
+    let changes = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let v = *rx.borrow_and_update();
+        Some((Ok(Event::default().event("change").data(v.to_string())), rx))
+    });
+    Sse::new(futures_util::StreamExt::chain(first, changes)).keep_alive(KeepAlive::default())
+}
+
+/// The web UI, built into the binary: plain HTML, CSS and JavaScript
+/// modules, no build step.
+const UI: [(&str, &str, &str); 4] = [
+    ("index.html", "text/html; charset=utf-8", include_str!("../ui/index.html")),
+    ("app.js", "text/javascript; charset=utf-8", include_str!("../ui/app.js")),
+    ("map.js", "text/javascript; charset=utf-8", include_str!("../ui/map.js")),
+    ("style.css", "text/css; charset=utf-8", include_str!("../ui/style.css")),
+];
+
+async fn asset(name: &str) -> Response {
+    match UI.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, body)) => (
+            [
+                (header::CONTENT_TYPE, *kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchAsset", format!("no {name}")).into_response(),
+    }
+}
+
+async fn asset_owned(name: String) -> Response {
+    asset(&name).await
 }
 
 /// The OpenAPI document, kept by hand beside this file.

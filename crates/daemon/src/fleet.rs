@@ -22,6 +22,8 @@ pub(crate) struct Fleet {
     pub(crate) store_nodes: Vec<cloudshell_store::Node>,
     managers: Vec<NodeManager>,
     pub(crate) events: mpsc::UnboundedReceiver<NodeEvent>,
+    /// Counts every change live views should see.
+    pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// What a node added later is made with.
     pub(crate) shared: Arc<Shared>,
     pub(crate) source: ClientSource,
@@ -43,7 +45,11 @@ impl Fleet {
             .map_err(|e| DaemonError::Net(e.to_string()))?;
         let (pool, endpoints) = quic(config, &identity).await?;
         let agent = agent_binary(config)?;
-        let nodes: Vec<NodeHandle> = regions.iter().map(|r| NodeHandle::new(r)).collect();
+        let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
+        let nodes: Vec<NodeHandle> = regions
+            .iter()
+            .map(|r| NodeHandle::new(r, changes.clone()))
+            .collect();
         let store_nodes: Vec<cloudshell_store::Node> = nodes
             .iter()
             .zip(&regions)
@@ -87,6 +93,7 @@ impl Fleet {
             store_nodes,
             managers,
             events,
+            changes,
             shared,
             source,
         })

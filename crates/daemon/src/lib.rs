@@ -34,6 +34,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod environment;
 mod fleet;
+pub mod health;
 pub mod jobs;
 pub mod manager;
 pub mod metrics;
@@ -122,6 +123,10 @@ pub struct State {
     regions: RegionMaker,
     /// Tasks started while running (node managers of added regions).
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Known-bad shards and files under repair.
+    pub health: health::ShardHealth,
+    /// Counts changes; live views (`/api/events`) wait on it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Makes the node of a region added while the daemon runs.
@@ -170,7 +175,7 @@ impl State {
             return Err(DaemonError::Exists(region.to_owned()));
         }
         let client = self.regions.source.client(region).await?;
-        let node = NodeHandle::new(region);
+        let node = NodeHandle::new(region, self.changes.clone());
         let store_node = cloudshell_store::Node::new(region, region, node.shards());
         store_node.set_online(false);
         self.store.add_node(store_node.clone())?;
@@ -202,6 +207,51 @@ impl State {
     pub fn touch(&self) {
         self.backup_status(|b| b.pending = true);
         self.changed.notify_one();
+        self.bump();
+    }
+
+    /// Tells live views something changed.
+    pub fn bump(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver of change counts, for live views.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The ids of the nodes serving now.
+    pub fn serving(&self) -> std::collections::HashSet<String> {
+        self.store
+            .nodes()
+            .into_iter()
+            .filter(cloudshell_store::Node::is_online)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Repairs one file, keeping its shard health up to date.
+    pub async fn repair_file(
+        &self,
+        name: &str,
+    ) -> Result<cloudshell_store::RepairReport, cloudshell_store::StoreError> {
+        let file_id = self.store.index().file(name)?.map(|(r, _)| r.file_id);
+        if let Some(id) = file_id {
+            self.health.set_repairing(id, true);
+            self.bump();
+        }
+        let result = self.store.repair(name).await;
+        if let Some(id) = file_id {
+            self.health.set_repairing(id, false);
+            if result.is_ok() {
+                self.health.clear(id);
+            }
+        }
+        match &result {
+            Ok(r) if r.shards_rebuilt > 0 => self.touch(),
+            _ => self.bump(),
+        }
+        result
     }
 
     /// The backup's status, after `f` changed it.
@@ -306,6 +356,8 @@ impl Daemon {
                 source: fleet.source.clone(),
             },
             tasks: std::sync::Mutex::new(Vec::new()),
+            health: health::ShardHealth::default(),
+            changes: fleet.changes.clone(),
         });
         let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
         tasks.push(tokio::spawn(upkeep::repair_loop(state.clone(), events)));

@@ -267,16 +267,25 @@ impl NodeManager {
 
     /// Heartbeats and health checks until the agent stops answering.
     async fn watch(&self, env: &EnvironmentId, remote: &RemoteShards) {
-        let mut last_heartbeat = tokio::time::Instant::now();
+        let mut last_heartbeat: Option<tokio::time::Instant> = None;
         let mut failures = 0;
+        let mut first = true;
         loop {
-            tokio::time::sleep(HEALTH_INTERVAL).await;
-            if last_heartbeat.elapsed() >= self.shared.heartbeat {
+            if !first {
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+            }
+            first = false;
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= self.shared.heartbeat) {
                 match environment::heartbeat(&self.client, env).await {
-                    Ok(()) => last_heartbeat = tokio::time::Instant::now(),
+                    Ok(()) => {
+                        last_heartbeat = Some(tokio::time::Instant::now());
+                        self.node
+                            .update(|s| s.last_heartbeat = Some(crate::node::now_secs()));
+                    }
                     Err(e) => tracing::warn!(region = %self.region, "heartbeat: {e}"),
                 }
             }
+            let asked = tokio::time::Instant::now();
             let check = tokio::time::timeout(HEALTH_TIMEOUT, remote.stats())
                 .await
                 .unwrap_or_else(|_| {
@@ -287,10 +296,12 @@ impl NodeManager {
             match check {
                 Ok(stats) => {
                     failures = 0;
+                    let took = asked.elapsed();
                     self.node.update(|s| {
                         s.used = stats.used;
                         s.quota = stats.quota;
                         s.shards = stats.shards;
+                        s.latency_ms = Some(took.as_secs_f64() * 1000.0);
                         if s.state == NodeState::Degraded {
                             s.state = NodeState::Connected;
                         }

@@ -57,6 +57,10 @@ pub struct NodeStatus {
     pub shards: u64,
     /// The last thing that went wrong, if the node is not connected.
     pub last_error: Option<String>,
+    /// Round trip of the last health check, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Seconds since the Unix epoch of the last heartbeat sent.
+    pub last_heartbeat: Option<u64>,
     /// Seconds since the Unix epoch of the last state change.
     pub since: u64,
 }
@@ -77,6 +81,8 @@ impl NodeStatus {
             quota: 0,
             shards: 0,
             last_error: None,
+            latency_ms: None,
+            last_heartbeat: None,
             since: now_secs(),
         }
     }
@@ -94,14 +100,17 @@ pub fn now_secs() -> u64 {
 pub struct NodeHandle {
     status: Arc<Mutex<NodeStatus>>,
     remote: Arc<RwLock<Option<RemoteShards>>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl NodeHandle {
-    /// A node for `region`, not yet served.
-    pub fn new(region: &str) -> Self {
+    /// A node for `region`, not yet served; its changes are counted on
+    /// `changes` (what live views wait on).
+    pub fn new(region: &str, changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
         Self {
             status: Arc::new(Mutex::new(NodeStatus::new(region))),
             remote: Arc::new(RwLock::new(None)),
+            changes,
         }
     }
 
@@ -122,6 +131,8 @@ impl NodeHandle {
             s.since = now_secs();
             tracing::info!(node = %s.id, "{:?} -> {:?}", before, s.state);
         }
+        drop(s);
+        self.changes.send_modify(|v| *v += 1);
     }
 
     /// Serves the node through `remote` from now on (`None`: unavailable).

@@ -58,12 +58,19 @@ fn update(state: &State, f: impl FnOnce(&mut ScrubStatus)) -> ScrubStatus {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     f(&mut s);
-    s.clone()
+    let out = s.clone();
+    drop(s);
+    state.bump();
+    out
 }
 
 /// The scrubber's status.
 pub fn status(state: &State) -> ScrubStatus {
-    update(state, |_| {})
+    state
+        .scrub
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// One pass over every file.
@@ -98,16 +105,20 @@ pub async fn pass(state: &State) {
                 continue;
             }
         };
+        for b in &report.bad {
+            let kind = if b.missing {
+                crate::health::Bad::Missing
+            } else {
+                crate::health::Bad::Corrupt
+            };
+            state.health.mark(record.file_id, b.chunk, b.index, kind);
+        }
         let (read, read_failed) = spot_check(state, record).await;
         let mut rebuilt = 0;
         if report.needs_repair() || read_failed > 0 {
-            match state.store.repair(&record.name).await {
-                Ok(r) => {
-                    rebuilt = r.shards_rebuilt;
-                    if rebuilt > 0 {
-                        state.touch();
-                    }
-                }
+            state.bump();
+            match state.repair_file(&record.name).await {
+                Ok(r) => rebuilt = r.shards_rebuilt,
                 Err(e) => tracing::warn!(file = %record.name, "scrub repair: {e}"),
             }
         }

@@ -77,12 +77,9 @@ pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError
             .iter()
             .any(|c| c.shards.iter().any(|s| s.node == node));
         if touches {
-            match state.store.repair(&record.name).await {
+            match state.repair_file(&record.name).await {
                 Ok(report) => {
                     repaired += report.shards_rebuilt;
-                    if report.shards_rebuilt > 0 {
-                        state.touch();
-                    }
                 }
                 Err(e) => tracing::warn!(file = %record.name, "repair: {e}"),
             }

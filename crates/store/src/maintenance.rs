@@ -12,8 +12,19 @@ use crate::format::{FileId, ShardKey};
 use crate::shard_store::ShardError;
 use crate::store::{Node, Store, StoreError};
 
+/// A shard found wanting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BadShard {
+    /// Its chunk.
+    pub chunk: u64,
+    /// Its index in the chunk.
+    pub index: u8,
+    /// Missing (true) or corrupt (false).
+    pub missing: bool,
+}
+
 /// What checking one file found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
     /// Shards whose node computed their BLAKE3.
     pub checked: usize,
@@ -23,6 +34,8 @@ pub struct CheckReport {
     pub corrupt: usize,
     /// Shards on nodes that did not answer (not judged).
     pub unreachable: usize,
+    /// Which shards were missing or corrupt.
+    pub bad: Vec<BadShard>,
 }
 
 impl CheckReport {
@@ -67,7 +80,7 @@ impl Store {
                 };
                 let want = loc.blake3;
                 checks.push(async move {
-                    match node {
+                    let verdict = match node {
                         Some(n) if n.is_online() => match n.shards.verify(key).await {
                             Ok(h) if h == want => Ok(()),
                             Ok(_) => Err(Some(false)),
@@ -75,16 +88,26 @@ impl Store {
                             Err(_) => Err(None),
                         },
                         _ => Err(None),
-                    }
+                    };
+                    (key.index, verdict)
                 });
             }
-            while let Some(r) = checks.next().await {
+            while let Some((index, r)) = checks.next().await {
+                let bad = |missing| BadShard {
+                    chunk: c as u64,
+                    index,
+                    missing,
+                };
                 match r {
                     Ok(()) => report.checked += 1,
-                    Err(Some(true)) => report.missing += 1,
+                    Err(Some(true)) => {
+                        report.missing += 1;
+                        report.bad.push(bad(true));
+                    }
                     Err(Some(false)) => {
                         report.checked += 1;
                         report.corrupt += 1;
+                        report.bad.push(bad(false));
                     }
                     Err(None) => report.unreachable += 1,
                 }

@@ -686,6 +686,7 @@ async fn checking_finds_missing_and_corrupt_shards_without_reading_them() {
             ..Default::default()
         }
     );
+    let (record, _) = f.store.index().file("f").unwrap().unwrap();
     let files = shard_files(f.dir.path());
     std::fs::remove_file(&files[0]).unwrap();
     let mut bytes = std::fs::read(&files[1]).unwrap();
@@ -694,6 +695,23 @@ async fn checking_finds_missing_and_corrupt_shards_without_reading_them() {
     std::fs::write(&files[1], bytes).unwrap();
     let report = f.store.check_file("f", fast).await.unwrap();
     assert_eq!((report.missing, report.corrupt), (1, 1), "{report:?}");
+    // The bad ones are named: their file names are their keys.
+    let named: Vec<String> = report
+        .bad
+        .iter()
+        .map(|b| {
+            cloudshell_store::ShardKey {
+                file_id: record.file_id,
+                chunk: b.chunk,
+                index: b.index,
+            }
+            .name()
+        })
+        .collect();
+    for f in &files[..2] {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(named.contains(&name), "{name} not in {named:?}");
+    }
     assert!(report.needs_repair());
     f.store.repair("f").await.unwrap();
     assert!(!f.store.check_file("f", fast).await.unwrap().needs_repair());

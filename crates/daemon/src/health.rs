@@ -1,0 +1,196 @@
+//! What the daemon knows about the health of each file's shards: those
+//! found missing or corrupt (by the scrubber, or deleted on purpose through
+//! the API), those on nodes not serving, and files under repair; and from
+//! that, how many more node losses each file survives.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use cloudshell_store::{FileId, Manifest};
+use serde::Serialize;
+
+/// A shard known to be bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// Its node does not have it.
+    Missing,
+    /// Its bytes do not hash to the manifest's BLAKE3.
+    Corrupt,
+}
+
+/// A shard's state as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardState {
+    /// Believed good.
+    Ok,
+    /// Known missing.
+    Missing,
+    /// Known corrupt.
+    Corrupt,
+    /// On a node that is not serving.
+    Unavailable,
+    /// Its file is being repaired.
+    Repairing,
+}
+
+/// A file's redundancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redundancy {
+    /// Every shard good.
+    Healthy,
+    /// Some shards bad or unavailable; still readable.
+    Degraded,
+    /// Some chunk has fewer than k good shards.
+    Unrecoverable,
+}
+
+/// A file's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FileHealth {
+    /// Healthy, degraded or unrecoverable.
+    pub state: Redundancy,
+    /// Further node losses the worst chunk survives (0 when unrecoverable).
+    pub survives: usize,
+    /// Shards not good now.
+    pub bad_shards: usize,
+    /// Under repair now.
+    pub repairing: bool,
+}
+
+/// Known-bad shards and files under repair.
+#[derive(Debug, Default)]
+pub struct ShardHealth {
+    bad: Mutex<HashMap<FileId, HashMap<(u64, u8), Bad>>>,
+    repairing: Mutex<HashSet<FileId>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ShardHealth {
+    /// Records a bad shard.
+    pub fn mark(&self, file: FileId, chunk: u64, index: u8, bad: Bad) {
+        lock(&self.bad).entry(file).or_default().insert((chunk, index), bad);
+    }
+
+    /// Forgets what was bad in `file` (repaired, or deleted).
+    pub fn clear(&self, file: FileId) {
+        lock(&self.bad).remove(&file);
+    }
+
+    /// Marks `file` as under repair, or not.
+    pub fn set_repairing(&self, file: FileId, repairing: bool) {
+        let mut r = lock(&self.repairing);
+        if repairing {
+            r.insert(file);
+        } else {
+            r.remove(&file);
+        }
+    }
+
+    /// The state of shard `index` of `chunk`, on `node`.
+    pub fn shard_state(
+        &self,
+        file: FileId,
+        chunk: u64,
+        index: u8,
+        node_serving: bool,
+    ) -> ShardState {
+        if lock(&self.repairing).contains(&file) {
+            return ShardState::Repairing;
+        }
+        match lock(&self.bad).get(&file).and_then(|b| b.get(&(chunk, index))) {
+            Some(Bad::Missing) => ShardState::Missing,
+            Some(Bad::Corrupt) => ShardState::Corrupt,
+            None if !node_serving => ShardState::Unavailable,
+            None => ShardState::Ok,
+        }
+    }
+
+    /// How a file stands, given which nodes serve now.
+    pub fn file_health(&self, manifest: &Manifest, k: usize, serving: &HashSet<String>) -> FileHealth {
+        let bad = lock(&self.bad).get(&manifest.file_id).cloned().unwrap_or_default();
+        let repairing = lock(&self.repairing).contains(&manifest.file_id);
+        let mut worst: Option<usize> = None;
+        let mut bad_shards = 0;
+        let mut all_good = true;
+        for (c, entry) in manifest.chunks.iter().enumerate() {
+            let good = entry
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(i, loc)| {
+                    serving.contains(&loc.node) && !bad.contains_key(&(c as u64, *i as u8))
+                })
+                .count();
+            bad_shards += entry.shards.len() - good;
+            all_good &= good == entry.shards.len();
+            worst = Some(worst.map_or(good, |w| w.min(good)));
+        }
+        let (state, survives) = match worst {
+            // An empty file has nothing to lose.
+            None => (Redundancy::Healthy, usize::MAX),
+            Some(w) if w < k => (Redundancy::Unrecoverable, 0),
+            Some(w) if all_good => (Redundancy::Healthy, w - k),
+            Some(w) => (Redundancy::Degraded, w - k),
+        };
+        FileHealth {
+            state,
+            survives,
+            bad_shards,
+            repairing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudshell_store::index::{ChunkEntry, ShardLocation};
+
+    fn manifest() -> Manifest {
+        Manifest {
+            file_id: FileId([1; 16]),
+            chunks: (0..2)
+                .map(|_| ChunkEntry {
+                    payload_len: 10,
+                    shards: (0..9)
+                        .map(|i| ShardLocation {
+                            node: format!("n{i}"),
+                            blake3: [0; 32],
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn health_follows_bad_shards_and_nodes() {
+        let h = ShardHealth::default();
+        let m = manifest();
+        let all: HashSet<String> = (0..9).map(|i| format!("n{i}")).collect();
+        let fh = h.file_health(&m, 6, &all);
+        assert_eq!((fh.state, fh.survives), (Redundancy::Healthy, 3));
+        h.mark(m.file_id, 1, 4, Bad::Missing);
+        assert_eq!(h.shard_state(m.file_id, 1, 4, true), ShardState::Missing);
+        assert_eq!(h.shard_state(m.file_id, 0, 4, true), ShardState::Ok);
+        let fh = h.file_health(&m, 6, &all);
+        assert_eq!((fh.state, fh.survives, fh.bad_shards), (Redundancy::Degraded, 2, 1));
+        let mut fewer = all.clone();
+        for i in 0..3 {
+            fewer.remove(&format!("n{i}"));
+        }
+        assert_eq!(h.shard_state(m.file_id, 0, 0, false), ShardState::Unavailable);
+        let fh = h.file_health(&m, 6, &fewer);
+        assert_eq!((fh.state, fh.survives), (Redundancy::Unrecoverable, 0));
+        h.set_repairing(m.file_id, true);
+        assert_eq!(h.shard_state(m.file_id, 1, 4, true), ShardState::Repairing);
+        h.set_repairing(m.file_id, false);
+        h.clear(m.file_id);
+        assert_eq!(h.file_health(&m, 6, &all).state, Redundancy::Healthy);
+    }
+}
