@@ -47,7 +47,10 @@ type Shared = Arc<State>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(|| asset("index.html")))
-        .route("/ui/{file}", get(|Path(file): Path<String>| asset_owned(file)))
+        .route(
+            "/ui/{file}",
+            get(|Path(file): Path<String>| asset_owned(file)),
+        )
         .route("/api/health", get(health))
         .route("/api/files", get(list))
         .route(
@@ -257,11 +260,7 @@ async fn list(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Va
             .index()
             .file(&f.name)
             .map_err(|e| ApiError::from(StoreError::from(e)))?
-            .map(|(_, m)| {
-                state
-                    .health
-                    .file_health(&m, usize::from(f.k), &serving)
-            });
+            .map(|(_, m)| state.health.file_health(&m, usize::from(f.k), &serving));
         let mut v = serde_json::to_value(info(f)).unwrap_or_default();
         v["health"] = json!(health.map(|h| health_json(&state, h)));
         out.push(v);
@@ -699,9 +698,7 @@ async fn events(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let rx = state.subscribe();
-    let first = futures_util::stream::once(async {
-        Ok(Event::default().event("hello").data("0"))
-    });
+    let first = futures_util::stream::once(async { Ok(Event::default().event("hello").data("0")) });
     let changes = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
@@ -714,10 +711,26 @@ async fn events(
 /// The web UI, built into the binary: plain HTML, CSS and JavaScript
 /// modules, no build step.
 const UI: [(&str, &str, &str); 4] = [
-    ("index.html", "text/html; charset=utf-8", include_str!("../ui/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../ui/app.js")),
-    ("map.js", "text/javascript; charset=utf-8", include_str!("../ui/map.js")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../ui/style.css")),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/app.js"),
+    ),
+    (
+        "map.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/map.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/style.css"),
+    ),
 ];
 
 async fn asset(name: &str) -> Response {
@@ -730,7 +743,8 @@ async fn asset(name: &str) -> Response {
             *body,
         )
             .into_response(),
-        None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchAsset", format!("no {name}")).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "NoSuchAsset", format!("no {name}"))
+            .into_response(),
     }
 }
 

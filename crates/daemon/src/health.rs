@@ -59,10 +59,13 @@ pub struct FileHealth {
     pub repairing: bool,
 }
 
+/// A file's known-bad shards, by (chunk, index).
+type BadShards = HashMap<(u64, u8), Bad>;
+
 /// Known-bad shards and files under repair.
 #[derive(Debug, Default)]
 pub struct ShardHealth {
-    bad: Mutex<HashMap<FileId, HashMap<(u64, u8), Bad>>>,
+    bad: Mutex<HashMap<FileId, BadShards>>,
     repairing: Mutex<HashSet<FileId>>,
 }
 
@@ -73,7 +76,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl ShardHealth {
     /// Records a bad shard.
     pub fn mark(&self, file: FileId, chunk: u64, index: u8, bad: Bad) {
-        lock(&self.bad).entry(file).or_default().insert((chunk, index), bad);
+        lock(&self.bad)
+            .entry(file)
+            .or_default()
+            .insert((chunk, index), bad);
     }
 
     /// Forgets what was bad in `file` (repaired, or deleted).
@@ -102,7 +108,10 @@ impl ShardHealth {
         if lock(&self.repairing).contains(&file) {
             return ShardState::Repairing;
         }
-        match lock(&self.bad).get(&file).and_then(|b| b.get(&(chunk, index))) {
+        match lock(&self.bad)
+            .get(&file)
+            .and_then(|b| b.get(&(chunk, index)))
+        {
             Some(Bad::Missing) => ShardState::Missing,
             Some(Bad::Corrupt) => ShardState::Corrupt,
             None if !node_serving => ShardState::Unavailable,
@@ -111,8 +120,16 @@ impl ShardHealth {
     }
 
     /// How a file stands, given which nodes serve now.
-    pub fn file_health(&self, manifest: &Manifest, k: usize, serving: &HashSet<String>) -> FileHealth {
-        let bad = lock(&self.bad).get(&manifest.file_id).cloned().unwrap_or_default();
+    pub fn file_health(
+        &self,
+        manifest: &Manifest,
+        k: usize,
+        serving: &HashSet<String>,
+    ) -> FileHealth {
+        let bad = lock(&self.bad)
+            .get(&manifest.file_id)
+            .cloned()
+            .unwrap_or_default();
         let repairing = lock(&self.repairing).contains(&manifest.file_id);
         let mut worst: Option<usize> = None;
         let mut bad_shards = 0;
@@ -179,12 +196,18 @@ mod tests {
         assert_eq!(h.shard_state(m.file_id, 1, 4, true), ShardState::Missing);
         assert_eq!(h.shard_state(m.file_id, 0, 4, true), ShardState::Ok);
         let fh = h.file_health(&m, 6, &all);
-        assert_eq!((fh.state, fh.survives, fh.bad_shards), (Redundancy::Degraded, 2, 1));
+        assert_eq!(
+            (fh.state, fh.survives, fh.bad_shards),
+            (Redundancy::Degraded, 2, 1)
+        );
         let mut fewer = all.clone();
         for i in 0..3 {
             fewer.remove(&format!("n{i}"));
         }
-        assert_eq!(h.shard_state(m.file_id, 0, 0, false), ShardState::Unavailable);
+        assert_eq!(
+            h.shard_state(m.file_id, 0, 0, false),
+            ShardState::Unavailable
+        );
         let fh = h.file_health(&m, 6, &fewer);
         assert_eq!((fh.state, fh.survives), (Redundancy::Unrecoverable, 0));
         h.set_repairing(m.file_id, true);
