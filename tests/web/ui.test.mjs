@@ -156,6 +156,9 @@ async function main() {
     await page.click(`.card[data-node='${node}'] button`);
     await page.waitForSelector(`.card[data-node='${node}'][data-state='offline']`);
     await page.screenshot({ path: join(shots, "06-nodes-offline.png"), fullPage: true });
+    // Scrub now: agents hash their shards where they are; the result shows.
+    await page.click("#act-scrub");
+    await page.waitForSelector(".toast.done:has-text('shards verified in place')", { timeout: 60_000 });
     // The files view shows the file degraded while a node holding its shards is out.
     await page.click("nav a[data-view='files']");
     await page.waitForSelector(`tr[data-name="${files[0].name}"] [data-health="degraded"]`);

@@ -131,6 +131,28 @@ fn kill_agents_under(root: &Path) {
 
 struct Cleanup(PathBuf);
 
+/// A test's directories: the store's data, the user's home, and a guard
+/// that kills the agents left under them.
+struct Fresh {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    home: PathBuf,
+    cleanup: Cleanup,
+}
+
+fn fresh() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let home = dir.path().join("user");
+    std::fs::create_dir_all(&home).unwrap();
+    Fresh {
+        cleanup: Cleanup(dir.path().to_owned()),
+        dir,
+        data,
+        home,
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         kill_agents_under(&self.0);
@@ -193,11 +215,12 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
-    let dir = tempfile::tempdir().unwrap();
-    let _cleanup = Cleanup(dir.path().to_owned());
-    let data = dir.path().join("store");
-    let home = dir.path().join("user");
-    std::fs::create_dir_all(&home).unwrap();
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
 
@@ -452,11 +475,12 @@ fn placed_shards(daemon: &Daemon) -> usize {
 
 #[test]
 fn concurrent_uploads_then_scrub_repairs_damage_and_removes_orphans() {
-    let dir = tempfile::tempdir().unwrap();
-    let _cleanup = Cleanup(dir.path().to_owned());
-    let data = dir.path().join("store");
-    let home = dir.path().join("user");
-    std::fs::create_dir_all(&home).unwrap();
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
     let daemon = Daemon::start(&data, &home, &[]);
 
     // Eight clients at once, three of them writing the same name.
@@ -634,11 +658,12 @@ fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> (u16, Stri
 
 #[test]
 fn operations_a_user_can_do_from_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let _cleanup = Cleanup(dir.path().to_owned());
-    let data = dir.path().join("store");
-    let home = dir.path().join("user");
-    std::fs::create_dir_all(&home).unwrap();
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
     let token = "s3cret-token";
     let daemon = Daemon::start(
         &data,

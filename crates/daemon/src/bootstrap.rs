@@ -242,6 +242,17 @@ mod tests {
         )
     }
 
+    /// Puts `script` where the start command runs the agent from.
+    fn install_stand_in(home: &std::path::Path, script: &str) {
+        let bin = home.join(".cloudshell-agent/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("cloudshell-agent"), script).unwrap();
+        std::process::Command::new("chmod")
+            .args(["755", bin.join("cloudshell-agent").to_str().unwrap()])
+            .status()
+            .unwrap();
+    }
+
     #[test]
     fn prepare_reports_a_new_home_then_an_installed_one() {
         let home = tempfile::tempdir().unwrap();
@@ -282,18 +293,12 @@ mod tests {
     #[test]
     fn start_runs_the_binary_detached_and_reads_its_line() {
         let home = tempfile::tempdir().unwrap();
-        let bin = home.path().join(".cloudshell-agent/bin");
-        std::fs::create_dir_all(&bin).unwrap();
         // A stand-in agent: prints a line like the real one, then stays.
         let fake = format!(
             "#!/bin/sh\necho '{{\"fingerprint\":\"{}\",\"local_addr\":\"127.0.0.1:5000\",\"public_addr\":null,\"nat\":\"unknown\",\"pid\":'$$',\"version\":\"t\"}}'\necho \"$@\" >&2\nexec sleep 30\n",
             "ab".repeat(32)
         );
-        std::fs::write(bin.join("cloudshell-agent"), fake).unwrap();
-        std::process::Command::new("chmod")
-            .args(["755", bin.join("cloudshell-agent").to_str().unwrap()])
-            .status()
-            .unwrap();
+        install_stand_in(home.path(), &fake);
         let args = AgentArgs {
             daemon: Fingerprint::parse(&"cd".repeat(32)).unwrap(),
             quota: 1 << 20,
@@ -329,17 +334,10 @@ mod tests {
     #[test]
     fn an_agent_that_dies_at_once_is_reported_with_its_log() {
         let home = tempfile::tempdir().unwrap();
-        let bin = home.path().join(".cloudshell-agent/bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(
-            bin.join("cloudshell-agent"),
+        install_stand_in(
+            home.path(),
             "#!/bin/sh\necho 'cloudshell-agent: error: cannot open shards' >&2\nexit 1\n",
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .args(["755", bin.join("cloudshell-agent").to_str().unwrap()])
-            .status()
-            .unwrap();
+        );
         let args = AgentArgs {
             daemon: Fingerprint::parse(&"cd".repeat(32)).unwrap(),
             quota: 1,

@@ -208,22 +208,29 @@ pub fn parse_size(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
+/// Every file in the shard directories (`ROOT/xx/*`).
+fn files_in(root: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(root)? {
+        let dir = dir?;
+        if dir.file_type()?.is_dir() {
+            for f in std::fs::read_dir(dir.path())? {
+                out.push(f?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Removes the temporary files of writes that a crash cut short: none of
 /// them was acknowledged, and nothing else would ever remove them. Only at
 /// open, when no write of this store is under way.
 fn remove_leftovers(root: &Path) -> std::io::Result<()> {
-    for dir in std::fs::read_dir(root)? {
-        let dir = dir?;
-        if !dir.file_type()?.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path())? {
-            let f = f?;
-            let name = f.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') && name.ends_with(".tmp") {
-                std::fs::remove_file(f.path())?;
-            }
+    for f in files_in(root)? {
+        let name = f.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            std::fs::remove_file(f.path())?;
         }
     }
     Ok(())
@@ -231,16 +238,9 @@ fn remove_leftovers(root: &Path) -> std::io::Result<()> {
 
 fn walk(root: &Path) -> std::io::Result<Vec<(ShardKey, u64)>> {
     let mut out = Vec::new();
-    for dir in std::fs::read_dir(root)? {
-        let dir = dir?;
-        if !dir.file_type()?.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(dir.path())? {
-            let f = f?;
-            if let Some(key) = f.file_name().to_str().and_then(ShardKey::from_name) {
-                out.push((key, f.metadata()?.len()));
-            }
+    for f in files_in(root)? {
+        if let Some(key) = f.file_name().to_str().and_then(ShardKey::from_name) {
+            out.push((key, f.metadata()?.len()));
         }
     }
     out.sort();
@@ -396,6 +396,17 @@ mod tests {
             again.stats().await.unwrap().used,
             4 * (HEADER_LEN as u64 + 100)
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("900M"), Some(900 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size(" 64K "), Some(64 << 10));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("-1M"), None);
+        assert_eq!(parse_size("99999999999999999G"), None);
     }
 
     #[tokio::test]
