@@ -371,17 +371,19 @@ fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
     let fresh = dir.path().join("recovered");
     let key = data.join("store.key");
     let emulator = data.join("emulator");
-    let mut c = Command::new(cli_bin());
-    isolate(&mut c, &home);
-    let out = c
-        .args(["store", "--json", "recover", "--emulated", "--data-dir"])
-        .arg(&fresh)
-        .arg("--key-file")
-        .arg(&key)
-        .arg("--emulator-data-dir")
-        .arg(&emulator)
-        .output()
-        .unwrap();
+    let recover = || {
+        let mut c = Command::new(cli_bin());
+        isolate(&mut c, &home);
+        c.args(["store", "--json", "recover", "--emulated", "--data-dir"])
+            .arg(&fresh)
+            .arg("--key-file")
+            .arg(&key)
+            .arg("--emulator-data-dir")
+            .arg(&emulator)
+            .output()
+            .unwrap()
+    };
+    let out = recover();
     assert!(
         out.status.success(),
         "{}",
@@ -390,17 +392,7 @@ fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["files"], 100, "{report}");
     // Recovering twice into the same directory is refused.
-    let mut c = Command::new(cli_bin());
-    isolate(&mut c, &home);
-    let again = c
-        .args(["store", "recover", "--emulated", "--data-dir"])
-        .arg(&fresh)
-        .arg("--key-file")
-        .arg(&key)
-        .arg("--emulator-data-dir")
-        .arg(&emulator)
-        .output()
-        .unwrap();
+    let again = recover();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds an index"));
     let daemon = Daemon::start(

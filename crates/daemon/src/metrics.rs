@@ -102,6 +102,13 @@ const STATES: [(NodeState, &str); 6] = [
     (NodeState::Offline, "offline"),
 ];
 
+/// A per-node gauge: its name, its help, and how to read it.
+type NodeGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::node::NodeStatus) -> u64,
+);
+
 /// The whole exposition.
 pub fn render(state: &State) -> String {
     let mut out = String::new();
@@ -125,47 +132,28 @@ pub fn render(state: &State) -> String {
         .iter()
         .map(crate::node::NodeHandle::status)
         .collect();
-    header(
-        &mut out,
-        "cloudshell_store_node_shards",
-        "Shards a node holds.",
-        "gauge",
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "cloudshell_store_node_shards{{node=\"{}\"}} {}",
-            escape(&s.id),
-            s.shards
-        );
-    }
-    header(
-        &mut out,
-        "cloudshell_store_node_used_bytes",
-        "Bytes of shards a node holds.",
-        "gauge",
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "cloudshell_store_node_used_bytes{{node=\"{}\"}} {}",
-            escape(&s.id),
-            s.used
-        );
-    }
-    header(
-        &mut out,
-        "cloudshell_store_node_quota_bytes",
-        "A node's quota.",
-        "gauge",
-    );
-    for s in &statuses {
-        let _ = writeln!(
-            out,
-            "cloudshell_store_node_quota_bytes{{node=\"{}\"}} {}",
-            escape(&s.id),
-            s.quota
-        );
+    let per_node: [NodeGauge; 3] = [
+        (
+            "cloudshell_store_node_shards",
+            "Shards a node holds.",
+            |s| s.shards,
+        ),
+        (
+            "cloudshell_store_node_used_bytes",
+            "Bytes of shards a node holds.",
+            |s| s.used,
+        ),
+        (
+            "cloudshell_store_node_quota_bytes",
+            "A node's quota.",
+            |s| s.quota,
+        ),
+    ];
+    for (name, help, value) in per_node {
+        header(&mut out, name, help, "gauge");
+        for s in &statuses {
+            let _ = writeln!(out, "{name}{{node=\"{}\"}} {}", escape(&s.id), value(s));
+        }
     }
     header(
         &mut out,
