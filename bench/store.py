@@ -52,7 +52,7 @@ def main():
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
     daemon = subprocess.Popen(
         [cli, "store", "serve", "--emulated", "--data-dir", f"{work}/store",
-         "--listen", "127.0.0.1:0"],
+         "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
         url = None

@@ -63,7 +63,7 @@ function killAgentsUnder(dir) {
 }
 
 async function startDaemon(dir) {
-  const daemon = spawn(cli, ["store", "serve", "--emulated", "--data-dir", join(dir, "store"), "--listen", "127.0.0.1:0"], {
+  const daemon = spawn(cli, ["store", "serve", "--emulated", "--data-dir", join(dir, "store"), "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"], {
     env: { ...process.env, HOME: dir, AWS_EC2_METADATA_DISABLED: "true", AWS_CONFIG_FILE: join(dir, "none"), AWS_SHARED_CREDENTIALS_FILE: join(dir, "none") },
     stdio: ["ignore", "ignore", "pipe"],
   });

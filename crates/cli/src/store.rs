@@ -100,6 +100,11 @@ pub enum StoreCommand {
     Repair,
     /// Move shards from fuller nodes to emptier ones (after adding a region).
     Redistribute,
+    /// The S3 endpoint's access keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Add a region: the daemon creates an environment there and installs an agent.
     AddRegion {
         /// The region, say sa-east-1.
@@ -112,6 +117,20 @@ pub enum StoreCommand {
     /// daemon keeps on the nodes, with the store's key and its regions;
     /// then `store serve` with the same flags carries on.
     Recover(ServeArgs),
+}
+
+/// `cloudshell store keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make an access key and print its secret (shown only now).
+    Create,
+    /// List the access keys (without secrets).
+    List,
+    /// Delete an access key.
+    Delete {
+        /// Its access key id.
+        access_key_id: String,
+    },
 }
 
 /// `cloudshell store serve`.
@@ -148,6 +167,9 @@ pub struct ServeArgs {
     /// STUN server for the daemon and agents (repeat).
     #[arg(long, value_name = "HOST:PORT")]
     pub stun: Vec<String>,
+    /// Address of the S3-compatible endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub s3_listen: Option<std::net::SocketAddr>,
     /// Seconds a node may be unreachable before its shards are rebuilt elsewhere.
     #[arg(long, value_name = "SECS")]
     pub repair_after: Option<u64>,
@@ -158,6 +180,7 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.url, args.token.clone())?;
     match &args.command {
         StoreCommand::Serve(s) => serve(global, s).await,
+        StoreCommand::Keys { action } => keys(&api, action, args.json).await,
         StoreCommand::Scrub => scrub(&api, args.json).await,
         StoreCommand::Recover(s) => recover(global, s, args.json).await,
         StoreCommand::Put { local, name } => put(&api, args.json, local, name.as_deref()).await,
@@ -653,6 +676,9 @@ fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<DaemonC
     if !args.stun.is_empty() {
         c.stun = args.stun.clone();
     }
+    if args.s3_listen.is_some() {
+        c.s3_listen = args.s3_listen;
+    }
     if let Some(s) = args.repair_after {
         c.repair_after_secs = s;
     }
@@ -687,6 +713,11 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         nodes,
         if emulated { ", emulated" } else { "" }
     );
+    if let Some(s3) = daemon.s3_url() {
+        eprintln!(
+            "cloudshell store: S3 endpoint at {s3} (make a key with `cloudshell store keys create`)"
+        );
+    }
     if let Some(emulator) = daemon.emulator()
         && let Some(cred) = emulator.config().credentials.first()
     {
@@ -716,6 +747,51 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn keys(api: &Api, action: &KeysAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        KeysAction::Create => {
+            let v = api.json(api.http.post(api.url("/api/s3/keys"))).await?;
+            let listed = api.json(api.http.get(api.url("/api/s3/keys"))).await?;
+            let endpoint = listed["endpoint"].as_str().unwrap_or("(no S3 endpoint)");
+            print(
+                json,
+                &v,
+                &format!(
+                    "access key id:     {}\nsecret access key: {}\n(the secret is shown only now)\n\n  \
+                     export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={}\n  aws --endpoint-url {endpoint} s3 ls",
+                    v["key"]["access_key_id"].as_str().unwrap_or(""),
+                    v["key"]["secret_access_key"].as_str().unwrap_or(""),
+                    v["key"]["access_key_id"].as_str().unwrap_or(""),
+                    v["key"]["secret_access_key"].as_str().unwrap_or(""),
+                ),
+            );
+        }
+        KeysAction::List => {
+            let v = api.json(api.http.get(api.url("/api/s3/keys"))).await?;
+            if json {
+                say!("{v}");
+            } else {
+                for k in v["keys"].as_array().into_iter().flatten() {
+                    say!("{}", k["access_key_id"].as_str().unwrap_or("?"));
+                }
+            }
+        }
+        KeysAction::Delete { access_key_id } => {
+            api.send(
+                api.http
+                    .delete(api.url(&format!("/api/s3/keys/{}", percent_encode(access_key_id)))),
+            )
+            .await?;
+            print(
+                json,
+                &serde_json::json!({"deleted": access_key_id}),
+                &format!("deleted {access_key_id}"),
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn scrub(api: &Api, json: bool) -> anyhow::Result<()> {

@@ -18,6 +18,7 @@ use serde_json::Value;
 struct Daemon {
     child: Child,
     url: String,
+    s3: String,
     home: PathBuf,
 }
 
@@ -33,6 +34,8 @@ impl Daemon {
                 "--emulated",
                 "--listen",
                 "127.0.0.1:0",
+                "--s3-listen",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data)
@@ -43,6 +46,7 @@ impl Daemon {
             .unwrap();
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut url = None;
+        let mut s3 = None;
         let started = Instant::now();
         loop {
             let mut line = String::new();
@@ -53,6 +57,9 @@ impl Daemon {
             eprint!("daemon: {line}");
             if let Some(rest) = line.split("API at ").nth(1) {
                 url = Some(rest.split("/api").next().unwrap().to_owned());
+            }
+            if let Some(rest) = line.split("S3 endpoint at ").nth(1) {
+                s3 = Some(rest.split(' ').next().unwrap().to_owned());
             }
             if line.contains("ready:") {
                 break;
@@ -68,6 +75,7 @@ impl Daemon {
         });
         Daemon {
             child,
+            s3: s3.expect("the daemon printed its S3 endpoint"),
             url: url.expect("the daemon printed its URL"),
             home: home.to_owned(),
         }
@@ -862,4 +870,39 @@ fn operations_a_user_can_do_from_the_api() {
     };
     assert!(bad_range.starts_with("HTTP/1.1 416"), "{bad_range}");
     assert!(bad_range.contains("bytes */3000000"), "{bad_range}");
+}
+
+#[test]
+fn the_s3_endpoint_serves_boto3() {
+    let Fresh {
+        dir: _dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let daemon = Daemon::start(&data, &home, &[]);
+    let key = daemon.json(&["keys", "create"]);
+    let id = key["key"]["access_key_id"].as_str().unwrap().to_owned();
+    let secret = key["key"]["secret_access_key"].as_str().unwrap().to_owned();
+    assert!(daemon.ok(&["keys", "list"]).contains(&id));
+    let python = std::env::var("CLOUDSHELL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/s3_boto3.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([&daemon.s3, &id, &secret])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("boto3: ok"));
+    // A deleted key no longer signs anything.
+    daemon.ok(&["keys", "delete", &id]);
+    assert!(!daemon.ok(&["keys", "list"]).contains(&id));
 }

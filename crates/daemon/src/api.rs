@@ -17,6 +17,7 @@
 //! | `POST /api/repair` | repair every file now: a job |
 //! | `POST /api/redistribute` | even out the nodes: a job |
 //! | `GET /api/jobs/{id}` | a job's progress and result |
+//! | `GET /api/s3/keys`, `POST /api/s3/keys`, `DELETE /api/s3/keys/{id}` | the S3 endpoint's access keys |
 //! | `GET /api/events` | server-sent events: `change` whenever anything shown changed |
 //! | `GET /api/openapi.json` | this API as OpenAPI 3.0 |
 //! | `GET /metrics` | Prometheus metrics |
@@ -70,6 +71,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/jobs/{id}", get(job))
         .route("/api/openapi.json", get(openapi))
         .route("/api/events", get(events))
+        .route("/api/s3/keys", get(list_keys).post(create_key))
+        .route("/api/s3/keys/{id}", delete(delete_key))
         .route("/metrics", get(metrics))
         .route("/api/scrub", get(scrub_status).post(scrub_start))
         .layer(axum::middleware::from_fn_with_state(
@@ -686,6 +689,47 @@ async fn delete_shard(
         .mark(record.file_id, chunk, index, crate::health::Bad::Missing);
     state.bump();
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_keys(AxumState(state): AxumState<Shared>) -> Json<serde_json::Value> {
+    // Secrets are shown once, when made.
+    let keys: Vec<_> = state
+        .s3
+        .keys
+        .list()
+        .into_iter()
+        .map(|k| json!({"access_key_id": k.access_key_id, "created": k.created}))
+        .collect();
+    Json(json!({ "keys": keys, "endpoint": state.config.s3_listen.map(|a| format!("http://{a}")) }))
+}
+
+async fn create_key(
+    AxumState(state): AxumState<Shared>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let key =
+        state.s3.keys.create().map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
+        })?;
+    Ok((StatusCode::CREATED, Json(json!({ "key": key }))))
+}
+
+async fn delete_key(
+    AxumState(state): AxumState<Shared>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match state.s3.keys.delete(&id) {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            format!("no access key {id}"),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            e.to_string(),
+        )),
+    }
 }
 
 /// Server-sent events: a `change` event (data: a counter) whenever files,

@@ -34,6 +34,8 @@ pub struct DaemonConfig {
     /// Address of the JSON API, web UI and metrics. Anything but loopback
     /// needs `token`.
     pub listen: SocketAddr,
+    /// Address of the S3-compatible endpoint (`None`: no S3 endpoint).
+    pub s3_listen: Option<SocketAddr>,
     /// Bearer token required on every API request when set (and always
     /// when `listen` is not a loopback address).
     pub token: Option<String>,
@@ -83,6 +85,7 @@ impl Default for DaemonConfig {
         Self {
             data_dir: PathBuf::from("cloudshell-store"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            s3_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
             token: None,
             regions: Vec::new(),
             emulated: false,

@@ -39,6 +39,7 @@ pub mod jobs;
 pub mod manager;
 pub mod metrics;
 pub mod node;
+pub mod s3;
 pub mod scrub;
 mod upkeep;
 
@@ -127,6 +128,8 @@ pub struct State {
     pub health: health::ShardHealth,
     /// Counts changes; live views (`/api/events`) wait on it.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The S3 endpoint's buckets, object metadata and keys.
+    pub s3: s3::S3State,
 }
 
 /// Makes the node of a region added while the daemon runs.
@@ -270,6 +273,21 @@ impl State {
     }
 }
 
+/// The S3 endpoint: s3s behind axum, every request signed with one of the
+/// daemon's access keys.
+fn s3_router(state: Arc<State>) -> axum::Router {
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3::StoreS3::new(state.clone()));
+    builder.set_auth(s3::KeyAuth::new(state));
+    let service = builder.build();
+    axum::Router::new().fallback_service(axum::error_handling::HandleError::new(
+        service,
+        |e: s3s::HttpError| async move {
+            tracing::warn!("S3 request failed: {e:?}");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        },
+    ))
+}
+
 /// Aborts tasks when dropped.
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
@@ -285,6 +303,7 @@ impl Drop for AbortOnDrop {
 pub struct Daemon {
     state: Arc<State>,
     local_addr: SocketAddr,
+    s3_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pool: Pool,
     _emulator: Option<cloudshell_emulator::Emulator>,
@@ -358,6 +377,12 @@ impl Daemon {
             tasks: std::sync::Mutex::new(Vec::new()),
             health: health::ShardHealth::default(),
             changes: fleet.changes.clone(),
+            s3: s3::S3State {
+                meta: s3::meta::Meta::open(&config.data_dir.join("s3.redb"))
+                    .map_err(|e| DaemonError::CloudShell(e.to_string()))?,
+                keys: s3::keys::Keys::open(&config.data_dir.join("s3-keys.json"))
+                    .map_err(|e| DaemonError::CloudShell(e.to_string()))?,
+            },
         });
         let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
         tasks.push(tokio::spawn(upkeep::repair_loop(state.clone(), events)));
@@ -379,9 +404,28 @@ impl Daemon {
                 tracing::error!("API server stopped: {e}");
             }
         }));
+        let s3_addr = match config.s3_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(io(format!("cannot listen on {addr} for S3")))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(io("the S3 listener has no address"))?;
+                let router = s3_router(state.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!("S3 endpoint stopped: {e}");
+                    }
+                }));
+                Some(bound)
+            }
+            None => None,
+        };
         Ok(Self {
             state,
             local_addr,
+            s3_addr,
             tasks,
             pool: fleet.pool.clone(),
             _emulator: fleet.emulator.take(),
@@ -433,6 +477,11 @@ impl Daemon {
             generation,
             nodes_connected: connected,
         })
+    }
+
+    /// The S3 endpoint's URL, when it runs.
+    pub fn s3_url(&self) -> Option<String> {
+        self.s3_addr.map(|a| format!("http://{a}"))
     }
 
     /// The API's base URL.

@@ -1,0 +1,227 @@
+//! What S3 knows beyond the store's files: buckets, and each object's ETag,
+//! content type, user metadata and time. In `DATA_DIR/s3.redb`; an object's
+//! bytes are the store file `s3/BUCKET/KEY`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
+/// Key: `BUCKET` NUL `KEY`, so a bucket's objects sort together by key.
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+
+/// Why the metadata database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 metadata: {0}")]
+pub struct MetaError(String);
+
+fn db<E: std::fmt::Display>(e: E) -> MetaError {
+    MetaError(e.to_string())
+}
+
+/// One object's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// Bytes.
+    pub size: u64,
+    /// The ETag without quotes: MD5 hex, or md5-of-md5s with `-N`.
+    pub etag: String,
+    /// Content type as given.
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`).
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds since the epoch of the last write.
+    pub modified: i64,
+}
+
+/// The store file that holds an object's bytes.
+pub fn file_name(bucket: &str, key: &str) -> String {
+    format!("s3/{bucket}/{key}")
+}
+
+fn object_key(bucket: &str, key: &str) -> String {
+    format!("{bucket}\0{key}")
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Meta {
+    db: redb::Database,
+}
+
+impl Meta {
+    /// Opens or creates `path`.
+    pub fn open(path: &Path) -> Result<Self, MetaError> {
+        let database = redb::Database::create(path).map_err(db)?;
+        let txn = database.begin_write().map_err(db)?;
+        txn.open_table(BUCKETS).map_err(db)?;
+        txn.open_table(OBJECTS).map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(Self { db: database })
+    }
+
+    /// Buckets with their creation times.
+    pub fn buckets(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(BUCKETS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Whether `bucket` exists.
+    pub fn has_bucket(&self, bucket: &str) -> Result<bool, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(BUCKETS).map_err(db)?;
+        Ok(t.get(bucket).map_err(db)?.is_some())
+    }
+
+    /// Creates `bucket`; false if it existed.
+    pub fn create_bucket(&self, bucket: &str, now: u64) -> Result<bool, MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let created = {
+            let mut t = txn.open_table(BUCKETS).map_err(db)?;
+            if t.get(bucket).map_err(db)?.is_some() {
+                false
+            } else {
+                t.insert(bucket, now).map_err(db)?;
+                true
+            }
+        };
+        txn.commit().map_err(db)?;
+        Ok(created)
+    }
+
+    /// Deletes `bucket` if it holds no object: `Ok(false)` when it does.
+    pub fn delete_bucket(&self, bucket: &str) -> Result<bool, MetaError> {
+        if !self.list(bucket, "", None, 1)?.is_empty() {
+            return Ok(false);
+        }
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(BUCKETS)
+            .map_err(db)?
+            .remove(bucket)
+            .map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(true)
+    }
+
+    /// One object's metadata.
+    pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(OBJECTS).map_err(db)?;
+        match t.get(object_key(bucket, key).as_str()).map_err(db)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(db)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records an object (after its bytes are stored).
+    pub fn put(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<(), MetaError> {
+        let bytes = serde_json::to_vec(meta).map_err(db)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(OBJECTS)
+            .map_err(db)?
+            .insert(object_key(bucket, key).as_str(), bytes.as_slice())
+            .map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Forgets an object.
+    pub fn remove(&self, bucket: &str, key: &str) -> Result<(), MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(OBJECTS)
+            .map_err(db)?
+            .remove(object_key(bucket, key).as_str())
+            .map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Objects of `bucket` whose keys start with `prefix` and come after
+    /// `after`, in key order, at most `limit`.
+    pub fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ObjectMeta)>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(OBJECTS).map_err(db)?;
+        let start = match after {
+            Some(a) if a >= prefix => object_key(bucket, a),
+            _ => object_key(bucket, prefix),
+        };
+        let head = format!("{bucket}\0");
+        let mut out = Vec::new();
+        for row in t.range(start.as_str()..).map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let Some(key) = k.value().strip_prefix(head.as_str()) else {
+                break;
+            };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            out.push((
+                key.to_owned(),
+                serde_json::from_slice(v.value()).map_err(db)?,
+            ));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64) -> ObjectMeta {
+        ObjectMeta {
+            size,
+            etag: "e".into(),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            modified: 0,
+        }
+    }
+
+    #[test]
+    fn buckets_and_listing_by_prefix_and_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("s3.redb")).unwrap();
+        assert!(m.create_bucket("b", 1).unwrap());
+        assert!(!m.create_bucket("b", 2).unwrap());
+        assert!(m.create_bucket("ba", 1).unwrap());
+        for k in ["a/1", "a/2", "b/1", "c"] {
+            m.put("b", k, &meta(1)).unwrap();
+        }
+        m.put("ba", "x", &meta(1)).unwrap();
+        let keys = |v: Vec<(String, ObjectMeta)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(m.list("b", "", None, 10).unwrap()),
+            ["a/1", "a/2", "b/1", "c"]
+        );
+        assert_eq!(keys(m.list("b", "a/", None, 10).unwrap()), ["a/1", "a/2"]);
+        assert_eq!(keys(m.list("b", "", Some("a/2"), 2).unwrap()), ["b/1", "c"]);
+        assert!(!m.delete_bucket("b").unwrap(), "not empty");
+        for k in ["a/1", "a/2", "b/1", "c"] {
+            m.remove("b", k).unwrap();
+        }
+        assert!(m.delete_bucket("b").unwrap());
+        assert_eq!(m.buckets().unwrap().len(), 1);
+        assert_eq!(keys(m.list("ba", "", None, 10).unwrap()), ["x"]);
+    }
+}

@@ -1,0 +1,651 @@
+//! The S3-compatible endpoint: `s3s` parses requests and checks SigV4
+//! (header and query forms, `aws-chunked` bodies) against the daemon's own
+//! access keys; this module maps S3 onto the store. Buckets and object
+//! metadata live in [`meta`]; an object's bytes are the store file
+//! `s3/BUCKET/KEY`, streamed in and out through the store pipeline, so
+//! memory stays bounded whatever the size. Anonymous requests are refused.
+
+pub mod keys;
+pub mod meta;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use crate::State;
+use meta::ObjectMeta;
+
+/// Keys listed per page at most.
+const MAX_KEYS: usize = 1000;
+
+/// The S3 service over the daemon's store.
+#[derive(Debug, Clone)]
+pub struct StoreS3 {
+    state: Arc<State>,
+}
+
+impl StoreS3 {
+    /// S3 over `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    fn meta(&self) -> &meta::Meta {
+        &self.state.s3.meta
+    }
+}
+
+/// Looks up access keys for s3s's signature check.
+#[derive(Debug, Clone)]
+pub struct KeyAuth {
+    state: Arc<State>,
+}
+
+impl KeyAuth {
+    /// Keys of `state`.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for KeyAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
+        self.state
+            .s3
+            .keys
+            .secret(access_key)
+            .map(s3s::auth::SecretKey::from)
+            .ok_or_else(|| {
+                s3_error!(
+                    InvalidAccessKeyId,
+                    "no such access key; see `cloudshell store keys list`"
+                )
+            })
+    }
+}
+
+/// What S3 needs besides the store.
+#[derive(Debug)]
+pub struct S3State {
+    /// Buckets and object metadata.
+    pub meta: meta::Meta,
+    /// Access keys.
+    pub keys: keys::Keys,
+}
+
+fn internal<E: std::fmt::Display>(e: E) -> S3Error {
+    S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
+}
+
+fn store_error(e: cloudshell_store::StoreError) -> S3Error {
+    use cloudshell_store::StoreError;
+    match e {
+        StoreError::NotFound(_) => s3_error!(NoSuchKey),
+        StoreError::NoNodes | StoreError::ShardWrite { .. } | StoreError::Unrecoverable { .. } => {
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
+        }
+        StoreError::Io(_) => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
+        other => internal(other),
+    }
+}
+
+fn timestamp(secs: i64) -> Timestamp {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    Timestamp::from(t)
+}
+
+fn secs_of(t: &Timestamp) -> i64 {
+    // Timestamps only format: through the epoch-seconds form and back.
+    let mut buf = Vec::new();
+    if t.format(s3s::dto::TimestampFormat::EpochSeconds, &mut buf).is_ok()
+        && let Ok(s) = std::str::from_utf8(&buf)
+        && let Ok(v) = s.split('.').next().unwrap_or("").parse::<i64>()
+    {
+        return v;
+    }
+    0
+}
+
+fn now() -> i64 {
+    i64::try_from(crate::node::now_secs()).unwrap_or(i64::MAX)
+}
+
+impl StoreS3 {
+    fn require_bucket(&self, bucket: &str) -> S3Result<()> {
+        if self.meta().has_bucket(bucket).map_err(internal)? {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket, "no bucket named {bucket}"))
+        }
+    }
+
+    fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
+        self.require_bucket(bucket)?;
+        self.meta()
+            .object(bucket, key)
+            .map_err(internal)?
+            .ok_or_else(|| s3_error!(NoSuchKey, "no key {key} in {bucket}"))
+    }
+
+    /// Streams `body` into the store as `bucket/key`, computing its MD5.
+    async fn store_stream<S>(&self, bucket: &str, key: &str, body: S) -> S3Result<(u64, String)>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        use md5::Digest as _;
+        let hasher = std::sync::Arc::new(std::sync::Mutex::new(md5::Md5::new()));
+        let h = hasher.clone();
+        let tapped = body.map(move |chunk| {
+            if let Ok(b) = &chunk {
+                h.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .update(b);
+            }
+            chunk
+        });
+        let reader = tokio_util::io::StreamReader::new(tapped);
+        let report = self
+            .state
+            .store
+            .put(&meta::file_name(bucket, key), reader)
+            .await
+            .map_err(store_error)?;
+        let digest = std::mem::take(
+            &mut *hasher
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .finalize();
+        let etag = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.state.touch();
+        Ok((report.record.size, etag))
+    }
+
+    /// A pipe the store writes `range` of an object into, as a body.
+    fn read_stream(&self, bucket: &str, key: &str, range: std::ops::Range<u64>) -> StreamingBlob {
+        let (reader, writer) = tokio::io::duplex(256 * 1024);
+        let state = self.state.clone();
+        let name = meta::file_name(bucket, key);
+        tokio::spawn(async move {
+            if let Err(e) = state.store.get_range(&name, range, writer).await {
+                tracing::warn!(file = %name, "S3 read failed: {e}");
+            }
+        });
+        StreamingBlob::wrap(tokio_util::io::ReaderStream::new(reader))
+    }
+}
+
+/// Evaluates If-Match, If-None-Match, If-Modified-Since and
+/// If-Unmodified-Since against an object, as S3 does for GET and HEAD.
+fn check_conditions(
+    meta: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let matches = |c: &ETagCondition| match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == meta.etag,
+    };
+    if let Some(c) = if_match
+        && !matches(c)
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    if if_match.is_none()
+        && let Some(t) = if_unmodified_since
+        && meta.modified > secs_of(t)
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    if let Some(c) = if_none_match
+        && matches(c)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    if if_none_match.is_none()
+        && let Some(t) = if_modified_since
+        && meta.modified <= secs_of(t)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+fn metadata_of(m: &ObjectMeta) -> Option<Metadata> {
+    (!m.metadata.is_empty()).then(|| {
+        m.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+#[async_trait::async_trait]
+impl S3 for StoreS3 {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self
+            .meta()
+            .buckets()
+            .map_err(internal)?
+            .into_iter()
+            .map(|(name, created)| Bucket {
+                name: Some(name),
+                creation_date: Some(timestamp(i64::try_from(created).unwrap_or(0))),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = &req.input.bucket;
+        if !self
+            .meta()
+            .create_bucket(bucket, crate::node::now_secs())
+            .map_err(internal)?
+        {
+            return Err(s3_error!(
+                BucketAlreadyOwnedByYou,
+                "you have a bucket named {bucket} already"
+            ));
+        }
+        self.state.bump();
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = &req.input.bucket;
+        self.require_bucket(bucket)?;
+        if !self.meta().delete_bucket(bucket).map_err(internal)? {
+            return Err(s3_error!(
+                BucketNotEmpty,
+                "{bucket} still holds objects; delete them first"
+            ));
+        }
+        self.state.bump();
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        let body = input
+            .body
+            .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        let (size, etag) = self.store_stream(&input.bucket, &input.key, body).await?;
+        let m = ObjectMeta {
+            size,
+            etag: etag.clone(),
+            content_type: input.content_type.map(|c| c.to_string()),
+            metadata: input
+                .metadata
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
+            modified: now(),
+        };
+        self.meta()
+            .put(&input.bucket, &input.key, &m)
+            .map_err(internal)?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            size: i64::try_from(size).ok(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let m = self.object(&input.bucket, &input.key)?;
+        check_conditions(
+            &m,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let (range, content_range) = match &input.range {
+            Some(r) => {
+                let checked = r.check(m.size).map_err(|_| {
+                    s3_error!(
+                        InvalidRange,
+                        "the range is not satisfiable for {} bytes",
+                        m.size
+                    )
+                })?;
+                let cr = format!("bytes {}-{}/{}", checked.start, checked.end - 1, m.size);
+                (checked, Some(cr))
+            }
+            None => (0..m.size, None),
+        };
+        let length = range.end - range.start;
+        let body = self.read_stream(&input.bucket, &input.key, range);
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: i64::try_from(length).ok(),
+            content_range,
+            accept_ranges: Some("bytes".to_owned()),
+            content_type: m.content_type.clone(),
+            e_tag: Some(ETag::Strong(m.etag.clone())),
+            last_modified: Some(timestamp(m.modified)),
+            metadata: metadata_of(&m),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let m = self.object(&input.bucket, &input.key)?;
+        check_conditions(
+            &m,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: i64::try_from(m.size).ok(),
+            accept_ranges: Some("bytes".to_owned()),
+            content_type: m.content_type.clone(),
+            e_tag: Some(ETag::Strong(m.etag.clone())),
+            last_modified: Some(timestamp(m.modified)),
+            metadata: metadata_of(&m),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        delete_one(&self.state, &input.bucket, &input.key).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for o in input.delete.objects {
+            match delete_one(&self.state, &input.bucket, &o.key).await {
+                Ok(()) => deleted.push(DeletedObject {
+                    key: Some(o.key),
+                    ..Default::default()
+                }),
+                Err(e) => errors.push(Error {
+                    key: Some(o.key),
+                    code: Some(e.code().as_str().to_owned()),
+                    message: e.message().map(str::to_owned),
+                    ..Default::default()
+                }),
+            }
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet).then_some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            ..
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "copies from access points are not supported"
+            ));
+        };
+        let src = self.object(src_bucket, src_key)?;
+        self.require_bucket(&input.bucket)?;
+        let body = self
+            .read_stream(src_bucket, src_key, 0..src.size)
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        let (size, etag) = self.store_stream(&input.bucket, &input.key, body).await?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == "REPLACE");
+        let m = ObjectMeta {
+            size,
+            etag: etag.clone(),
+            content_type: if replace {
+                input.content_type.clone()
+            } else {
+                src.content_type.clone()
+            },
+            metadata: if replace {
+                input
+                    .metadata
+                    .clone()
+                    .map(|m| m.into_iter().collect())
+                    .unwrap_or_default()
+            } else {
+                src.metadata.clone()
+            },
+            modified: now(),
+        };
+        self.meta()
+            .put(&input.bucket, &input.key, &m)
+            .map_err(internal)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(timestamp(m.modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = input
+            .continuation_token
+            .clone()
+            .or_else(|| input.start_after.clone());
+        let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
+            .unwrap_or(MAX_KEYS)
+            .min(MAX_KEYS);
+        let page = list_page(
+            self.meta(),
+            &input.bucket,
+            &prefix,
+            input.delimiter.as_deref(),
+            after.as_deref(),
+            max,
+        )?;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            delimiter: input.delimiter,
+            max_keys: input.max_keys.or(Some(1000)),
+            key_count: i32::try_from(page.contents.len() + page.prefixes.len()).ok(),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            is_truncated: Some(page.next.is_some()),
+            next_continuation_token: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
+            .unwrap_or(MAX_KEYS)
+            .min(MAX_KEYS);
+        let page = list_page(
+            self.meta(),
+            &input.bucket,
+            &prefix,
+            input.delimiter.as_deref(),
+            input.marker.as_deref(),
+            max,
+        )?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            delimiter: input.delimiter.clone(),
+            marker: input.marker,
+            max_keys: input.max_keys.or(Some(1000)),
+            is_truncated: Some(page.next.is_some()),
+            // S3 gives NextMarker only with a delimiter; clients use the
+            // last key otherwise.
+            next_marker: page.next.clone().filter(|_| input.delimiter.is_some()),
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
+            ..Default::default()
+        }))
+    }
+}
+
+async fn delete_one(state: &State, bucket: &str, key: &str) -> S3Result<()> {
+    match state.store.delete(&meta::file_name(bucket, key)).await {
+        Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(store_error(e)),
+    }
+    state.s3.meta.remove(bucket, key).map_err(internal)?;
+    state.touch();
+    Ok(())
+}
+
+struct Page {
+    contents: Vec<Object>,
+    prefixes: Vec<CommonPrefix>,
+    /// Where the next page starts (the last key or prefix given), when truncated.
+    next: Option<String>,
+}
+
+/// One page of a listing: keys under `prefix` after `after`, with keys that
+/// share a segment up to `delimiter` rolled into common prefixes.
+fn list_page(
+    meta: &meta::Meta,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+) -> S3Result<Page> {
+    let mut contents = Vec::new();
+    let mut prefixes: Vec<CommonPrefix> = Vec::new();
+    let mut cursor = after.map(str::to_owned);
+    let mut last_given: Option<String> = None;
+    let mut truncated = false;
+    'pages: loop {
+        let batch = meta
+            .list(bucket, prefix, cursor.as_deref(), MAX_KEYS)
+            .map_err(internal)?;
+        let full = batch.len() == MAX_KEYS;
+        for (key, m) in batch {
+            cursor = Some(key.clone());
+            let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|i| key[..prefix.len() + i + d.len()].to_owned())
+            });
+            if let Some(p) = rolled {
+                if prefixes.last().and_then(|c| c.prefix.as_deref()) == Some(p.as_str())
+                    || after.is_some_and(|a| p.as_str() <= a && a.starts_with(p.as_str()))
+                {
+                    continue;
+                }
+                if contents.len() + prefixes.len() >= max {
+                    truncated = true;
+                    break 'pages;
+                }
+                last_given = Some(p.clone());
+                prefixes.push(CommonPrefix { prefix: Some(p) });
+            } else {
+                if contents.len() + prefixes.len() >= max {
+                    truncated = true;
+                    break 'pages;
+                }
+                last_given = Some(key.clone());
+                contents.push(Object {
+                    key: Some(key),
+                    size: i64::try_from(m.size).ok(),
+                    e_tag: Some(ETag::Strong(m.etag)),
+                    last_modified: Some(timestamp(m.modified)),
+                    storage_class: Some(ObjectStorageClass::from_static(
+                        ObjectStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                });
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    // A page that ends in a common prefix continues after everything
+    // under it: the token is the prefix itself, skipped as a whole above.
+    Ok(Page {
+        contents,
+        prefixes,
+        next: if truncated { last_given } else { None },
+    })
+}

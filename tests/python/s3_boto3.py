@@ -1,0 +1,136 @@
+"""The store's S3 endpoint driven by boto3, a client people already use.
+
+Usage: python3 s3_boto3.py ENDPOINT ACCESS_KEY_ID SECRET_ACCESS_KEY
+Exits non-zero with the failing check on stderr.
+"""
+
+import hashlib
+import sys
+import urllib.error
+import urllib.request
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+
+def client(endpoint, key, secret):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=botocore.config.Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 1}
+        ),
+    )
+
+
+def error_code(call):
+    try:
+        call()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError("expected an error")
+
+
+def main():
+    endpoint, key, secret = sys.argv[1:4]
+    s3 = client(endpoint, key, secret)
+
+    s3.create_bucket(Bucket="photos")
+    assert error_code(lambda: s3.create_bucket(Bucket="photos")) == "BucketAlreadyOwnedByYou"
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
+    s3.head_bucket(Bucket="photos")
+    assert error_code(lambda: s3.head_bucket(Bucket="nope")) in ("404", "NoSuchBucket")
+
+    body = bytes(range(256)) * 4000  # 1,024,000 bytes: one chunk and a bit
+    put = s3.put_object(
+        Bucket="photos", Key="2026/beach.jpg", Body=body,
+        ContentType="image/jpeg", Metadata={"camera": "x100"},
+    )
+    assert put["ETag"].strip('"') == hashlib.md5(body).hexdigest(), put["ETag"]
+    head = s3.head_object(Bucket="photos", Key="2026/beach.jpg")
+    assert head["ContentLength"] == len(body)
+    assert head["ContentType"] == "image/jpeg", head
+    assert head["Metadata"] == {"camera": "x100"}, head["Metadata"]
+    got = s3.get_object(Bucket="photos", Key="2026/beach.jpg")
+    assert got["Body"].read() == body
+    part = s3.get_object(Bucket="photos", Key="2026/beach.jpg", Range="bytes=1000-1999")
+    assert part["Body"].read() == body[1000:2000]
+    assert part["ContentRange"] == f"bytes 1000-1999/{len(body)}", part["ContentRange"]
+    tail = s3.get_object(Bucket="photos", Key="2026/beach.jpg", Range="bytes=-10")
+    assert tail["Body"].read() == body[-10:]
+    assert error_code(lambda: s3.get_object(
+        Bucket="photos", Key="2026/beach.jpg", Range=f"bytes={len(body) + 5}-")) == "InvalidRange"
+
+    # Conditional requests.
+    etag = put["ETag"]
+    assert error_code(lambda: s3.get_object(
+        Bucket="photos", Key="2026/beach.jpg", IfNoneMatch=etag)) in ("304", "NotModified")
+    assert error_code(lambda: s3.get_object(
+        Bucket="photos", Key="2026/beach.jpg", IfMatch='"0000"')) in ("412", "PreconditionFailed")
+    s3.get_object(Bucket="photos", Key="2026/beach.jpg", IfMatch=etag)
+
+    # Listing: prefix, delimiter, pages.
+    for name in ["2026/a.txt", "2026/b.txt", "2025/old.txt", "readme.txt", "2026/sub/c.txt"]:
+        s3.put_object(Bucket="photos", Key=name, Body=name.encode())
+    listed = s3.list_objects_v2(Bucket="photos", Delimiter="/")
+    assert [c["Prefix"] for c in listed["CommonPrefixes"]] == ["2025/", "2026/"], listed
+    assert [o["Key"] for o in listed["Contents"]] == ["readme.txt"]
+    listed = s3.list_objects_v2(Bucket="photos", Prefix="2026/", Delimiter="/")
+    assert [o["Key"] for o in listed["Contents"]] == ["2026/a.txt", "2026/b.txt", "2026/beach.jpg"]
+    assert [c["Prefix"] for c in listed["CommonPrefixes"]] == ["2026/sub/"]
+    keys, token = [], None
+    while True:
+        kwargs = {"Bucket": "photos", "MaxKeys": 2}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = s3.list_objects_v2(**kwargs)
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        if not page["IsTruncated"]:
+            break
+        token = page["NextContinuationToken"]
+    assert keys == sorted(["2026/a.txt", "2026/b.txt", "2025/old.txt", "readme.txt",
+                           "2026/sub/c.txt", "2026/beach.jpg"]), keys
+    paginated = [o["Key"] for p in s3.get_paginator("list_objects").paginate(
+        Bucket="photos", PaginationConfig={"PageSize": 4}) for o in p.get("Contents", [])]
+    assert paginated == keys, paginated
+
+    # Copy keeps the metadata; multi-delete.
+    s3.copy_object(Bucket="photos", Key="copy.jpg",
+                   CopySource={"Bucket": "photos", "Key": "2026/beach.jpg"})
+    copied = s3.get_object(Bucket="photos", Key="copy.jpg")
+    assert copied["Body"].read() == body and copied["Metadata"] == {"camera": "x100"}
+    assert error_code(lambda: s3.delete_bucket(Bucket="photos")) == "BucketNotEmpty"
+    assert error_code(lambda: s3.get_object(Bucket="photos", Key="missing")) == "NoSuchKey"
+    assert error_code(lambda: s3.get_object(Bucket="nope", Key="x")) == "NoSuchBucket"
+
+    # Presigned GET works without credentials in the request.
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": "photos", "Key": "readme.txt"}, ExpiresIn=300)
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == b"readme.txt"
+    # Anonymous and badly signed requests are refused.
+    try:
+        urllib.request.urlopen(f"{endpoint}/photos/readme.txt")
+        raise AssertionError("an anonymous request was served")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403, e.code
+    bad = client(endpoint, key, "not-the-secret-" + "x" * 25)
+    assert error_code(lambda: bad.list_buckets()) == "SignatureDoesNotMatch"
+    stranger = client(endpoint, "CSKNOSUCHKEY000000000", "x" * 40)
+    assert error_code(lambda: stranger.list_buckets()) == "InvalidAccessKeyId"
+
+    everything = [{"Key": k} for k in keys + ["copy.jpg"]]
+    deleted = s3.delete_objects(Bucket="photos", Delete={"Objects": everything})
+    assert len(deleted["Deleted"]) == len(everything), deleted
+    assert s3.list_objects_v2(Bucket="photos")["KeyCount"] == 0
+    s3.delete_bucket(Bucket="photos")
+    assert s3.list_buckets()["Buckets"] == []
+    print("boto3: ok")
+
+
+if __name__ == "__main__":
+    main()
