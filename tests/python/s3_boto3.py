@@ -123,6 +123,53 @@ def main():
     stranger = client(endpoint, "CSKNOSUCHKEY000000000", "x" * 40)
     assert error_code(lambda: stranger.list_buckets()) == "InvalidAccessKeyId"
 
+    # Multipart, by hand: three parts, ETag md5-of-md5s with the count.
+    part_bodies = [bytes([1]) * (5 << 20), bytes([2]) * (5 << 20), b"tail" * 1000]
+    up = s3.create_multipart_upload(Bucket="photos", Key="big.bin", ContentType="application/x-test")
+    uid = up["UploadId"]
+    etags = []
+    for n, b in enumerate(part_bodies, 1):
+        r = s3.upload_part(Bucket="photos", Key="big.bin", UploadId=uid, PartNumber=n, Body=b)
+        etags.append(r["ETag"])
+        assert r["ETag"].strip('"') == hashlib.md5(b).hexdigest()
+    parts = s3.list_parts(Bucket="photos", Key="big.bin", UploadId=uid)["Parts"]
+    assert [p["PartNumber"] for p in parts] == [1, 2, 3]
+    listed_uploads = s3.list_multipart_uploads(Bucket="photos")["Uploads"]
+    assert [u["UploadId"] for u in listed_uploads] == [uid]
+    assert error_code(lambda: s3.get_object(Bucket="photos", Key="big.bin")) == "NoSuchKey", \
+        "an incomplete upload is not visible"
+    done = s3.complete_multipart_upload(
+        Bucket="photos", Key="big.bin", UploadId=uid,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    expected = hashlib.md5(b"".join(hashlib.md5(b).digest() for b in part_bodies)).hexdigest() + "-3"
+    assert done["ETag"].strip('"') == expected, (done["ETag"], expected)
+    whole = s3.get_object(Bucket="photos", Key="big.bin")
+    assert whole["Body"].read() == b"".join(part_bodies)
+    assert whole["ContentType"] == "application/x-test"
+    assert s3.list_multipart_uploads(Bucket="photos").get("Uploads", []) == []
+    # Too small a part, then abort: nothing left.
+    up = s3.create_multipart_upload(Bucket="photos", Key="small.bin")
+    small = [s3.upload_part(Bucket="photos", Key="small.bin", UploadId=up["UploadId"],
+                            PartNumber=n, Body=b"x" * 1000)["ETag"] for n in (1, 2)]
+    assert error_code(lambda: s3.complete_multipart_upload(
+        Bucket="photos", Key="small.bin", UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(small, 1)]})) == "EntityTooSmall"
+    s3.abort_multipart_upload(Bucket="photos", Key="small.bin", UploadId=up["UploadId"])
+    assert error_code(lambda: s3.list_parts(
+        Bucket="photos", Key="small.bin", UploadId=up["UploadId"])) == "NoSuchUpload"
+    # boto3's own transfer manager, multipart above 8 MiB.
+    import boto3.s3.transfer as transfer
+    import io
+    data = bytes(range(251)) * (80_000)  # 20,080,000 bytes
+    s3.upload_fileobj(io.BytesIO(data), "photos", "managed.bin", Config=transfer.TransferConfig(
+        multipart_threshold=8 << 20, multipart_chunksize=5 << 20))
+    assert s3.head_object(Bucket="photos", Key="managed.bin")["ETag"].endswith('-4"')
+    out = io.BytesIO()
+    s3.download_fileobj("photos", "managed.bin", out, Config=transfer.TransferConfig(
+        multipart_threshold=8 << 20, multipart_chunksize=5 << 20))
+    assert out.getvalue() == data
+    keys += ["big.bin", "managed.bin"]
+
     everything = [{"Key": k} for k in keys + ["copy.jpg"]]
     deleted = s3.delete_objects(Bucket="photos", Delete={"Objects": everything})
     assert len(deleted["Deleted"]) == len(everything), deleted

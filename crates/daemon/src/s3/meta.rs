@@ -11,6 +11,30 @@ use serde::{Deserialize, Serialize};
 const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
 /// Key: `BUCKET` NUL `KEY`, so a bucket's objects sort together by key.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// Multipart uploads in progress, by upload id.
+const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// Its bucket.
+    pub bucket: String,
+    /// The key it will become.
+    pub key: String,
+    /// Content type given at creation.
+    pub content_type: Option<String>,
+    /// User metadata given at creation.
+    pub metadata: BTreeMap<String, String>,
+    /// Seconds since the epoch.
+    pub initiated: i64,
+    /// Parts received: number -> (MD5 hex, bytes).
+    pub parts: BTreeMap<i32, (String, u64)>,
+}
+
+/// The store file that holds part `part` of upload `id`.
+pub fn part_file(id: &str, part: i32) -> String {
+    format!(".s3-uploads/{id}/{part:05}")
+}
 
 /// Why the metadata database failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +82,7 @@ impl Meta {
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(BUCKETS).map_err(db)?;
         txn.open_table(OBJECTS).map_err(db)?;
+        txn.open_table(UPLOADS).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(Self { db: database })
     }
@@ -142,6 +167,79 @@ impl Meta {
             .map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(())
+    }
+
+    /// A multipart upload.
+    pub fn upload(&self, id: &str) -> Result<Option<Upload>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(UPLOADS).map_err(db)?;
+        match t.get(id).map_err(db)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(db)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a multipart upload.
+    pub fn put_upload(&self, id: &str, upload: &Upload) -> Result<(), MetaError> {
+        let bytes = serde_json::to_vec(upload).map_err(db)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(UPLOADS)
+            .map_err(db)?
+            .insert(id, bytes.as_slice())
+            .map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Adds (or replaces) a part of an upload, in one transaction so
+    /// parts arriving at once are all kept. False if the upload is gone.
+    pub fn add_part(&self, id: &str, part: i32, etag: &str, size: u64) -> Result<bool, MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let found = {
+            let mut t = txn.open_table(UPLOADS).map_err(db)?;
+            let current: Option<Upload> = match t.get(id).map_err(db)? {
+                Some(v) => Some(serde_json::from_slice(v.value()).map_err(db)?),
+                None => None,
+            };
+            match current {
+                Some(mut u) => {
+                    u.parts.insert(part, (etag.to_owned(), size));
+                    let bytes = serde_json::to_vec(&u).map_err(db)?;
+                    t.insert(id, bytes.as_slice()).map_err(db)?;
+                    true
+                }
+                None => false,
+            }
+        };
+        txn.commit().map_err(db)?;
+        Ok(found)
+    }
+
+    /// Forgets an upload.
+    pub fn remove_upload(&self, id: &str) -> Result<(), MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        txn.open_table(UPLOADS)
+            .map_err(db)?
+            .remove(id)
+            .map_err(db)?;
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Uploads in progress in `bucket`, by key then id.
+    pub fn uploads(&self, bucket: &str) -> Result<Vec<(String, Upload)>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(UPLOADS).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let u: Upload = serde_json::from_slice(v.value()).map_err(db)?;
+            if u.bucket == bucket {
+                out.push((k.value().to_owned(), u));
+            }
+        }
+        out.sort_by(|a, b| (&a.1.key, &a.0).cmp(&(&b.1.key, &b.0)));
+        Ok(out)
     }
 
     /// Objects of `bucket` whose keys start with `prefix` and come after

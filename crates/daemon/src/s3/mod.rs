@@ -7,6 +7,7 @@
 
 pub mod keys;
 pub mod meta;
+mod multipart;
 
 use std::sync::Arc;
 
@@ -102,7 +103,8 @@ fn timestamp(secs: i64) -> Timestamp {
 fn secs_of(t: &Timestamp) -> i64 {
     // Timestamps only format: through the epoch-seconds form and back.
     let mut buf = Vec::new();
-    if t.format(s3s::dto::TimestampFormat::EpochSeconds, &mut buf).is_ok()
+    if t.format(s3s::dto::TimestampFormat::EpochSeconds, &mut buf)
+        .is_ok()
         && let Ok(s) = std::str::from_utf8(&buf)
         && let Ok(v) = s.split('.').next().unwrap_or("").parse::<i64>()
     {
@@ -137,6 +139,14 @@ impl StoreS3 {
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
+        self.store_file(&meta::file_name(bucket, key), body).await
+    }
+
+    /// Streams `body` into the store file `name`, computing its MD5.
+    async fn store_file<S>(&self, name: &str, body: S) -> S3Result<(u64, String)>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
         use md5::Digest as _;
         let hasher = std::sync::Arc::new(std::sync::Mutex::new(md5::Md5::new()));
         let h = hasher.clone();
@@ -152,7 +162,7 @@ impl StoreS3 {
         let report = self
             .state
             .store
-            .put(&meta::file_name(bucket, key), reader)
+            .put(name, reader)
             .await
             .map_err(store_error)?;
         let digest = std::mem::take(
@@ -526,6 +536,48 @@ impl S3 for StoreS3 {
             common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(self, req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(self, req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(self, req).await
     }
 
     async fn list_objects(

@@ -1,0 +1,283 @@
+//! Multipart uploads: each part is stored as its own store file while the
+//! upload is open; completing streams the parts, in order, into the
+//! object's file (memory bounded by the pipe whatever the size) and then
+//! deletes them. Nothing is visible under the key until then; aborting
+//! deletes the parts.
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+use tokio::io::AsyncWriteExt as _;
+
+use super::meta::{self, ObjectMeta, Upload};
+use super::{StoreS3, internal, now, store_error, timestamp};
+
+/// S3's smallest part but the last.
+pub const MIN_PART: u64 = 5 << 20;
+
+fn upload_of(s3: &StoreS3, id: &str, bucket: &str, key: &str) -> S3Result<Upload> {
+    match s3.meta().upload(id).map_err(internal)? {
+        Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+        _ => Err(s3_error!(NoSuchUpload, "no upload {id} for {bucket}/{key}")),
+    }
+}
+
+pub async fn create(
+    s3: &StoreS3,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let input = req.input;
+    s3.require_bucket(&input.bucket)?;
+    let id: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let upload = Upload {
+        bucket: input.bucket.clone(),
+        key: input.key.clone(),
+        content_type: input.content_type.map(|c| c.to_string()),
+        metadata: input
+            .metadata
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
+        initiated: now(),
+        parts: Default::default(),
+    };
+    s3.meta().put_upload(&id, &upload).map_err(internal)?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(id),
+        ..Default::default()
+    }))
+}
+
+pub async fn upload_part(
+    s3: &StoreS3,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let input = req.input;
+    upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    if !(1..=10_000).contains(&input.part_number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "part numbers go from 1 to 10000"
+        ));
+    }
+    let body = input
+        .body
+        .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
+    let body = futures_util::TryStreamExt::map_err(body, |e| std::io::Error::other(e.to_string()));
+    let (size, etag) = s3
+        .store_file(&meta::part_file(&input.upload_id, input.part_number), body)
+        .await?;
+    if !s3
+        .meta()
+        .add_part(&input.upload_id, input.part_number, &etag, size)
+        .map_err(internal)?
+    {
+        // Aborted meanwhile: the part is garbage.
+        let _ = s3
+            .state
+            .store
+            .delete(&meta::part_file(&input.upload_id, input.part_number))
+            .await;
+        return Err(s3_error!(NoSuchUpload));
+    }
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        ..Default::default()
+    }))
+}
+
+pub async fn complete(
+    s3: &StoreS3,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let input = req.input;
+    let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    let asked: Vec<(i32, String)> = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            (
+                p.part_number.unwrap_or(0),
+                p.e_tag.map(|e| e.value().to_owned()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    if asked.is_empty() {
+        return Err(s3_error!(MalformedXML, "name at least one part"));
+    }
+    let mut previous = 0;
+    for (i, (n, etag)) in asked.iter().enumerate() {
+        if *n <= previous {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "parts must be listed in ascending order"
+            ));
+        }
+        previous = *n;
+        let Some((have, size)) = upload.parts.get(n) else {
+            return Err(s3_error!(InvalidPart, "part {n} was not uploaded"));
+        };
+        if have != etag.trim_matches('"') {
+            return Err(s3_error!(
+                InvalidPart,
+                "part {n} has ETag {have}, not {etag}"
+            ));
+        }
+        if i + 1 < asked.len() && *size < MIN_PART {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "part {n} is {size} bytes; every part but the last must be at least 5 MiB"
+            ));
+        }
+    }
+    // Stream the parts, in order, into the object's file.
+    let (reader, mut writer) = tokio::io::duplex(256 * 1024);
+    let state = s3.state.clone();
+    let parts: Vec<String> = asked
+        .iter()
+        .map(|(n, _)| meta::part_file(&input.upload_id, *n))
+        .collect();
+    let feeder = tokio::spawn(async move {
+        for p in &parts {
+            state.store.get(p, &mut writer).await?;
+        }
+        writer.shutdown().await?;
+        Ok::<_, cloudshell_store::StoreError>(())
+    });
+    let stream = tokio_util::io::ReaderStream::new(reader);
+    let stored = s3
+        .store_file(&meta::file_name(&input.bucket, &input.key), stream)
+        .await;
+    match feeder.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(store_error(e)),
+        Err(e) => return Err(internal(e)),
+    }
+    let (size, _) = stored?;
+    // S3's multipart ETag: the MD5 of the parts' MD5s, and their count.
+    let etag = {
+        use md5::Digest as _;
+        let mut h = md5::Md5::new();
+        for (_, e) in &asked {
+            let hex = e.trim_matches('"');
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            h.update(&bytes);
+        }
+        let d = h.finalize();
+        format!(
+            "{}-{}",
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            asked.len()
+        )
+    };
+    let m = ObjectMeta {
+        size,
+        etag: etag.clone(),
+        content_type: upload.content_type.clone(),
+        metadata: upload.metadata.clone(),
+        modified: now(),
+    };
+    s3.meta()
+        .put(&input.bucket, &input.key, &m)
+        .map_err(internal)?;
+    discard(s3, &input.upload_id, &upload).await?;
+    s3.state.touch();
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        bucket: Some(input.bucket.clone()),
+        key: Some(input.key.clone()),
+        e_tag: Some(ETag::Strong(etag)),
+        location: Some(format!("/{}/{}", input.bucket, input.key)),
+        ..Default::default()
+    }))
+}
+
+/// Deletes an upload's parts and forgets it.
+async fn discard(s3: &StoreS3, id: &str, upload: &Upload) -> S3Result<()> {
+    for n in upload.parts.keys() {
+        match s3.state.store.delete(&meta::part_file(id, *n)).await {
+            Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    s3.meta().remove_upload(id).map_err(internal)
+}
+
+pub async fn abort(
+    s3: &StoreS3,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let input = req.input;
+    let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    discard(s3, &input.upload_id, &upload).await?;
+    s3.state.touch();
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub async fn list_parts(
+    s3: &StoreS3,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let input = req.input;
+    let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    let after = input.part_number_marker.unwrap_or(0);
+    let max = usize::try_from(input.max_parts.unwrap_or(1000).clamp(1, 1000)).unwrap_or(1000);
+    let all: Vec<Part> = upload
+        .parts
+        .range(after + 1..)
+        .map(|(n, (etag, size))| Part {
+            part_number: Some(*n),
+            e_tag: Some(ETag::Strong(etag.clone())),
+            size: i64::try_from(*size).ok(),
+            last_modified: Some(timestamp(upload.initiated)),
+            ..Default::default()
+        })
+        .collect();
+    let truncated = all.len() > max;
+    let parts: Vec<Part> = all.into_iter().take(max).collect();
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: parts.last().and_then(|p| p.part_number),
+        max_parts: Some(i32::try_from(max).unwrap_or(1000)),
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+        ..Default::default()
+    }))
+}
+
+pub async fn list_uploads(
+    s3: &StoreS3,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    let input = req.input;
+    s3.require_bucket(&input.bucket)?;
+    let prefix = input.prefix.clone().unwrap_or_default();
+    let uploads = s3
+        .meta()
+        .uploads(&input.bucket)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|(_, u)| u.key.starts_with(&prefix))
+        .map(|(id, u)| MultipartUpload {
+            key: Some(u.key),
+            upload_id: Some(id),
+            initiated: Some(timestamp(u.initiated)),
+            ..Default::default()
+        })
+        .collect();
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(input.bucket),
+        prefix: input.prefix,
+        is_truncated: Some(false),
+        uploads: Some(uploads),
+        ..Default::default()
+    }))
+}
