@@ -906,3 +906,62 @@ fn the_s3_endpoint_serves_boto3() {
     daemon.ok(&["keys", "delete", &id]);
     assert!(!daemon.ok(&["keys", "list"]).contains(&id));
 }
+
+#[test]
+fn the_s3_endpoint_serves_the_aws_cli_rclone_and_s3cmd() {
+    if std::env::var_os("CLOUDSHELL_SKIP_S3_CLIENTS").is_some() {
+        eprintln!("skipped: CLOUDSHELL_SKIP_S3_CLIENTS is set");
+        return;
+    }
+    for tool in ["aws", "rclone", "s3cmd"] {
+        assert!(
+            Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok(),
+            "this test drives `{tool}`: `pip install awscli s3cmd` and `apt-get install rclone` \
+             (.ci/run does), or set CLOUDSHELL_SKIP_S3_CLIENTS=1"
+        );
+    }
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let daemon = Daemon::start(&data, &home, &[]);
+    let key = daemon.json(&["keys", "create"]);
+    let id = key["key"]["access_key_id"].as_str().unwrap().to_owned();
+    let secret = key["key"]["secret_access_key"].as_str().unwrap().to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/s3/clients.sh");
+    // The three clients at once, each in its own bucket and directory: a
+    // 200 MiB multipart upload and download, and a sync of 1,000 files.
+    let runs: Vec<(&str, Child)> = ["aws", "rclone", "s3cmd"]
+        .into_iter()
+        .map(|client| {
+            let child = Command::new("bash")
+                .arg(&script)
+                .args([&daemon.s3, &id, &secret])
+                .arg(dir.path().join(format!("work-{client}")))
+                .arg(client)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (client, child)
+        })
+        .collect();
+    for (client, child) in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{client}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every bucket was emptied and removed by its client.
+    assert_eq!(daemon.json(&["ls"])["files"].as_array().unwrap().len(), 0);
+}

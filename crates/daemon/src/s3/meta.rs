@@ -58,6 +58,22 @@ pub struct ObjectMeta {
     pub metadata: BTreeMap<String, String>,
     /// Seconds since the epoch of the last write.
     pub modified: i64,
+    /// The store files holding the bytes, in order, with their sizes: the
+    /// parts of a multipart upload, kept as they came (completing is then
+    /// instant). Empty: the one file [`file_name`].
+    #[serde(default)]
+    pub parts: Vec<(String, u64)>,
+}
+
+impl ObjectMeta {
+    /// The store files that hold the object, in order, with their sizes.
+    pub fn files(&self, bucket: &str, key: &str) -> Vec<(String, u64)> {
+        if self.parts.is_empty() {
+            vec![(file_name(bucket, key), self.size)]
+        } else {
+            self.parts.clone()
+        }
+    }
 }
 
 /// The store file that holds an object's bytes.
@@ -293,6 +309,7 @@ mod tests {
             content_type: None,
             metadata: BTreeMap::new(),
             modified: 0,
+            parts: Vec::new(),
         }
     }
 

@@ -176,17 +176,54 @@ impl StoreS3 {
         Ok((report.record.size, etag))
     }
 
-    /// A pipe the store writes `range` of an object into, as a body.
-    fn read_stream(&self, bucket: &str, key: &str, range: std::ops::Range<u64>) -> StreamingBlob {
-        let (reader, writer) = tokio::io::duplex(256 * 1024);
+    /// A pipe the store writes `range` of an object into, as a body: the
+    /// pieces of each of its files that the range covers, in order.
+    fn read_stream(
+        &self,
+        bucket: &str,
+        key: &str,
+        m: &ObjectMeta,
+        range: std::ops::Range<u64>,
+    ) -> StreamingBlob {
+        let (reader, mut writer) = tokio::io::duplex(256 * 1024);
         let state = self.state.clone();
-        let name = meta::file_name(bucket, key);
+        let files = m.files(bucket, key);
         tokio::spawn(async move {
-            if let Err(e) = state.store.get_range(&name, range, writer).await {
-                tracing::warn!(file = %name, "S3 read failed: {e}");
+            let mut offset = 0u64;
+            for (name, size) in files {
+                let (start, end) = (offset, offset + size);
+                offset = end;
+                if end <= range.start || start >= range.end {
+                    continue;
+                }
+                let piece = range.start.max(start) - start..range.end.min(end) - start;
+                if let Err(e) = state.store.get_range(&name, piece, &mut writer).await {
+                    // The body ends short of its length: the client sees a
+                    // truncated transfer, never wrong bytes.
+                    tracing::warn!(file = %name, "S3 read failed: {e}");
+                    return;
+                }
             }
         });
         StreamingBlob::wrap(tokio_util::io::ReaderStream::new(reader))
+    }
+
+    /// Records `m` for `bucket/key`, then deletes the store files of the
+    /// object it replaces that `m` does not use.
+    async fn replace(&self, bucket: &str, key: &str, m: &ObjectMeta) -> S3Result<()> {
+        let old = self.meta().object(bucket, key).map_err(internal)?;
+        self.meta().put(bucket, key, m).map_err(internal)?;
+        if let Some(old) = old {
+            let keep: std::collections::HashSet<String> =
+                m.files(bucket, key).into_iter().map(|(n, _)| n).collect();
+            for (name, _) in old.files(bucket, key) {
+                if !keep.contains(&name) {
+                    let _ = self.state.store.delete(&name).await;
+                }
+            }
+        }
+        self.state.touch();
+        Ok(())
     }
 }
 
@@ -325,10 +362,9 @@ impl S3 for StoreS3 {
                 .map(|m| m.into_iter().collect())
                 .unwrap_or_default(),
             modified: now(),
+            parts: Vec::new(),
         };
-        self.meta()
-            .put(&input.bucket, &input.key, &m)
-            .map_err(internal)?;
+        self.replace(&input.bucket, &input.key, &m).await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             size: i64::try_from(size).ok(),
@@ -364,7 +400,7 @@ impl S3 for StoreS3 {
             None => (0..m.size, None),
         };
         let length = range.end - range.start;
-        let body = self.read_stream(&input.bucket, &input.key, range);
+        let body = self.read_stream(&input.bucket, &input.key, &m, range);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(body),
             content_length: i64::try_from(length).ok(),
@@ -461,7 +497,7 @@ impl S3 for StoreS3 {
         let src = self.object(src_bucket, src_key)?;
         self.require_bucket(&input.bucket)?;
         let body = self
-            .read_stream(src_bucket, src_key, 0..src.size)
+            .read_stream(src_bucket, src_key, &src, 0..src.size)
             .map_err(|e| std::io::Error::other(e.to_string()));
         let (size, etag) = self.store_stream(&input.bucket, &input.key, body).await?;
         let replace = input
@@ -486,10 +522,9 @@ impl S3 for StoreS3 {
                 src.metadata.clone()
             },
             modified: now(),
+            parts: Vec::new(),
         };
-        self.meta()
-            .put(&input.bucket, &input.key, &m)
-            .map_err(internal)?;
+        self.replace(&input.bucket, &input.key, &m).await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(etag)),
@@ -536,6 +571,24 @@ impl S3 for StoreS3 {
             common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        // Never versioned: S3 answers an empty configuration.
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        // No constraint means us-east-1, which is what clients sign for.
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
     async fn create_multipart_upload(
@@ -616,9 +669,15 @@ impl S3 for StoreS3 {
 }
 
 async fn delete_one(state: &State, bucket: &str, key: &str) -> S3Result<()> {
-    match state.store.delete(&meta::file_name(bucket, key)).await {
-        Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
-        Err(e) => return Err(store_error(e)),
+    let files = match state.s3.meta.object(bucket, key).map_err(internal)? {
+        Some(m) => m.files(bucket, key),
+        None => return Ok(()),
+    };
+    for (name, _) in files {
+        match state.store.delete(&name).await {
+            Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
+            Err(e) => return Err(store_error(e)),
+        }
     }
     state.s3.meta.remove(bucket, key).map_err(internal)?;
     state.touch();

@@ -1,12 +1,10 @@
-//! Multipart uploads: each part is stored as its own store file while the
-//! upload is open; completing streams the parts, in order, into the
-//! object's file (memory bounded by the pipe whatever the size) and then
-//! deletes them. Nothing is visible under the key until then; aborting
-//! deletes the parts.
+//! Multipart uploads: each part is stored as its own store file; completing
+//! makes them, in order, the object's files (no copy: instant whatever the
+//! size). Nothing is visible under the key until then; aborting deletes
+//! the parts.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-use tokio::io::AsyncWriteExt as _;
 
 use super::meta::{self, ObjectMeta, Upload};
 use super::{StoreS3, internal, now, store_error, timestamp};
@@ -134,30 +132,17 @@ pub async fn complete(
             ));
         }
     }
-    // Stream the parts, in order, into the object's file.
-    let (reader, mut writer) = tokio::io::duplex(256 * 1024);
-    let state = s3.state.clone();
-    let parts: Vec<String> = asked
+    // The parts become the object's files as they are: completing takes no
+    // copy, so it is instant whatever the size (a client waiting minutes
+    // for a copy would time out and retry).
+    let files: Vec<(String, u64)> = asked
         .iter()
-        .map(|(n, _)| meta::part_file(&input.upload_id, *n))
+        .map(|(n, _)| {
+            let size = upload.parts.get(n).map_or(0, |(_, s)| *s);
+            (meta::part_file(&input.upload_id, *n), size)
+        })
         .collect();
-    let feeder = tokio::spawn(async move {
-        for p in &parts {
-            state.store.get(p, &mut writer).await?;
-        }
-        writer.shutdown().await?;
-        Ok::<_, cloudshell_store::StoreError>(())
-    });
-    let stream = tokio_util::io::ReaderStream::new(reader);
-    let stored = s3
-        .store_file(&meta::file_name(&input.bucket, &input.key), stream)
-        .await;
-    match feeder.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(store_error(e)),
-        Err(e) => return Err(internal(e)),
-    }
-    let (size, _) = stored?;
+    let size = files.iter().map(|(_, s)| s).sum();
     // S3's multipart ETag: the MD5 of the parts' MD5s, and their count.
     let etag = {
         use md5::Digest as _;
@@ -182,12 +167,21 @@ pub async fn complete(
         content_type: upload.content_type.clone(),
         metadata: upload.metadata.clone(),
         modified: now(),
+        parts: files,
     };
+    s3.replace(&input.bucket, &input.key, &m).await?;
+    // Parts uploaded but left out of the object are garbage.
+    let used: std::collections::HashSet<i32> = asked.iter().map(|(n, _)| *n).collect();
+    for n in upload.parts.keys().filter(|n| !used.contains(n)) {
+        let _ = s3
+            .state
+            .store
+            .delete(&meta::part_file(&input.upload_id, *n))
+            .await;
+    }
     s3.meta()
-        .put(&input.bucket, &input.key, &m)
+        .remove_upload(&input.upload_id)
         .map_err(internal)?;
-    discard(s3, &input.upload_id, &upload).await?;
-    s3.state.touch();
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
