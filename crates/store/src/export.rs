@@ -1,14 +1,15 @@
 //! The whole index as one sealed blob, and a store rebuilt from it.
 //!
 //! ```text
-//! "CSIX" | version 1 | flags (bit 0: sealed) | keyring length u32 LE | keyring record
+//! "CSIX" | version 2 | flags (bit 0: sealed) | keyring length u32 LE | keyring record
 //!        | sealed: nonce (12) + AES-256-GCM(contents record, aad = "CSIX" | version)
 //!        | not sealed: contents record
 //! ```
 //!
 //! The keyring (salt, Argon2 parameters, check value) stays outside the seal
 //! so the key can be derived and checked before anything is opened; the
-//! sealing key is the master key's subkey `"index export"`.
+//! sealing key is the master key's subkey `"index export"`. Version 1 had
+//! no extras in its contents record; it is still read.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
@@ -17,7 +18,16 @@ use crate::index::{self, Index, IndexContents, IndexError, Keyring};
 use crate::store::{KeySource, Node, Store, StoreError, StoreSettings, unlock};
 
 const MAGIC: [u8; 4] = *b"CSIX";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Exports without extras.
+const VERSION_1: u8 = 1;
+
+/// What version 1 sealed.
+#[derive(serde::Deserialize)]
+struct ContentsV1 {
+    files: Vec<crate::index::FileRecord>,
+    manifests: Vec<crate::index::Manifest>,
+}
 const SEALED: u8 = 1;
 
 fn sealing_key(master: &MasterKey) -> Result<LessSafeKey, KeyError> {
@@ -26,8 +36,8 @@ fn sealing_key(master: &MasterKey) -> Result<LessSafeKey, KeyError> {
     Ok(LessSafeKey::new(unbound))
 }
 
-fn aad() -> [u8; 5] {
-    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION]
+fn aad(version: u8) -> [u8; 5] {
+    [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], version]
 }
 
 impl Store {
@@ -51,7 +61,7 @@ impl Store {
             sealing_key(master)?
                 .seal_in_place_append_tag(
                     Nonce::assume_unique_for_key(nonce),
-                    Aad::from(aad()),
+                    Aad::from(aad(VERSION)),
                     &mut body,
                 )
                 .map_err(|_| KeyError::Authentication)?;
@@ -75,8 +85,9 @@ impl Store {
         if export.len() < 10 || export[..4] != MAGIC {
             return Err(bad("not an index export"));
         }
-        if export[4] != VERSION {
-            return Err(bad("unsupported version"));
+        let version = export[4];
+        if version != VERSION && version != VERSION_1 {
+            return Err(bad("unsupported version (written by a newer cloudshell?)"));
         }
         let flags = export[5];
         let keyring_len = u32::from_le_bytes([export[6], export[7], export[8], export[9]]) as usize;
@@ -94,14 +105,27 @@ impl Store {
                 n.copy_from_slice(nonce);
                 let mut buf = sealed.to_vec();
                 let plain = sealing_key(master)?
-                    .open_in_place(Nonce::assume_unique_for_key(n), Aad::from(aad()), &mut buf)
+                    .open_in_place(
+                        Nonce::assume_unique_for_key(n),
+                        Aad::from(aad(version)),
+                        &mut buf,
+                    )
                     .map_err(|_| KeyError::Authentication)?;
                 plain.to_vec()
             }
             (None, false) => rest.to_vec(),
             _ => return Err(bad("sealing does not match the keyring")),
         };
-        let contents: IndexContents = index::decode(&body)?;
+        let contents: IndexContents = if version == VERSION_1 {
+            let v1: ContentsV1 = index::decode(&body)?;
+            IndexContents {
+                files: v1.files,
+                manifests: v1.manifests,
+                extras: Default::default(),
+            }
+        } else {
+            index::decode(&body)?
+        };
         Index::open(index_path)?.import(&keyring, &contents)?;
         Store::open(index_path, key, nodes, settings)
     }

@@ -5,6 +5,7 @@
 //! transaction, after its shards are durable: that transaction is the
 //! moment the file becomes visible.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -17,6 +18,9 @@ const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// Opaque blobs the store's user keeps with the index (the daemon's S3
+/// metadata), so they travel in exports and backups with it.
+const EXTRAS: TableDefinition<&str, &[u8]> = TableDefinition::new("extras");
 /// The version byte in front of every record. Do not change meanings.
 const RECORD_VERSION: u8 = 1;
 
@@ -30,6 +34,9 @@ pub enum IndexError {
     /// A record did not decode.
     #[error("index record is corrupt: {0}")]
     Corrupt(String),
+    /// A file the operation names is not in the index.
+    #[error("no file named {0}")]
+    NoSuchFile(String),
 }
 
 fn db<E: std::fmt::Display>(e: E) -> IndexError {
@@ -151,6 +158,8 @@ pub struct IndexContents {
     pub files: Vec<FileRecord>,
     /// Their manifests.
     pub manifests: Vec<Manifest>,
+    /// The extras ([`Index::set_extra`]), by name.
+    pub extras: BTreeMap<String, Vec<u8>>,
 }
 
 /// The index database.
@@ -313,9 +322,21 @@ impl Index {
                 out.push(decode(m.value())?);
             }
         }
+        let mut extras = BTreeMap::new();
+        match txn.open_table(EXTRAS) {
+            Ok(table) => {
+                for entry in table.iter().map_err(db)? {
+                    let (k, v) = entry.map_err(db)?;
+                    extras.insert(k.value().to_owned(), v.value().to_vec());
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(db(e)),
+        }
         Ok(IndexContents {
             files,
             manifests: out,
+            extras,
         })
     }
 
@@ -344,8 +365,65 @@ impl Index {
                     .insert(m.file_id.0.as_slice(), encode(m).as_slice())
                     .map_err(db)?;
             }
+            let mut extras = txn.open_table(EXTRAS).map_err(db)?;
+            for (name, value) in &contents.extras {
+                extras.insert(name.as_str(), value.as_slice()).map_err(db)?;
+            }
         }
         txn.commit().map_err(db)
+    }
+
+    /// Keeps `value` under `name` with the index: it goes into exports and
+    /// index backups, and comes back with [`Index::extra`] after a recovery.
+    pub fn set_extra(&self, name: &str, value: &[u8]) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut extras = txn.open_table(EXTRAS).map_err(db)?;
+            extras.insert(name, value).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// The extra kept under `name`, if any.
+    pub fn extra(&self, name: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let extras = match txn.open_table(EXTRAS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db(e)),
+        };
+        Ok(extras.get(name).map_err(db)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Gives file `from` the name `to` in one transaction, replacing a file
+    /// of that name. Returns what was replaced. Only the index changes: the
+    /// shards are keyed by file id, so renaming moves no data.
+    pub fn rename_file(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<(FileRecord, Manifest)>, IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let replaced;
+        {
+            let mut files = txn.open_table(FILES).map_err(db)?;
+            let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            let Some(mut rec) = stored::<FileRecord>(files.remove(from).map_err(db)?)? else {
+                return Err(IndexError::NoSuchFile(from.to_owned()));
+            };
+            let old: Option<FileRecord> = stored(files.get(to).map_err(db)?)?;
+            replaced = match old {
+                Some(old) if old.file_id != rec.file_id => {
+                    stored(manifests.remove(old.file_id.0.as_slice()).map_err(db)?)?
+                        .map(|m| (old, m))
+                }
+                _ => None,
+            };
+            to.clone_into(&mut rec.name);
+            files.insert(to, encode(&rec).as_slice()).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(replaced)
     }
 
     /// Removes a file; returns what was removed.

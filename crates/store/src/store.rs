@@ -827,6 +827,21 @@ impl Store {
         Ok(())
     }
 
+    /// Gives file `from` the name `to`, replacing (and deleting the shards
+    /// of) a file of that name. Moves no data: a writer can store under a
+    /// private name, then make the file visible under its real one at the
+    /// moment it chooses.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let replaced = self.index.rename_file(from, to).map_err(|e| match e {
+            IndexError::NoSuchFile(name) => StoreError::NotFound(name),
+            other => other.into(),
+        })?;
+        if let Some((_, old)) = replaced {
+            self.delete_manifest_shards(&old).await;
+        }
+        Ok(())
+    }
+
     /// How many node losses a stored file survives.
     pub fn survivable_losses(&self, name: &str) -> Result<usize, StoreError> {
         let (rec, manifest) = self

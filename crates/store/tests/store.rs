@@ -505,6 +505,79 @@ async fn the_index_is_recovered_from_its_export_and_the_key_alone() {
 }
 
 #[tokio::test]
+async fn an_export_written_before_extras_existed_still_recovers() {
+    // Version 1, unsealed, by hand: magic, version, flags, keyring, then
+    // the contents record without its extras.
+    #[derive(serde::Serialize)]
+    struct ContentsV1 {
+        files: Vec<cloudshell_store::index::FileRecord>,
+        manifests: Vec<cloudshell_store::index::Manifest>,
+    }
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let d = data(9_000, 4);
+    f.store.put("old", &d[..]).await.unwrap();
+    let contents = f.store.index().contents().unwrap();
+    let keyring = cloudshell_store::index::encode(&f.store.index().keyring().unwrap().unwrap());
+    let mut export = b"CSIX".to_vec();
+    export.extend_from_slice(&[1, 0]);
+    export.extend_from_slice(&(keyring.len() as u32).to_le_bytes());
+    export.extend_from_slice(&keyring);
+    export.extend(cloudshell_store::index::encode(&ContentsV1 {
+        files: contents.files,
+        manifests: contents.manifests,
+    }));
+    let fresh = f.dir.path().join("v1.redb");
+    let store = Store::recover(
+        &fresh,
+        &export,
+        &KeySource::NoEncryption,
+        nodes_again(f.dir.path()),
+        settings(4096),
+    )
+    .unwrap();
+    assert_eq!(get(&store, "old").await.unwrap(), d);
+    assert_eq!(store.index().extra("s3").unwrap(), None);
+    // A version from the future is named as such.
+    let mut future = export.clone();
+    future[4] = 9;
+    let err = Store::recover(
+        &f.dir.path().join("v9.redb"),
+        &future,
+        &KeySource::NoEncryption,
+        nodes_again(f.dir.path()),
+        settings(4096),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn renaming_moves_no_data_and_replaces_the_target() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let (a, b) = (data(20_000, 1), data(5_000, 2));
+    f.store.put("staging/1", &a[..]).await.unwrap();
+    f.store.put("final", &b[..]).await.unwrap();
+    let before = shard_files(f.dir.path()).len();
+    f.store.rename("staging/1", "final").await.unwrap();
+    assert_eq!(get(&f.store, "final").await.unwrap(), a);
+    assert!(matches!(
+        get(&f.store, "staging/1").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The replaced file's shards are gone, the renamed file's stay.
+    let after = shard_files(f.dir.path()).len();
+    assert_eq!(before - after, 18, "two 4 KiB chunks of 9 shards deleted");
+    match f.store.rename("staging/1", "x").await {
+        Err(StoreError::NotFound(name)) => assert_eq!(name, "staging/1"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    // Renaming onto itself changes nothing.
+    f.store.rename("final", "final").await.unwrap();
+    assert_eq!(get(&f.store, "final").await.unwrap(), a);
+}
+
+#[tokio::test]
 async fn redistribution_moves_shards_onto_new_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
@@ -616,6 +689,8 @@ async fn the_index_backed_up_on_the_nodes_rebuilds_the_store_from_the_key_alone(
         .await
         .unwrap();
     assert_eq!(gens.len(), cloudshell_store::backup::KEEP, "{gens:?}");
+    // Extras (the daemon's S3 metadata) travel with the index.
+    f.store.index().set_extra("s3", b"buckets and objects").unwrap();
     let newest = f.store.backup_index().await.unwrap();
     // A file stored after the last backup is not in it.
     f.store.put("late", &b"late"[..]).await.unwrap();
@@ -635,6 +710,11 @@ async fn the_index_backed_up_on_the_nodes_rebuilds_the_store_from_the_key_alone(
     .await
     .unwrap();
     assert_eq!(generation, newest.generation);
+    assert_eq!(
+        store.index().extra("s3").unwrap().as_deref(),
+        Some(&b"buckets and objects"[..])
+    );
+    assert_eq!(store.index().extra("other").unwrap(), None);
     for (i, d) in files.iter().enumerate() {
         assert_eq!(&get(&store, &format!("dir/f{i}")).await.unwrap(), d);
     }
