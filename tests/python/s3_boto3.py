@@ -14,7 +14,7 @@ import botocore.config
 import botocore.exceptions
 
 
-def client(endpoint, key, secret):
+def client(endpoint, key, secret, **config):
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -22,7 +22,7 @@ def client(endpoint, key, secret):
         aws_secret_access_key=secret,
         region_name="us-east-1",
         config=botocore.config.Config(
-            s3={"addressing_style": "path"}, retries={"max_attempts": 1}
+            s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config
         ),
     )
 
@@ -73,6 +73,24 @@ def main():
         Bucket="photos", Key="2026/beach.jpg", IfMatch='"0000"')) in ("412", "PreconditionFailed")
     s3.get_object(Bucket="photos", Key="2026/beach.jpg", IfMatch=etag)
 
+    # Conditional writes: create-only and compare-and-swap.
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="2026/beach.jpg", Body=b"clobber", IfNoneMatch="*")) \
+        in ("412", "PreconditionFailed")
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="2026/beach.jpg", Body=b"clobber", IfMatch='"0000"')) \
+        in ("412", "PreconditionFailed")
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="absent", Body=b"x", IfMatch=etag)) in ("404", "NoSuchKey")
+    assert s3.get_object(Bucket="photos", Key="2026/beach.jpg")["Body"].read() == body, \
+        "a refused write changed nothing"
+    s3.put_object(Bucket="photos", Key="lock", Body=b"mine", IfNoneMatch="*")
+    swapped = s3.put_object(Bucket="photos", Key="lock", Body=b"next",
+                            IfMatch=s3.head_object(Bucket="photos", Key="lock")["ETag"])
+    assert s3.get_object(Bucket="photos", Key="lock")["Body"].read() == b"next"
+    assert swapped["ETag"].strip('"') == hashlib.md5(b"next").hexdigest()
+    s3.delete_object(Bucket="photos", Key="lock")
+
     # Listing: prefix, delimiter, pages.
     for name in ["2026/a.txt", "2026/b.txt", "2025/old.txt", "readme.txt", "2026/sub/c.txt"]:
         s3.put_object(Bucket="photos", Key=name, Body=name.encode())
@@ -103,6 +121,13 @@ def main():
                    CopySource={"Bucket": "photos", "Key": "2026/beach.jpg"})
     copied = s3.get_object(Bucket="photos", Key="copy.jpg")
     assert copied["Body"].read() == body and copied["Metadata"] == {"camera": "x100"}
+    assert error_code(lambda: s3.copy_object(
+        Bucket="photos", Key="copy2.jpg", CopySourceIfMatch='"0000"',
+        CopySource={"Bucket": "photos", "Key": "2026/beach.jpg"})) in ("412", "PreconditionFailed")
+    assert error_code(lambda: s3.copy_object(
+        Bucket="photos", Key="copy2.jpg", CopySourceIfNoneMatch=etag,
+        CopySource={"Bucket": "photos", "Key": "2026/beach.jpg"})) in ("412", "PreconditionFailed")
+    assert error_code(lambda: s3.head_object(Bucket="photos", Key="copy2.jpg")) in ("404", "NoSuchKey")
     assert error_code(lambda: s3.delete_bucket(Bucket="photos")) == "BucketNotEmpty"
     assert error_code(lambda: s3.get_object(Bucket="photos", Key="missing")) == "NoSuchKey"
     assert error_code(lambda: s3.get_object(Bucket="nope", Key="x")) == "NoSuchBucket"
@@ -112,6 +137,25 @@ def main():
         "get_object", Params={"Bucket": "photos", "Key": "readme.txt"}, ExpiresIn=300)
     with urllib.request.urlopen(url) as r:
         assert r.read() == b"readme.txt"
+    # Presigned PUT (SigV4, as `aws s3 presign` makes them; the GET above
+    # was boto3's default SigV2): a plain HTTP client uploads with the URL.
+    v4 = client(endpoint, key, secret, signature_version="s3v4")
+    put_url = v4.generate_presigned_url(
+        "put_object", Params={"Bucket": "photos", "Key": "shared/drop.txt"}, ExpiresIn=300)
+    req = urllib.request.Request(put_url, data=b"dropped off", method="PUT")
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 200, r.status
+    assert s3.get_object(Bucket="photos", Key="shared/drop.txt")["Body"].read() == b"dropped off"
+    # The URL is for that key only: used for another, the signature fails.
+    other = put_url.replace("shared/drop.txt", "shared/other.txt")
+    try:
+        urllib.request.urlopen(urllib.request.Request(other, data=b"x", method="PUT"))
+        raise AssertionError("a presigned URL wrote another key")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403, e.code
+    assert error_code(lambda: s3.head_object(Bucket="photos", Key="shared/other.txt")) \
+        in ("404", "NoSuchKey")
+    s3.delete_object(Bucket="photos", Key="shared/drop.txt")
     # Anonymous and badly signed requests are refused.
     try:
         urllib.request.urlopen(f"{endpoint}/photos/readme.txt")

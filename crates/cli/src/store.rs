@@ -853,15 +853,21 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
         "files": report.files,
         "generation": report.generation,
         "nodes_connected": report.nodes_connected,
+        "s3_buckets": report.s3_buckets,
+        "s3_objects": report.s3_objects,
         "data_dir": data_dir,
     });
     print(
         json,
         &v,
         &format!(
-            "recovered the index of {} files (backup of {} ms since the epoch, {} nodes answered) \
-             into {} in {:.1} s; now run `cloudshell store serve` with the same flags",
+            "recovered the index of {} files and {} S3 objects in {} buckets (backup of {} ms \
+             since the epoch, {} nodes answered) into {} in {:.1} s; now run `cloudshell store \
+             serve` with the same flags (S3 access keys are not in backups: create new ones \
+             with `cloudshell store keys create`)",
             report.files,
+            report.s3_objects,
+            report.s3_buckets,
             report.generation,
             report.nodes_connected,
             data_dir.display(),

@@ -379,18 +379,7 @@ fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
     let fresh = dir.path().join("recovered");
     let key = data.join("store.key");
     let emulator = data.join("emulator");
-    let recover = || {
-        let mut c = Command::new(cli_bin());
-        isolate(&mut c, &home);
-        c.args(["store", "--json", "recover", "--emulated", "--data-dir"])
-            .arg(&fresh)
-            .arg("--key-file")
-            .arg(&key)
-            .arg("--emulator-data-dir")
-            .arg(&emulator)
-            .output()
-            .unwrap()
-    };
+    let recover = || recover_into(&home, &fresh, &key, &emulator);
     let out = recover();
     assert!(
         out.status.success(),
@@ -424,6 +413,21 @@ fn a_hundred_files_survive_lost_agents_a_wiped_home_a_restart_and_recovery() {
 }
 
 /// Every shard file an agent holds, under the emulated environments' homes.
+/// `cloudshell store recover` into `fresh` with only the key and the
+/// environments (the emulator's state, which like AWS's lives apart).
+fn recover_into(home: &Path, fresh: &Path, key: &Path, emulator: &Path) -> std::process::Output {
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, home);
+    c.args(["store", "--json", "recover", "--emulated", "--data-dir"])
+        .arg(fresh)
+        .arg("--key-file")
+        .arg(key)
+        .arg("--emulator-data-dir")
+        .arg(emulator)
+        .output()
+        .unwrap()
+}
+
 fn shard_files(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for home in std::fs::read_dir(data.join("emulator/homes"))
@@ -907,6 +911,126 @@ fn the_s3_endpoint_serves_boto3() {
     // A deleted key no longer signs anything.
     daemon.ok(&["keys", "delete", &id]);
     assert!(!daemon.ok(&["keys", "list"]).contains(&id));
+}
+
+/// Runs one step of tests/python/s3_durability.py.
+fn durability_step(daemon: &Daemon, key: &(String, String), step: &str, state: &Path) -> Command {
+    let python = std::env::var("CLOUDSHELL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/s3_durability.py");
+    let mut c = Command::new(python);
+    c.arg(script)
+        .args([&daemon.s3, &key.0, &key.1, step])
+        .arg(state)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", daemon.home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", daemon.home.join("none"));
+    c
+}
+
+fn run_ok(mut c: Command, what: &str) {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s3_key(daemon: &Daemon) -> (String, String) {
+    let key = daemon.json(&["keys", "create"]);
+    (
+        key["key"]["access_key_id"].as_str().unwrap().to_owned(),
+        key["key"]["secret_access_key"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn s3_objects_survive_a_killed_daemon_and_a_recovery_from_the_nodes() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let state = dir.path().join("s3-state.json");
+    let daemon = Daemon::start(&data, &home, &[]);
+    let key = s3_key(&daemon);
+    run_ok(durability_step(&daemon, &key, "fill", &state), "fill");
+    // The S3 names are the endpoint's: the JSON API will not write or
+    // delete under them.
+    let blocked = daemon
+        .cli(&["put", "-", "s3/keep/docs/single.txt"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!blocked.status.success());
+    let why = String::from_utf8_lossy(&blocked.stderr);
+    assert!(why.contains("S3 endpoint keeps"), "{why}");
+    let blocked = daemon.cli(&["rm", "s3/keep/multi.bin"]).output().unwrap();
+    assert!(!blocked.status.success());
+
+    // The daemon is killed while a PUT streams in.
+    let mut slow = durability_step(&daemon, &key, "slow-put", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the slow PUT ended before the daemon was killed"
+    );
+    daemon.stop();
+    let _ = slow.kill();
+    let _ = slow.wait();
+    let daemon = Daemon::start(&data, &home, &[]);
+    run_ok(durability_step(&daemon, &key, "check", &state), "check");
+    let names: Vec<String> = daemon.json(&["ls"])["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with(".s3-staging/")),
+        "{names:?}"
+    );
+    wait_until("the S3 changes backed up", Duration::from_secs(60), || {
+        let h = daemon.json(&["status"]);
+        h["index_backup"]["pending"] == false && h["index_backup"]["generation"].is_u64()
+    });
+    daemon.stop();
+
+    // The data directory is lost: the key and the nodes bring the buckets
+    // and objects back with the files (access keys are not in backups).
+    let fresh_dir = dir.path().join("recovered");
+    let out = recover_into(
+        &home,
+        &fresh_dir,
+        &data.join("store.key"),
+        &data.join("emulator"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["s3_buckets"], 1, "{report}");
+    assert_eq!(report["s3_objects"], 3, "{report}");
+    let daemon = Daemon::start(
+        &fresh_dir,
+        &home,
+        &[
+            "--key-file",
+            data.join("store.key").to_str().unwrap(),
+            "--emulator-data-dir",
+            data.join("emulator").to_str().unwrap(),
+        ],
+    );
+    let key = s3_key(&daemon);
+    run_ok(durability_step(&daemon, &key, "verify", &state), "verify");
 }
 
 #[test]

@@ -191,7 +191,29 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     if name.ends_with('/') {
         return Err(bad("it ends with /"));
     }
-    Ok(())
+    check_not_s3(name)
+}
+
+/// Names the S3 endpoint keeps for itself: written or deleted from here,
+/// they would no longer match the S3 metadata.
+const S3_PREFIXES: [&str; 3] = [
+    crate::s3::meta::OBJECTS_DIR,
+    crate::s3::meta::UPLOADS_DIR,
+    crate::s3::write::STAGING,
+];
+
+fn check_not_s3(name: &str) -> Result<(), ApiError> {
+    match S3_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        Some(p) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ReservedName",
+            format!(
+                "{name:?} is under {p}, which the S3 endpoint keeps for its objects: \
+                 write and delete it through S3 (see docs/s3.md), or pick another name"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 #[derive(Serialize)]
@@ -396,6 +418,7 @@ async fn remove(
     AxumState(state): AxumState<Shared>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    check_not_s3(&name)?;
     let file_id = state
         .store
         .index()
@@ -864,5 +887,8 @@ mod tests {
         assert!(check_name("a\nb").is_err());
         assert!(check_name("dir/").is_err());
         assert!(check_name(&"x".repeat(1025)).is_err());
+        assert!(check_name("s3/bucket/key").is_err());
+        assert!(check_name(".s3-uploads/x/00001").is_err());
+        assert!(check_name("s3x/fine").is_ok());
     }
 }

@@ -344,6 +344,10 @@ pub struct RecoverReport {
     pub generation: u64,
     /// Nodes that answered.
     pub nodes_connected: usize,
+    /// S3 buckets restored.
+    pub s3_buckets: usize,
+    /// S3 objects restored.
+    pub s3_objects: usize,
 }
 
 impl Daemon {
@@ -382,11 +386,25 @@ impl Daemon {
                     .map_err(|e| DaemonError::CloudShell(e.to_string()))?,
                 keys: s3::keys::Keys::open(&config.data_dir.join("s3-keys.json"))
                     .map_err(|e| DaemonError::CloudShell(e.to_string()))?,
+                locks: s3::write::KeyLocks::default(),
             },
         });
         let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
         tasks.push(tokio::spawn(upkeep::repair_loop(state.clone(), events)));
         tasks.push(tokio::spawn(upkeep::backup_loop(state.clone())));
+        {
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let done = s3::write::collect_leftovers(&state).await;
+                if done != s3::write::Leftovers::default() {
+                    tracing::info!(
+                        deleted = done.deleted,
+                        adopted = done.adopted,
+                        "tidied what interrupted S3 writes left"
+                    );
+                }
+            }));
+        }
         tasks.push(tokio::spawn(scrub::run(
             state.clone(),
             Duration::from_secs(config.scrub_interval_secs.max(1)),
@@ -471,11 +489,25 @@ impl Daemon {
             .files()
             .map_err(|e| DaemonError::Store(e.into()))?
             .len();
+        let s3_path = config.data_dir.join("s3.redb");
+        let s3 = restore_s3(&store, &s3_path);
         fleet.pool.close();
+        let (s3_buckets, s3_objects) = match s3 {
+            Ok(counts) => counts,
+            Err(e) => {
+                // All or nothing: the directory goes back to empty.
+                drop(store);
+                let _ = std::fs::remove_file(&index_path);
+                let _ = std::fs::remove_file(&s3_path);
+                return Err(e);
+            }
+        };
         Ok(RecoverReport {
             files,
             generation,
             nodes_connected: connected,
+            s3_buckets,
+            s3_objects,
         })
     }
 
@@ -552,4 +584,18 @@ fn key_source(config: &DaemonConfig, create: bool) -> Result<KeySource, DaemonEr
         }
     };
     Ok(KeySource::KeyFile(path))
+}
+
+/// Loads the S3 metadata a recovered index carries into a new `s3.redb`.
+fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), DaemonError> {
+    let blob = store
+        .index()
+        .extra(s3::INDEX_EXTRA)
+        .map_err(|e| DaemonError::Store(e.into()))?;
+    let Some(blob) = blob else {
+        return Ok((0, 0));
+    };
+    let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+    meta.import(&blob)
+        .map_err(|e| DaemonError::CloudShell(e.to_string()))
 }

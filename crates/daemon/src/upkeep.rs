@@ -16,7 +16,7 @@ pub(crate) async fn backup_loop(state: Arc<State>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         // Cleared before the export: a change made during it sets it again.
         state.backup_status(|b| b.pending = false);
-        match state.store.backup_index().await {
+        match backup(&state).await {
             Ok(r) => {
                 tracing::debug!(
                     generation = r.generation,
@@ -36,6 +36,21 @@ pub(crate) async fn backup_loop(state: Arc<State>) {
             }
         }
     }
+}
+
+/// One index backup, with the S3 metadata riding along as an extra.
+async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport, DaemonError> {
+    let s3 = state
+        .s3
+        .meta
+        .export()
+        .map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+    state
+        .store
+        .index()
+        .set_extra(crate::s3::INDEX_EXTRA, &s3)
+        .map_err(|e| DaemonError::Store(e.into()))?;
+    Ok(state.store.backup_index().await?)
 }
 
 /// Rebuilds what a lost or wiped node held.

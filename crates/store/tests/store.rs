@@ -690,7 +690,10 @@ async fn the_index_backed_up_on_the_nodes_rebuilds_the_store_from_the_key_alone(
         .unwrap();
     assert_eq!(gens.len(), cloudshell_store::backup::KEEP, "{gens:?}");
     // Extras (the daemon's S3 metadata) travel with the index.
-    f.store.index().set_extra("s3", b"buckets and objects").unwrap();
+    f.store
+        .index()
+        .set_extra("s3", b"buckets and objects")
+        .unwrap();
     let newest = f.store.backup_index().await.unwrap();
     // A file stored after the last backup is not in it.
     f.store.put("late", &b"late"[..]).await.unwrap();

@@ -31,9 +31,14 @@ pub struct Upload {
     pub parts: BTreeMap<i32, (String, u64)>,
 }
 
+/// Where multipart uploads' parts are stored.
+pub const UPLOADS_DIR: &str = ".s3-uploads/";
+/// Where single-part objects are stored.
+pub const OBJECTS_DIR: &str = "s3/";
+
 /// The store file that holds part `part` of upload `id`.
 pub fn part_file(id: &str, part: i32) -> String {
-    format!(".s3-uploads/{id}/{part:05}")
+    format!("{UPLOADS_DIR}{id}/{part:05}")
 }
 
 /// Why the metadata database failed.
@@ -78,11 +83,19 @@ impl ObjectMeta {
 
 /// The store file that holds an object's bytes.
 pub fn file_name(bucket: &str, key: &str) -> String {
-    format!("s3/{bucket}/{key}")
+    format!("{OBJECTS_DIR}{bucket}/{key}")
 }
 
 fn object_key(bucket: &str, key: &str) -> String {
     format!("{bucket}\0{key}")
+}
+
+/// What [`Meta::export`] writes.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Snapshot {
+    buckets: Vec<(String, u64)>,
+    objects: Vec<(String, String, ObjectMeta)>,
+    uploads: Vec<(String, Upload)>,
 }
 
 /// The database.
@@ -258,6 +271,77 @@ impl Meta {
         Ok(out)
     }
 
+    /// The store files completed multipart objects are made of.
+    pub fn parts_in_use(&self) -> Result<std::collections::HashSet<String>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let mut out = std::collections::HashSet::new();
+        for row in txn.open_table(OBJECTS).map_err(db)?.iter().map_err(db)? {
+            let (_, v) = row.map_err(db)?;
+            let m: ObjectMeta = serde_json::from_slice(v.value()).map_err(db)?;
+            out.extend(m.parts.into_iter().map(|(name, _)| name));
+        }
+        Ok(out)
+    }
+
+    /// Everything, as one blob: it rides along in the store's index
+    /// backups, so a store recovered from its nodes keeps its buckets.
+    pub fn export(&self) -> Result<Vec<u8>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let mut snap = Snapshot::default();
+        for row in txn.open_table(BUCKETS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            snap.buckets.push((k.value().to_owned(), v.value()));
+        }
+        for row in txn.open_table(OBJECTS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let (bucket, key) = k
+                .value()
+                .split_once('\0')
+                .ok_or_else(|| MetaError(format!("bad object key {:?}", k.value())))?;
+            let m: ObjectMeta = serde_json::from_slice(v.value()).map_err(db)?;
+            snap.objects.push((bucket.to_owned(), key.to_owned(), m));
+        }
+        for row in txn.open_table(UPLOADS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let u: Upload = serde_json::from_slice(v.value()).map_err(db)?;
+            snap.uploads.push((k.value().to_owned(), u));
+        }
+        serde_json::to_vec(&snap).map_err(db)
+    }
+
+    /// Loads an [`Meta::export`] into this database, which must be empty.
+    /// Returns the buckets and objects loaded.
+    pub fn import(&self, blob: &[u8]) -> Result<(usize, usize), MetaError> {
+        let snap: Snapshot = serde_json::from_slice(blob)
+            .map_err(|e| MetaError(format!("the S3 metadata in the backup is unreadable: {e}")))?;
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut buckets = txn.open_table(BUCKETS).map_err(db)?;
+            if buckets.iter().map_err(db)?.next().is_some() {
+                return Err(MetaError(
+                    "S3 buckets exist already; import into a new data directory".into(),
+                ));
+            }
+            for (name, created) in &snap.buckets {
+                buckets.insert(name.as_str(), *created).map_err(db)?;
+            }
+            let mut objects = txn.open_table(OBJECTS).map_err(db)?;
+            for (bucket, key, m) in &snap.objects {
+                let bytes = serde_json::to_vec(m).map_err(db)?;
+                objects
+                    .insert(object_key(bucket, key).as_str(), bytes.as_slice())
+                    .map_err(db)?;
+            }
+            let mut uploads = txn.open_table(UPLOADS).map_err(db)?;
+            for (id, u) in &snap.uploads {
+                let bytes = serde_json::to_vec(u).map_err(db)?;
+                uploads.insert(id.as_str(), bytes.as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok((snap.buckets.len(), snap.objects.len()))
+    }
+
     /// Objects of `bucket` whose keys start with `prefix` and come after
     /// `after`, in key order, at most `limit`.
     pub fn list(
@@ -338,5 +422,37 @@ mod tests {
         assert!(m.delete_bucket("b").unwrap());
         assert_eq!(m.buckets().unwrap().len(), 1);
         assert_eq!(keys(m.list("ba", "", None, 10).unwrap()), ["x"]);
+    }
+
+    #[test]
+    fn an_export_loads_into_an_empty_database_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("a.redb")).unwrap();
+        m.create_bucket("b", 7).unwrap();
+        m.put("b", "k/1", &meta(3)).unwrap();
+        let upload = Upload {
+            bucket: "b".into(),
+            key: "big".into(),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            initiated: 1,
+            parts: BTreeMap::from([(1, ("e".into(), 5))]),
+        };
+        m.put_upload("u1", &upload).unwrap();
+        let blob = m.export().unwrap();
+
+        let n = Meta::open(&dir.path().join("b.redb")).unwrap();
+        assert_eq!(n.import(&blob).unwrap(), (1, 1));
+        assert_eq!(n.buckets().unwrap(), [("b".to_owned(), 7)]);
+        assert_eq!(n.object("b", "k/1").unwrap(), Some(meta(3)));
+        assert_eq!(n.upload("u1").unwrap(), Some(upload));
+        let again = n.import(&blob).unwrap_err().to_string();
+        assert!(again.contains("new data directory"), "{again}");
+        let garbage = Meta::open(&dir.path().join("c.redb"))
+            .unwrap()
+            .import(b"{not json")
+            .unwrap_err()
+            .to_string();
+        assert!(garbage.contains("unreadable"), "{garbage}");
     }
 }

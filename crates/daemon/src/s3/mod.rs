@@ -6,8 +6,10 @@
 //! memory stays bounded whatever the size. Anonymous requests are refused.
 
 pub mod keys;
+mod listing;
 pub mod meta;
 mod multipart;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -17,7 +19,12 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::State;
+use listing::list_page;
 use meta::ObjectMeta;
+use write::WriteConditions;
+
+/// The name the S3 metadata goes under in the store's index backups.
+pub const INDEX_EXTRA: &str = "s3";
 
 /// Keys listed per page at most.
 const MAX_KEYS: usize = 1000;
@@ -76,6 +83,8 @@ pub struct S3State {
     pub meta: meta::Meta,
     /// Access keys.
     pub keys: keys::Keys,
+    /// One writer at a time commits to a key.
+    pub locks: write::KeyLocks,
 }
 
 fn internal<E: std::fmt::Display>(e: E) -> S3Error {
@@ -132,14 +141,6 @@ impl StoreS3 {
             .object(bucket, key)
             .map_err(internal)?
             .ok_or_else(|| s3_error!(NoSuchKey, "no key {key} in {bucket}"))
-    }
-
-    /// Streams `body` into the store as `bucket/key`, computing its MD5.
-    async fn store_stream<S>(&self, bucket: &str, key: &str, body: S) -> S3Result<(u64, String)>
-    where
-        S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
-    {
-        self.store_file(&meta::file_name(bucket, key), body).await
     }
 
     /// Streams `body` into the store file `name`, computing its MD5.
@@ -208,10 +209,15 @@ impl StoreS3 {
         StreamingBlob::wrap(tokio_util::io::ReaderStream::new(reader))
     }
 
-    /// Records `m` for `bucket/key`, then deletes the store files of the
-    /// object it replaces that `m` does not use.
-    async fn replace(&self, bucket: &str, key: &str, m: &ObjectMeta) -> S3Result<()> {
-        let old = self.meta().object(bucket, key).map_err(internal)?;
+    /// Records `m` for `bucket/key`, then deletes the store files of `old`,
+    /// the object it replaces, that `m` does not use.
+    async fn replace(
+        &self,
+        bucket: &str,
+        key: &str,
+        old: Option<ObjectMeta>,
+        m: &ObjectMeta,
+    ) -> S3Result<()> {
         self.meta().put(bucket, key, m).map_err(internal)?;
         if let Some(old) = old {
             let keep: std::collections::HashSet<String> =
@@ -312,7 +318,7 @@ impl S3 for StoreS3 {
                 "you have a bucket named {bucket} already"
             ));
         }
-        self.state.bump();
+        self.state.touch();
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
@@ -338,7 +344,7 @@ impl S3 for StoreS3 {
                 "{bucket} still holds objects; delete them first"
             ));
         }
-        self.state.bump();
+        self.state.touch();
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
@@ -348,11 +354,19 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
+        let cond = WriteConditions {
+            if_match: input.if_match,
+            if_none_match: input.if_none_match,
+        };
+        // The conditions are evaluated once the body is in, as S3 does:
+        // refusing before it is read would leave its bytes on a connection
+        // the client may reuse.
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?
             .map_err(|e| std::io::Error::other(e.to_string()));
-        let (size, etag) = self.store_stream(&input.bucket, &input.key, body).await?;
+        let staged = write::staging_name();
+        let (size, etag) = self.store_file(&staged, body).await?;
         let m = ObjectMeta {
             size,
             etag: etag.clone(),
@@ -364,7 +378,8 @@ impl S3 for StoreS3 {
             modified: now(),
             parts: Vec::new(),
         };
-        self.replace(&input.bucket, &input.key, &m).await?;
+        self.commit(&input.bucket, &input.key, Some(&staged), &m, &cond)
+            .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             size: i64::try_from(size).ok(),
@@ -495,11 +510,34 @@ impl S3 for StoreS3 {
             ));
         };
         let src = self.object(src_bucket, src_key)?;
+        // The copy-source conditions fail with 412 whichever it is.
+        check_conditions(
+            &src,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| {
+            if *e.code() == S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed, "a copy-source condition failed")
+            } else {
+                e
+            }
+        })?;
         self.require_bucket(&input.bucket)?;
         let body = self
             .read_stream(src_bucket, src_key, &src, 0..src.size)
             .map_err(|e| std::io::Error::other(e.to_string()));
-        let (size, etag) = self.store_stream(&input.bucket, &input.key, body).await?;
+        let staged = write::staging_name();
+        let (size, etag) = self.store_file(&staged, body).await?;
+        if size != src.size {
+            let _ = self.state.store.delete(&staged).await;
+            return Err(S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                format!("{src_bucket}/{src_key} could not be read whole; nothing was copied"),
+            ));
+        }
         let replace = input
             .metadata_directive
             .as_ref()
@@ -524,7 +562,14 @@ impl S3 for StoreS3 {
             modified: now(),
             parts: Vec::new(),
         };
-        self.replace(&input.bucket, &input.key, &m).await?;
+        self.commit(
+            &input.bucket,
+            &input.key,
+            Some(&staged),
+            &m,
+            &WriteConditions::default(),
+        )
+        .await?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(etag)),
@@ -669,94 +714,20 @@ impl S3 for StoreS3 {
 }
 
 async fn delete_one(state: &State, bucket: &str, key: &str) -> S3Result<()> {
+    let _lock = state.s3.locks.lock(bucket, key).await;
     let files = match state.s3.meta.object(bucket, key).map_err(internal)? {
         Some(m) => m.files(bucket, key),
         None => return Ok(()),
     };
+    // The key goes first: a stop halfway leaves unreferenced files, which
+    // the start-up tidy and the scrubber remove, never a key without bytes.
+    state.s3.meta.remove(bucket, key).map_err(internal)?;
+    state.touch();
     for (name, _) in files {
         match state.store.delete(&name).await {
             Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
-            Err(e) => return Err(store_error(e)),
+            Err(e) => tracing::warn!(file = %name, "S3 delete left a file behind: {e}"),
         }
     }
-    state.s3.meta.remove(bucket, key).map_err(internal)?;
-    state.touch();
     Ok(())
-}
-
-struct Page {
-    contents: Vec<Object>,
-    prefixes: Vec<CommonPrefix>,
-    /// Where the next page starts (the last key or prefix given), when truncated.
-    next: Option<String>,
-}
-
-/// One page of a listing: keys under `prefix` after `after`, with keys that
-/// share a segment up to `delimiter` rolled into common prefixes.
-fn list_page(
-    meta: &meta::Meta,
-    bucket: &str,
-    prefix: &str,
-    delimiter: Option<&str>,
-    after: Option<&str>,
-    max: usize,
-) -> S3Result<Page> {
-    let mut contents = Vec::new();
-    let mut prefixes: Vec<CommonPrefix> = Vec::new();
-    let mut cursor = after.map(str::to_owned);
-    let mut last_given: Option<String> = None;
-    let mut truncated = false;
-    'pages: loop {
-        let batch = meta
-            .list(bucket, prefix, cursor.as_deref(), MAX_KEYS)
-            .map_err(internal)?;
-        let full = batch.len() == MAX_KEYS;
-        for (key, m) in batch {
-            cursor = Some(key.clone());
-            let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
-                key[prefix.len()..]
-                    .find(d)
-                    .map(|i| key[..prefix.len() + i + d.len()].to_owned())
-            });
-            if let Some(p) = rolled {
-                if prefixes.last().and_then(|c| c.prefix.as_deref()) == Some(p.as_str())
-                    || after.is_some_and(|a| p.as_str() <= a && a.starts_with(p.as_str()))
-                {
-                    continue;
-                }
-                if contents.len() + prefixes.len() >= max {
-                    truncated = true;
-                    break 'pages;
-                }
-                last_given = Some(p.clone());
-                prefixes.push(CommonPrefix { prefix: Some(p) });
-            } else {
-                if contents.len() + prefixes.len() >= max {
-                    truncated = true;
-                    break 'pages;
-                }
-                last_given = Some(key.clone());
-                contents.push(Object {
-                    key: Some(key),
-                    size: i64::try_from(m.size).ok(),
-                    e_tag: Some(ETag::Strong(m.etag)),
-                    last_modified: Some(timestamp(m.modified)),
-                    storage_class: Some(ObjectStorageClass::from_static(
-                        ObjectStorageClass::STANDARD,
-                    )),
-                    ..Default::default()
-                });
-            }
-        }
-        if !full {
-            break;
-        }
-    }
-    // A page that ends in a common prefix continues after everything
-    // under it: the token is the prefix itself, skipped as a whole above.
-    Ok(Page {
-        contents,
-        prefixes,
-        next: if truncated { last_given } else { None },
-    })
 }

@@ -7,6 +7,7 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::meta::{self, ObjectMeta, Upload};
+use super::write::WriteConditions;
 use super::{StoreS3, internal, now, store_error, timestamp};
 
 /// S3's smallest part but the last.
@@ -40,6 +41,7 @@ pub async fn create(
         parts: Default::default(),
     };
     s3.meta().put_upload(&id, &upload).map_err(internal)?;
+    s3.state.touch();
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -92,6 +94,10 @@ pub async fn complete(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let input = req.input;
     let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    let cond = WriteConditions {
+        if_match: input.if_match,
+        if_none_match: input.if_none_match,
+    };
     let asked: Vec<(i32, String)> = input
         .multipart_upload
         .and_then(|m| m.parts)
@@ -169,7 +175,9 @@ pub async fn complete(
         modified: now(),
         parts: files,
     };
-    s3.replace(&input.bucket, &input.key, &m).await?;
+    // A refused complete leaves the upload as it was, to retry or abort.
+    s3.commit(&input.bucket, &input.key, None, &m, &cond)
+        .await?;
     // Parts uploaded but left out of the object are garbage.
     let used: std::collections::HashSet<i32> = asked.iter().map(|(n, _)| *n).collect();
     for n in upload.parts.keys().filter(|n| !used.contains(n)) {

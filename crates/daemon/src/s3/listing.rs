@@ -1,0 +1,83 @@
+//! One page of a bucket listing, for ListObjects and ListObjectsV2.
+
+use s3s::S3Result;
+use s3s::dto::*;
+
+use super::{MAX_KEYS, internal, meta, timestamp};
+
+pub(super) struct Page {
+    pub contents: Vec<Object>,
+    pub prefixes: Vec<CommonPrefix>,
+    /// Where the next page starts (the last key or prefix given), when truncated.
+    pub next: Option<String>,
+}
+
+/// One page of a listing: keys under `prefix` after `after`, with keys that
+/// share a segment up to `delimiter` rolled into common prefixes.
+pub(super) fn list_page(
+    meta: &meta::Meta,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+) -> S3Result<Page> {
+    let mut contents = Vec::new();
+    let mut prefixes: Vec<CommonPrefix> = Vec::new();
+    let mut cursor = after.map(str::to_owned);
+    let mut last_given: Option<String> = None;
+    let mut truncated = false;
+    'pages: loop {
+        let batch = meta
+            .list(bucket, prefix, cursor.as_deref(), MAX_KEYS)
+            .map_err(internal)?;
+        let full = batch.len() == MAX_KEYS;
+        for (key, m) in batch {
+            cursor = Some(key.clone());
+            let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                key[prefix.len()..]
+                    .find(d)
+                    .map(|i| key[..prefix.len() + i + d.len()].to_owned())
+            });
+            if let Some(p) = rolled {
+                if prefixes.last().and_then(|c| c.prefix.as_deref()) == Some(p.as_str())
+                    || after.is_some_and(|a| p.as_str() <= a && a.starts_with(p.as_str()))
+                {
+                    continue;
+                }
+                if contents.len() + prefixes.len() >= max {
+                    truncated = true;
+                    break 'pages;
+                }
+                last_given = Some(p.clone());
+                prefixes.push(CommonPrefix { prefix: Some(p) });
+            } else {
+                if contents.len() + prefixes.len() >= max {
+                    truncated = true;
+                    break 'pages;
+                }
+                last_given = Some(key.clone());
+                contents.push(Object {
+                    key: Some(key),
+                    size: i64::try_from(m.size).ok(),
+                    e_tag: Some(ETag::Strong(m.etag)),
+                    last_modified: Some(timestamp(m.modified)),
+                    storage_class: Some(ObjectStorageClass::from_static(
+                        ObjectStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                });
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    // A page that ends in a common prefix continues after everything
+    // under it: the token is the prefix itself, skipped as a whole above.
+    Ok(Page {
+        contents,
+        prefixes,
+        next: if truncated { last_given } else { None },
+    })
+}
