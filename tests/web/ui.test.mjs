@@ -6,10 +6,12 @@
 // Uploads two files by drag and drop, sees them listed, opens a shard
 // map, deletes a shard and sees the file degrade, repairs it back to
 // healthy, takes a node offline and back, downloads a file and compares
-// its SHA-256. Screenshots go to tests/web/screenshots/ (or
+// its SHA-256, and checks that a page on another site cannot act through
+// the daemon. Screenshots go to tests/web/screenshots/ (or
 // $UI_SCREENSHOTS).
 
 import { spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { createHash } from "node:crypto";
 import { mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -182,6 +184,29 @@ async function main() {
     const visible = await page.locator("#file-rows tr").count();
     assert(visible === 1, `search left ${visible} rows`);
     await page.fill("#search", "");
+
+    // Another site open in the same browser cannot act through the
+    // daemon: a form that posts itself (a "simple" request CORS lets
+    // through) and a no-cors fetch, from a page on another origin.
+    const evilServer = createServer((req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end(`<iframe name="sink"></iframe>
+        <form id="f" method="POST" target="sink" action="${url}/api/nodes/${node}/offline"></form>
+        <script>
+          fetch("${url}/api/nodes/us-east-1/offline", { method: "POST", mode: "no-cors" })
+            .finally(() => { document.getElementById("f").submit(); document.title = "sent"; });
+        </script>`);
+    });
+    await new Promise((r) => evilServer.listen(0, "127.0.0.1", r));
+    const evil = await context.newPage();
+    await evil.goto(`http://localhost:${evilServer.address().port}/`);
+    await evil.waitForFunction(() => document.title === "sent");
+    await evil.waitForTimeout(1500);
+    const after = await (await fetch(`${url}/api/nodes`)).json();
+    const offline = after.nodes.filter((n) => n.state === "offline").map((n) => n.region);
+    assert(offline.length === 0, `a page on another site took nodes offline: ${offline}`);
+    await evil.close();
+    evilServer.close();
 
     // Dark and narrow.
     const dark = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "dark" });

@@ -632,18 +632,36 @@ fn concurrent_uploads_then_scrub_repairs_damage_and_removes_orphans() {
 
 /// A plain HTTP/1.1 request (no client library needed): status and body.
 fn http(method: &str, url: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    http_with(method, url, &headers, body)
+}
+
+/// One HTTP/1.1 request with `headers` (a `Host` among them replaces the
+/// URL's).
+fn http_with(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     use std::io::Read as _;
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let host_header = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or(host, |(_, v)| *v);
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\nContent-Length: {}\r\nContent-Type: application/json\r\n",
         body.len()
     );
-    if let Some(t) = token {
-        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    for (k, v) in headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).unwrap();
@@ -876,6 +894,70 @@ fn operations_a_user_can_do_from_the_api() {
     };
     assert!(bad_range.starts_with("HTTP/1.1 416"), "{bad_range}");
     assert!(bad_range.contains("bytes */3000000"), "{bad_range}");
+}
+
+#[test]
+fn other_web_pages_cannot_act_through_the_daemon() {
+    let Fresh {
+        dir: _dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let daemon = Daemon::start(&data, &home, &[]);
+    let repair = format!("{}/api/repair", daemon.url);
+    let own_origin = daemon.url.clone();
+    let own_host = daemon.url.trim_start_matches("http://").to_owned();
+    // A form on another site posting to the daemon (a "simple" request,
+    // which CORS does not stop), a fetch marked cross-site, and a
+    // DNS-rebinding page (same origin as far as the browser knows, but not
+    // a loopback Host).
+    for (what, headers) in [
+        ("form POST", vec![("Origin", "https://evil.example")]),
+        ("cross-site", vec![("Sec-Fetch-Site", "cross-site")]),
+        (
+            "rebinding",
+            vec![
+                ("Host", "rebind.example:8080"),
+                ("Origin", "http://rebind.example:8080"),
+            ],
+        ),
+    ] {
+        let (status, body) = http_with("POST", &repair, &headers, b"{}");
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(body.contains("CrossOriginRefused"), "{what}: {body}");
+    }
+    // The UI's own requests, and local programs, are served.
+    let (status, body) = http_with(
+        "POST",
+        &repair,
+        &[
+            ("Origin", own_origin.as_str()),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        b"{}",
+    );
+    assert_eq!(status, 202, "{body}");
+    let job: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(job["id"], 1, "the refused requests started no job: {job}");
+    let (status, _) = http_with(
+        "POST",
+        &repair,
+        &[(
+            "Host",
+            &format!("localhost:{}", own_host.rsplit(':').next().unwrap()),
+        )],
+        b"{}",
+    );
+    assert_eq!(status, 202);
+    // The UI page itself opens from a link on any site.
+    let (status, _) = http_with(
+        "GET",
+        &format!("{}/", daemon.url),
+        &[("Sec-Fetch-Site", "cross-site")],
+        b"",
+    );
+    assert_eq!(status, 200);
 }
 
 #[test]

@@ -132,6 +132,71 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Keeps other web pages out. Without a token the daemon trusts whatever
+/// reaches its loopback port, so a page from elsewhere open in the user's
+/// browser must not be able to act through it: a request that says it comes
+/// from another origin (`Origin`, `Sec-Fetch-Site: cross-site`) is refused,
+/// even a simple form POST, which CORS would let through; and, without a
+/// token, so is a `Host` that is not a loopback name, which is what a
+/// DNS-rebinding page sends while posing as same-origin. The UI's own files
+/// may be opened from a link anywhere (a navigation is cross-site too);
+/// only the API is held to the origin checks.
+fn browser_guard(request: &Request, public: bool, has_token: bool) -> Result<(), ApiError> {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CrossOriginRefused",
+            format!(
+                "{why}: the daemon answers only its own web UI and local programs (set a token \
+                 with --token to reach it from elsewhere)"
+            ),
+        ))
+    };
+    if !has_token && !is_loopback_host(host) {
+        return refuse(format!("Host {host:?} is not a loopback name"));
+    }
+    if public {
+        return Ok(());
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return refuse("a cross-site request".into());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or(origin);
+        if origin_host != host {
+            return refuse(format!("a request from the page at {origin}"));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port. An absent
+/// Host (HTTP/1.0 tools) is let through: browsers always send one.
+fn is_loopback_host(host: &str) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Requires `Authorization: Bearer TOKEN` when a token is configured. The
 /// web UI's own files are public (it asks for the token itself).
 async fn authorize(
@@ -141,6 +206,7 @@ async fn authorize(
 ) -> Result<Response, ApiError> {
     let path = request.uri().path();
     let public = path == "/" || path.starts_with("/ui/");
+    browser_guard(&request, public, state.config.token.is_some())?;
     if let Some(token) = state.config.token.as_ref().filter(|_| !public) {
         let given = request
             .headers()
@@ -219,6 +285,8 @@ fn check_not_s3(name: &str) -> Result<(), ApiError> {
 #[derive(Serialize)]
 struct FileInfo {
     name: String,
+    /// The file id, hex: its shards on the nodes are named after it.
+    id: String,
     size: u64,
     created: i64,
     chunks: u64,
@@ -231,6 +299,7 @@ struct FileInfo {
 fn info(r: &cloudshell_store::FileRecord) -> FileInfo {
     FileInfo {
         name: r.name.clone(),
+        id: r.file_id.hex(),
         size: r.size,
         created: r.created,
         chunks: r.size.div_ceil(u64::from(r.chunk_size.max(1))),
@@ -890,5 +959,27 @@ mod tests {
         assert!(check_name("s3/bucket/key").is_err());
         assert!(check_name(".s3-uploads/x/00001").is_err());
         assert!(check_name("s3x/fine").is_ok());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:80",
+            "",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example:8080",
+            "10.0.0.1",
+            "localhost.evil.example",
+            "[2001:db8::1]",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
     }
 }
