@@ -223,8 +223,10 @@ fn tidy(
 }
 
 /// Tidies what S3 writes cut short by a stop of the daemon left in the
-/// store (see [`tidy`]). Runs at start, beside new requests: staged names
-/// are random and new uploads are known, so nothing in use is touched.
+/// store: staged files and unknown uploads' parts go, object files without
+/// metadata are described. Runs at start, beside new requests: staged
+/// names are random and new uploads are known, so nothing in use is
+/// touched.
 pub async fn collect_leftovers(state: &State) -> Leftovers {
     let meta = &state.s3.meta;
     let (files, in_use) = match (state.store.index().files(), meta.parts_in_use()) {

@@ -1,0 +1,97 @@
+"""Runs the fault scenarios against a real daemon and writes the report.
+
+Usage: python3 bench/faults/run.py CLOUDSHELL_BINARY [--only NAME ...]
+       [--quick] [--report PATH] [scenario options]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Failed, Workdir  # noqa: E402
+from scenarios import SCENARIOS  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("cli")
+    p.add_argument("--only", nargs="*", choices=sorted(SCENARIOS))
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes and few rounds: a smoke run, not the report's")
+    p.add_argument("--report", help="write the markdown report here")
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--total-mib", type=int, default=2048)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--kills", type=int, default=20)
+    p.add_argument("--damaged-chunks", type=int, default=300)
+    opts = p.parse_args()
+    if opts.quick:
+        opts.files, opts.total_mib, opts.rounds = 60, 96, 2
+        opts.kills, opts.damaged_chunks = 3, 40
+    names = opts.only or list(SCENARIOS)
+    results = []
+    started = time.monotonic()
+    for name in names:
+        fn = SCENARIOS[name]
+        print(f"== {name}", flush=True)
+        t = time.monotonic()
+        with Workdir() as work:
+            try:
+                figures, error = fn(opts.cli, work, opts), None
+            except Failed as e:
+                figures, error = [], str(e)
+            except Exception:  # noqa: BLE001 - a crash is reported like a failure
+                figures, error = [], traceback.format_exc()
+        secs = time.monotonic() - t
+        for label, value in figures:
+            print(f"   {label}: {value}", flush=True)
+        print(f"   {'FAILED: ' + error if error else 'passed'} ({secs:.0f} s)", flush=True)
+        results.append((name, fn.__doc__, figures, error, secs))
+    total = time.monotonic() - started
+    failed = [r[0] for r in results if r[3]]
+    if opts.report:
+        write_report(opts, results, total)
+    print(f"{len(results) - len(failed)} of {len(results)} scenarios passed in {total / 60:.1f} min")
+    sys.exit(1 if failed else 0)
+
+
+def write_report(opts, results, total):
+    cmd = "bench/faults.sh" + (" --only " + " ".join(opts.only) if opts.only else "")
+    lines = [
+        "# Reliability",
+        "",
+        "What the store survives, shown by `bench/faults.sh` (the scenarios in",
+        "`bench/faults/scenarios.py`): a real `cloudshell store serve --emulated`",
+        "daemon with nine regions, each a real agent process, hurt the way the",
+        "world would hurt it. Regenerate this file with:",
+        "",
+        "```sh",
+        f"{cmd}            # about {total / 60:.0f} minutes on the machine below",
+        "```",
+        "",
+        f"Run {datetime.date.today()} on {os.cpu_count()} cores, Linux "
+        f"{platform.release()}, release build, seed {opts.seed}.",
+        "",
+    ]
+    for name, doc, figures, error, secs in results:
+        lines += [f"## {name}: {'FAILED' if error else 'passed'}", ""]
+        lines += [" ".join(doc.split()), ""]
+        lines += [f"`bench/faults.sh --only {name}` ({secs / 60:.1f} min)", ""]
+        if figures:
+            lines += ["| | |", "|---|---|"]
+            lines += [f"| {label} | {value} |" for label, value in figures]
+            lines.append("")
+        if error:
+            lines += ["```", error.strip(), "```", ""]
+    with open(opts.report, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The fault scenarios. Each takes the `cloudshell` binary, a work
+directory and its options, raises harness.Failed when what it checks does
+not hold, and returns its figures as (label, value) pairs for the report.
+"""
+
+import concurrent.futures
+import os
+import random
+import threading
+import time
+
+from harness import MIB, Daemon, Failed, check, content, mixed_sizes, rng, sha256
+
+
+def upload_all(d, files, threads=4):
+    """PUTs {name: (seed, size)}; returns {name: sha256} and seconds."""
+    def one(item):
+        name, (seed, size) = item
+        data = content(seed, size)
+        status, body = d.put(name, data)
+        check(status == 201, f"PUT {name}: {status} {body[:200]!r}")
+        return name, sha256(data)
+
+    t = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        done = dict(pool.map(one, files.items()))
+    return done, time.monotonic() - t
+
+
+def read_all(d, expected, threads=4):
+    """GETs every file; returns (bytes read, seconds, [names that differ])."""
+    def one(item):
+        name, digest = item
+        status, body = d.get(name)
+        ok = status == 200 and sha256(body) == digest
+        return len(body), None if ok else f"{name} ({status}, {len(body)} bytes)"
+
+    t = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(one, expected.items()))
+    bad = [b for _, b in results if b]
+    return sum(n for n, _ in results), time.monotonic() - t, bad
+
+
+def mbps(nbytes, seconds):
+    return f"{nbytes / max(seconds, 1e-9) / 1e6:.0f} MB/s"
+
+
+# --- 1. any three agents killed ---------------------------------------------
+
+def agents_killed(cli, work, opts):
+    """1,000 files (0 B to 50 MiB, at least 2 GiB); in each round three
+    agents chosen at random are SIGKILLed and every file is read back at
+    once and compared; then the daemon brings the agents back."""
+    r = rng(opts.seed)
+    count, rounds = opts.files, opts.rounds
+    sizes = mixed_sizes(count, opts.total_mib * MIB, 50 * MIB, r)
+    files = {f"set/{i:04d}-{s}.bin": (i, s) for i, s in enumerate(sizes)}
+    d = Daemon(cli, os.path.join(work, "store"))
+    figures = [("daemon ready", f"{d.start():.1f} s")]
+    try:
+        expected, put_s = upload_all(d, files)
+        total = sum(sizes)
+        figures += [("files", f"{count} ({min(sizes)} B to {max(sizes) / MIB:.0f} MiB)"),
+                    ("bytes", f"{total / 2**30:.2f} GiB"),
+                    ("put", f"{put_s:.0f} s, {mbps(total, put_s)}")]
+        worst_read, back = 0.0, []
+        for n in range(1, rounds + 1):
+            nodes = d.connected()
+            check(len(nodes) == 9, f"round {n}: only {len(nodes)} nodes connected")
+            victims = r.sample(nodes, 3)
+            for v in victims:
+                os.kill(v["agent_pid"], 9)
+            nbytes, secs, bad = read_all(d, expected)
+            check(not bad, f"round {n}: {len(bad)} files read wrong with "
+                  f"{[v['region'] for v in victims]} down: {bad[:5]}")
+            worst_read = max(worst_read, secs)
+            back.append(d.wait_connected(9, timeout=300))
+            figures.append((f"round {n}", f"killed {', '.join(v['region'] for v in victims)}; "
+                            f"{count} files bit-exact, {mbps(nbytes, secs)}; "
+                            f"agents back in {back[-1]:.0f} s"))
+        figures.append(("result", f"{rounds} rounds x {count} files: 0 read wrong; "
+                        f"slowest full read {worst_read:.0f} s"))
+    finally:
+        d.kill()
+    return figures
+
+
+# --- 2. shards corrupted and deleted on disk --------------------------------
+
+def corruption(cli, work, opts):
+    """Random shards deleted, bit-flipped or truncated on the agents' disks,
+    never more than m = 3 in one chunk: every read is still bit-exact (no
+    corrupted byte served), one scrub finds every damaged shard and
+    rebuilds it, and a second scrub finds nothing."""
+    r = rng(opts.seed + 2)
+    d = Daemon(cli, os.path.join(work, "store"))
+    d.start()
+    try:
+        sizes = mixed_sizes(200, 256 * MIB, 20 * MIB, r)
+        files = {f"c/{i:03d}.bin": (1000 + i, s) for i, s in enumerate(sizes)}
+        expected, _ = upload_all(d, files)
+        shards = d.shard_files()
+        by_chunk = {}
+        for path, fid, chunk, index in shards:
+            by_chunk.setdefault((fid, chunk), []).append(path)
+        hurt = r.sample(sorted(by_chunk), min(opts.damaged_chunks, len(by_chunk)))
+        kinds = {"deleted": 0, "flipped": 0, "truncated": 0}
+        for key in hurt:
+            for path in r.sample(by_chunk[key], r.randint(1, 3)):
+                kind = r.choice(sorted(kinds))
+                if kind == "deleted":
+                    os.remove(path)
+                elif kind == "flipped":
+                    with open(path, "r+b") as f:
+                        size = os.fstat(f.fileno()).st_size
+                        at = r.randrange(size)
+                        f.seek(at)
+                        b = f.read(1)
+                        f.seek(at)
+                        f.write(bytes([b[0] ^ (1 << r.randrange(8))]))
+                else:
+                    with open(path, "r+b") as f:
+                        f.truncate(r.randrange(os.fstat(f.fileno()).st_size))
+                kinds[kind] += 1
+        injected = sum(kinds.values())
+        nbytes, secs, bad = read_all(d, expected)
+        check(not bad, f"damaged shards were served: {bad[:5]}")
+        first = d.scrub()
+        found = first["missing"] + first["corrupt"]
+        check(first["missing"] == kinds["deleted"],
+              f"scrub found {first['missing']} missing, {kinds['deleted']} deleted")
+        check(first["corrupt"] == kinds["flipped"] + kinds["truncated"],
+              f"scrub found {first['corrupt']} corrupt, "
+              f"{kinds['flipped'] + kinds['truncated']} flipped or truncated")
+        check(first["shards_rebuilt"] == injected,
+              f"scrub rebuilt {first['shards_rebuilt']} of {injected}")
+        second = d.scrub()
+        check(second["missing"] == 0 and second["corrupt"] == 0,
+              f"a second scrub still found {second['missing']} missing, "
+              f"{second['corrupt']} corrupt")
+        _, _, bad = read_all(d, expected)
+        check(not bad, f"after repair: {bad[:5]}")
+        return [
+            ("files", f"{len(files)}, {sum(sizes) / MIB:.0f} MiB, {len(shards)} shards on disk"),
+            ("damage", f"{len(hurt)} chunks, {injected} shards: {kinds['deleted']} deleted, "
+                       f"{kinds['flipped']} with a bit flipped, {kinds['truncated']} truncated"),
+            ("reads before repair", f"{len(files)} files bit-exact ({mbps(nbytes, secs)})"),
+            ("scrub 1", f"{first['shards_checked']} shards hashed in place; found "
+                        f"{first['missing']} missing + {first['corrupt']} corrupt = {found} "
+                        f"of {injected}; rebuilt {first['shards_rebuilt']}"),
+            ("scrub 2", f"0 missing, 0 corrupt; all {len(files)} files bit-exact"),
+        ]
+    finally:
+        d.kill()
+
+
+# --- 3. the daemon SIGKILLed during uploads ---------------------------------
+
+def daemon_killed(cli, work, opts):
+    """The daemon is SIGKILLed at a random moment while four clients upload,
+    again and again: after each restart every visible file is whole and
+    right (none half-written), every file acknowledged before stays
+    intact, and a scrub collects the shards the cut uploads left."""
+    r = rng(opts.seed + 3)
+    d = Daemon(cli, os.path.join(work, "store"))
+    d.start()
+    try:
+        base = {f"base/{i:02d}.bin": (5000 + i, r.randrange(0, 8 * MIB)) for i in range(20)}
+        known, _ = upload_all(d, base)
+        attempted = {}
+        visible_partial = acked_total = cut_total = 0
+        restarts = []
+        for n in range(1, opts.kills + 1):
+            stop = threading.Event()
+            acked = {}
+
+            def uploader(w):
+                i = 0
+                while not stop.is_set():
+                    name = f"run{n:02d}/w{w}-{i}.bin"
+                    seed, size = 10_000 * n + 100 * w + i, r.randrange(0, 24 * MIB)
+                    data = content(seed, size)
+                    attempted[name] = sha256(data)
+                    try:
+                        status, _ = d.put(name, data)
+                    except OSError:
+                        return
+                    if status == 201:
+                        acked[name] = attempted[name]
+                    i += 1
+
+            workers = [threading.Thread(target=uploader, args=(w,)) for w in range(4)]
+            for w in workers:
+                w.start()
+            time.sleep(r.uniform(0.5, 6.0))
+            d.kill()
+            stop.set()
+            for w in workers:
+                w.join()
+            restarts.append(d.start())
+            listed = d.files()
+            for name in listed:
+                if name.startswith(f"run{n:02d}/"):
+                    status, body = d.get(name)
+                    if status != 200 or sha256(body) != attempted[name]:
+                        visible_partial += 1
+            check(visible_partial == 0, f"kill {n}: a cut upload is visible and wrong")
+            missing = [k for k in acked if k not in listed]
+            check(not missing, f"kill {n}: acknowledged files gone: {missing[:5]}")
+            acked_total += len(acked)
+            cut_total += sum(1 for k in attempted if k.startswith(f"run{n:02d}/")
+                             and k not in listed)
+            known.update(acked)
+            # Those that made it without an answer are whole: keep them too.
+            known.update({k: attempted[k] for k in listed if k in attempted})
+        d.wait_connected(9)
+        _, _, bad = read_all(d, known)
+        check(not bad, f"after {opts.kills} kills: {bad[:5]}")
+        orphans_before = len(d.shard_files())
+        scrub = d.scrub()
+        listed = d.files()
+        expected_shards = sum(f["chunks"] * (f["k"] + f["m"]) for f in listed.values())
+        on_disk = len(d.shard_files())
+        check(on_disk == expected_shards,
+              f"after the scrub {on_disk} shards on disk, the index names {expected_shards}")
+        return [
+            ("kills", f"{opts.kills}, each 0.5-6 s into four clients' uploads (0-24 MiB files)"),
+            ("uploads", f"{acked_total} acknowledged, all kept; {cut_total} cut, none visible; "
+                        f"0 visible and wrong"),
+            ("restart", f"ready again in {min(restarts):.1f}-{max(restarts):.1f} s"),
+            ("files after", f"{len(known)} read back bit-exact"),
+            ("orphans", f"{orphans_before - on_disk} shard files of cut uploads collected by "
+                        f"one scrub ({scrub['orphans_deleted']} reported); disk = index "
+                        f"({on_disk} shards)"),
+        ]
+    finally:
+        d.kill()
+
+
+SCENARIOS = {
+    "agents-killed": agents_killed,
+    "corruption": corruption,
+    "daemon-killed": daemon_killed,
+}
