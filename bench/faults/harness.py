@@ -97,6 +97,7 @@ class Daemon:
              "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", *self.extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=self.env)
         started = time.monotonic()
+        self.log = []
         for line in self.proc.stderr:
             self.log.append(line)
             m = re.search(r"API at (http://[0-9.:]+)/api", line)
@@ -114,9 +115,13 @@ class Daemon:
         return time.monotonic() - started
 
     def _drain(self):
-        for line in self.proc.stderr:
-            self.log.append(line)
-            del self.log[:-2000]
+        with open(self.data + ".log", "a") as f:
+            f.writelines(self.log)
+            for line in self.proc.stderr:
+                self.log.append(line)
+                del self.log[:-2000]
+                f.write(line)
+                f.flush()
 
     def kill(self):
         if self.proc and self.proc.poll() is None:
@@ -168,6 +173,23 @@ class Daemon:
             time.sleep(0.5)
         return time.monotonic() - started
 
+    def wait_restarted(self, victims, timeout=300):
+        """Waits until every node in `victims` (as /api/nodes gave them) is
+        connected to a new agent process, then for all nine."""
+        started = time.monotonic()
+        old = {v["id"]: v["agent_pid"] for v in victims}
+        while True:
+            now = {n["id"]: n for n in self.nodes()}
+            if all(now[i]["state"] == "connected" and now[i]["agent_pid"] != pid
+                   for i, pid in old.items()):
+                break
+            check(time.monotonic() - started < timeout,
+                  f"agents not restarted within {timeout} s: "
+                  + ", ".join(f"{i}={now[i]['state']}" for i in old))
+            time.sleep(0.5)
+        self.wait_connected(9, timeout)
+        return time.monotonic() - started
+
     def scrub(self, timeout=900):
         """Runs a scrub now and returns its report."""
         before = self.json("GET", "/api/scrub").get("last_finished")
@@ -212,6 +234,10 @@ class Workdir:
 
     def __exit__(self, *exc):
         kill_under(self.path)
+        if os.environ.get("FAULTS_KEEP_LOGS"):
+            for name in os.listdir(self.path):
+                if name.endswith(".log"):
+                    shutil.copy(os.path.join(self.path, name), os.environ["FAULTS_KEEP_LOGS"])
         shutil.rmtree(self.path, ignore_errors=True)
 
 

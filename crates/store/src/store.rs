@@ -713,7 +713,13 @@ impl Store {
             };
             async move {
                 let blob = match node {
-                    Some(n) => n.shards.get(key).await.ok(),
+                    Some(n) => match n.shards.get(key).await {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            tracing::debug!(node = %n.id, shard = %key.name(), "shard read failed: {e}");
+                            None
+                        }
+                    },
                     None => None,
                 };
                 (i, blob)
@@ -761,6 +767,15 @@ impl Store {
                     }
                 }
             }
+        }
+        if good < need {
+            tracing::debug!(
+                chunk,
+                good,
+                need,
+                offline = ?entry.shards.iter().filter(|l| !self.node(&l.node).is_some_and(|n| n.is_online())).map(|l| l.node.as_str()).collect::<Vec<_>>(),
+                "too few good shards"
+            );
         }
         got
     }
