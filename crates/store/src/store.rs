@@ -1,7 +1,7 @@
 //! The store: streaming put and get, delete, repair, over a set of nodes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt as _};
@@ -33,6 +33,26 @@ pub struct Node {
     /// Its shards.
     pub shards: Arc<dyn ShardStore>,
     online: Arc<AtomicBool>,
+    /// Until when (ms on [`clock_ms`]) reads ask it last.
+    suspect_until: Arc<AtomicU64>,
+}
+
+/// How long a node that failed a shard read, or had not answered one when
+/// the read hedged, is asked last: long enough that a file's next chunks do
+/// not each wait out the hedge on a node that has just died, short enough
+/// that a node merely busy for a moment is soon preferred again.
+pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Milliseconds on a process-wide monotonic clock.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 impl std::fmt::Debug for Node {
@@ -57,7 +77,22 @@ impl Node {
             region: region.into(),
             shards,
             online: Arc::new(AtomicBool::new(true)),
+            suspect_until: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Whether a recent read failed or lagged on it (see [`SUSPECT_FOR`]).
+    pub fn is_suspect(&self) -> bool {
+        self.suspect_until.load(Ordering::Relaxed) > clock_ms()
+    }
+
+    fn suspect(&self) {
+        let until = clock_ms().saturating_add(SUSPECT_FOR.as_millis() as u64);
+        self.suspect_until.store(until, Ordering::Relaxed);
+    }
+
+    fn trust(&self) {
+        self.suspect_until.store(0, Ordering::Relaxed);
     }
 
     /// Whether reads and writes go to it.
@@ -655,7 +690,9 @@ impl Store {
         let mut offset = next as u64 * chunk_size;
         let mut written = 0u64;
         loop {
-            while reads.len() < 2 && next < last {
+            // As many chunks ahead as a put keeps in flight: memory stays
+            // bounded, and shards of several chunks are fetched at once.
+            while reads.len() < CHUNKS_IN_FLIGHT && next < last {
                 reads.push_back(self.read_chunk(&record, &manifest, next, coding, cipher.clone()));
                 next += 1;
             }
@@ -686,9 +723,11 @@ impl Store {
     }
 
     /// Fetches good shards of one chunk: asks `ask` at once (data shards
-    /// first, which decode by concatenation), then the next one whenever an
-    /// answer fails, and every remaining one if [`HEDGE_DELAY`] passes;
-    /// stops once `need` good ones are in or none are left.
+    /// first, which decode by concatenation; suspect nodes last), then the
+    /// next one whenever an answer fails, and every remaining one if
+    /// [`HEDGE_DELAY`] passes; stops once `need` good ones are in or none
+    /// are left. A node that fails, or has not answered by the hedge,
+    /// becomes suspect; one that answers well, trusted again.
     async fn fetch_shards(
         &self,
         file_id: FileId,
@@ -698,10 +737,17 @@ impl Store {
         need: usize,
     ) -> Vec<Option<Vec<u8>>> {
         let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
-        let mut order = (0..entry.shards.len()).filter(|i| {
-            self.node(&entry.shards[*i].node)
-                .is_some_and(|n| n.is_online())
-        });
+        let node_of = |i: usize| self.node(&entry.shards[i].node);
+        let mut candidates: Vec<(bool, usize)> = (0..entry.shards.len())
+            .filter_map(|i| {
+                node_of(i)
+                    .filter(Node::is_online)
+                    .map(|n| (n.is_suspect(), i))
+            })
+            .collect();
+        candidates.sort_unstable();
+        let mut order = candidates.into_iter().map(|(_, i)| i);
+        let mut outstanding = std::collections::HashSet::new();
         let mut pending = FuturesUnordered::new();
         let ask = |i: usize| {
             let loc = &entry.shards[i];
@@ -726,6 +772,7 @@ impl Store {
             }
         };
         for i in order.by_ref().take(ask_first) {
+            outstanding.insert(i);
             pending.push(ask(i));
         }
         let mut good = 0;
@@ -738,13 +785,20 @@ impl Store {
                 () = &mut hedge, if !hedged => {
                     // Slow or silent nodes: ask every remaining shard.
                     hedged = true;
+                    for i in &outstanding {
+                        if let Some(n) = node_of(*i) {
+                            n.suspect();
+                        }
+                    }
                     for j in order.by_ref() {
+                        outstanding.insert(j);
                         pending.push(ask(j));
                     }
                     continue;
                 }
             };
             let Some((i, blob)) = next else { break };
+            outstanding.remove(&i);
             let ok = blob.filter(|b| {
                 *blake3::hash(b).as_bytes() == entry.shards[i].blake3
                     && ShardHeader::decode(b).is_ok_and(|h| {
@@ -753,6 +807,13 @@ impl Store {
                             && usize::from(h.key.index) == i
                     })
             });
+            if let Some(n) = node_of(i) {
+                if ok.is_some() {
+                    n.trust();
+                } else {
+                    n.suspect();
+                }
+            }
             match ok {
                 Some(b) => {
                     got[i] = Some(b[HEADER_LEN..].to_vec());
@@ -763,6 +824,7 @@ impl Store {
                 }
                 None => {
                     if let Some(j) = order.next() {
+                        outstanding.insert(j);
                         pending.push(ask(j));
                     }
                 }

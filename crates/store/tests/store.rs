@@ -894,3 +894,112 @@ async fn orphans_are_collected_and_nothing_else() {
         "index backups are not orphans"
     );
 }
+
+/// A node whose reads hang while `silent` is set (a process that died
+/// without closing its connection), counting the reads it was asked for.
+struct Silent {
+    inner: LocalDirStore,
+    silent: std::sync::atomic::AtomicBool,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl cloudshell_store::ShardStore for Silent {
+    fn put(
+        &self,
+        key: cloudshell_store::ShardKey,
+        blob: bytes::Bytes,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), cloudshell_store::ShardError>> {
+        self.inner.put(key, blob)
+    }
+    fn get(
+        &self,
+        key: cloudshell_store::ShardKey,
+    ) -> futures_util::future::BoxFuture<'_, Result<bytes::Bytes, cloudshell_store::ShardError>>
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.reads.fetch_add(1, SeqCst);
+        if self.silent.load(SeqCst) {
+            Box::pin(std::future::pending())
+        } else {
+            self.inner.get(key)
+        }
+    }
+    fn delete(
+        &self,
+        key: cloudshell_store::ShardKey,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), cloudshell_store::ShardError>> {
+        self.inner.delete(key)
+    }
+    fn list(
+        &self,
+        after: Option<cloudshell_store::ShardKey>,
+        limit: usize,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<Vec<cloudshell_store::ShardKey>, cloudshell_store::ShardError>,
+    > {
+        self.inner.list(after, limit)
+    }
+    fn verify(
+        &self,
+        key: cloudshell_store::ShardKey,
+    ) -> futures_util::future::BoxFuture<'_, Result<[u8; 32], cloudshell_store::ShardError>> {
+        self.inner.verify(key)
+    }
+    fn stats(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<cloudshell_store::StoreStats, cloudshell_store::ShardError>,
+    > {
+        self.inner.stats()
+    }
+}
+
+#[tokio::test]
+async fn nodes_gone_silent_are_asked_last_once_a_read_hedges() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = nodes(dir.path(), 6, 1 << 40);
+    let silent: Vec<Arc<Silent>> = (6..9)
+        .map(|i| {
+            Arc::new(Silent {
+                inner: LocalDirStore::open(node_dir(dir.path(), i), 1 << 40).unwrap(),
+                silent: false.into(),
+                reads: 0.into(),
+            })
+        })
+        .collect();
+    for (i, s) in silent.iter().enumerate() {
+        all.push(Node::new(format!("node{}", i + 6), format!("region{}", i + 6), s.clone()));
+    }
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        all,
+        settings(4096),
+    )
+    .unwrap();
+    let d = data(40 * 4096, 3);
+    store.put("f", &d[..]).await.unwrap();
+    for s in &silent {
+        s.silent.store(true, SeqCst);
+    }
+    // Three agents died without closing their connections: the first
+    // chunks ask them among the first seven of nine, wait out the hedge and
+    // mark them; later chunks ask the six others first. Without suspicion
+    // the three would get about 40 x 3 x 7/9 = 93 requests, each chunk
+    // with two or more of them among its first seven waiting the hedge.
+    assert_eq!(get(&store, "f").await.unwrap(), d);
+    let asked: usize = silent.iter().map(|s| s.reads.load(SeqCst)).sum();
+    assert!(asked < 72, "the silent nodes were asked {asked} times");
+    let suspects = store.nodes().iter().filter(|n| n.is_suspect()).count();
+    assert_eq!(suspects, 3);
+    // Answering again, they are trusted again.
+    for s in &silent {
+        s.silent.store(false, SeqCst);
+    }
+    tokio::time::sleep(cloudshell_store::SUSPECT_FOR).await;
+    assert!(store.nodes().iter().all(|n| !n.is_suspect()));
+    assert_eq!(get(&store, "f").await.unwrap(), d);
+}
