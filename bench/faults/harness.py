@@ -79,13 +79,59 @@ def kill_under(root, sig=signal.SIGKILL):
                 pass
 
 
-class Daemon:
-    """`cloudshell store serve --emulated` on a data directory."""
+class Emulator:
+    """`cloudshell emulator` on its own, for scenarios that act on the
+    environments as AWS would (stop them, reclaim them) behind the
+    daemon's back; the daemon then reaches it as it would reach AWS."""
 
-    def __init__(self, cli, data, extra=(), env=None):
+    def __init__(self, cli, data, extra=()):
         self.cli = cli
         self.data = data
-        self.extra = list(extra)
+        self.proc = subprocess.Popen(
+            [cli, "emulator", "--listen", "127.0.0.1:0", "--data-dir", data, *extra],
+            stdout=subprocess.PIPE, stderr=open(data + ".log", "a"), text=True)
+        line = self.proc.stdout.readline()
+        check(line, "the emulator exited before saying where it listens")
+        info = json.loads(line)
+        self.endpoint = info["endpoint"]
+        self.regions = info["regions"]
+        self.env = dict(os.environ, AWS_ACCESS_KEY_ID=info["access_key_id"],
+                        AWS_SECRET_ACCESS_KEY=info["secret_access_key"],
+                        AWS_EC2_METADATA_DISABLED="true")
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            self.env.pop(k, None)
+
+    def cloudshell(self, region, *args):
+        """Runs a `cloudshell` control command against this emulator."""
+        r = subprocess.run([self.cli, "--endpoint-url", self.endpoint, "--region", region,
+                            "--output", "json", *args],
+                           env=self.env, capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, f"cloudshell {' '.join(args)}: {r.stderr.strip()}")
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    def home(self, environment_id):
+        return os.path.join(self.data, "homes", environment_id)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Daemon:
+    """`cloudshell store serve` on a data directory: on its own embedded
+    emulator by default, or on `emulator` (an Emulator) as on AWS."""
+
+    def __init__(self, cli, data, extra=(), env=None, emulator=None):
+        self.cli = cli
+        self.data = data
+        self.emulator = emulator
+        if emulator:
+            self.extra = ["--endpoint-url", emulator.endpoint,
+                          "--regions", ",".join(emulator.regions[:9]), *extra]
+            env = emulator.env
+        else:
+            self.extra = ["--emulated", *extra]
         self.env = dict(env or os.environ, AWS_EC2_METADATA_DISABLED="true")
         self.proc = None
         self.url = self.s3 = None
@@ -93,7 +139,7 @@ class Daemon:
 
     def start(self, timeout=300):
         self.proc = subprocess.Popen(
-            [self.cli, "store", "serve", "--emulated", "--data-dir", self.data,
+            [self.cli, "store", "serve", "--data-dir", self.data,
              "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", *self.extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=self.env)
         started = time.monotonic()
@@ -205,6 +251,8 @@ class Daemon:
     # --- the nodes' disks ----------------------------------------------
 
     def homes(self):
+        if self.emulator:
+            return os.path.join(self.emulator.data, "homes")
         return os.path.join(self.data, "emulator", "homes")
 
     def shard_files(self):

@@ -9,7 +9,7 @@ import random
 import threading
 import time
 
-from harness import MIB, Daemon, Failed, check, content, mixed_sizes, rng, sha256
+from harness import MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256
 
 
 def upload_all(d, files, threads=4):
@@ -239,8 +239,87 @@ def daemon_killed(cli, work, opts):
         d.kill()
 
 
+# --- 4. environments reclaimed ----------------------------------------------
+
+def wait_redundant(d, timeout=900):
+    """Waits until every file survives losing m nodes again."""
+    started = time.monotonic()
+    while True:
+        files = d.files().values()
+        weak = [f["name"] for f in files if f["health"]["state"] != "healthy"]
+        if not weak:
+            return time.monotonic() - started
+        check(time.monotonic() - started < timeout,
+              f"{len(weak)} files still not fully redundant after {timeout} s: {weak[:3]}")
+        time.sleep(1)
+
+
+def reclaimed(cli, work, opts):
+    """Three environments are stopped behind the daemon's back and reclaimed
+    by the emulator (their processes killed, their homes wiped, as AWS
+    does to an environment long suspended). With no one doing anything,
+    the daemon starts them again, installs its agent anew and rebuilds
+    their shards; then any three other nodes may go and every file still
+    reads back bit-exact."""
+    r = rng(opts.seed + 4)
+    emu = Emulator(cli, os.path.join(work, "emulator"), ["--reclaim-after", "1s"])
+    d = Daemon(cli, os.path.join(work, "store"), emulator=emu)
+    try:
+        d.start()
+        d.wait_connected(9)
+        sizes = mixed_sizes(opts.files // 5, opts.total_mib * MIB // 8, 20 * MIB, r)
+        files = {f"r/{i:03d}.bin": (2000 + i, s) for i, s in enumerate(sizes)}
+        expected, _ = upload_all(d, files)
+        victims = r.sample(d.connected(), 3)
+        lost_shards = 0
+        t0 = time.monotonic()
+        for v in victims:
+            home = emu.home(v["environment_id"])
+            lost_shards += sum(1 for p, *_ in d.shard_files() if p.startswith(home + "/"))
+            emu.cloudshell(v["region"], "stop", v["environment_id"], "--wait")
+        time.sleep(1.5)
+        for v in victims:
+            st = emu.cloudshell(v["region"], "status", v["environment_id"])
+            check("reclaimed" in (st.get("status_reason") or st.get("StatusReason") or ""),
+                  f"{v['region']} was not reclaimed: {st}")
+            check(not os.path.exists(os.path.join(emu.home(v["environment_id"]),
+                                                  ".cloudshell-agent")),
+                  f"{v['region']}: the home was not wiped")
+            check(not os.path.exists(f"/proc/{v['agent_pid']}"),
+                  f"{v['region']}: the agent outlived its environment")
+        back = d.wait_restarted(victims)
+        healed = wait_redundant(d)
+        restored = time.monotonic() - t0
+        rebuilt = sum(1 for p, *_ in d.shard_files()
+                      if any(p.startswith(emu.home(v["environment_id"]) + "/") for v in victims))
+        check(rebuilt == lost_shards,
+              f"{rebuilt} shards rebuilt on the reclaimed nodes, {lost_shards} were lost")
+        others = r.sample([n for n in d.connected()
+                           if n["id"] not in {v["id"] for v in victims}], 3)
+        for n in others:
+            os.kill(n["agent_pid"], 9)
+        nbytes, secs, bad = read_all(d, expected)
+        check(not bad, f"with three other nodes down: {bad[:5]}")
+        return [
+            ("files", f"{len(files)}, {sum(sizes) / MIB:.0f} MiB"),
+            ("reclaimed", f"{', '.join(v['region'] for v in victims)}: stopped, agents killed, "
+                          f"homes wiped ({lost_shards} shards gone)"),
+            ("agents back", f"{back:.0f} s after the reclaim (environment started, agent "
+                            f"installed again)"),
+            ("redundancy restored", f"{restored:.0f} s after the stop "
+                                    f"({healed:.0f} s after the agents came back); "
+                                    f"{rebuilt} shards rebuilt, no user action"),
+            ("then", f"{', '.join(n['region'] for n in others)} killed: {len(files)} files "
+                     f"bit-exact ({mbps(nbytes, secs)})"),
+        ]
+    finally:
+        d.kill()
+        emu.kill()
+
+
 SCENARIOS = {
     "agents-killed": agents_killed,
     "corruption": corruption,
     "daemon-killed": daemon_killed,
+    "reclaimed": reclaimed,
 }

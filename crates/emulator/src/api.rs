@@ -157,7 +157,10 @@ async fn handle(
     .map_err(|e| AwsError::internal(format!("operation task failed: {e}")))??;
     match ended {
         Some(Ended::Session(id)) => state.live.end(&id, "session deleted"),
-        Some(Ended::Environment(id)) => state.live.end_environment(&id, "environment stopped"),
+        Some(Ended::Environment(id)) => {
+            state.live.end_environment(&id, "environment stopped");
+            crate::processes::stop_environment_processes(&id);
+        }
         None => {}
     }
     Ok(output)

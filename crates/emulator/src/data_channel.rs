@@ -278,6 +278,7 @@ impl ShellSession {
             .env("LANG", "C.UTF-8")
             .env("USER", "cloudshell-user")
             .env("SHELL", &config.shell)
+            .env(crate::processes::MARKER, &self.environment_id)
             .env("AWS_REGION", &self.region)
             .env("AWS_DEFAULT_REGION", &self.region)
             .env("PS1", r"[cloudshell-user@emulator \W]\$ ")

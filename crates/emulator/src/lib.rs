@@ -32,6 +32,7 @@ pub mod data_channel;
 pub mod faults;
 pub mod files;
 pub mod lifecycle;
+pub mod processes;
 pub mod service;
 pub mod sigv4;
 pub mod store;

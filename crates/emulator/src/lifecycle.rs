@@ -66,6 +66,14 @@ impl Phase {
         }
     }
 
+    /// Its machine is up: processes may run in it.
+    pub fn is_up(&self) -> bool {
+        matches!(
+            self,
+            Self::Creating { .. } | Self::Running | Self::Resuming { .. }
+        )
+    }
+
     /// Counts against the per-principal limits.
     pub fn is_live(&self) -> bool {
         !matches!(self, Self::Deleting { .. } | Self::Deleted { .. })

@@ -470,6 +470,10 @@ impl Service {
                 t.remove_session(&s.id)?;
             }
         }
+        if env.phase.status() != before.phase.status() && !env.phase.is_up() {
+            // The machine went away, and every process in it.
+            crate::processes::stop_environment_processes(&env.id);
+        }
         if env != before {
             t.put_environment(&env)?;
         }
