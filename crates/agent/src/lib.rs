@@ -41,7 +41,7 @@ fn key(id: &ShardId) -> ShardKey {
 fn error(e: ShardError) -> Response {
     let code = match &e {
         ShardError::NotFound(_) => ErrorCode::NotFound,
-        ShardError::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+        ShardError::QuotaExceeded { .. } | ShardError::Full(_) => ErrorCode::QuotaExceeded,
         ShardError::Malformed(_) => ErrorCode::Malformed,
         _ => ErrorCode::Internal,
     };
@@ -124,6 +124,7 @@ impl RemoteShards {
                 ErrorCode::NotFound => ShardError::NotFound(key.map_or(message, |k| k.name())),
                 ErrorCode::Malformed => ShardError::Malformed(message),
                 // The agent's message names used, quota and need.
+                ErrorCode::QuotaExceeded => ShardError::Full(message),
                 _ => ShardError::Unavailable(message),
             }),
             r => Ok(r),

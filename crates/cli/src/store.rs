@@ -204,10 +204,11 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
                 args.json,
                 &v,
                 &format!(
-                    "repaired {} chunks of {} files ({} shards rebuilt){}",
+                    "repaired {} chunks of {} files ({} shards rebuilt, {} moved off crowded nodes){}",
                     n("chunks_repaired"),
                     n("files"),
                     n("shards_rebuilt"),
+                    n("shards_spread"),
                     match v["failed"].as_array() {
                         Some(f) if !f.is_empty() =>
                             format!("; {} files could not be repaired", f.len()),

@@ -116,6 +116,9 @@ impl From<StoreError> for ApiError {
         let (status, code) = match &e {
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "NoSuchFile"),
             StoreError::Unrecoverable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "Unrecoverable"),
+            StoreError::ShardWrite { source, .. } if source.is_full() => {
+                (StatusCode::INSUFFICIENT_STORAGE, "StoreFull")
+            }
             StoreError::NoNodes | StoreError::ShardWrite { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "NodesUnavailable")
             }
@@ -128,9 +131,16 @@ impl From<StoreError> for ApiError {
             message.push_str(&format!(": {s}"));
             source = s.source();
         }
+        if code == "StoreFull" {
+            message.push_str(FULL_HINT);
+        }
         Self::new(status, code, message)
     }
 }
+
+/// What to do when a node is out of room.
+pub(crate) const FULL_HINT: &str = "; make room by deleting files, add a region \
+     (cloudshell store add-region REGION), or raise agent_quota";
 
 /// Keeps other web pages out. Without a token the daemon trusts whatever
 /// reaches its loopback port, so a page from elsewhere open in the user's
@@ -639,12 +649,14 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
         let state = state2;
         let mut chunks = 0;
         let mut shards = 0;
+        let mut spread = 0;
         let mut failed = Vec::new();
         for (n, f) in files.iter().enumerate() {
             match state.repair_file(&f.name).await {
                 Ok(r) => {
                     chunks += r.chunks_repaired;
                     shards += r.shards_rebuilt;
+                    spread += r.shards_spread;
                 }
                 // Deleted since the listing: nothing to repair.
                 Err(StoreError::NotFound(_)) => {}
@@ -660,6 +672,7 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
                 "files": files.len(),
                 "chunks_repaired": chunks,
                 "shards_rebuilt": shards,
+                "shards_spread": spread,
                 "failed": failed,
             })),
         );

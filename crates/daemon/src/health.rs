@@ -132,27 +132,43 @@ impl ShardHealth {
             .unwrap_or_default();
         let repairing = lock(&self.repairing).contains(&manifest.file_id);
         let mut worst: Option<usize> = None;
+        let mut readable = true;
         let mut bad_shards = 0;
         let mut all_good = true;
+        let mut spreadable = false;
         for (c, entry) in manifest.chunks.iter().enumerate() {
-            let good = entry
-                .shards
-                .iter()
-                .enumerate()
-                .filter(|(i, loc)| {
-                    serving.contains(&loc.node) && !bad.contains_key(&(c as u64, *i as u8))
-                })
-                .count();
+            // Good shards per node: losing a node costs all it holds.
+            let mut per_node: HashMap<&str, usize> = HashMap::new();
+            for (i, loc) in entry.shards.iter().enumerate() {
+                if serving.contains(&loc.node) && !bad.contains_key(&(c as u64, i as u8)) {
+                    *per_node.entry(loc.node.as_str()).or_default() += 1;
+                }
+            }
+            let good: usize = per_node.values().sum();
             bad_shards += entry.shards.len() - good;
             all_good &= good == entry.shards.len();
-            worst = Some(worst.map_or(good, |w| w.min(good)));
+            readable &= good >= k;
+            // Crowded while a serving node holds none of it: repair spreads it.
+            spreadable |= per_node.len() < entry.shards.len() && per_node.len() < serving.len();
+            let mut counts: Vec<usize> = per_node.into_values().collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            let mut left = good;
+            let mut losses = 0;
+            for n in counts {
+                if left - n < k {
+                    break;
+                }
+                left -= n;
+                losses += 1;
+            }
+            worst = Some(worst.map_or(losses, |w| w.min(losses)));
         }
         let (state, survives) = match worst {
             // An empty file has nothing to lose.
             None => (Redundancy::Healthy, usize::MAX),
-            Some(w) if w < k => (Redundancy::Unrecoverable, 0),
-            Some(w) if all_good => (Redundancy::Healthy, w - k),
-            Some(w) => (Redundancy::Degraded, w - k),
+            Some(_) if !readable => (Redundancy::Unrecoverable, 0),
+            Some(w) if all_good && !spreadable => (Redundancy::Healthy, w),
+            Some(w) => (Redundancy::Degraded, w),
         };
         FileHealth {
             state,
@@ -215,5 +231,23 @@ mod tests {
         h.set_repairing(m.file_id, false);
         h.clear(m.file_id);
         assert_eq!(h.file_health(&m, 6, &all).state, Redundancy::Healthy);
+    }
+
+    #[test]
+    fn a_chunk_with_two_shards_on_one_node_is_degraded_while_it_can_be_spread() {
+        let h = ShardHealth::default();
+        let mut m = manifest();
+        // Written while n8 was away: n0 took its shard too.
+        for c in &mut m.chunks {
+            c.shards[8].node = "n0".into();
+        }
+        let all: HashSet<String> = (0..9).map(|i| format!("n{i}")).collect();
+        let fh = h.file_health(&m, 6, &all);
+        // Losing n0 and one more costs three shards: only two losses are safe.
+        assert_eq!((fh.state, fh.survives, fh.bad_shards), (Redundancy::Degraded, 2, 0));
+        // With only the eight nodes it is on, it is as spread as it can be.
+        let eight: HashSet<String> = (0..8).map(|i| format!("n{i}")).collect();
+        let fh = h.file_health(&m, 6, &eight);
+        assert_eq!((fh.state, fh.survives), (Redundancy::Healthy, 2));
     }
 }

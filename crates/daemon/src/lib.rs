@@ -251,7 +251,7 @@ impl State {
             }
         }
         match &result {
-            Ok(r) if r.shards_rebuilt > 0 => self.touch(),
+            Ok(r) if r.shards_rebuilt + r.shards_spread > 0 => self.touch(),
             _ => self.bump(),
         }
         result

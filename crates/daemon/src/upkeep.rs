@@ -62,12 +62,48 @@ pub(crate) async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedRe
                 node,
                 fresh_home: true,
             } => node.clone(),
-            NodeEvent::Connected { .. } => continue,
+            NodeEvent::Connected { .. } => {
+                if let Err(e) = spread_crowded(&state).await {
+                    tracing::warn!("spreading crowded chunks: {e}");
+                }
+                continue;
+            }
         };
         if let Err(e) = repair_node(&state, &node).await {
             tracing::warn!(node = %node, "repair: {e}");
         }
     }
+}
+
+/// Repairs every file with a chunk crowded onto fewer nodes than now
+/// serve (put while some were away), which spreads it out again.
+pub async fn spread_crowded(state: &State) -> Result<usize, DaemonError> {
+    let serving = state.serving();
+    let mut spread = 0;
+    let index = state.store.index();
+    for record in index.files().map_err(|e| DaemonError::Store(e.into()))? {
+        let Some((_, manifest)) = index
+            .file(&record.name)
+            .map_err(|e| DaemonError::Store(e.into()))?
+        else {
+            continue;
+        };
+        let spreadable = manifest.chunks.iter().any(|c| {
+            let nodes: std::collections::HashSet<&str> =
+                c.shards.iter().map(|s| s.node.as_str()).collect();
+            nodes.len() < c.shards.len() && nodes.len() < serving.len()
+        });
+        if spreadable {
+            match state.repair_file(&record.name).await {
+                Ok(report) => spread += report.shards_spread,
+                Err(e) => tracing::warn!(file = %record.name, "spread: {e}"),
+            }
+        }
+    }
+    if spread > 0 {
+        tracing::info!("{spread} shards moved off nodes that held another shard of their chunk");
+    }
+    Ok(spread)
 }
 
 /// Repairs every file with a shard on `node`.

@@ -140,6 +140,18 @@ pub struct Manifest {
     pub chunks: Vec<ChunkEntry>,
 }
 
+impl ChunkEntry {
+    /// Shard indices that share a node with an earlier shard of the chunk
+    /// (written while too few nodes were up): each such node loss costs
+    /// the chunk more than one shard.
+    pub fn crowded(&self) -> Vec<usize> {
+        let mut seen = std::collections::HashSet::new();
+        (0..self.shards.len())
+            .filter(|&i| !seen.insert(self.shards[i].node.as_str()))
+            .collect()
+    }
+}
+
 /// A node the store knows, whether or not it is reachable now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {

@@ -39,6 +39,10 @@ pub enum ShardError {
         /// Bytes the write needed.
         needed: u64,
     },
+    /// A remote store refused the write as past its quota (the agent's
+    /// own words: used, quota and need); nothing was written.
+    #[error("{0}")]
+    Full(String),
     /// The blob is not a shard, or not the one named.
     #[error("refused a malformed shard: {0}")]
     Malformed(String),
@@ -48,6 +52,13 @@ pub enum ShardError {
     /// Local input or output failed.
     #[error("shard store i/o")]
     Io(#[from] std::io::Error),
+}
+
+impl ShardError {
+    /// The store is out of room (here or on a remote agent).
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::QuotaExceeded { .. } | Self::Full(_))
+    }
 }
 
 /// A place that holds shards: a local directory, or a remote agent.

@@ -225,6 +225,8 @@ pub struct RepairReport {
     pub chunks_repaired: usize,
     /// Shards rebuilt and stored.
     pub shards_rebuilt: usize,
+    /// Shards moved off a node that held another shard of their chunk.
+    pub shards_spread: usize,
 }
 
 /// An erasure-coded, encrypted store over nodes.
@@ -1027,7 +1029,65 @@ impl Store {
             report.chunks_repaired += 1;
             self.index.update_manifest(&manifest)?;
         }
+        self.spread(&record, &mut manifest, &candidates, &mut report)
+            .await?;
         Ok(report)
+    }
+
+    /// Moves shards that share a node with another shard of their chunk
+    /// (a put or repair made while too few nodes were up) onto online
+    /// nodes holding none of it, so each node loss costs the chunk one
+    /// shard again. Each move is read, checked against its BLAKE3, written,
+    /// recorded, and only then removed from the crowded node; a shard that
+    /// cannot be moved now stays where it is, as good as before.
+    async fn spread(
+        &self,
+        record: &FileRecord,
+        manifest: &mut Manifest,
+        candidates: &[Candidate],
+        report: &mut RepairReport,
+    ) -> Result<(), StoreError> {
+        for c in 0..manifest.chunks.len() {
+            let crowded = manifest.chunks[c].crowded();
+            if crowded.is_empty() {
+                continue;
+            }
+            let fresh: Vec<Candidate> = candidates
+                .iter()
+                .filter(|n| !manifest.chunks[c].shards.iter().any(|s| s.node == n.id))
+                .cloned()
+                .collect();
+            let moves = crowded.len().min(fresh.len());
+            let targets = place(&fresh, record.file_id, c as u64, moves);
+            for (&i, node_id) in crowded.iter().zip(targets) {
+                let key = ShardKey {
+                    file_id: record.file_id,
+                    chunk: c as u64,
+                    index: i as u8,
+                };
+                let old = manifest.chunks[c].shards[i].clone();
+                let (Some(from), Some(to)) = (self.node(&old.node), self.node(&node_id)) else {
+                    continue;
+                };
+                let blob = match from.shards.get(key).await {
+                    Ok(b) if *blake3::hash(&b).as_bytes() == old.blake3 => b,
+                    // Missing or damaged: the next repair rebuilds it.
+                    _ => continue,
+                };
+                if let Err(e) = to.shards.put(key, blob).await {
+                    tracing::debug!(shard = %key.name(), node = %node_id, "spread: {e}");
+                    continue;
+                }
+                manifest.chunks[c].shards[i] = ShardLocation {
+                    node: node_id,
+                    blake3: old.blake3,
+                };
+                self.index.update_manifest(manifest)?;
+                let _ = from.shards.delete(key).await;
+                report.shards_spread += 1;
+            }
+        }
+        Ok(())
     }
 }
 

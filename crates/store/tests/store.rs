@@ -381,6 +381,30 @@ async fn repair_rebuilds_missing_and_corrupt_shards_on_other_nodes() {
 }
 
 #[tokio::test]
+async fn a_file_put_while_a_node_was_away_is_spread_out_once_it_is_back() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let d = data(30_000, 9);
+    let away = &f.store.nodes()[3];
+    away.set_online(false);
+    let report = f.store.put("p", &d[..]).await.unwrap();
+    // Nine shards on eight nodes: one of them holds two of every chunk.
+    assert_eq!(report.survivable_losses, 2);
+    let nothing = f.store.repair("p").await.unwrap();
+    assert_eq!(nothing.shards_spread, 0, "no node holds none of a chunk yet");
+    away.set_online(true);
+    let report = f.store.repair("p").await.unwrap();
+    assert_eq!(report.shards_rebuilt, 0);
+    assert_eq!(report.shards_spread, 8, "one shard of each of the 8 chunks moves");
+    assert_eq!(f.store.survivable_losses("p").unwrap(), 3);
+    // Moved, not copied: nine shard files per chunk, and any three nodes may go.
+    assert_eq!(shard_files(f.dir.path()).len(), 9 * 8);
+    for n in &f.store.nodes()[..3] {
+        n.set_online(false);
+    }
+    assert_eq!(get(&f.store, "p").await.unwrap(), d);
+}
+
+#[tokio::test]
 async fn deleting_a_file_deletes_its_shards() {
     let f = fixture(KeySource::NoEncryption, 4096);
     f.store.put("a", &data(20_000, 5)[..]).await.unwrap();

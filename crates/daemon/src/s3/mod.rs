@@ -95,6 +95,15 @@ fn store_error(e: cloudshell_store::StoreError) -> S3Error {
     use cloudshell_store::StoreError;
     match e {
         StoreError::NotFound(_) => s3_error!(NoSuchKey),
+        StoreError::ShardWrite { ref source, .. } if source.is_full() => {
+            // As MinIO says it; S3 itself has no word for a full store.
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("XCloudShellStorageFull".into()),
+                format!("{e}: {source}{}", crate::api::FULL_HINT),
+            );
+            err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
+            err
+        }
         StoreError::NoNodes | StoreError::ShardWrite { .. } | StoreError::Unrecoverable { .. } => {
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
