@@ -4,10 +4,13 @@ not hold, and returns its figures as (label, value) pairs for the report.
 """
 
 import concurrent.futures
+import json
 import os
 import random
+import signal
 import threading
 import time
+import zlib
 
 from harness import MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256
 
@@ -317,9 +320,204 @@ def reclaimed(cli, work, opts):
         emu.kill()
 
 
+# --- 5. a node full, a node slow, a node flapping ---------------------------
+
+def keep_uploading(d, prefix, seconds, r, workers=4, largest=8 * MIB):
+    """Four clients PUT new files for `seconds`; returns ({name: sha256}
+    acknowledged, {name: sha256} attempted, [(status, error code,
+    message)] of the refusals)."""
+    stop = time.monotonic() + seconds
+    acked, attempted, refused = {}, {}, []
+    lock = threading.Lock()
+
+    def client(w):
+        i = 0
+        while time.monotonic() < stop:
+            name = f"{prefix}/w{w}-{i:04d}.bin"
+            data = content(zlib.crc32(name.encode()), r.randrange(0, largest))
+            with lock:
+                attempted[name] = sha256(data)
+            status, body = d.put(name, data)
+            with lock:
+                if status == 201:
+                    acked[name] = attempted[name]
+                else:
+                    err = json.loads(body)["error"]
+                    refused.append((status, err["code"], err["message"]))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return acked, attempted, refused
+
+
+def check_nothing_half_visible(d, attempted, acked, what):
+    """Every acknowledged file is listed; every listed one reads right."""
+    listed = d.files()
+    gone = [n for n in acked if n not in listed]
+    check(not gone, f"{what}: acknowledged files not listed: {gone[:3]}")
+    wrong = []
+    for name in listed:
+        if name in attempted:
+            status, body = d.get(name)
+            if status != 200 or sha256(body) != attempted[name]:
+                wrong.append(name)
+    check(not wrong, f"{what}: listed files that do not read back right: {wrong[:3]}")
+    return sum(1 for n in listed if n in attempted)
+
+
+def refusals(refused):
+    if not refused:
+        return "none"
+    kinds = {}
+    for status, code, _ in refused:
+        kinds[f"{status} {code}"] = kinds.get(f"{status} {code}", 0) + 1
+    return ", ".join(f"{n} x {k}" for k, n in sorted(kinds.items()))
+
+
+def node_trouble(cli, work, opts):
+    """Nodes that misbehave without dying. Full: every agent's quota is
+    small and uploads go on until a node is full: the upload that does not
+    fit is refused whole with 507 StoreFull and a message saying what to
+    do, nothing of it stays visible or on disk, and deleting files makes
+    room again. Slow: one agent is frozen (SIGSTOP) three seconds in four
+    while clients upload and read. Flapping: one agent after another is
+    killed every few seconds while clients upload. Uploads complete or
+    fail with a clear error, nothing is half-visible, and once the nodes
+    settle every file is fully redundant again and survives any three
+    losses."""
+    r = rng(opts.seed + 5)
+    figures = []
+    # Full.
+    conf = os.path.join(work, "small.toml")
+    with open(conf, "w") as f:
+        f.write('agent_quota = "40M"\n')
+    d = Daemon(cli, os.path.join(work, "full"), extra=["--config", conf])
+    d.start()
+    try:
+        d.wait_connected(9)
+        stored, refused, n = {}, None, 0
+        while refused is None:
+            check(n < 200, "200 files of 4 MiB went into nine 40 MiB nodes")
+            name = f"full/{n:03d}.bin"
+            data = content(30_000 + n, 4 * MIB)
+            status, body = d.put(name, data)
+            if status == 201:
+                stored[name] = sha256(data)
+            else:
+                refused = (name, data, status, json.loads(body)["error"])
+            n += 1
+        name, data, status, err = refused
+        check(status == 507 and err["code"] == "StoreFull",
+              f"a full node answered {status} {err}")
+        check("full" in err["message"] and "deleting" in err["message"],
+              f"the refusal does not say what is wrong and what to do: {err['message']}")
+        check(name not in d.files(), "the refused upload is visible")
+        listed = d.files()
+        on_disk = len(d.shard_files())
+        in_index = sum(f["chunks"] * (f["k"] + f["m"]) for f in listed.values())
+        check(on_disk == in_index,
+              f"the refused upload left shards: {on_disk} on disk, {in_index} in the index")
+        _, _, bad = read_all(d, stored)
+        check(not bad, f"files stored before the node filled: {bad[:3]}")
+        for old in sorted(stored)[:3]:
+            check(d.request("DELETE", "/api/files/" + old)[0] == 204, f"DELETE {old}")
+            del stored[old]
+        again, body = d.put(name, data)
+        check(again == 201, f"after deleting files, the upload still fails: {again} {body[:200]!r}")
+        figures += [
+            ("full", f"{len(stored) + 2} files of 4 MiB fit in nine 40 MiB nodes; the next was "
+                     f"refused whole: {status} StoreFull, \"{err['message'][:160]}...\"; no shard "
+                     f"of it left; after 3 deletes it went in"),
+        ]
+    finally:
+        d.kill()
+
+    d = Daemon(cli, os.path.join(work, "store"))
+    d.start()
+    try:
+        d.wait_connected(9)
+        # Slow: the same uploads, healthy and then with one node frozen 3 s in 4.
+        base_acked, base_attempted, base_refused = keep_uploading(d, "healthy", 20, r)
+        slow = r.choice(d.connected())
+        freezing = threading.Event()
+
+        def freezer():
+            while not freezing.is_set():
+                os.kill(slow["agent_pid"], signal.SIGSTOP)
+                time.sleep(3)
+                os.kill(slow["agent_pid"], signal.SIGCONT)
+                time.sleep(1)
+
+        t = threading.Thread(target=freezer)
+        t.start()
+        try:
+            acked, attempted, refused = keep_uploading(d, "slow", 20, r)
+            reads = {k: acked[k] for k in list(acked)[:20]}
+            nbytes, secs, bad = read_all(d, reads)
+        finally:
+            freezing.set()
+            t.join()
+            os.kill(slow["agent_pid"], signal.SIGCONT)
+        check(not bad, f"with a slow node: {bad[:3]}")
+        check_nothing_half_visible(d, attempted, acked, "slow node")
+        figures += [
+            ("slow", f"{slow['region']} frozen 3 s in 4: {len(acked)} uploads in 20 s "
+                     f"(healthy: {len(base_acked)}), refused: {refusals(refused)}; "
+                     f"reads {mbps(nbytes, secs)}"),
+        ]
+        # Flapping: a random agent killed every 6 s.
+        flapping = threading.Event()
+        kills = []
+
+        def flapper():
+            while not flapping.wait(6):
+                up = d.connected()
+                if up:
+                    victim = r.choice(up)
+                    try:
+                        os.kill(victim["agent_pid"], 9)
+                        kills.append(victim["region"])
+                    except OSError:
+                        pass
+
+        t = threading.Thread(target=flapper)
+        t.start()
+        try:
+            acked, attempted, refused = keep_uploading(d, "flapping", 60, r)
+        finally:
+            flapping.set()
+            t.join()
+        d.wait_connected(9)
+        shown = check_nothing_half_visible(d, attempted, acked, "flapping nodes")
+        healed = wait_redundant(d)
+        everything = {**base_acked, **acked}
+        everything.update({k: v for k, v in attempted.items() if k in d.files()})
+        for n in r.sample(d.connected(), 3):
+            os.kill(n["agent_pid"], 9)
+        _, _, bad = read_all(d, everything)
+        check(not bad, f"after flapping, with three nodes down: {bad[:3]}")
+        messages = sorted({m[:120] for _, _, m in refused})[:2]
+        figures += [
+            ("flapping", f"{len(kills)} agents killed in 60 s ({', '.join(kills)}): "
+                         f"{len(acked)} uploads acknowledged, {shown - len(acked)} more "
+                         f"stored unanswered... refused: {refusals(refused)}"),
+            ("refusals said", "; ".join(messages) or "-"),
+            ("afterwards", f"fully redundant {healed:.0f} s after the nodes settled; "
+                           f"{len(everything)} files bit-exact with three nodes down"),
+        ]
+    finally:
+        d.kill()
+    return figures
+
+
 SCENARIOS = {
     "agents-killed": agents_killed,
     "corruption": corruption,
     "daemon-killed": daemon_killed,
     "reclaimed": reclaimed,
+    "node-trouble": node_trouble,
 }
