@@ -431,19 +431,29 @@ async fn get(
     local: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let response = api.send(api.http.get(api.file_url(name))).await?;
-    let size = response.content_length();
     let to_stdout = local.is_some_and(|l| l.as_os_str() == "-");
+    // The local file takes the name's last segment, never a path that
+    // climbs out of the directory (an S3 key may well end in "..").
+    let base = || match name.rsplit('/').next() {
+        Some(b) if !b.is_empty() && b != "." && b != ".." => Ok(b),
+        _ => Err(anyhow::anyhow!(
+            "cannot name a local file after {name:?}; say where to write it: \
+             cloudshell store get {name:?} LOCAL_PATH"
+        )),
+    };
     let path = match local {
         Some(l) if !to_stdout => {
             if l.is_dir() {
-                l.join(name.rsplit('/').next().unwrap_or(name))
+                l.join(base()?)
             } else {
                 l.to_path_buf()
             }
         }
-        _ => PathBuf::from(name.rsplit('/').next().unwrap_or(name)),
+        _ if to_stdout => PathBuf::from("-"),
+        _ => PathBuf::from(base()?),
     };
+    let response = api.send(api.http.get(api.file_url(name))).await?;
+    let size = response.content_length();
     let progress = Progress::start(
         &format!("{name} <-"),
         0,

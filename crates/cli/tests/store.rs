@@ -961,6 +961,52 @@ fn other_web_pages_cannot_act_through_the_daemon() {
 }
 
 #[test]
+fn names_that_climb_or_are_empty_are_refused_and_get_never_writes_outside() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let daemon = Daemon::start(&data, &home, &[]);
+    for (name, why) in [
+        ("..%2F..%2Fetc%2Fpasswd", ". or .."),
+        ("a/../b", ". or .."),
+        ("a/./b", ". or .."),
+        ("..", ". or .."),
+        ("a//b", "empty segment"),
+        ("%2Fabsolute", "starts with /"),
+        ("dir/", "ends with /"),
+        ("bell%07", "control characters"),
+    ] {
+        let (status, body) = http_with(
+            "PUT",
+            &format!("{}/api/files/{name}", daemon.url),
+            &[],
+            b"x",
+        );
+        assert_eq!(status, 400, "{name}: {body}");
+        assert!(body.contains("InvalidName") && body.contains(why), "{name}: {body}");
+    }
+    let listed = daemon.json(&["ls"]);
+    assert_eq!(listed["files"].as_array().unwrap().len(), 0, "{listed}");
+    // A name whose last segment climbs (an S3 key may) never becomes a
+    // local path: get asks where to write instead.
+    let work = dir.path().join("cwd");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = daemon
+        .cli(&["get", "s3/b/x/.."])
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("say where to write it"), "{why}");
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+    assert!(!dir.path().join(".x.cloudshell-store-part").exists());
+}
+
+#[test]
 fn the_s3_endpoint_serves_boto3() {
     let Fresh {
         dir: _dir,

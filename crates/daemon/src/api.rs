@@ -267,6 +267,17 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     if name.ends_with('/') {
         return Err(bad("it ends with /"));
     }
+    // Names are paths inside the store, and tools turn them into local
+    // paths: a segment that climbs or is empty would point elsewhere there.
+    if name.starts_with('/') {
+        return Err(bad("it starts with / (names are relative, like a/b.txt)"));
+    }
+    if name.split('/').any(|s| s.is_empty()) {
+        return Err(bad("it has an empty segment (//)"));
+    }
+    if name.split('/').any(|s| s == "." || s == "..") {
+        return Err(bad("it has a . or .. segment"));
+    }
     check_not_s3(name)
 }
 
