@@ -174,6 +174,12 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
+    def stop(self, timeout=60):
+        """Asks the daemon to stop (SIGTERM) and waits for it."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout)
+
     @property
     def pid(self):
         return self.proc.pid

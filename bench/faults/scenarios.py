@@ -12,6 +12,7 @@ import threading
 import time
 import zlib
 
+from bad_input import bad_input
 from harness import MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256
 
 
@@ -520,4 +521,5 @@ SCENARIOS = {
     "daemon-killed": daemon_killed,
     "reclaimed": reclaimed,
     "node-trouble": node_trouble,
+    "bad-input": bad_input,
 }

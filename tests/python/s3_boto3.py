@@ -65,6 +65,19 @@ def main():
     assert error_code(lambda: s3.get_object(
         Bucket="photos", Key="2026/beach.jpg", Range=f"bytes={len(body) + 5}-")) == "InvalidRange"
 
+    # A body that does not match its Content-MD5 is refused whole.
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="2026/beach.jpg", Body=b"hello",
+        ContentMD5="XrY7u+Ae7tCTyyK7j1rNww==")) == "BadDigest"
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="md5", Body=b"hello", ContentMD5="bm90IGFuIG1kNQ==")) \
+        == "InvalidDigest"
+    assert s3.get_object(Bucket="photos", Key="2026/beach.jpg")["Body"].read() == body
+    assert error_code(lambda: s3.head_object(Bucket="photos", Key="md5")) in ("404", "NoSuchKey")
+    s3.put_object(Bucket="photos", Key="md5", Body=b"hello",
+                  ContentMD5="XUFAKrxLKna5cZ2REBfFkg==")
+    s3.delete_object(Bucket="photos", Key="md5")
+
     # Conditional requests.
     etag = put["ETag"]
     assert error_code(lambda: s3.get_object(

@@ -175,6 +175,20 @@ pub struct ServeArgs {
     pub repair_after: Option<u64>,
 }
 
+/// Takes the hard limit on open files as the soft one: the usual soft
+/// limit (1,024) is too few for a server holding many client connections
+/// (S3 clients keep pools of them) besides its index and sockets.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!("could not raise the open files limit: {e}");
+        }
+    }
+}
+
 /// Runs a store command.
 pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.url, args.token.clone())?;
@@ -705,6 +719,7 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 
 async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let mut config = serve_config(global, args)?;
+    raise_open_files_limit();
     if !config.emulated && config.endpoint_url.is_none() && !has_aws_credentials().await {
         eprintln!(
             "cloudshell store: no AWS credentials found; running on the embedded emulator \
@@ -750,11 +765,19 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         ),
         Err(e) => eprintln!("cloudshell store: warning: {e} (still trying)"),
     }
+    // SIGTERM (systemd, docker, kill) stops it as cleanly as Ctrl-C: the
+    // index is closed, not left for the next start to tidy.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot wait for SIGTERM")?;
     tokio::select! {
         () = daemon.wait() => Ok(()),
         r = tokio::signal::ctrl_c() => {
             r.context("cannot wait for Ctrl-C")?;
             eprintln!("cloudshell store: stopping");
+            Ok(())
+        }
+        _ = terminate.recv() => {
+            eprintln!("cloudshell store: stopping (SIGTERM)");
             Ok(())
         }
     }

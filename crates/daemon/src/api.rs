@@ -734,9 +734,13 @@ async fn add_region(
     body: Result<Json<NewRegion>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let Json(body) = body.map_err(|e| {
+        let (status, code) = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge"),
+            _ => (StatusCode::BAD_REQUEST, "InvalidBody"),
+        };
         ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidBody",
+            status,
+            code,
             format!("expected {{\"region\": \"NAME\"}}: {e}"),
         )
     })?;

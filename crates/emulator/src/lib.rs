@@ -53,7 +53,12 @@ pub struct Emulator {
 
 impl Emulator {
     /// Opens the state in `config.data_dir`, binds `listen` and serves in the background.
-    pub async fn start(config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn start(mut config: EmulatorConfig, listen: SocketAddr) -> anyhow::Result<Self> {
+        // Shells start in their homes and get them as HOME: a relative
+        // data directory would point elsewhere from there.
+        config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+            format!("cannot make {} an absolute path", config.data_dir.display())
+        })?;
         std::fs::create_dir_all(config.data_dir.join("homes")).with_context(|| {
             format!(
                 "could not create the data directory {}",

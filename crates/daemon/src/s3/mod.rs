@@ -87,6 +87,15 @@ pub struct S3State {
     pub locks: write::KeyLocks,
 }
 
+fn decode_md5(b64: &str) -> Option<[u8; 16]> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?
+        .try_into()
+        .ok()
+}
+
 fn internal<E: std::fmt::Display>(e: E) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
 }
@@ -152,8 +161,15 @@ impl StoreS3 {
             .ok_or_else(|| s3_error!(NoSuchKey, "no key {key} in {bucket}"))
     }
 
-    /// Streams `body` into the store file `name`, computing its MD5.
-    async fn store_file<S>(&self, name: &str, body: S) -> S3Result<(u64, String)>
+    /// Streams `body` into the store file `name`, computing its MD5; with
+    /// a `Content-MD5` (base64), a body that does not match it is removed
+    /// again and refused with BadDigest, as S3 does.
+    async fn store_file<S>(
+        &self,
+        name: &str,
+        body: S,
+        content_md5: Option<&str>,
+    ) -> S3Result<(u64, String)>
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
@@ -181,6 +197,23 @@ impl StoreS3 {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
         .finalize();
+        if let Some(expected) = content_md5 {
+            let refusal = match decode_md5(expected) {
+                None => Some(s3_error!(
+                    InvalidDigest,
+                    "Content-MD5 must be the base64 of 16 bytes"
+                )),
+                Some(e) if e[..] != digest[..] => Some(s3_error!(
+                    BadDigest,
+                    "the body does not match its Content-MD5; nothing was stored"
+                )),
+                Some(_) => None,
+            };
+            if let Some(e) = refusal {
+                let _ = self.state.store.delete(name).await;
+                return Err(e);
+            }
+        }
         let etag = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.state.touch();
         Ok((report.record.size, etag))
@@ -375,7 +408,9 @@ impl S3 for StoreS3 {
             .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?
             .map_err(|e| std::io::Error::other(e.to_string()));
         let staged = write::staging_name();
-        let (size, etag) = self.store_file(&staged, body).await?;
+        let (size, etag) = self
+            .store_file(&staged, body, input.content_md5.as_deref())
+            .await?;
         let m = ObjectMeta {
             size,
             etag: etag.clone(),
@@ -539,7 +574,7 @@ impl S3 for StoreS3 {
             .read_stream(src_bucket, src_key, &src, 0..src.size)
             .map_err(|e| std::io::Error::other(e.to_string()));
         let staged = write::staging_name();
-        let (size, etag) = self.store_file(&staged, body).await?;
+        let (size, etag) = self.store_file(&staged, body, None).await?;
         if size != src.size {
             let _ = self.state.store.delete(&staged).await;
             return Err(S3Error::with_message(

@@ -67,7 +67,11 @@ pub async fn upload_part(
         .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
     let body = futures_util::TryStreamExt::map_err(body, |e| std::io::Error::other(e.to_string()));
     let (size, etag) = s3
-        .store_file(&meta::part_file(&input.upload_id, input.part_number), body)
+        .store_file(
+            &meta::part_file(&input.upload_id, input.part_number),
+            body,
+            input.content_md5.as_deref(),
+        )
         .await?;
     if !s3
         .meta()
