@@ -84,12 +84,13 @@ class Emulator:
     environments as AWS would (stop them, reclaim them) behind the
     daemon's back; the daemon then reaches it as it would reach AWS."""
 
-    def __init__(self, cli, data, extra=()):
+    def __init__(self, cli, data, extra=(), env=None):
         self.cli = cli
         self.data = data
         self.proc = subprocess.Popen(
             [cli, "emulator", "--listen", "127.0.0.1:0", "--data-dir", data, *extra],
-            stdout=subprocess.PIPE, stderr=open(data + ".log", "a"), text=True)
+            stdout=subprocess.PIPE, stderr=open(data + ".log", "a"), text=True,
+            env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
         check(line, "the emulator exited before saying where it listens")
         info = json.loads(line)
@@ -122,8 +123,10 @@ class Daemon:
     """`cloudshell store serve` on a data directory: on its own embedded
     emulator by default, or on `emulator` (an Emulator) as on AWS."""
 
-    def __init__(self, cli, data, extra=(), env=None, emulator=None):
+    def __init__(self, cli, data, extra=(), env=None, emulator=None,
+                 listen="127.0.0.1:0", s3_listen="127.0.0.1:0"):
         self.cli = cli
+        self.listen = ["--listen", listen, "--s3-listen", s3_listen]
         self.data = data
         self.emulator = emulator
         if emulator:
@@ -139,8 +142,7 @@ class Daemon:
 
     def start(self, timeout=300):
         self.proc = subprocess.Popen(
-            [self.cli, "store", "serve", "--data-dir", self.data,
-             "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0", *self.extra],
+            [self.cli, "store", "serve", "--data-dir", self.data, *self.listen, *self.extra],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=self.env)
         started = time.monotonic()
         self.log = []

@@ -13,6 +13,8 @@ import time
 import zlib
 
 from bad_input import bad_input
+from load import load
+from security import security
 from harness import MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256
 
 
@@ -522,4 +524,6 @@ SCENARIOS = {
     "reclaimed": reclaimed,
     "node-trouble": node_trouble,
     "bad-input": bad_input,
+    "security": security,
+    "load": load,
 }
