@@ -13,6 +13,7 @@ import time
 import zlib
 
 from bad_input import bad_input
+from fuzz import fuzz
 from load import load
 from security import security
 from harness import MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256
@@ -526,4 +527,5 @@ SCENARIOS = {
     "bad-input": bad_input,
     "security": security,
     "load": load,
+    "fuzz": fuzz,
 }
