@@ -986,7 +986,10 @@ fn names_that_climb_or_are_empty_are_refused_and_get_never_writes_outside() {
             b"x",
         );
         assert_eq!(status, 400, "{name}: {body}");
-        assert!(body.contains("InvalidName") && body.contains(why), "{name}: {body}");
+        assert!(
+            body.contains("InvalidName") && body.contains(why),
+            "{name}: {body}"
+        );
     }
     let listed = daemon.json(&["ls"]);
     assert_eq!(listed["files"].as_array().unwrap().len(), 0, "{listed}");

@@ -244,7 +244,10 @@ mod tests {
         let all: HashSet<String> = (0..9).map(|i| format!("n{i}")).collect();
         let fh = h.file_health(&m, 6, &all);
         // Losing n0 and one more costs three shards: only two losses are safe.
-        assert_eq!((fh.state, fh.survives, fh.bad_shards), (Redundancy::Degraded, 2, 0));
+        assert_eq!(
+            (fh.state, fh.survives, fh.bad_shards),
+            (Redundancy::Degraded, 2, 0)
+        );
         // With only the eight nodes it is on, it is as spread as it can be.
         let eight: HashSet<String> = (0..8).map(|i| format!("n{i}")).collect();
         let fh = h.file_health(&m, 6, &eight);

@@ -87,8 +87,7 @@ mod tests {
         assert!(stop_environment_processes(&id) >= 2);
         assert!(!mine.wait().unwrap().success());
         let alive = |pid: i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s.contains(") Z "))
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
         };
         for _ in 0..100 {
             if !alive(grandchild) {
@@ -96,8 +95,14 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(!alive(grandchild), "the detached child outlived its environment");
-        assert!(alive(other_grandchild), "another environment's process was killed");
+        assert!(
+            !alive(grandchild),
+            "the detached child outlived its environment"
+        );
+        assert!(
+            alive(other_grandchild),
+            "another environment's process was killed"
+        );
         stop_environment_processes("env-someone-else");
         let _ = other.wait();
     }

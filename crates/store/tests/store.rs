@@ -390,11 +390,17 @@ async fn a_file_put_while_a_node_was_away_is_spread_out_once_it_is_back() {
     // Nine shards on eight nodes: one of them holds two of every chunk.
     assert_eq!(report.survivable_losses, 2);
     let nothing = f.store.repair("p").await.unwrap();
-    assert_eq!(nothing.shards_spread, 0, "no node holds none of a chunk yet");
+    assert_eq!(
+        nothing.shards_spread, 0,
+        "no node holds none of a chunk yet"
+    );
     away.set_online(true);
     let report = f.store.repair("p").await.unwrap();
     assert_eq!(report.shards_rebuilt, 0);
-    assert_eq!(report.shards_spread, 8, "one shard of each of the 8 chunks moves");
+    assert_eq!(
+        report.shards_spread, 8,
+        "one shard of each of the 8 chunks moves"
+    );
     assert_eq!(f.store.survivable_losses("p").unwrap(), 3);
     // Moved, not copied: nine shard files per chunk, and any three nodes may go.
     assert_eq!(shard_files(f.dir.path()).len(), 9 * 8);
@@ -995,7 +1001,11 @@ async fn nodes_gone_silent_are_asked_last_once_a_read_hedges() {
         })
         .collect();
     for (i, s) in silent.iter().enumerate() {
-        all.push(Node::new(format!("node{}", i + 6), format!("region{}", i + 6), s.clone()));
+        all.push(Node::new(
+            format!("node{}", i + 6),
+            format!("region{}", i + 6),
+            s.clone(),
+        ));
     }
     let store = Store::open(
         &dir.path().join("index.redb"),
