@@ -18,14 +18,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from store import kill_agents_under, peak_rss_mib, reset_peak  # noqa: E402
+from store import kill_agents_under, rss_mib, reset_peak  # noqa: E402
 
 
 def timed(pid, argv, env):
     reset_peak(pid)
     t = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - t, peak_rss_mib(pid)
+    return time.perf_counter() - t, rss_mib(pid)
 
 
 def main():

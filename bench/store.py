@@ -16,7 +16,7 @@ import tempfile
 import time
 
 
-def peak_rss_mib(pid):
+def rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -80,14 +80,14 @@ def main():
             subprocess.run(store + ["put", path, f"bench-{size}"], check=True,
                            stdout=subprocess.DEVNULL, env=env)
             put_s = time.perf_counter() - t
-            put_rss = peak_rss_mib(daemon.pid)
+            put_rss = rss_mib(daemon.pid)
             reset_peak(daemon.pid)
             out = f"{work}/out-{size}"
             t = time.perf_counter()
             subprocess.run(store + ["get", f"bench-{size}", out], check=True,
                            stdout=subprocess.DEVNULL, env=env)
             get_s = time.perf_counter() - t
-            get_rss = peak_rss_mib(daemon.pid)
+            get_rss = rss_mib(daemon.pid)
             if subprocess.run(["cmp", "-s", path, out]).returncode != 0:
                 sys.exit(f"bench-{size}: what came back differs")
             print(f"{size:>6} MiB {nbytes / put_s / 1e6:>9.0f} {put_rss:>9.0f} MiB "

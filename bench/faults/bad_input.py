@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.parse
 
-from harness import MIB, Daemon, check, content, sha256
+from harness import MIB, Daemon, check, content, rss_mib, sha256
 
 PASSPHRASE_VAR = "FAULTS_PASSPHRASE"
 
@@ -63,17 +63,10 @@ def cut_upload(url, path, declared, sent, host="127.0.0.1", chunked=False):
         time.sleep(0.5)
 
 
-def disk_matches_index(d):
-    listed = d.files()
-    on_disk = len(d.shard_files())
-    in_index = sum(f["chunks"] * (f["k"] + f["m"]) for f in listed.values())
-    return on_disk, in_index
-
-
 def wait_disk_matches_index(d, what, timeout=30):
     started = time.monotonic()
     while True:
-        on_disk, in_index = disk_matches_index(d)
+        on_disk, in_index = d.shard_counts()
         if on_disk == in_index:
             return
         check(time.monotonic() - started < timeout,
@@ -256,14 +249,6 @@ def s3_api(d, work, figures):
 
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def idle_connections(d, figures, count=10_000):

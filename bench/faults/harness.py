@@ -51,7 +51,7 @@ def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def peak_rss_mib(pid):
+def rss_mib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -262,6 +262,11 @@ class Daemon:
         if self.emulator:
             return os.path.join(self.emulator.data, "homes")
         return os.path.join(self.data, "emulator", "homes")
+
+    def shard_counts(self):
+        """(shard files on the nodes' disks, shards the index names)."""
+        in_index = sum(f["chunks"] * (f["k"] + f["m"]) for f in self.files().values())
+        return len(self.shard_files()), in_index
 
     def shard_files(self):
         """(path, file id hex, chunk, index) of every file shard on disk."""

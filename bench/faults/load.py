@@ -6,7 +6,7 @@ import random
 import threading
 import time
 
-from harness import Daemon, check, content, sha256
+from harness import Daemon, check, content, rss_mib, sha256
 
 OPS = ("put", "get", "list", "delete")
 WEIGHTS = (4, 4, 1, 1)
@@ -17,14 +17,6 @@ def percentile(values, p):
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))]
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def load(cli, work, opts):

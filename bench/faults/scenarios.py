@@ -227,9 +227,7 @@ def daemon_killed(cli, work, opts):
         check(not bad, f"after {opts.kills} kills: {bad[:5]}")
         orphans_before = len(d.shard_files())
         scrub = d.scrub()
-        listed = d.files()
-        expected_shards = sum(f["chunks"] * (f["k"] + f["m"]) for f in listed.values())
-        on_disk = len(d.shard_files())
+        on_disk, expected_shards = d.shard_counts()
         check(on_disk == expected_shards,
               f"after the scrub {on_disk} shards on disk, the index names {expected_shards}")
         return [
@@ -420,9 +418,7 @@ def node_trouble(cli, work, opts):
         check("full" in err["message"] and "deleting" in err["message"],
               f"the refusal does not say what is wrong and what to do: {err['message']}")
         check(name not in d.files(), "the refused upload is visible")
-        listed = d.files()
-        on_disk = len(d.shard_files())
-        in_index = sum(f["chunks"] * (f["k"] + f["m"]) for f in listed.values())
+        on_disk, in_index = d.shard_counts()
         check(on_disk == in_index,
               f"the refused upload left shards: {on_disk} on disk, {in_index} in the index")
         _, _, bad = read_all(d, stored)

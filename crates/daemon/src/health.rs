@@ -150,17 +150,8 @@ impl ShardHealth {
             readable &= good >= k;
             // Crowded while a serving node holds none of it: repair spreads it.
             spreadable |= per_node.len() < entry.shards.len() && per_node.len() < serving.len();
-            let mut counts: Vec<usize> = per_node.into_values().collect();
-            counts.sort_unstable_by(|a, b| b.cmp(a));
-            let mut left = good;
-            let mut losses = 0;
-            for n in counts {
-                if left - n < k {
-                    break;
-                }
-                left -= n;
-                losses += 1;
-            }
+            let losses =
+                cloudshell_store::placement::losses_survived(per_node.into_values().collect(), k);
             worst = Some(worst.map_or(losses, |w| w.min(losses)));
         }
         let (state, survives) = match worst {

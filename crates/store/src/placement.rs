@@ -73,21 +73,26 @@ pub fn survivable_losses(manifest: &Manifest, k: usize) -> usize {
             for s in &c.shards {
                 *per_node.entry(s.node.as_str()).or_default() += 1;
             }
-            let mut counts: Vec<usize> = per_node.into_values().collect();
-            counts.sort_unstable_by(|a, b| b.cmp(a));
-            let mut left = c.shards.len();
-            let mut lost = 0;
-            for n in counts {
-                if left - n < k {
-                    break;
-                }
-                left -= n;
-                lost += 1;
-            }
-            lost
+            losses_survived(per_node.into_values().collect(), k)
         })
         .min()
         .unwrap_or(usize::MAX)
+}
+
+/// How many node losses a chunk survives, given how many of its shards
+/// each node holds: the worst case loses the fullest nodes first.
+pub fn losses_survived(mut per_node: Vec<usize>, k: usize) -> usize {
+    per_node.sort_unstable_by(|a, b| b.cmp(a));
+    let mut left: usize = per_node.iter().sum();
+    let mut lost = 0;
+    for n in per_node {
+        if left < k + n {
+            break;
+        }
+        left -= n;
+        lost += 1;
+    }
+    lost
 }
 
 #[cfg(test)]
