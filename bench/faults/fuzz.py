@@ -55,6 +55,8 @@ def fuzz(cli, work, opts):
     seconds = 20 if opts.quick else int(opts.fuzz_minutes * 60)
     found = targets()
     check(found, "no fuzz targets found under crates/*/fuzz")
+    has = subprocess.run(["cargo", "fuzz", "--version"], capture_output=True)
+    check(has.returncode == 0, "cargo-fuzz is not installed: cargo install cargo-fuzz --locked")
     crates = sorted({c for c, _ in found})
     for crate in crates:
         r = cargo_fuzz(crate, "build", "-O", timeout=3600)
