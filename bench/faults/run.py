@@ -55,20 +55,24 @@ def main():
             print(f"   {label}: {value}", flush=True)
         print(f"   {'FAILED: ' + error if error else 'passed'} ({secs:.0f} s)", flush=True)
         results.append((name, fn.__doc__, figures, error, secs))
+        if opts.report:
+            # Kept up to date as scenarios finish, so a long run cut short
+            # still leaves what it found.
+            write_report(opts, results, time.monotonic() - started, merge=True)
     total = time.monotonic() - started
     failed = [r[0] for r in results if r[3]]
     if opts.report:
-        write_report(opts, results, total)
+        write_report(opts, results, total, merge=bool(opts.only))
     print(f"{len(results) - len(failed)} of {len(results)} scenarios passed in {total / 60:.1f} min")
     sys.exit(1 if failed else 0)
 
 
-def write_report(opts, results, total):
+def write_report(opts, results, total, merge):
     sections = {}
     for name, doc, figures, error, secs in results:
         sections[name] = section(name, doc, figures, error, secs)
     header = None
-    if opts.only and os.path.exists(opts.report):
+    if merge and os.path.exists(opts.report):
         # A partial run updates its scenarios' sections and keeps the rest.
         with open(opts.report) as f:
             old = f.read().split("\n## ")
