@@ -117,10 +117,8 @@ def report_header(opts, total):
         f"Run {datetime.date.today()} on {os.cpu_count()} cores, Linux "
         f"{platform.release()}, release build, seed {opts.seed}.",
         "",
-        "Not here yet (issue 10 goes on): bad input (wrong keys, truncated and",
-        "oversized requests, fuzzing, path traversal, 10,000 idle connections),",
-        "the security checks as one scenario (the browser guard is tested in",
-        "`cargo test` and in Chromium), and the 16-client load run.",
+        "The fuzz scenario needs `cargo install cargo-fuzz --locked`; the",
+        "others need Python 3 with boto3 (`tests/python/requirements.txt`).",
         "",
     ]
 

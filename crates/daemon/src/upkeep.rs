@@ -56,21 +56,26 @@ async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport,
 /// Rebuilds what a lost or wiped node held.
 pub(crate) async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<NodeEvent>) {
     while let Some(event) = events.recv().await {
-        let node = match &event {
-            NodeEvent::Lost { node } => node.clone(),
+        let repair = match &event {
+            NodeEvent::Lost { node } => Some(node),
             NodeEvent::Connected {
                 node,
                 fresh_home: true,
-            } => node.clone(),
-            NodeEvent::Connected { .. } => {
-                if let Err(e) = spread_crowded(&state).await {
-                    tracing::warn!("spreading crowded chunks: {e}");
-                }
-                continue;
-            }
+            } => Some(node),
+            NodeEvent::Connected { .. } => None,
         };
-        if let Err(e) = repair_node(&state, &node).await {
+        if let Some(node) = repair
+            && let Err(e) = repair_node(&state, node).await
+        {
             tracing::warn!(node = %node, "repair: {e}");
+        }
+        // Whatever a repair or a put did while nodes were missing (several
+        // shards of a chunk on the one fresh node there was) spreads out
+        // now that one more node serves.
+        if matches!(event, NodeEvent::Connected { .. })
+            && let Err(e) = spread_crowded(&state).await
+        {
+            tracing::warn!("spreading crowded chunks: {e}");
         }
     }
 }
