@@ -1,0 +1,140 @@
+"""What every benchmark section needs: paths, the machine's description,
+timing and memory of processes, and a report that sections are merged
+into, so one section can be rerun without the others."""
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+CLI = os.path.join(TARGET, "release", "cloudshell")
+EMULATOR = os.path.join(TARGET, "release", "cloudshell-emulator")
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "cloudshell-bench")
+MIB = 1 << 20
+
+sys.path.insert(0, os.path.join(ROOT, "bench", "faults"))
+sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+
+def log(*args):
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+def machine():
+    """One line: cores, CPU, kernel, toolchain."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, "
+            f"{rustc}, Python {platform.python_version()}")
+
+
+def status_kib(pid, field):
+    """A field of /proc/PID/status in KiB (VmRSS, VmHWM), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak(pid):
+    """Resets VmHWM to the current RSS (Linux 4.0+)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a live process has used."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def span(xs, fmt="{:.1f}"):
+    """median (min-max)"""
+    return f"{fmt.format(med(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+
+
+def mbps(nbytes, seconds):
+    return nbytes / seconds / 1e6
+
+
+def content_file(path, size, seed=1):
+    """A file of `size` pseudo-random bytes (incompressible, every MiB
+    different), written in 1 MiB blocks."""
+    block = os.urandom(MIB) if seed is None else _block(seed)
+    with open(path, "wb") as f:
+        left, i = size, 0
+        while left > 0:
+            r = (i * 7919) % MIB
+            part = (block[r:] + block[:r])[:left]
+            f.write(part)
+            left -= len(part)
+            i += 1
+
+
+def _block(seed):
+    import hashlib
+    return hashlib.shake_256(f"bench-{seed}".encode()).digest(MIB)
+
+
+class Report:
+    """docs/benchmarks.md as sections between markers; writing one
+    section keeps the others as they were."""
+
+    HEAD = "<!-- section:{} -->"
+    TAIL = "<!-- /section:{} -->"
+
+    def __init__(self, path, order):
+        self.path = path
+        self.order = order
+
+    def _read(self):
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except OSError:
+            return {}
+        out = {}
+        for name in re.findall(r"<!-- section:([\w-]+) -->", text):
+            m = re.search(re.escape(self.HEAD.format(name)) + r"\n(.*?)"
+                          + re.escape(self.TAIL.format(name)), text, re.S)
+            if m:
+                out[name] = m.group(1)
+        return out
+
+    def put(self, name, markdown):
+        sections = self._read()
+        sections[name] = markdown.rstrip("\n") + "\n"
+        names = [n for n in self.order if n in sections]
+        names += [n for n in sections if n not in names]
+        with open(self.path + ".tmp", "w") as f:
+            for n in names:
+                f.write(self.HEAD.format(n) + "\n" + sections[n] + self.TAIL.format(n) + "\n\n")
+        os.replace(self.path + ".tmp", self.path)
