@@ -2,7 +2,7 @@
 
 Each region's agent runs in its own network namespace behind a link with
 a bandwidth cap each way (tc tbf) and a one-way delay (the relay in
-bench/lib/wan.py). The daemon and its emulator run on this machine; the
+bench/lib/netlab.py). The daemon and its emulator run on this machine; the
 emulator starts every shell of a region in that region's namespace, so
 the agents it runs there reach the daemon only through their link.
 
@@ -20,7 +20,7 @@ import time
 
 from common import CLI, MIB, log, med, span
 import harness
-from wan import Lab, Link
+from netlab import Lab, Link
 
 K, N = 6, 9
 
@@ -79,7 +79,10 @@ def run(size_mib=128, runs=2):
             puts, gets, carried = [], [], None
             for i in range(runs):
                 t = time.monotonic()
+                cpu0 = os.times()
                 status, body = daemon.put(f"wan-{name}-{i}", data)
+                cpu1 = os.times()
+                log(f"relay+harness CPU during put: {cpu1.user - cpu0.user + cpu1.system - cpu0.system:.1f} s")
                 harness.check(status in (200, 201), f"put: {status} {body[:200]!r}")
                 puts.append(time.monotonic() - t)
                 before = lab.sent()

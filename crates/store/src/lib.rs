@@ -57,5 +57,6 @@ pub use index::{FileRecord, Manifest};
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
     CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, Node, PutReport,
-    RedistributeReport, RepairReport, SUSPECT_FOR, Store, StoreError, StoreSettings, encode_chunk,
+    RedistributeReport, RepairReport, STORE_CHUNK_BUDGET, SUSPECT_FOR, Store, StoreError,
+    StoreSettings, encode_chunk,
 };

@@ -19,9 +19,16 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 /// How long a read waits for its first k + 1 shards before asking every
 /// other node too: a dead node costs this much, not a connection timeout.
 pub const HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
-/// Chunks being processed or uploaded at once during a put: bounds memory
-/// to about this many chunks (times (k+m)/k) whatever the file size.
-pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// Chunks one put keeps in flight (and one get reads ahead): enough to keep
+/// every node's link busy across a wide-area round trip (a node 220 ms away
+/// at 4 MB/s holds about five 175 KB shards in the pipe), while memory stays
+/// bounded whatever the file size.
+pub const CHUNKS_IN_FLIGHT: usize = 16;
+/// Chunks in flight across all puts and gets of a store at once: many
+/// concurrent transfers share this budget instead of each taking
+/// [`CHUNKS_IN_FLIGHT`], so memory stays about this many chunks (times
+/// (k+m)/k) however many clients there are.
+pub const STORE_CHUNK_BUDGET: usize = 64;
 
 /// A node: an id, a region, and where its shards are.
 #[derive(Clone)]
@@ -240,6 +247,8 @@ pub struct Store {
     busy: std::sync::Mutex<std::collections::HashMap<FileId, usize>>,
     settings: StoreSettings,
     coding: Coding,
+    /// Permits for chunks in flight (see [`STORE_CHUNK_BUDGET`]).
+    chunk_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Store {
@@ -308,7 +317,18 @@ impl Store {
             busy: std::sync::Mutex::new(std::collections::HashMap::new()),
             settings,
             coding,
+            chunk_budget: Arc::new(tokio::sync::Semaphore::new(STORE_CHUNK_BUDGET)),
         })
+    }
+
+    /// A permit for one more chunk in flight. Every operation holding
+    /// permits finishes its chunks without asking for more, so waiting here
+    /// cannot deadlock.
+    async fn chunk_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        Arc::clone(&self.chunk_budget)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))
     }
 
     /// The nodes (handles: taking one offline takes the store's offline).
@@ -379,19 +399,21 @@ impl Store {
     }
 
     async fn candidates(&self) -> Vec<Candidate> {
-        let mut out = Vec::new();
-        for n in self.nodes().iter().filter(|n| n.is_online()) {
-            let free = match n.shards.stats().await {
-                Ok(s) => s.quota.saturating_sub(s.used),
-                Err(_) => continue,
-            };
-            out.push(Candidate {
-                id: n.id.clone(),
-                region: n.region.clone(),
-                free,
-            });
-        }
-        out
+        // All at once: one round trip to the farthest node, not the sum.
+        let online: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
+        let stats = futures_util::future::join_all(online.iter().map(|n| n.shards.stats())).await;
+        online
+            .iter()
+            .zip(stats)
+            .filter_map(|(n, s)| {
+                let s = s.ok()?;
+                Some(Candidate {
+                    id: n.id.clone(),
+                    region: n.region.clone(),
+                    free: s.quota.saturating_sub(s.used),
+                })
+            })
+            .collect()
     }
 
     /// Changes the passphrase: rewraps every data key under the new master
@@ -470,7 +492,31 @@ impl Store {
                 hasher.update(&buf);
                 size += n as u64;
                 let targets = place(&candidates, file_id, chunk, self.coding.n());
-                in_flight.push_back(self.store_chunk(file_id, chunk, buf, cipher.clone(), targets));
+                // Chunks in flight only progress while polled, so never
+                // wait for a permit while holding some: finish one of ours
+                // first (it frees its permit).
+                let permit = loop {
+                    if let Ok(p) = Arc::clone(&self.chunk_budget).try_acquire_owned() {
+                        break Ok(p);
+                    }
+                    match in_flight.next().await {
+                        Some(done) => absorb(done, &mut chunks, &mut written, &mut failure),
+                        None => break self.chunk_permit().await,
+                    }
+                };
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failure = failure.or(Some(e));
+                        break;
+                    }
+                };
+                let stored = self.store_chunk(file_id, chunk, buf, cipher.clone(), targets);
+                in_flight.push_back(async move {
+                    let done = stored.await;
+                    drop(permit);
+                    done
+                });
                 chunk += 1;
             }
             // Keep at most CHUNKS_IN_FLIGHT chunks in memory.
@@ -478,27 +524,14 @@ impl Store {
                 let Some(done) = in_flight.next().await else {
                     break;
                 };
-                let (entry, keys, err): (
-                    Option<ChunkEntry>,
-                    Vec<(String, ShardKey)>,
-                    Option<StoreError>,
-                ) = done;
-                written.extend(keys);
-                match (entry, err) {
-                    (Some(e), None) => chunks.push(e),
-                    (_, e) => failure = failure.or(e),
-                }
+                absorb(done, &mut chunks, &mut written, &mut failure);
             }
             if n < chunk_size || failure.is_some() {
                 break;
             }
         }
-        while let Some((entry, keys, err)) = in_flight.next().await {
-            written.extend(keys);
-            match (entry, err) {
-                (Some(e), None) => chunks.push(e),
-                (_, e) => failure = failure.or(e),
-            }
+        while let Some(done) = in_flight.next().await {
+            absorb(done, &mut chunks, &mut written, &mut failure);
         }
         if let Some(e) = failure {
             self.delete_shards(&written).await;
@@ -544,11 +577,7 @@ impl Store {
         plain: Vec<u8>,
         cipher: Option<Arc<ChunkCipher>>,
         targets: Vec<String>,
-    ) -> (
-        Option<ChunkEntry>,
-        Vec<(String, ShardKey)>,
-        Option<StoreError>,
-    ) {
+    ) -> StoredChunk {
         let coding = self.coding;
         let blobs = tokio::task::spawn_blocking(move || {
             encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
@@ -695,7 +724,21 @@ impl Store {
             // As many chunks ahead as a put keeps in flight: memory stays
             // bounded, and shards of several chunks are fetched at once.
             while reads.len() < CHUNKS_IN_FLIGHT && next < last {
-                reads.push_back(self.read_chunk(&record, &manifest, next, coding, cipher.clone()));
+                // The first chunk waits for a permit; read-ahead takes one
+                // only when the store has one free, so a busy store reads
+                // fewer chunks ahead rather than none at all.
+                let permit = if reads.is_empty() {
+                    Some(self.chunk_permit().await?)
+                } else {
+                    Arc::clone(&self.chunk_budget).try_acquire_owned().ok()
+                };
+                let Some(permit) = permit else { break };
+                let read = self.read_chunk(&record, &manifest, next, coding, cipher.clone());
+                reads.push_back(async move {
+                    let plain = read.await;
+                    drop(permit);
+                    plain
+                });
                 next += 1;
             }
             let Some(chunk) = reads.next().await else {
@@ -1224,6 +1267,33 @@ pub(crate) fn unlock(keyring: &Keyring, key: &KeySource) -> Result<Option<Master
 }
 
 /// Reads until `limit` bytes or end of input; returns how many.
+/// What [`Store::store_chunk`] returns.
+type StoredChunk = (
+    Option<ChunkEntry>,
+    Vec<(String, ShardKey)>,
+    Option<StoreError>,
+);
+
+/// Takes a stored chunk's outcome into a put's running state: chunks are
+/// in order because the put's futures are.
+fn absorb(
+    done: StoredChunk,
+    chunks: &mut Vec<ChunkEntry>,
+    written: &mut Vec<(String, ShardKey)>,
+    failure: &mut Option<StoreError>,
+) {
+    let (entry, keys, err) = done;
+    written.extend(keys);
+    match (entry, err) {
+        (Some(e), None) => chunks.push(e),
+        (_, e) => {
+            if failure.is_none() {
+                *failure = e;
+            }
+        }
+    }
+}
+
 async fn read_full<R: AsyncRead + Unpin>(
     input: &mut R,
     buf: &mut Vec<u8>,

@@ -1037,3 +1037,31 @@ async fn nodes_gone_silent_are_asked_last_once_a_read_hedges() {
     assert!(store.nodes().iter().all(|n| !n.is_suspect()));
     assert_eq!(get(&store, "f").await.unwrap(), d);
 }
+
+/// More puts and gets at once than the store's chunk budget has room for
+/// (each would take CHUNKS_IN_FLIGHT chunks): they share it, none waits
+/// forever on permits another holds, and every byte comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_transfers_at_once_share_the_chunk_budget_without_deadlock() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let store = Arc::new(f.store);
+    let files: usize =
+        2 * cloudshell_store::STORE_CHUNK_BUDGET / cloudshell_store::CHUNKS_IN_FLIGHT;
+    let size = 4096 * 3 * cloudshell_store::CHUNKS_IN_FLIGHT;
+    let mut tasks = Vec::new();
+    for i in 0..files {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let bytes = data(size, i as u64 + 1);
+            store.put(&format!("f{i}"), &bytes[..]).await.unwrap();
+            assert_eq!(get(&store, &format!("f{i}")).await.unwrap(), bytes);
+        }));
+    }
+    let all = futures_util::future::join_all(tasks);
+    let results = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("transfers finish: none is stuck waiting for the chunk budget");
+    for r in results {
+        r.unwrap();
+    }
+}
