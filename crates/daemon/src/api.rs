@@ -483,7 +483,12 @@ async fn download(
             tracing::warn!(file = %name, "download failed: {e}");
         }
     });
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    // 256 KiB reads off the pipe (the default, 4 KiB, made a 1 GiB
+    // download a quarter of a million body frames).
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ));
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(

@@ -418,7 +418,7 @@ impl Daemon {
             .map_err(io("the listener has no address"))?;
         let app = api::router(state.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(no_delay(listener), app).await {
                 tracing::error!("API server stopped: {e}");
             }
         }));
@@ -432,7 +432,7 @@ impl Daemon {
                     .map_err(io("the S3 listener has no address"))?;
                 let router = s3_router(state.clone());
                 tasks.push(tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, router).await {
+                    if let Err(e) = axum::serve(no_delay(listener), router).await {
                         tracing::error!("S3 endpoint stopped: {e}");
                     }
                 }));
@@ -598,4 +598,18 @@ fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), D
     let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::CloudShell(e.to_string()))?;
     meta.import(&blob)
         .map_err(|e| DaemonError::CloudShell(e.to_string()))
+}
+
+/// The listener with Nagle's algorithm off on every connection: a response
+/// is its head and then its body in separate writes, and with Nagle on the
+/// body of a small file waited for the client's delayed ACK (up to 40 ms).
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    })
 }

@@ -77,6 +77,12 @@ impl Emulator {
         let local_addr = listener.local_addr().context("listener has no address")?;
         let app = api::router(state);
         let task = tokio::spawn(async move {
+            // Nagle off: a response's head and body are separate writes.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("cannot set TCP_NODELAY: {e}");
+                }
+            });
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("emulator server stopped: {e}");
             }

@@ -248,7 +248,10 @@ impl StoreS3 {
                 }
             }
         });
-        StreamingBlob::wrap(tokio_util::io::ReaderStream::new(reader))
+        StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 * 1024,
+        ))
     }
 
     /// Records `m` for `bucket/key`, then deletes the store files of `old`,

@@ -1,0 +1,181 @@
+"""Runs every comparison of docs/benchmarks.md in one go and writes it.
+
+Usage (through bench/run, which builds and installs what this needs):
+    main.py --python PY --aws AWS [--only SECTION ...] [--quick] [--out FILE]
+
+Sections: api, pipeline, endtoend, wan. `--only` reruns some and keeps
+the others as they are in the report; `--quick` runs small sizes into a
+scratch report (a smoke test of the harness, not figures to publish).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import ROOT, Report, log, machine  # noqa: E402
+import api  # noqa: E402
+import endtoend  # noqa: E402
+import hotspots  # noqa: E402
+import pipeline  # noqa: E402
+import wan  # noqa: E402
+
+ORDER = ["intro", "api", "pipeline", "endtoend", "profile", "wan", "other"]
+COMMAND = "bench/run"
+
+
+def section_api(args):
+    r = api.run(args.python, args.aws, runs=10 if args.quick else 30)
+    return f"""## API client: `cloudshell list` against boto3 and the AWS CLI
+
+One emulator, one environment to list, and the same DescribeEnvironments
+call made three ways: `cloudshell list` (release build), a five-line boto3
+script using the model shipped in `models/` (`bench/boto3_list.py`), and
+`aws cloudshell describe-environments` (AWS CLI v1 from PyPI, the same
+model on `AWS_DATA_PATH`). Each figure is a whole process: start-up,
+credentials, signing, the request, the output.
+
+{api.markdown(r)}
+
+The Python clients pay for the interpreter and for loading botocore's
+models and endpoint rules before they send a byte; the request itself is
+the same for all three.
+"""
+
+
+def section_pipeline(args):
+    found = pipeline.run()
+    return f"""## Store pipeline per core, against memcpy
+
+`cargo bench -p cloudshell-store --bench pipeline` (criterion, one thread,
+64 MiB in 1 MiB chunks, all rows from one run). `put` is what a put does
+per chunk on its worker thread: AES-256-GCM seal, Reed-Solomon 6+3, each
+shard framed behind its header, BLAKE3 of every shard. `get` is BLAKE3 of
+the six shards used, decode with data shards 0, 2 and 4 missing, GCM open.
+The parts are measured alone to show where a put's time goes.
+
+{pipeline.markdown(found)}
+
+{pipeline.analysis(found)}
+"""
+
+
+PROFILES = {}
+
+
+def section_endtoend(args):
+    size, files = (64, 500) if args.quick else (1024, 10_000)
+    r = endtoend.run(size, files)
+    PROFILES.update(r["results"]["cloudshell store"].get("profile") or {})
+    return f"""## End to end on loopback: our store against Tahoe-LAFS
+
+Both systems on this machine with nine storage processes: ours is
+`cloudshell store serve --emulated` (the daemon, its embedded emulator,
+nine agents, every shard fsynced), Tahoe-LAFS 1.20 (PyPI, its own
+virtualenv) is one introducer, nine storage nodes and one client node,
+shares needed 6, total 9, happy 9 (one share per node, as ours), over
+Foolscap (its faster storage protocol here). The same bytes go through
+each one's HTTP API from the same Python client: one file of
+{size} MiB streamed up and down, then {files:,} files of 4 KiB with
+{endtoend.THREADS} requests at once, each read back and compared. "Front"
+is our daemon against Tahoe's client node (the process a user talks to),
+"back" the nine agents against the nine storage nodes and the introducer;
+both are peak RSS during the step (VmHWM, reset before it). CPU is user +
+system seconds of all of them during the step.
+
+{endtoend.markdown(r)}
+"""
+
+
+def section_profile(args):
+    if not PROFILES:
+        return None
+    return f"""## Where the time goes
+
+The same steps once more under `perf record` (software clock sampling at
+499 Hz, call graphs; this machine has no hardware counters), over the
+daemon and its nine agents, samples summed by what the symbol does:
+
+{hotspots.markdown(PROFILES)}
+"""
+
+
+def section_wan(args):
+    size, runs = (32, 1) if args.quick else (128, 2)
+    r = wan.run(size, runs)
+    return f"""## Under a simulated wide-area network
+
+Each of the nine agents runs in its own network namespace, its link to the
+daemon capped each way by `tc tbf` and delayed by a relay in the harness
+(`bench/lib/netlab.py`: it forwards Ethernet frames between two veth
+pairs, so QUIC, IP and ARP see an ordinary wire; this kernel has no
+`netem`). The emulator starts each region's shells in that region's
+namespace, so the agents the daemon installs there reach it only through
+their link. "Equal" gives every node {wan.EQUAL_MBS} MB/s, "unequal" caps of
+1 to 8 MB/s that do not follow distance; delays are the same in both.
+
+The ideal counts bandwidth only: a put must carry every node its shard of
+each chunk (a sixth of the file each), so it ends when the node with the
+least bandwidth has; a get needs only six shards per chunk, so it can end
+when the six fastest nodes have each sent a sixth of the file. Round
+trips, slow start and loss recovery are not in the ideal, so a ratio of 1
+is out of reach; for scale, one TCP stream (Linux cubic) over the
+farthest link (110 ms each way, 4 MB/s) moved 3.1 MB/s, 78% of its cap,
+over 20 MB.
+
+{wan.markdown(r)}
+"""
+
+
+def section_intro(args, started, ran):
+    return f"""# Benchmarks
+
+Every comparison below is measured side by side in one run of one
+command, on this machine:
+
+    {COMMAND}
+
+(`bench/run --only wan` reruns one section; `bench/run --quick` is a small
+smoke run into a scratch file.) It builds the release binaries, makes
+virtualenvs under `~/.cache/cloudshell-bench` for boto3 with the AWS CLI
+and for Tahoe-LAFS, and needs root for the network namespaces. Ratios are
+what to read; absolute figures are context, from a shared 2-core machine.
+
+Last run: {time.strftime('%Y-%m-%d')}, sections {', '.join(ran)}, {(time.time() - started) / 60:.0f} minutes;
+{machine()}.
+"""
+
+
+SECTIONS = {"api": section_api, "pipeline": section_pipeline,
+            "endtoend": section_endtoend, "wan": section_wan}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--python", required=True)
+    p.add_argument("--aws", required=True)
+    p.add_argument("--only", nargs="*", choices=list(SECTIONS))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    args = p.parse_args()
+    if args.quick and args.out == os.path.join(ROOT, "docs", "benchmarks.md"):
+        args.out = "/tmp/benchmarks-quick.md"
+    report = Report(args.out, ORDER)
+    started = time.time()
+    ran = []
+    for name in args.only or list(SECTIONS):
+        log(f"section {name}")
+        report.put(name, SECTIONS[name](args))
+        ran.append(name)
+        if name == "endtoend":
+            text = section_profile(args)
+            if text:
+                report.put("profile", text)
+    report.put("intro", section_intro(args, started, ran))
+    log(f"wrote {args.out} in {(time.time() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
