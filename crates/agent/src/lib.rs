@@ -57,7 +57,7 @@ impl Service for ShardService {
             let result = match request {
                 Request::PutShard { id, blob } => self
                     .shards
-                    .put(key(&id), Bytes::from(blob))
+                    .put(key(&id), blob)
                     .await
                     .map(|()| Response::Done),
                 Request::GetShard(id) => self
@@ -141,7 +141,7 @@ impl ShardStore for RemoteShards {
         Box::pin(async move {
             let request = Request::PutShard {
                 id: ShardId(key.to_bytes()),
-                blob: blob.to_vec(),
+                blob,
             };
             match self.call(request, Some(key)).await? {
                 Response::Done => Ok(()),

@@ -244,7 +244,7 @@ async fn a_request_to_a_silent_agent_times_out_and_the_agent_is_used_again_after
     let (k2, b2) = shard(2, 0, 100_000);
     let request = cloudshell_net::wire::Request::PutShard {
         id: cloudshell_net::wire::ShardId(k2.to_bytes()),
-        blob: b2.to_vec(),
+        blob: b2.clone(),
     };
     let started = std::time::Instant::now();
     match client.request(&request).await {

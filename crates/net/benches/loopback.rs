@@ -31,7 +31,7 @@ impl Service for Memory {
             let mut m = self.0.lock().unwrap();
             match request {
                 Request::PutShard { id, blob } => {
-                    m.insert(id, blob);
+                    m.insert(id, blob.to_vec());
                     Response::Done
                 }
                 Request::GetShard(id) => Response::Blob(m.get(&id).cloned().unwrap_or_default()),
@@ -80,7 +80,7 @@ fn loopback(c: &mut Criterion) {
         });
         (Arc::new(client), tcp_addr)
     });
-    let blob = vec![0x5a_u8; SHARD];
+    let blob = bytes::Bytes::from(vec![0x5a_u8; SHARD]);
 
     let mut g = c.benchmark_group("loopback-64x174763B");
     g.throughput(Throughput::Bytes((SHARD * SHARDS) as u64));

@@ -588,9 +588,11 @@ async fn hello(c: &quinn::Connection) -> Result<(), NetError> {
 async fn exchange(c: &quinn::Connection, request: &Request) -> Result<Response, NetError> {
     let lost = |e: &dyn std::fmt::Display| NetError::Lost(e.to_string());
     let (mut send, mut recv) = c.open_bi().await.map_err(|e| lost(&e))?;
-    send.write_all(&request.encode())
-        .await
-        .map_err(|e| lost(&e))?;
+    let (head, tail) = request.encode_split();
+    send.write_all(&head).await.map_err(|e| lost(&e))?;
+    if let Some(tail) = tail {
+        send.write_chunk(tail).await.map_err(|e| lost(&e))?;
+    }
     let _ = send.finish();
     let mut head = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut head).await.map_err(|e| lost(&e))?;

@@ -22,7 +22,7 @@ impl Service for Memory {
             let mut m = self.0.lock().unwrap();
             match request {
                 Request::PutShard { id, blob } => {
-                    m.insert(id, blob);
+                    m.insert(id, blob.to_vec());
                     Response::Done
                 }
                 Request::GetShard(id) => match m.get(&id) {
@@ -89,7 +89,7 @@ async fn every_request_round_trips() {
     let daemon = Identity::generate().unwrap();
     let (addr, agent_id) = agent(&daemon);
     let client = Client::new(udp(), &daemon, agent_id.fingerprint(), addr).unwrap();
-    let blob = vec![42u8; 174_763];
+    let blob = bytes::Bytes::from(vec![42u8; 174_763]);
     for n in 0..3 {
         let r = client
             .request(&Request::PutShard {
@@ -102,7 +102,7 @@ async fn every_request_round_trips() {
     }
     assert_eq!(
         client.request(&Request::GetShard(sid(1))).await.unwrap(),
-        Response::Blob(blob.clone())
+        Response::Blob(blob.to_vec())
     );
     assert_eq!(
         client
