@@ -141,3 +141,27 @@ if __name__ == "__main__":
     r = run(int(sys.argv[1]) if len(sys.argv) > 1 else 128,
             int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     print(markdown(r))
+
+
+def analysis(result):
+    rows = {r["name"]: r for r in result["rows"]}
+    eq, un = rows["equal"], rows["unequal"]
+    k_fastest = sorted(un["links"], key=lambda lk: -lk.rate)[:K]
+    fast = {lk.region for lk in k_fastest}
+    total = sum(un["carried"].values())
+    from_fast = sum(v for reg, v in un["carried"].items() if reg in fast)
+    return (f"Reads come close to the six fastest nodes: with unequal links a get took "
+            f"{med(un['gets']) / un['ideal_get']:.2f}x its ideal, and "
+            f"{from_fast / total * 100:.0f}% of the bytes the nodes sent came from the six "
+            f"fastest; the rest is the hedge (each chunk asks k + 1 nodes, so slower nodes "
+            f"still send some shards that arrive too late to be used). Writes wait on the "
+            f"slowest node only as long as its share takes: "
+            f"{med(un['puts']) / un['ideal_put']:.2f}x the ideal, whose bound is that node's "
+            f"1 MB/s. With every link equal, a put took {med(eq['puts']) / eq['ideal_put']:.2f}x "
+            f"its ideal: a chunk is done only when all nine of its shards are, 16 chunks are in "
+            f"flight per put, so the farthest nodes' round trips and their congestion control "
+            f"recovering from the caps' drops set the pace for all; the same farthest link "
+            f"carries one TCP stream at about 78% of its cap. What would close that gap: "
+            f"letting each node's queue run ahead of the slowest chunk (memory permitting), "
+            f"and for reads, ordering nodes by measured throughput so the hedge goes to the "
+            f"next-fastest node rather than the next by shard index.")

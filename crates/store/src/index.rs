@@ -180,10 +180,19 @@ pub struct Index {
     db: redb::Database,
 }
 
+/// Bytes of index pages kept in memory.
+const INDEX_CACHE_BYTES: usize = 32 << 20;
+
 impl Index {
     /// Opens (or creates) the index at `path`.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
-        let database = redb::Database::create(path).map_err(db)?;
+        // redb caches up to 1 GiB of pages by default: the daemon's memory
+        // would grow with the number of files until the whole index was
+        // held. The OS page cache keeps the rest warm.
+        let database = redb::Builder::new()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(path)
+            .map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(FILES).map_err(db)?;
         txn.open_table(MANIFESTS).map_err(db)?;

@@ -107,7 +107,11 @@ pub struct Meta {
 impl Meta {
     /// Opens or creates `path`.
     pub fn open(path: &Path) -> Result<Self, MetaError> {
-        let database = redb::Database::create(path).map_err(db)?;
+        // Bounded like the store's index (redb's default cache is 1 GiB).
+        let database = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(BUCKETS).map_err(db)?;
         txn.open_table(OBJECTS).map_err(db)?;
