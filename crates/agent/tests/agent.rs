@@ -241,6 +241,7 @@ async fn a_request_to_a_silent_agent_times_out_and_the_agent_is_used_again_after
             .unwrap()
             .success()
     );
+    wait_stopped(agent.child.id());
     let (k2, b2) = shard(2, 0, 100_000);
     let request = cloudshell_net::wire::Request::PutShard {
         id: cloudshell_net::wire::ShardId(k2.to_bytes()),
@@ -319,4 +320,31 @@ async fn the_store_works_unchanged_over_nine_agents() {
     let mut out = Vec::new();
     store.get("f", &mut out).await.unwrap();
     assert!(out == data);
+}
+
+/// Waits until every thread of `pid` is stopped: `kill -STOP` returns once
+/// the signal is sent, and on a loaded machine a thread may still be
+/// running (or finishing a system call) a moment later.
+fn wait_stopped(pid: u32) {
+    let started = std::time::Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.filter_map(Result::ok).all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(") ")
+                        .map(|(_, rest)| rest.starts_with(['T', 't']))
+                })
+                .unwrap_or(true)
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the agent did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
