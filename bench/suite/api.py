@@ -15,17 +15,28 @@ import time
 
 from common import CLI, EMULATOR, ROOT, log, med, span
 
+GNU_TIME = "/usr/bin/time"
+
 
 def run_once(argv, env):
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{shlex.join(argv)} failed:\n{err}")
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+    """(wall s, CPU s, peak RSS MiB) of one run of argv. CPU and RSS come
+    from GNU time, not from this process's wait4: Python starts children
+    with vfork, and Linux then counts the parent's own peak (this harness,
+    about 25 MiB) into the child's ru_maxrss, which hid everything smaller."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", out.name, *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        # CPU from wait4, in microseconds (GNU time prints hundredths): it
+        # includes time's own, well under a millisecond.
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"{shlex.join(argv)} failed:\n{err}")
+        kib = out.read().split()[-1]
+    return wall, ru.ru_utime + ru.ru_stime, int(kib) / 1024
 
 
 def run(python, aws, runs=30):

@@ -181,8 +181,8 @@ virtualenvs under `~/.cache/cloudshell-bench` for boto3 with the AWS CLI
 and for Tahoe-LAFS, and needs root for the network namespaces. Ratios are
 what to read; absolute figures are context, from a shared 2-core machine.
 
-Last run: {time.strftime('%Y-%m-%d')}, sections {', '.join(ran)}, {(time.time() - started) / 60:.0f} minutes;
-{machine()}.
+Last full run: {time.strftime('%Y-%m-%d')}, {(time.time() - started) / 60:.0f} minutes; each section
+says when it was measured. Machine: {machine()}.
 """
 
 
@@ -203,15 +203,19 @@ def main():
     report = Report(args.out, ORDER)
     started = time.time()
     ran = []
+    command = COMMAND + (" --only " + " ".join(args.only) if args.only else "")
+    stamp = f"\n_Measured {time.strftime('%Y-%m-%d')} by `{command}`._\n"
     for name in args.only or list(SECTIONS):
         log(f"section {name}")
-        report.put(name, SECTIONS[name](args))
+        report.put(name, SECTIONS[name](args) + stamp)
         ran.append(name)
         if name == "endtoend":
             text = section_profile(args)
             if text:
-                report.put("profile", text)
-    report.put("intro", section_intro(args, started, ran))
+                report.put("profile", text + stamp)
+    # The intro describes a run of every section; a partial one leaves it.
+    if not args.only:
+        report.put("intro", section_intro(args, started, ran))
     log(f"wrote {args.out} in {(time.time() - started) / 60:.1f} min")
 
 
