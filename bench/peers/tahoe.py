@@ -143,18 +143,6 @@ def vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-def vm_rss_kib(pid: int) -> int | None:
-    """Current resident set size (VmRSS, KiB) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 class TahoeError(RuntimeError):
     pass
 

@@ -304,16 +304,17 @@ pub fn max_response_body(op: Op, status: u8) -> Result<usize, WireError> {
     })
 }
 
-fn frame(kind: u8, body: Vec<u8>) -> Vec<u8> {
+/// The header and `body`; `tail_len` more body bytes are sent after them.
+fn frame(kind: u8, body: &[u8], tail_len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
     out.extend_from_slice(
         &FrameHeader {
             kind,
-            body_len: body.len() as u32,
+            body_len: (body.len() + tail_len) as u32,
         }
         .encode(),
     );
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
 }
 
@@ -396,13 +397,30 @@ impl Request {
 
     /// The whole frame.
     pub fn encode(&self) -> Vec<u8> {
+        let (mut frame, tail) = self.encode_split();
+        if let Some(tail) = tail {
+            frame.extend_from_slice(&tail);
+        }
+        frame
+    }
+
+    /// The frame as a head and, for a put, the shard after it: the shard is
+    /// handed to the transport as it is (a reference, not a copy), which
+    /// saves two copies of every shard a put sends.
+    pub fn encode_split(&self) -> (Vec<u8>, Option<bytes::Bytes>) {
+        let (body, tail) = self.body();
+        let head = frame(self.op() as u8, &body, tail.map_or(0, bytes::Bytes::len));
+        (head, tail.cloned())
+    }
+
+    /// The body, but for a put's shard, which follows it.
+    fn body(&self) -> (Vec<u8>, Option<&bytes::Bytes>) {
         let mut body = Vec::new();
         match self {
             Self::Hello { software } => put_text(&mut body, software),
             Self::PutShard { id, blob } => {
-                body.reserve(SHARD_ID_LEN + blob.len());
                 body.extend_from_slice(&id.0);
-                body.extend_from_slice(blob);
+                return (body, Some(blob));
             }
             Self::GetShard(id) | Self::DeleteShard(id) | Self::VerifyShard(id) => {
                 body.extend_from_slice(&id.0);
@@ -422,29 +440,7 @@ impl Request {
             }
             Self::Stats => {}
         }
-        frame(self.op() as u8, body)
-    }
-
-    /// The frame as a head and, for a put, the shard after it: the shard is
-    /// handed to the transport as it is (a reference, not a copy), which
-    /// saves two copies of every shard a put sends.
-    pub fn encode_split(&self) -> (Vec<u8>, Option<bytes::Bytes>) {
-        match self {
-            Self::PutShard { id, blob } => {
-                let body_len = (SHARD_ID_LEN + blob.len()) as u32;
-                let mut head = Vec::with_capacity(FRAME_HEADER_LEN + SHARD_ID_LEN);
-                head.extend_from_slice(
-                    &FrameHeader {
-                        kind: Op::PutShard as u8,
-                        body_len,
-                    }
-                    .encode(),
-                );
-                head.extend_from_slice(&id.0);
-                (head, Some(blob.clone()))
-            }
-            _ => (self.encode(), None),
-        }
+        (body, None)
     }
 
     /// Parses a request body of the kind its header named.
@@ -528,7 +524,7 @@ impl Response {
                 *code as u8
             }
         };
-        frame(status, body)
+        frame(status, &body, 0)
     }
 
     /// Parses the response to `op`.
