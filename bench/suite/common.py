@@ -88,7 +88,7 @@ def mbps(nbytes, seconds):
 def content_file(path, size, seed=1):
     """A file of `size` pseudo-random bytes (incompressible, every MiB
     different), written in 1 MiB blocks."""
-    block = os.urandom(MIB) if seed is None else _block(seed)
+    block = _block(seed)
     with open(path, "wb") as f:
         left, i = size, 0
         while left > 0:
