@@ -9,7 +9,8 @@
 //! The keyring (salt, Argon2 parameters, check value) stays outside the seal
 //! so the key can be derived and checked before anything is opened; the
 //! sealing key is the master key's subkey `"index export"`. Version 1 had
-//! no extras in its contents record; it is still read.
+//! no extras in its contents record, versions 1 and 2 file records without
+//! attributes and parts; both are still read.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
@@ -18,15 +19,25 @@ use crate::index::{self, Index, IndexContents, IndexError, Keyring};
 use crate::store::{KeySource, Node, Store, StoreError, StoreSettings, unlock};
 
 const MAGIC: [u8; 4] = *b"CSIX";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// Exports without extras.
 const VERSION_1: u8 = 1;
+/// Exports whose file records have no attributes or parts.
+const VERSION_2: u8 = 2;
 
 /// What version 1 sealed.
 #[derive(serde::Deserialize)]
 struct ContentsV1 {
-    files: Vec<crate::index::FileRecord>,
+    files: Vec<crate::index::FileRecordV1>,
     manifests: Vec<crate::index::Manifest>,
+}
+
+/// What version 2 sealed.
+#[derive(serde::Deserialize)]
+struct ContentsV2 {
+    files: Vec<crate::index::FileRecordV1>,
+    manifests: Vec<crate::index::Manifest>,
+    extras: std::collections::BTreeMap<String, Vec<u8>>,
 }
 const SEALED: u8 = 1;
 
@@ -86,7 +97,7 @@ impl Store {
             return Err(bad("not an index export"));
         }
         let version = export[4];
-        if version != VERSION && version != VERSION_1 {
+        if ![VERSION, VERSION_2, VERSION_1].contains(&version) {
             return Err(bad("unsupported version (written by a newer cloudshell?)"));
         }
         let flags = export[5];
@@ -116,15 +127,24 @@ impl Store {
             (None, false) => rest.to_vec(),
             _ => return Err(bad("sealing does not match the keyring")),
         };
-        let contents: IndexContents = if version == VERSION_1 {
-            let v1: ContentsV1 = index::decode(&body)?;
-            IndexContents {
-                files: v1.files,
-                manifests: v1.manifests,
-                extras: Default::default(),
+        let contents: IndexContents = match version {
+            VERSION_1 => {
+                let v1: ContentsV1 = index::decode(&body)?;
+                IndexContents {
+                    files: v1.files.into_iter().map(Into::into).collect(),
+                    manifests: v1.manifests,
+                    extras: Default::default(),
+                }
             }
-        } else {
-            index::decode(&body)?
+            VERSION_2 => {
+                let v2: ContentsV2 = index::decode(&body)?;
+                IndexContents {
+                    files: v2.files.into_iter().map(Into::into).collect(),
+                    manifests: v2.manifests,
+                    extras: v2.extras,
+                }
+            }
+            _ => index::decode(&body)?,
         };
         Index::open(index_path)?.import(&keyring, &contents)?;
         Store::open(index_path, key, nodes, settings)

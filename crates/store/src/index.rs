@@ -23,6 +23,9 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const EXTRAS: TableDefinition<&str, &[u8]> = TableDefinition::new("extras");
 /// The version byte in front of every record. Do not change meanings.
 const RECORD_VERSION: u8 = 1;
+/// The version byte of a file record with attributes and parts (a version
+/// 1 file record has neither). Do not change meanings.
+const FILE_RECORD_VERSION: u8 = 2;
 
 /// Index errors.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,34 @@ fn stored<T: for<'de> Deserialize<'de>>(
     value.map(|v| decode(v.value())).transpose()
 }
 
+/// Encodes a file record (record version 2).
+pub fn encode_file(record: &FileRecord) -> Vec<u8> {
+    let mut out = vec![FILE_RECORD_VERSION];
+    // Invariant: postcard serializes any of our plain structs into a Vec.
+    out.extend(postcard::to_stdvec(record).unwrap_or_default());
+    out
+}
+
+/// Decodes a file record of either version; any input gives a value or an
+/// error.
+pub fn decode_file(bytes: &[u8]) -> Result<FileRecord, IndexError> {
+    match bytes.split_first() {
+        Some((&FILE_RECORD_VERSION, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| IndexError::Corrupt(e.to_string()))
+        }
+        Some((&RECORD_VERSION, _)) => decode::<FileRecordV1>(bytes).map(FileRecord::from),
+        Some((v, _)) => Err(IndexError::Corrupt(format!("unknown record version {v}"))),
+        None => Err(IndexError::Corrupt("empty record".into())),
+    }
+}
+
+/// Decodes a file record read from the files table, if there was one.
+fn stored_file(
+    value: Option<redb::AccessGuard<'_, &[u8]>>,
+) -> Result<Option<FileRecord>, IndexError> {
+    value.map(|v| decode_file(v.value())).transpose()
+}
+
 /// How the master key is obtained, and the value that checks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Keyring {
@@ -109,9 +140,54 @@ pub struct FileRecord {
     pub wrapped_key: Option<Vec<u8>>,
     /// When it was stored, seconds since the epoch.
     pub created: i64,
-    /// BLAKE3 of the whole content.
+    /// BLAKE3 of the whole content (all zero for a file made of parts).
     pub blake3: [u8; 32],
+    /// What the store's user keeps with this version of the file (the
+    /// daemon's S3 object metadata): opaque here, and switched with the
+    /// data in the same transaction, so a reader never sees one version's
+    /// bytes with another's metadata.
+    pub attrs: Vec<u8>,
+    /// For a file made of other files (an S3 multipart object): their
+    /// names, in order; it has no chunks of its own. The parts belong to
+    /// it: they go when it is removed or replaced.
+    pub parts: Vec<String>,
 }
+
+/// A file record as record version 1 wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecordV1 {
+    name: String,
+    file_id: FileId,
+    size: u64,
+    chunk_size: u32,
+    k: u8,
+    m: u8,
+    wrapped_key: Option<Vec<u8>>,
+    created: i64,
+    blake3: [u8; 32],
+}
+
+impl From<FileRecordV1> for FileRecord {
+    fn from(v: FileRecordV1) -> Self {
+        Self {
+            name: v.name,
+            file_id: v.file_id,
+            size: v.size,
+            chunk_size: v.chunk_size,
+            k: v.k,
+            m: v.m,
+            wrapped_key: v.wrapped_key,
+            created: v.created,
+            blake3: v.blake3,
+            attrs: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// A file that a change took out of the index (replaced or removed), with
+/// its manifest: its shards are garbage once no reader holds it.
+pub type Displaced = (FileRecord, Manifest);
 
 /// Where one shard is and what it hashes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +259,45 @@ pub struct Index {
 /// Bytes of index pages kept in memory.
 const INDEX_CACHE_BYTES: usize = 32 << 20;
 
+
+type FilesTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type ManifestsTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// The manifest of a file with no chunks of its own.
+fn empty_manifest(file_id: FileId) -> Manifest {
+    Manifest {
+        file_id,
+        chunks: Vec::new(),
+    }
+}
+
+/// Takes `old` out of the index, with its manifest and the parts it owns
+/// (but those named in `keep`, which a new record takes over), inside a
+/// write transaction. Returns what was taken out.
+fn displace(
+    files: &mut FilesTable<'_>,
+    manifests: &mut ManifestsTable<'_>,
+    old: FileRecord,
+    keep: &[String],
+) -> Result<Vec<Displaced>, IndexError> {
+    let mut out = Vec::new();
+    for part in old.parts.iter().filter(|p| !keep.contains(p)) {
+        if let Some(p) = stored_file(files.remove(part.as_str()).map_err(db)?)? {
+            let m = stored(manifests.remove(p.file_id.0.as_slice()).map_err(db)?)?
+                .unwrap_or_else(|| empty_manifest(p.file_id));
+            out.push((p, m));
+        }
+    }
+    let m = stored(manifests.remove(old.file_id.0.as_slice()).map_err(db)?)?
+        .unwrap_or_else(|| empty_manifest(old.file_id));
+    out.push((old, m));
+    Ok(out)
+}
+
+/// What one name reads as at one moment: its record, and the files its
+/// bytes are in, in order (itself, or its parts), with their manifests.
+pub type Resolved = (FileRecord, Vec<(FileRecord, Manifest)>);
+
 impl Index {
     /// Opens (or creates) the index at `path`.
     pub fn open(path: &Path) -> Result<Self, IndexError> {
@@ -222,13 +337,12 @@ impl Index {
                 .map_err(db)?;
             let mut files = txn.open_table(FILES).map_err(db)?;
             for (name, wrapped) in rewrapped {
-                let Some(mut rec) = stored::<FileRecord>(files.get(name.as_str()).map_err(db)?)?
-                else {
+                let Some(mut rec) = stored_file(files.get(name.as_str()).map_err(db)?)? else {
                     continue;
                 };
                 rec.wrapped_key = Some(wrapped.clone());
                 files
-                    .insert(name.as_str(), encode(&rec).as_slice())
+                    .insert(name.as_str(), encode_file(&rec).as_slice())
                     .map_err(db)?;
             }
         }
@@ -236,46 +350,95 @@ impl Index {
     }
 
     /// Makes a file visible: its record and manifest in one transaction.
-    /// Returns the record and manifest it replaced, if any.
+    /// Returns what it replaced (a file of that name, and its parts).
     pub fn commit_file(
         &self,
         record: &FileRecord,
         manifest: &Manifest,
-    ) -> Result<Option<(FileRecord, Manifest)>, IndexError> {
+    ) -> Result<Vec<Displaced>, IndexError> {
         let txn = self.db.begin_write().map_err(db)?;
-        let replaced;
+        let displaced;
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
-            let old: Option<FileRecord> = stored(files.get(record.name.as_str()).map_err(db)?)?;
-            replaced = match old {
-                Some(old) => {
-                    let m = stored(manifests.remove(old.file_id.0.as_slice()).map_err(db)?)?;
-                    m.map(|m| (old, m))
-                }
-                None => None,
+            let old = stored_file(files.get(record.name.as_str()).map_err(db)?)?;
+            displaced = match old {
+                Some(old) => displace(&mut files, &mut manifests, old, &[])?,
+                None => Vec::new(),
             };
             files
-                .insert(record.name.as_str(), encode(record).as_slice())
+                .insert(record.name.as_str(), encode_file(record).as_slice())
                 .map_err(db)?;
             manifests
                 .insert(manifest.file_id.0.as_slice(), encode(manifest).as_slice())
                 .map_err(db)?;
         }
         txn.commit().map_err(db)?;
-        Ok(replaced)
+        Ok(displaced)
     }
 
-    /// Replaces a file's manifest (after repair).
-    pub fn update_manifest(&self, manifest: &Manifest) -> Result<(), IndexError> {
+    /// Makes `record` (whose `parts` name files in the index) visible as a
+    /// file made of those parts, in one transaction. Returns what it
+    /// replaced; a part that is missing is an error and changes nothing.
+    /// Its size is the sum of the parts' sizes, as they are in the index.
+    pub fn compose(&self, record: &FileRecord) -> Result<(FileRecord, Vec<Displaced>), IndexError> {
+        let mut record = record.clone();
+        record.size = 0;
+        let txn = self.db.begin_write().map_err(db)?;
+        let displaced;
+        {
+            let mut files = txn.open_table(FILES).map_err(db)?;
+            let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            for part in &record.parts {
+                match stored_file(files.get(part.as_str()).map_err(db)?)? {
+                    Some(p) if p.parts.is_empty() && *part != record.name => {
+                        record.size += p.size;
+                    }
+                    Some(_) => {
+                        return Err(IndexError::Corrupt(format!(
+                            "{part} cannot be a part: it is made of parts or is the file itself"
+                        )));
+                    }
+                    None => return Err(IndexError::NoSuchFile(part.clone())),
+                }
+            }
+            let old = stored_file(files.get(record.name.as_str()).map_err(db)?)?;
+            displaced = match old {
+                Some(old) => displace(&mut files, &mut manifests, old, &record.parts)?,
+                None => Vec::new(),
+            };
+            files
+                .insert(record.name.as_str(), encode_file(&record).as_slice())
+                .map_err(db)?;
+            manifests
+                .insert(
+                    record.file_id.0.as_slice(),
+                    encode(&empty_manifest(record.file_id)).as_slice(),
+                )
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok((record, displaced))
+    }
+
+    /// Replaces the manifest of `name` (after repair or a move) if `name`
+    /// is still that file: false, and nothing written, when it was replaced
+    /// or removed meanwhile.
+    pub fn update_manifest(&self, name: &str, manifest: &Manifest) -> Result<bool, IndexError> {
         let txn = self.db.begin_write().map_err(db)?;
         {
+            let files = txn.open_table(FILES).map_err(db)?;
+            let current = stored_file(files.get(name).map_err(db)?)?;
+            if current.is_none_or(|r| r.file_id != manifest.file_id) {
+                return Ok(false);
+            }
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
             manifests
                 .insert(manifest.file_id.0.as_slice(), encode(manifest).as_slice())
                 .map_err(db)?;
         }
-        txn.commit().map_err(db)
+        txn.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// A file's record and manifest.
@@ -283,7 +446,7 @@ impl Index {
         let txn = self.db.begin_read().map_err(db)?;
         let files = txn.open_table(FILES).map_err(db)?;
         let manifests = txn.open_table(MANIFESTS).map_err(db)?;
-        let Some(rec) = stored::<FileRecord>(files.get(name).map_err(db)?)? else {
+        let Some(rec) = stored_file(files.get(name).map_err(db)?)? else {
             return Ok(None);
         };
         let manifest = stored::<Manifest>(manifests.get(rec.file_id.0.as_slice()).map_err(db)?)?
@@ -291,26 +454,77 @@ impl Index {
         Ok(Some((rec, manifest)))
     }
 
-    /// Every file's record, by name.
-    pub fn files(&self) -> Result<Vec<FileRecord>, IndexError> {
-        self.all(FILES)
+    /// What `name` reads as now, in one read transaction: its record and
+    /// the files holding its bytes with their manifests.
+    pub fn resolve(&self, name: &str) -> Result<Option<Resolved>, IndexError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let files = txn.open_table(FILES).map_err(db)?;
+        let manifests = txn.open_table(MANIFESTS).map_err(db)?;
+        let Some(rec) = stored_file(files.get(name).map_err(db)?)? else {
+            return Ok(None);
+        };
+        let manifest_of = |r: &FileRecord| -> Result<Manifest, IndexError> {
+            stored::<Manifest>(manifests.get(r.file_id.0.as_slice()).map_err(db)?)?
+                .ok_or_else(|| IndexError::Corrupt(format!("{} has no manifest", r.name)))
+        };
+        let pieces = if rec.parts.is_empty() {
+            vec![(rec.clone(), manifest_of(&rec)?)]
+        } else {
+            let mut pieces = Vec::with_capacity(rec.parts.len());
+            for part in &rec.parts {
+                let p = stored_file(files.get(part.as_str()).map_err(db)?)?.ok_or_else(|| {
+                    IndexError::Corrupt(format!("{name}: its part {part} is not in the index"))
+                })?;
+                let m = manifest_of(&p)?;
+                pieces.push((p, m));
+            }
+            pieces
+        };
+        Ok(Some((rec, pieces)))
     }
 
-    /// Every record of a name-keyed table, in key order.
-    fn all<T: for<'de> Deserialize<'de>>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-    ) -> Result<Vec<T>, IndexError> {
+    /// The manifest of the file `file_id`, if it is in the index.
+    pub fn manifest(&self, file_id: FileId) -> Result<Option<Manifest>, IndexError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let table = txn.open_table(table).map_err(db)?;
-        table
-            .iter()
-            .map_err(db)?
-            .map(|entry| {
-                let (_, v) = entry.map_err(db)?;
-                decode(v.value())
-            })
-            .collect()
+        let manifests = txn.open_table(MANIFESTS).map_err(db)?;
+        stored(manifests.get(file_id.0.as_slice()).map_err(db)?)
+    }
+
+    /// Every file's record, by name.
+    pub fn files(&self) -> Result<Vec<FileRecord>, IndexError> {
+        self.files_from("", None, usize::MAX)
+    }
+
+    /// Records of files whose names start with `prefix` and come after
+    /// `after`, in name order, at most `limit`.
+    pub fn files_from(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, IndexError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let files = txn.open_table(FILES).map_err(db)?;
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        for entry in files.range(start..).map_err(db)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.map_err(db)?;
+            let name = k.value();
+            if !name.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| name <= a) {
+                continue;
+            }
+            out.push(decode_file(v.value())?);
+        }
+        Ok(out)
     }
 
     /// Records a node (kept as first recorded if it is already known).
@@ -329,14 +543,27 @@ impl Index {
 
     /// Every known node, by id.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, IndexError> {
-        self.all(NODES)
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(NODES).map_err(db)?;
+        table
+            .iter()
+            .map_err(db)?
+            .map(|entry| {
+                let (_, v) = entry.map_err(db)?;
+                decode(v.value())
+            })
+            .collect()
     }
 
     /// Files and manifests, for an export.
     pub fn contents(&self) -> Result<IndexContents, IndexError> {
         let txn = self.db.begin_read().map_err(db)?;
         let manifests = txn.open_table(MANIFESTS).map_err(db)?;
-        let files = self.files()?;
+        let mut files = Vec::new();
+        for entry in txn.open_table(FILES).map_err(db)?.iter().map_err(db)? {
+            let (_, v) = entry.map_err(db)?;
+            files.push(decode_file(v.value())?);
+        }
         let mut out = Vec::with_capacity(files.len());
         for f in &files {
             if let Some(m) = manifests.get(f.file_id.0.as_slice()).map_err(db)? {
@@ -378,7 +605,7 @@ impl Index {
                 .map_err(db)?;
             for f in &contents.files {
                 files
-                    .insert(f.name.as_str(), encode(f).as_slice())
+                    .insert(f.name.as_str(), encode_file(f).as_slice())
                     .map_err(db)?;
             }
             for m in &contents.manifests {
@@ -417,47 +644,51 @@ impl Index {
     }
 
     /// Gives file `from` the name `to` in one transaction, replacing a file
-    /// of that name. Returns what was replaced. Only the index changes: the
-    /// shards are keyed by file id, so renaming moves no data.
+    /// of that name, and with `attrs` as its attributes when given. Returns
+    /// what was replaced. Only the index changes: the shards are keyed by
+    /// file id, so renaming moves no data.
     pub fn rename_file(
         &self,
         from: &str,
         to: &str,
-    ) -> Result<Option<(FileRecord, Manifest)>, IndexError> {
+        attrs: Option<&[u8]>,
+    ) -> Result<Vec<Displaced>, IndexError> {
         let txn = self.db.begin_write().map_err(db)?;
-        let replaced;
+        let displaced;
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
-            let Some(mut rec) = stored::<FileRecord>(files.remove(from).map_err(db)?)? else {
+            let Some(mut rec) = stored_file(files.remove(from).map_err(db)?)? else {
                 return Err(IndexError::NoSuchFile(from.to_owned()));
             };
-            let old: Option<FileRecord> = stored(files.get(to).map_err(db)?)?;
-            replaced = match old {
+            let old = stored_file(files.get(to).map_err(db)?)?;
+            displaced = match old {
                 Some(old) if old.file_id != rec.file_id => {
-                    stored(manifests.remove(old.file_id.0.as_slice()).map_err(db)?)?
-                        .map(|m| (old, m))
+                    displace(&mut files, &mut manifests, old, &[])?
                 }
-                _ => None,
+                _ => Vec::new(),
             };
             to.clone_into(&mut rec.name);
-            files.insert(to, encode(&rec).as_slice()).map_err(db)?;
+            if let Some(a) = attrs {
+                rec.attrs = a.to_vec();
+            }
+            files.insert(to, encode_file(&rec).as_slice()).map_err(db)?;
         }
         txn.commit().map_err(db)?;
-        Ok(replaced)
+        Ok(displaced)
     }
 
-    /// Removes a file; returns what was removed.
-    pub fn remove_file(&self, name: &str) -> Result<Option<(FileRecord, Manifest)>, IndexError> {
+    /// Removes a file (and the parts it is made of); returns what was
+    /// removed, or `None` if there was no such file.
+    pub fn remove_file(&self, name: &str) -> Result<Option<Vec<Displaced>>, IndexError> {
         let txn = self.db.begin_write().map_err(db)?;
         let removed;
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
-            let rec: Option<FileRecord> = stored(files.remove(name).map_err(db)?)?;
+            let rec = stored_file(files.remove(name).map_err(db)?)?;
             removed = match rec {
-                Some(rec) => stored(manifests.remove(rec.file_id.0.as_slice()).map_err(db)?)?
-                    .map(|m| (rec, m)),
+                Some(rec) => Some(displace(&mut files, &mut manifests, rec, &[])?),
                 None => None,
             };
         }
@@ -488,5 +719,29 @@ mod tests {
         assert!(decode::<Manifest>(&[]).is_err());
         assert!(decode::<Manifest>(&[9, 1, 2]).is_err());
         assert!(decode::<Manifest>(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_version_1_file_record_reads_with_no_attributes_or_parts() {
+        let v1 = FileRecordV1 {
+            name: "a".into(),
+            file_id: FileId([7; 16]),
+            size: 5,
+            chunk_size: 1 << 20,
+            k: 6,
+            m: 3,
+            wrapped_key: None,
+            created: 9,
+            blake3: [2; 32],
+        };
+        let rec = decode_file(&encode(&v1)).unwrap();
+        assert_eq!((rec.name.as_str(), rec.size), ("a", 5));
+        assert!(rec.attrs.is_empty() && rec.parts.is_empty());
+        let again = encode_file(&rec);
+        assert_eq!(again[0], FILE_RECORD_VERSION);
+        assert_eq!(decode_file(&again).unwrap(), rec);
+        assert!(decode_file(&[]).is_err());
+        assert!(decode_file(&[3, 0]).is_err());
+        assert!(decode_file(&again[..again.len() - 1]).is_err());
     }
 }

@@ -45,18 +45,21 @@ pub mod crypto;
 pub mod erasure;
 mod export;
 pub mod format;
+mod holds;
 pub mod index;
 pub mod maintenance;
 pub mod placement;
+mod read;
 pub mod shard_store;
 mod store;
 
 pub use crypto::{KdfParams, KeyError, MasterKey};
 pub use format::{FileId, ShardHeader, ShardKey};
 pub use index::{FileRecord, Manifest};
+pub use read::Version;
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
     CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, Node, PutReport,
-    RedistributeReport, RepairReport, STORE_CHUNK_BUDGET, SUSPECT_FOR, Store, StoreError,
+    RedistributeReport, RepairReport, STORE_CHUNK_BUDGET, ShardGap, SUSPECT_FOR, Store, StoreError,
     StoreSettings, encode_chunk,
 };

@@ -5,12 +5,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt as _};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use crate::crypto::{ChunkCipher, DataKey, KdfParams, KeyError, MasterKey};
 use crate::erasure::{Coding, CodingError};
 use crate::format::{FLAG_ENCRYPTED, FileId, HEADER_LEN, ShardHeader, ShardKey};
-use crate::index::{ChunkEntry, FileRecord, Index, IndexError, Keyring, Manifest, ShardLocation};
+use crate::holds::{Garbage, Hold, Holds, delete_garbage};
+use crate::index::{
+    ChunkEntry, Displaced, FileRecord, Index, IndexError, Keyring, Manifest, ShardLocation,
+};
 use crate::placement::{Candidate, place, survivable_losses};
 use crate::shard_store::{ShardError, ShardStore};
 
@@ -93,12 +96,12 @@ impl Node {
         self.suspect_until.load(Ordering::Relaxed) > clock_ms()
     }
 
-    fn suspect(&self) {
+    pub(crate) fn suspect(&self) {
         let until = clock_ms().saturating_add(SUSPECT_FOR.as_millis() as u64);
         self.suspect_until.store(until, Ordering::Relaxed);
     }
 
-    fn trust(&self) {
+    pub(crate) fn trust(&self) {
         self.suspect_until.store(0, Ordering::Relaxed);
     }
 
@@ -225,30 +228,51 @@ pub struct RedistributeReport {
     pub shards_moved: usize,
 }
 
-/// What a repair did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a repair did, and what it could not do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
-    /// Chunks that had missing or corrupt shards.
+    /// Chunks whose missing or corrupt shards were rebuilt (some or all).
     pub chunks_repaired: usize,
     /// Shards rebuilt and stored.
     pub shards_rebuilt: usize,
     /// Shards moved off a node that held another shard of their chunk.
     pub shards_spread: usize,
+    /// Shards still missing or corrupt afterwards: their rebuild failed.
+    pub left: Vec<ShardGap>,
+    /// Why the first of them could not be rebuilt.
+    pub failure: Option<String>,
+}
+
+impl RepairReport {
+    /// Whether every shard is in place now.
+    pub fn is_complete(&self) -> bool {
+        self.left.is_empty()
+    }
+}
+
+/// A shard that is not where the manifest says, or not good there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardGap {
+    /// Its chunk.
+    pub chunk: u64,
+    /// Its index in the chunk.
+    pub index: u8,
 }
 
 /// An erasure-coded, encrypted store over nodes.
 pub struct Store {
-    index: Index,
-    master: Option<MasterKey>,
+    pub(crate) index: Arc<Index>,
+    pub(crate) master: Option<MasterKey>,
     /// Behind a lock so a daemon can add nodes to a store in use.
     nodes: std::sync::RwLock<Vec<Node>>,
-    /// Files being written, repaired or moved: their shards may be on
-    /// nodes before the index says so, and orphan collection leaves them.
-    busy: std::sync::Mutex<std::collections::HashMap<FileId, usize>>,
+    /// Files being read, written, repaired or moved: their shards may be
+    /// on nodes before the index says so or after it stopped saying so;
+    /// garbage of theirs waits, and orphan collection leaves them alone.
+    pub(crate) holds: Arc<Holds>,
     settings: StoreSettings,
     coding: Coding,
     /// Permits for chunks in flight (see [`STORE_CHUNK_BUDGET`]).
-    chunk_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) chunk_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Store {
@@ -310,11 +334,12 @@ impl Store {
         for n in &nodes {
             index.add_node(&n.record())?;
         }
+        let index = Arc::new(index);
         Ok(Self {
+            holds: Holds::new(Arc::clone(&index)),
             index,
             master,
             nodes: std::sync::RwLock::new(nodes),
-            busy: std::sync::Mutex::new(std::collections::HashMap::new()),
             settings,
             coding,
             chunk_budget: Arc::new(tokio::sync::Semaphore::new(STORE_CHUNK_BUDGET)),
@@ -324,7 +349,7 @@ impl Store {
     /// A permit for one more chunk in flight. Every operation holding
     /// permits finishes its chunks without asking for more, so waiting here
     /// cannot deadlock.
-    async fn chunk_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+    pub(crate) async fn chunk_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
         Arc::clone(&self.chunk_budget)
             .acquire_owned()
             .await
@@ -357,28 +382,60 @@ impl Store {
         &self.index
     }
 
-    /// Marks `file_id` busy until the guard is dropped.
-    pub(crate) fn busy(&self, file_id: FileId) -> BusyGuard<'_> {
-        *self
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(file_id)
-            .or_insert(0) += 1;
-        BusyGuard {
-            store: self,
-            file_id,
-        }
+    /// Holds `file_id` (see [`crate::holds`]) until the guard is dropped.
+    pub(crate) fn busy(&self, file_id: FileId) -> Hold {
+        self.holds.hold(file_id)
     }
 
-    /// Files busy now.
+    /// Files held now.
     pub(crate) fn busy_files(&self) -> std::collections::HashSet<FileId> {
-        self.busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect()
+        self.holds.held()
+    }
+
+    /// Hands the shards of files a change took out of the index to
+    /// reclamation: deleted now, or when the last reader holding them is
+    /// done.
+    async fn reclaim(&self, displaced: Vec<Displaced>) {
+        let mut garbage = Vec::new();
+        for (_, manifest) in &displaced {
+            garbage.extend(self.garbage_of(manifest, |_, _| true));
+        }
+        self.discard(garbage).await;
+    }
+
+    /// The shards of `manifest` that `which(chunk, shard)` picks, with
+    /// their nodes (shards on nodes no longer known are left to nobody).
+    fn garbage_of(
+        &self,
+        manifest: &Manifest,
+        which: impl Fn(usize, usize) -> bool,
+    ) -> Vec<Garbage> {
+        let nodes = self.nodes();
+        let mut out = Vec::new();
+        for (c, entry) in manifest.chunks.iter().enumerate() {
+            for (i, loc) in entry.shards.iter().enumerate() {
+                if !which(c, i) {
+                    continue;
+                }
+                if let Some(node) = nodes.iter().find(|n| n.id == loc.node) {
+                    let key = ShardKey {
+                        file_id: manifest.file_id,
+                        chunk: c as u64,
+                        index: i as u8,
+                    };
+                    out.push((node.clone(), key));
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes garbage shards now, or once their file is no longer held.
+    pub(crate) async fn discard(&self, garbage: Vec<Garbage>) {
+        let now = self.holds.discard(garbage);
+        if !now.is_empty() {
+            delete_garbage(&self.index, now).await;
+        }
     }
 
     pub(crate) fn coding(&self) -> Coding {
@@ -389,7 +446,7 @@ impl Store {
         self.master.as_ref()
     }
 
-    fn node(&self, id: &str) -> Option<Node> {
+    pub(crate) fn node(&self, id: &str) -> Option<Node> {
         self.nodes
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -455,7 +512,8 @@ impl Store {
 
     /// Stores `input` as `name`: chunked, encrypted, coded and spread over
     /// the nodes; visible only once every shard is durable. A file of that
-    /// name is replaced (its shards deleted after the switch).
+    /// name is replaced (its shards deleted after the switch, once no
+    /// reader holds it).
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
         name: &str,
@@ -550,6 +608,8 @@ impl Store {
             },
             created: now_secs(),
             blake3: *hasher.finalize().as_bytes(),
+            attrs: Vec::new(),
+            parts: Vec::new(),
         };
         let manifest = Manifest { file_id, chunks };
         let replaced = match self.index.commit_file(&record, &manifest) {
@@ -559,9 +619,7 @@ impl Store {
                 return Err(e.into());
             }
         };
-        if let Some((_, old)) = replaced {
-            self.delete_manifest_shards(&old).await;
-        }
+        self.reclaim(replaced).await;
         Ok(PutReport {
             survivable_losses: survivable_losses(&manifest, self.coding.k()),
             record,
@@ -661,307 +719,62 @@ impl Store {
         }
     }
 
-    async fn delete_manifest_shards(&self, manifest: &Manifest) {
-        let shards: Vec<(String, ShardKey)> = manifest
-            .chunks
-            .iter()
-            .enumerate()
-            .flat_map(|(c, entry)| {
-                entry.shards.iter().enumerate().map(move |(i, s)| {
-                    (
-                        s.node.clone(),
-                        ShardKey {
-                            file_id: manifest.file_id,
-                            chunk: c as u64,
-                            index: i as u8,
-                        },
-                    )
-                })
-            })
-            .collect();
-        self.delete_shards(&shards).await;
-    }
-
-    /// Writes the file `name` to `output`, chunk by chunk, from the first k
-    /// good shards of each (k + 1 asked at once; corrupt ones skipped).
-    pub async fn get<W: AsyncWrite + Unpin>(
-        &self,
-        name: &str,
-        output: W,
-    ) -> Result<u64, StoreError> {
-        self.get_range(name, 0..u64::MAX, output).await
-    }
-
-    /// Writes bytes `range` of the file `name` (clamped to its size) to
-    /// `output`, reading only the chunks that hold them.
-    pub async fn get_range<W: AsyncWrite + Unpin>(
-        &self,
-        name: &str,
-        range: std::ops::Range<u64>,
-        mut output: W,
-    ) -> Result<u64, StoreError> {
-        let (record, manifest) = self
-            .index
-            .file(name)?
-            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
-        let end = range.end.min(record.size);
-        let start = range.start.min(end);
-        let chunk_size = u64::from(record.chunk_size.max(1));
-        let cipher = self.cipher_for(&record)?.map(Arc::new);
-        let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
-        let mut reads = FuturesOrdered::new();
-        // Chunks are chunk_size plaintext bytes each but the last.
-        let mut next = usize::try_from(start / chunk_size).unwrap_or(usize::MAX);
-        let last = if end == 0 {
-            0
-        } else {
-            usize::try_from(end.div_ceil(chunk_size)).unwrap_or(usize::MAX)
-        }
-        .min(manifest.chunks.len());
-        let mut offset = next as u64 * chunk_size;
-        let mut written = 0u64;
-        loop {
-            // As many chunks ahead as a put keeps in flight: memory stays
-            // bounded, and shards of several chunks are fetched at once.
-            while reads.len() < CHUNKS_IN_FLIGHT && next < last {
-                // The first chunk waits for a permit; read-ahead takes one
-                // only when the store has one free, so a busy store reads
-                // fewer chunks ahead rather than none at all.
-                let permit = if reads.is_empty() {
-                    Some(self.chunk_permit().await?)
-                } else {
-                    Arc::clone(&self.chunk_budget).try_acquire_owned().ok()
-                };
-                let Some(permit) = permit else { break };
-                let read = self.read_chunk(&record, &manifest, next, coding, cipher.clone());
-                reads.push_back(async move {
-                    let plain = read.await;
-                    drop(permit);
-                    plain
-                });
-                next += 1;
-            }
-            let Some(chunk) = reads.next().await else {
-                break;
-            };
-            let plain = chunk?;
-            let from = start.saturating_sub(offset).min(plain.len() as u64) as usize;
-            let to = (end - offset).min(plain.len() as u64) as usize;
-            output.write_all(&plain[from..to]).await?;
-            written += (to - from) as u64;
-            offset += plain.len() as u64;
-        }
-        output.flush().await?;
-        Ok(written)
-    }
-
-    fn cipher_for(&self, record: &FileRecord) -> Result<Option<ChunkCipher>, StoreError> {
-        match (&record.wrapped_key, &self.master) {
-            (Some(w), Some(master)) => Ok(Some(
-                master.unwrap(record.file_id, w)?.cipher(record.file_id),
-            )),
-            (None, _) => Ok(None),
-            (Some(_), None) => Err(StoreError::KeyMismatch(
-                "this file is encrypted and no key was given",
-            )),
-        }
-    }
-
-    /// Fetches good shards of one chunk: asks `ask` at once (data shards
-    /// first, which decode by concatenation; suspect nodes last), then the
-    /// next one whenever an answer fails, and every remaining one if
-    /// [`HEDGE_DELAY`] passes; stops once `need` good ones are in or none
-    /// are left. A node that fails, or has not answered by the hedge,
-    /// becomes suspect; one that answers well, trusted again.
-    async fn fetch_shards(
-        &self,
-        file_id: FileId,
-        chunk: u64,
-        entry: &ChunkEntry,
-        ask_first: usize,
-        need: usize,
-    ) -> Vec<Option<Vec<u8>>> {
-        let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
-        let node_of = |i: usize| self.node(&entry.shards[i].node);
-        let mut candidates: Vec<(bool, usize)> = (0..entry.shards.len())
-            .filter_map(|i| {
-                node_of(i)
-                    .filter(Node::is_online)
-                    .map(|n| (n.is_suspect(), i))
-            })
-            .collect();
-        candidates.sort_unstable();
-        let mut order = candidates.into_iter().map(|(_, i)| i);
-        let mut outstanding = std::collections::HashSet::new();
-        let mut pending = FuturesUnordered::new();
-        let ask = |i: usize| {
-            let loc = &entry.shards[i];
-            let node = self.node(&loc.node);
-            let key = ShardKey {
-                file_id,
-                chunk,
-                index: i as u8,
-            };
-            async move {
-                let blob = match node {
-                    Some(n) => match n.shards.get(key).await {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            tracing::debug!(node = %n.id, shard = %key.name(), "shard read failed: {e}");
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                (i, blob)
-            }
-        };
-        for i in order.by_ref().take(ask_first) {
-            outstanding.insert(i);
-            pending.push(ask(i));
-        }
-        let mut good = 0;
-        let hedge = tokio::time::sleep(HEDGE_DELAY);
-        tokio::pin!(hedge);
-        let mut hedged = false;
-        loop {
-            let next = tokio::select! {
-                next = pending.next() => next,
-                () = &mut hedge, if !hedged => {
-                    // Slow or silent nodes: ask every remaining shard.
-                    hedged = true;
-                    for i in &outstanding {
-                        if let Some(n) = node_of(*i) {
-                            n.suspect();
-                        }
-                    }
-                    for j in order.by_ref() {
-                        outstanding.insert(j);
-                        pending.push(ask(j));
-                    }
-                    continue;
-                }
-            };
-            let Some((i, blob)) = next else { break };
-            outstanding.remove(&i);
-            let ok = blob.filter(|b| {
-                *blake3::hash(b).as_bytes() == entry.shards[i].blake3
-                    && ShardHeader::decode(b).is_ok_and(|h| {
-                        h.key.file_id == file_id
-                            && h.key.chunk == chunk
-                            && usize::from(h.key.index) == i
-                    })
-            });
-            if let Some(n) = node_of(i) {
-                if ok.is_some() {
-                    n.trust();
-                } else {
-                    n.suspect();
-                }
-            }
-            match ok {
-                Some(b) => {
-                    got[i] = Some(b[HEADER_LEN..].to_vec());
-                    good += 1;
-                    if good >= need {
-                        break;
-                    }
-                }
-                None => {
-                    if let Some(j) = order.next() {
-                        outstanding.insert(j);
-                        pending.push(ask(j));
-                    }
-                }
-            }
-        }
-        if good < need {
-            tracing::debug!(
-                chunk,
-                good,
-                need,
-                offline = ?entry.shards.iter().filter(|l| !self.node(&l.node).is_some_and(|n| n.is_online())).map(|l| l.node.as_str()).collect::<Vec<_>>(),
-                "too few good shards"
-            );
-        }
-        got
-    }
-
-    async fn read_chunk(
-        &self,
-        record: &FileRecord,
-        manifest: &Manifest,
-        chunk: usize,
-        coding: Coding,
-        cipher: Option<Arc<ChunkCipher>>,
-    ) -> Result<Vec<u8>, StoreError> {
-        let entry = &manifest.chunks[chunk];
-        // Hedged: k + 1 asked, the first k good ones used.
-        let mut shards = self
-            .fetch_shards(
-                record.file_id,
-                chunk as u64,
-                entry,
-                coding.k() + 1,
-                coding.k(),
-            )
-            .await;
-        let have = shards.iter().filter(|s| s.is_some()).count();
-        if have < coding.k() {
-            return Err(StoreError::Unrecoverable {
-                name: record.name.clone(),
-                chunk: chunk as u64,
-                have,
-                k: coding.k(),
-            });
-        }
-        // Keep exactly k, preferring data shards.
-        let mut kept = 0;
-        for s in &mut shards {
-            if s.is_some() {
-                if kept == coding.k() {
-                    *s = None;
-                } else {
-                    kept += 1;
-                }
-            }
-        }
-        let payload_len = entry.payload_len as usize;
-        let chunk_index = chunk as u64;
-        tokio::task::spawn_blocking(move || {
-            let mut payload = coding.decode(&shards, payload_len)?;
-            if let Some(c) = cipher {
-                c.open(chunk_index, &mut payload)?;
-            }
-            Ok(payload)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// Removes a file and its shards.
+    /// Removes a file (and the parts it is made of). Its shards go once
+    /// no reader holds it.
     pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
-        let (_, manifest) = self
+        let removed = self
             .index
             .remove_file(name)?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
-        self.delete_manifest_shards(&manifest).await;
+        self.reclaim(removed).await;
         Ok(())
     }
 
-    /// Gives file `from` the name `to`, replacing (and deleting the shards
-    /// of) a file of that name. Moves no data: a writer can store under a
-    /// private name, then make the file visible under its real one at the
+    /// Gives file `from` the name `to`, replacing a file of that name, and
+    /// `attrs` as its attributes when given, in one index transaction.
+    /// Moves no data: a writer can store under a private name, then make
+    /// the file visible under its real one, with its metadata, at the
     /// moment it chooses.
-    pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let replaced = self.index.rename_file(from, to).map_err(|e| match e {
-            IndexError::NoSuchFile(name) => StoreError::NotFound(name),
-            other => other.into(),
-        })?;
-        if let Some((_, old)) = replaced {
-            self.delete_manifest_shards(&old).await;
-        }
+    pub async fn rename(
+        &self,
+        from: &str,
+        to: &str,
+        attrs: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let replaced = self
+            .index
+            .rename_file(from, to, attrs)
+            .map_err(not_found)?;
+        self.reclaim(replaced).await;
         Ok(())
+    }
+
+    /// Makes `name` a file made of the files `parts`, in order, with
+    /// `attrs`, in one index transaction, replacing a file of that name.
+    /// Moves no data; the parts belong to it from then on (they go when it
+    /// goes). Returns its record.
+    pub async fn compose(
+        &self,
+        name: &str,
+        parts: &[String],
+        attrs: &[u8],
+    ) -> Result<FileRecord, StoreError> {
+        let record = FileRecord {
+            name: name.to_owned(),
+            file_id: FileId::random(),
+            size: 0,
+            chunk_size: 0,
+            k: self.coding.k() as u8,
+            m: self.coding.m() as u8,
+            wrapped_key: None,
+            created: now_secs(),
+            blake3: [0; 32],
+            attrs: attrs.to_vec(),
+            parts: parts.to_vec(),
+        };
+        let (record, replaced) = self.index.compose(&record).map_err(not_found)?;
+        self.reclaim(replaced).await;
+        Ok(record)
     }
 
     /// How many node losses a stored file survives.
@@ -975,13 +788,19 @@ impl Store {
 
     /// Rebuilds the missing or corrupt shards of `name` from any k and
     /// stores them on online nodes that hold no shard of their chunk
-    /// (others only when there is no such node).
+    /// (others only when there is no such node), then spreads chunks
+    /// crowded onto too few nodes. Every shard of the file is read, so the
+    /// report says what is really on the nodes afterwards: a shard that
+    /// could not be rebuilt (its target failed, too few good shards) is in
+    /// [`RepairReport::left`], and the attempt's own stray writes are
+    /// removed. A file replaced or removed meanwhile is
+    /// [`StoreError::NotFound`].
     pub async fn repair(&self, name: &str) -> Result<RepairReport, StoreError> {
         let (record, mut manifest) = self
             .index
             .file(name)?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
-        let _busy = self.busy(record.file_id);
+        let busy = self.busy(record.file_id);
         let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
         let candidates = self.candidates().await;
         let mut report = RepairReport::default();
@@ -1002,13 +821,21 @@ impl Store {
                 continue;
             }
             let have = shards.len() - missing.len();
+            let gaps = |indexes: &[usize]| -> Vec<ShardGap> {
+                indexes
+                    .iter()
+                    .map(|&i| ShardGap {
+                        chunk,
+                        index: i as u8,
+                    })
+                    .collect()
+            };
             if have < coding.k() {
-                return Err(StoreError::Unrecoverable {
-                    name: name.to_owned(),
-                    chunk,
-                    have,
-                    k: coding.k(),
+                report.left.extend(gaps(&missing));
+                report.failure.get_or_insert_with(|| {
+                    format!("chunk {chunk} has {have} good shards of the {} needed", coding.k())
                 });
+                continue;
             }
             let payload_len = entry.payload_len as usize;
             let all = tokio::task::spawn_blocking(move || coding.all_shards(&shards, payload_len))
@@ -1032,9 +859,14 @@ impl Store {
                 &fresh
             };
             if pool.is_empty() {
-                return Err(StoreError::NoNodes);
+                report.left.extend(gaps(&missing));
+                report
+                    .failure
+                    .get_or_insert_with(|| "no node is online to rebuild shards on".to_owned());
+                continue;
             }
             let targets = place(pool, record.file_id, chunk, missing.len());
+            let mut writes = FuturesUnordered::new();
             for (&i, node_id) in missing.iter().zip(targets) {
                 let key = ShardKey {
                     file_id: record.file_id,
@@ -1048,32 +880,89 @@ impl Store {
                     record.wrapped_key.is_some(),
                     &all[i],
                 );
-                let node = self.node(&node_id).ok_or(StoreError::NoNodes)?;
-                node.shards.put(key, blob.clone()).await.map_err(|source| {
-                    StoreError::ShardWrite {
-                        shard: key.name(),
-                        node: node_id.clone(),
-                        source,
+                let node = self.node(&node_id);
+                writes.push(async move {
+                    let result = match &node {
+                        Some(n) => n.shards.put(key, blob.clone()).await,
+                        None => Err(ShardError::Unavailable(format!("node {node_id} is not known"))),
+                    };
+                    (i, node_id, *blake3::hash(&blob).as_bytes(), result)
+                });
+            }
+            let mut written = Vec::new();
+            let mut moved_from = Vec::new();
+            while let Some((i, node_id, hash, result)) = writes.next().await {
+                match result {
+                    Ok(()) => {
+                        let old = std::mem::replace(
+                            &mut manifest.chunks[c].shards[i],
+                            ShardLocation {
+                                node: node_id.clone(),
+                                blake3: hash,
+                            },
+                        );
+                        if old.node != node_id {
+                            moved_from.push((c, i, old));
+                        }
+                        written.push((node_id, ShardKey {
+                            file_id: record.file_id,
+                            chunk,
+                            index: i as u8,
+                        }));
+                        report.shards_rebuilt += 1;
                     }
-                })?;
-                // The old copy, if its node still has one, is garbage now.
-                let old = &entry.shards[i];
-                if old.node != node_id
-                    && let Some(n) = self.node(&old.node)
-                {
-                    let _ = n.shards.delete(key).await;
+                    Err(source) => {
+                        report.left.push(ShardGap {
+                            chunk,
+                            index: i as u8,
+                        });
+                        report.failure.get_or_insert_with(|| {
+                            format!(
+                                "storing shard {i} of chunk {chunk} on node {node_id} failed: {source}"
+                            )
+                        });
+                        // It may have landed before failing; the manifest
+                        // does not point at it.
+                        let key = ShardKey {
+                            file_id: record.file_id,
+                            chunk,
+                            index: i as u8,
+                        };
+                        self.delete_shards(&[(node_id, key)]).await;
+                    }
                 }
-                manifest.chunks[c].shards[i] = ShardLocation {
-                    node: node_id,
-                    blake3: *blake3::hash(&blob).as_bytes(),
-                };
-                report.shards_rebuilt += 1;
+            }
+            if written.is_empty() {
+                continue;
+            }
+            if !self.index.update_manifest(name, &manifest)? {
+                // Replaced or removed meanwhile: what this attempt wrote
+                // belongs to nothing.
+                self.delete_shards(&written).await;
+                return Err(StoreError::NotFound(name.to_owned()));
             }
             report.chunks_repaired += 1;
-            self.index.update_manifest(&manifest)?;
+            // The old copies (on nodes that were away, or corrupt) are
+            // garbage now that the index points elsewhere.
+            let stale: Vec<Garbage> = moved_from
+                .into_iter()
+                .filter_map(|(c, i, old)| {
+                    let node = self.node(&old.node)?;
+                    Some((
+                        node,
+                        ShardKey {
+                            file_id: record.file_id,
+                            chunk: c as u64,
+                            index: i as u8,
+                        },
+                    ))
+                })
+                .collect();
+            self.discard(stale).await;
         }
         self.spread(&record, &mut manifest, &candidates, &mut report)
             .await?;
+        busy.release().await;
         Ok(report)
     }
 
@@ -1081,7 +970,7 @@ impl Store {
     /// (a put or repair made while too few nodes were up) onto online
     /// nodes holding none of it, so each node loss costs the chunk one
     /// shard again. Each move is read, checked against its BLAKE3, written,
-    /// recorded, and only then removed from the crowded node; a shard that
+    /// recorded, and only then given up on the crowded node; a shard that
     /// cannot be moved now stays where it is, as good as before.
     async fn spread(
         &self,
@@ -1122,11 +1011,16 @@ impl Store {
                     continue;
                 }
                 manifest.chunks[c].shards[i] = ShardLocation {
-                    node: node_id,
+                    node: node_id.clone(),
                     blake3: old.blake3,
                 };
-                self.index.update_manifest(manifest)?;
-                let _ = from.shards.delete(key).await;
+                if !self.index.update_manifest(&record.name, manifest)? {
+                    let _ = to.shards.delete(key).await;
+                    return Err(StoreError::NotFound(record.name.clone()));
+                }
+                // Another shard of the chunk stays on the crowded node, so
+                // this is a copy the index no longer names there.
+                self.discard(vec![(from, key)]).await;
                 report.shards_spread += 1;
             }
         }
@@ -1153,7 +1047,6 @@ impl Store {
         }
         let mut files = Vec::new();
         for rec in self.index.files()? {
-            let _busy = self.busy(rec.file_id);
             if let Some((rec, m)) = self.index.file(&rec.name)? {
                 for s in m.chunks.iter().flat_map(|c| &c.shards) {
                     if let Some(n) = counts.get_mut(&s.node) {
@@ -1167,7 +1060,9 @@ impl Store {
         let target = total.div_ceil(counts.len());
         let mut report = RedistributeReport::default();
         for (rec, mut manifest) in files {
+            let busy = self.busy(rec.file_id);
             let mut stale = Vec::new();
+            let mut copies = Vec::new();
             for c in 0..manifest.chunks.len() {
                 for i in 0..manifest.chunks[c].shards.len() {
                     let from = manifest.chunks[c].shards[i].node.clone();
@@ -1205,18 +1100,32 @@ impl Store {
                         continue;
                     }
                     manifest.chunks[c].shards[i].node = dest.clone();
-                    stale.push((from.clone(), key));
+                    stale.push((src, key));
+                    copies.push((dest.clone(), key));
                     *counts.entry(from).or_default() -= 1;
                     *counts.entry(dest).or_default() += 1;
                     report.shards_moved += 1;
                 }
             }
             if !stale.is_empty() {
-                self.index.update_manifest(&manifest)?;
-                self.delete_shards(&stale).await;
+                if self.index.update_manifest(&rec.name, &manifest)? {
+                    self.discard(stale).await;
+                } else {
+                    // Replaced or removed meanwhile: the copies are strays.
+                    self.delete_shards(&copies).await;
+                }
             }
+            busy.release().await;
         }
         Ok(report)
+    }
+}
+
+/// An index error naming a missing file, as the store's own.
+fn not_found(e: IndexError) -> StoreError {
+    match e {
+        IndexError::NoSuchFile(name) => StoreError::NotFound(name),
+        other => other.into(),
     }
 }
 
@@ -1309,29 +1218,6 @@ async fn read_full<R: AsyncRead + Unpin>(
         }
     }
     Ok(buf.len())
-}
-
-/// Keeps a file marked busy while alive (dropped with a put that is
-/// cancelled too).
-pub(crate) struct BusyGuard<'a> {
-    store: &'a Store,
-    file_id: FileId,
-}
-
-impl Drop for BusyGuard<'_> {
-    fn drop(&mut self) {
-        let mut busy = self
-            .store
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = busy.get_mut(&self.file_id) {
-            *n -= 1;
-            if *n == 0 {
-                busy.remove(&self.file_id);
-            }
-        }
-    }
 }
 
 /// One shard's header.

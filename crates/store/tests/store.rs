@@ -540,8 +540,21 @@ async fn an_export_written_before_extras_existed_still_recovers() {
     // the contents record without its extras.
     #[derive(serde::Serialize)]
     struct ContentsV1 {
-        files: Vec<cloudshell_store::index::FileRecord>,
+        files: Vec<FileV1>,
         manifests: Vec<cloudshell_store::index::Manifest>,
+    }
+    /// A file record as version 1 wrote it: no attributes, no parts.
+    #[derive(serde::Serialize)]
+    struct FileV1 {
+        name: String,
+        file_id: FileId,
+        size: u64,
+        chunk_size: u32,
+        k: u8,
+        m: u8,
+        wrapped_key: Option<Vec<u8>>,
+        created: i64,
+        blake3: [u8; 32],
     }
     let f = fixture(KeySource::NoEncryption, 4096);
     let d = data(9_000, 4);
@@ -553,7 +566,21 @@ async fn an_export_written_before_extras_existed_still_recovers() {
     export.extend_from_slice(&(keyring.len() as u32).to_le_bytes());
     export.extend_from_slice(&keyring);
     export.extend(cloudshell_store::index::encode(&ContentsV1 {
-        files: contents.files,
+        files: contents
+            .files
+            .into_iter()
+            .map(|r| FileV1 {
+                name: r.name,
+                file_id: r.file_id,
+                size: r.size,
+                chunk_size: r.chunk_size,
+                k: r.k,
+                m: r.m,
+                wrapped_key: r.wrapped_key,
+                created: r.created,
+                blake3: r.blake3,
+            })
+            .collect(),
         manifests: contents.manifests,
     }));
     let fresh = f.dir.path().join("v1.redb");
@@ -589,7 +616,7 @@ async fn renaming_moves_no_data_and_replaces_the_target() {
     f.store.put("staging/1", &a[..]).await.unwrap();
     f.store.put("final", &b[..]).await.unwrap();
     let before = shard_files(f.dir.path()).len();
-    f.store.rename("staging/1", "final").await.unwrap();
+    f.store.rename("staging/1", "final", None).await.unwrap();
     assert_eq!(get(&f.store, "final").await.unwrap(), a);
     assert!(matches!(
         get(&f.store, "staging/1").await,
@@ -598,12 +625,12 @@ async fn renaming_moves_no_data_and_replaces_the_target() {
     // The replaced file's shards are gone, the renamed file's stay.
     let after = shard_files(f.dir.path()).len();
     assert_eq!(before - after, 18, "two 4 KiB chunks of 9 shards deleted");
-    match f.store.rename("staging/1", "x").await {
+    match f.store.rename("staging/1", "x", None).await {
         Err(StoreError::NotFound(name)) => assert_eq!(name, "staging/1"),
         other => panic!("expected NotFound, got {other:?}"),
     }
     // Renaming onto itself changes nothing.
-    f.store.rename("final", "final").await.unwrap();
+    f.store.rename("final", "final", None).await.unwrap();
     assert_eq!(get(&f.store, "final").await.unwrap(), a);
 }
 
@@ -1070,4 +1097,120 @@ async fn many_transfers_at_once_share_the_chunk_budget_without_deadlock() {
     for r in results {
         r.unwrap();
     }
+}
+
+/// Waits until the spawned deletion of released garbage has run.
+async fn settled(root: &Path, shards: usize) {
+    for _ in 0..200 {
+        if shard_files(root).len() == shards {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(shard_files(root).len(), shards, "garbage not reclaimed");
+}
+
+#[tokio::test]
+async fn a_reader_keeps_the_version_it_opened_while_the_name_is_replaced_or_deleted() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let a = data(10_000, 1);
+    let b = data(30_000, 2);
+    f.store.put("f", &a[..]).await.unwrap();
+    let held = f.store.version("f").unwrap();
+    assert_eq!(held.size(), 10_000);
+    f.store.put("f", &b[..]).await.unwrap();
+    // The name means the new version at once...
+    assert_eq!(get(&f.store, "f").await.unwrap(), b);
+    // ...and the reader that opened the old one reads it whole, twice.
+    for _ in 0..2 {
+        let mut out = Vec::new();
+        f.store.read(&held, 0..u64::MAX, &mut out).await.unwrap();
+        assert_eq!(out, a);
+    }
+    // Its shards stay until it is let go, even through orphan collection.
+    assert_eq!(shard_files(f.dir.path()).len(), 9 * 3 + 9 * 8);
+    let collected = f.store.collect_orphans().await.unwrap();
+    assert_eq!(collected.deleted, 0);
+    drop(held);
+    settled(f.dir.path(), 9 * 8).await;
+
+    let held = f.store.version("f").unwrap();
+    f.store.delete("f").await.unwrap();
+    assert!(matches!(
+        f.store.version("f"),
+        Err(StoreError::NotFound(_))
+    ));
+    let mut out = Vec::new();
+    f.store.read(&held, 5..20_005, &mut out).await.unwrap();
+    assert_eq!(out, b[5..20_005]);
+    drop(held);
+    settled(f.dir.path(), 0).await;
+}
+
+#[tokio::test]
+async fn attributes_switch_with_the_data_in_one_step() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    f.store.put("staged/1", &data(5000, 3)[..]).await.unwrap();
+    f.store
+        .rename("staged/1", "final", Some(b"etag-1"))
+        .await
+        .unwrap();
+    let v = f.store.version("final").unwrap();
+    assert_eq!((v.attrs(), v.size()), (&b"etag-1"[..], 5000));
+    f.store.put("staged/2", &data(7000, 4)[..]).await.unwrap();
+    f.store
+        .rename("staged/2", "final", Some(b"etag-2"))
+        .await
+        .unwrap();
+    let now = f.store.version("final").unwrap();
+    assert_eq!((now.attrs(), now.size()), (&b"etag-2"[..], 7000));
+    // The held version keeps its own attributes and bytes.
+    assert_eq!(v.attrs(), b"etag-1");
+    let mut out = Vec::new();
+    f.store.read(&v, 0..u64::MAX, &mut out).await.unwrap();
+    assert_eq!(out, data(5000, 3));
+}
+
+#[tokio::test]
+async fn a_composed_file_reads_its_parts_in_order_and_takes_them_with_it() {
+    let f = fixture(KeySource::Passphrase("pw".into()), 4096);
+    let (p1, p2) = (data(9000, 5), data(4100, 6));
+    f.store.put("parts/1", &p1[..]).await.unwrap();
+    f.store.put("parts/2", &p2[..]).await.unwrap();
+    let parts = ["parts/1".to_owned(), "parts/2".to_owned()];
+    let record = f.store.compose("obj", &parts, b"meta").await.unwrap();
+    assert_eq!(record.size, 13_100);
+    let whole = [p1.clone(), p2.clone()].concat();
+    assert_eq!(get(&f.store, "obj").await.unwrap(), whole);
+    // A range across the seam.
+    let mut out = Vec::new();
+    f.store
+        .get_range("obj", 8990..9010, &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, whole[8990..9010]);
+    // A missing part is refused and changes nothing.
+    let bad = ["parts/1".to_owned(), "parts/9".to_owned()];
+    assert!(matches!(
+        f.store.compose("obj", &bad, b"x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(f.store.version("obj").unwrap().attrs(), b"meta");
+    // Deleting it while read takes its parts with it, after the reader.
+    let held = f.store.version("obj").unwrap();
+    f.store.delete("obj").await.unwrap();
+    let names: Vec<String> = f
+        .store
+        .index()
+        .files()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    let mut out = Vec::new();
+    f.store.read(&held, 0..u64::MAX, &mut out).await.unwrap();
+    assert_eq!(out, whole);
+    drop(held);
+    settled(f.dir.path(), 0).await;
 }

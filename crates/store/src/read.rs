@@ -1,0 +1,372 @@
+//! Reading: a name resolved once into a held [`Version`], and a version's
+//! bytes, chunk by chunk, from the first k good shards of each.
+
+use std::sync::Arc;
+
+use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt as _};
+use tokio::io::{AsyncWrite, AsyncWriteExt as _};
+
+use crate::crypto::ChunkCipher;
+use crate::erasure::Coding;
+use crate::format::{FileId, HEADER_LEN, ShardHeader, ShardKey};
+use crate::holds::Hold;
+use crate::index::{ChunkEntry, FileRecord, Manifest};
+use crate::store::{CHUNKS_IN_FLIGHT, HEDGE_DELAY, Node, Store, StoreError};
+
+/// One version of a file, as it was when opened: its record (size,
+/// BLAKE3, attributes) and where its bytes are. It is held while it
+/// lives: an overwrite or delete of its name changes what the name
+/// means at once, but this version's shards stay on the nodes until the
+/// last reader holding it is done.
+pub struct Version {
+    record: FileRecord,
+    /// The files holding its bytes, in order: itself, or its parts.
+    pieces: Vec<(FileRecord, Manifest)>,
+    _holds: Vec<Hold>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("name", &self.record.name)
+            .field("file_id", &self.record.file_id)
+            .field("size", &self.record.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Version {
+    /// Its record.
+    pub fn record(&self) -> &FileRecord {
+        &self.record
+    }
+
+    /// Bytes.
+    pub fn size(&self) -> u64 {
+        self.record.size
+    }
+
+    /// What the store's user keeps with it ([`FileRecord::attrs`]).
+    pub fn attrs(&self) -> &[u8] {
+        &self.record.attrs
+    }
+
+    /// Whether it is made of parts.
+    pub fn is_composed(&self) -> bool {
+        !self.record.parts.is_empty()
+    }
+}
+
+impl Store {
+    /// Resolves `name` to its current version and holds it: reads of the
+    /// version give these bytes whatever happens to the name meanwhile.
+    pub fn version(&self, name: &str) -> Result<Version, StoreError> {
+        let index = &self.index;
+        let ((record, pieces), holds) = self.holds.resolve_and_hold(|| {
+            let (record, pieces) = index
+                .resolve(name)?
+                .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+            let mut ids: Vec<FileId> = pieces.iter().map(|(r, _)| r.file_id).collect();
+            if !record.parts.is_empty() {
+                ids.push(record.file_id);
+            }
+            Ok::<_, StoreError>(((record, pieces), ids))
+        })?;
+        Ok(Version {
+            record,
+            pieces,
+            _holds: holds,
+        })
+    }
+
+    /// Writes bytes `range` of `version` (clamped to its size) to `output`,
+    /// reading only the chunks that hold them. Returns the bytes written.
+    pub async fn read<W: AsyncWrite + Unpin>(
+        &self,
+        version: &Version,
+        range: std::ops::Range<u64>,
+        mut output: W,
+    ) -> Result<u64, StoreError> {
+        let end = range.end.min(version.size());
+        let start = range.start.min(end);
+        let mut offset = 0u64;
+        let mut written = 0u64;
+        for (record, manifest) in &version.pieces {
+            let (from, to) = (offset, offset + record.size);
+            offset = to;
+            if to <= start || from >= end {
+                continue;
+            }
+            let piece = start.max(from) - from..end.min(to) - from;
+            written += self
+                .read_piece(record, manifest, piece, &mut output)
+                .await?;
+        }
+        output.flush().await?;
+        Ok(written)
+    }
+
+    /// Writes the file `name` to `output`, chunk by chunk, from the first k
+    /// good shards of each (k + 1 asked at once; corrupt ones skipped).
+    pub async fn get<W: AsyncWrite + Unpin>(
+        &self,
+        name: &str,
+        output: W,
+    ) -> Result<u64, StoreError> {
+        self.get_range(name, 0..u64::MAX, output).await
+    }
+
+    /// Writes bytes `range` of the file `name` (clamped to its size) to
+    /// `output`: [`Store::version`], then [`Store::read`].
+    pub async fn get_range<W: AsyncWrite + Unpin>(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+        output: W,
+    ) -> Result<u64, StoreError> {
+        let version = self.version(name)?;
+        self.read(&version, range, output).await
+    }
+
+    /// Writes bytes `range` of one file with chunks of its own.
+    async fn read_piece<W: AsyncWrite + Unpin>(
+        &self,
+        record: &FileRecord,
+        manifest: &Manifest,
+        range: std::ops::Range<u64>,
+        output: &mut W,
+    ) -> Result<u64, StoreError> {
+        let end = range.end.min(record.size);
+        let start = range.start.min(end);
+        let chunk_size = u64::from(record.chunk_size.max(1));
+        let cipher = self.cipher_for(&record)?.map(Arc::new);
+        let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
+        let mut reads = FuturesOrdered::new();
+        // Chunks are chunk_size plaintext bytes each but the last.
+        let mut next = usize::try_from(start / chunk_size).unwrap_or(usize::MAX);
+        let last = if end == 0 {
+            0
+        } else {
+            usize::try_from(end.div_ceil(chunk_size)).unwrap_or(usize::MAX)
+        }
+        .min(manifest.chunks.len());
+        let mut offset = next as u64 * chunk_size;
+        let mut written = 0u64;
+        loop {
+            // As many chunks ahead as a put keeps in flight: memory stays
+            // bounded, and shards of several chunks are fetched at once.
+            while reads.len() < CHUNKS_IN_FLIGHT && next < last {
+                // The first chunk waits for a permit; read-ahead takes one
+                // only when the store has one free, so a busy store reads
+                // fewer chunks ahead rather than none at all.
+                let permit = if reads.is_empty() {
+                    Some(self.chunk_permit().await?)
+                } else {
+                    Arc::clone(&self.chunk_budget).try_acquire_owned().ok()
+                };
+                let Some(permit) = permit else { break };
+                let read = self.read_chunk(&record, &manifest, next, coding, cipher.clone());
+                reads.push_back(async move {
+                    let plain = read.await;
+                    drop(permit);
+                    plain
+                });
+                next += 1;
+            }
+            let Some(chunk) = reads.next().await else {
+                break;
+            };
+            let plain = chunk?;
+            let from = start.saturating_sub(offset).min(plain.len() as u64) as usize;
+            let to = (end - offset).min(plain.len() as u64) as usize;
+            output.write_all(&plain[from..to]).await?;
+            written += (to - from) as u64;
+            offset += plain.len() as u64;
+        }
+        Ok(written)
+    }
+
+    fn cipher_for(&self, record: &FileRecord) -> Result<Option<ChunkCipher>, StoreError> {
+        match (&record.wrapped_key, &self.master) {
+            (Some(w), Some(master)) => Ok(Some(
+                master.unwrap(record.file_id, w)?.cipher(record.file_id),
+            )),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(StoreError::KeyMismatch(
+                "this file is encrypted and no key was given",
+            )),
+        }
+    }
+
+    /// Fetches good shards of one chunk: asks `ask` at once (data shards
+    /// first, which decode by concatenation; suspect nodes last), then the
+    /// next one whenever an answer fails, and every remaining one if
+    /// [`HEDGE_DELAY`] passes; stops once `need` good ones are in or none
+    /// are left. A node that fails, or has not answered by the hedge,
+    /// becomes suspect; one that answers well, trusted again.
+    pub(crate) async fn fetch_shards(
+        &self,
+        file_id: FileId,
+        chunk: u64,
+        entry: &ChunkEntry,
+        ask_first: usize,
+        need: usize,
+    ) -> Vec<Option<Vec<u8>>> {
+        let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
+        let node_of = |i: usize| self.node(&entry.shards[i].node);
+        let mut candidates: Vec<(bool, usize)> = (0..entry.shards.len())
+            .filter_map(|i| {
+                node_of(i)
+                    .filter(Node::is_online)
+                    .map(|n| (n.is_suspect(), i))
+            })
+            .collect();
+        candidates.sort_unstable();
+        let mut order = candidates.into_iter().map(|(_, i)| i);
+        let mut outstanding = std::collections::HashSet::new();
+        let mut pending = FuturesUnordered::new();
+        let ask = |i: usize| {
+            let loc = &entry.shards[i];
+            let node = self.node(&loc.node);
+            let key = ShardKey {
+                file_id,
+                chunk,
+                index: i as u8,
+            };
+            async move {
+                let blob = match node {
+                    Some(n) => match n.shards.get(key).await {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            tracing::debug!(node = %n.id, shard = %key.name(), "shard read failed: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                (i, blob)
+            }
+        };
+        for i in order.by_ref().take(ask_first) {
+            outstanding.insert(i);
+            pending.push(ask(i));
+        }
+        let mut good = 0;
+        let hedge = tokio::time::sleep(HEDGE_DELAY);
+        tokio::pin!(hedge);
+        let mut hedged = false;
+        loop {
+            let next = tokio::select! {
+                next = pending.next() => next,
+                () = &mut hedge, if !hedged => {
+                    // Slow or silent nodes: ask every remaining shard.
+                    hedged = true;
+                    for i in &outstanding {
+                        if let Some(n) = node_of(*i) {
+                            n.suspect();
+                        }
+                    }
+                    for j in order.by_ref() {
+                        outstanding.insert(j);
+                        pending.push(ask(j));
+                    }
+                    continue;
+                }
+            };
+            let Some((i, blob)) = next else { break };
+            outstanding.remove(&i);
+            let ok = blob.filter(|b| {
+                *blake3::hash(b).as_bytes() == entry.shards[i].blake3
+                    && ShardHeader::decode(b).is_ok_and(|h| {
+                        h.key.file_id == file_id
+                            && h.key.chunk == chunk
+                            && usize::from(h.key.index) == i
+                    })
+            });
+            if let Some(n) = node_of(i) {
+                if ok.is_some() {
+                    n.trust();
+                } else {
+                    n.suspect();
+                }
+            }
+            match ok {
+                Some(b) => {
+                    got[i] = Some(b[HEADER_LEN..].to_vec());
+                    good += 1;
+                    if good >= need {
+                        break;
+                    }
+                }
+                None => {
+                    if let Some(j) = order.next() {
+                        outstanding.insert(j);
+                        pending.push(ask(j));
+                    }
+                }
+            }
+        }
+        if good < need {
+            tracing::debug!(
+                chunk,
+                good,
+                need,
+                offline = ?entry.shards.iter().filter(|l| !self.node(&l.node).is_some_and(|n| n.is_online())).map(|l| l.node.as_str()).collect::<Vec<_>>(),
+                "too few good shards"
+            );
+        }
+        got
+    }
+
+    async fn read_chunk(
+        &self,
+        record: &FileRecord,
+        manifest: &Manifest,
+        chunk: usize,
+        coding: Coding,
+        cipher: Option<Arc<ChunkCipher>>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let entry = &manifest.chunks[chunk];
+        // Hedged: k + 1 asked, the first k good ones used.
+        let mut shards = self
+            .fetch_shards(
+                record.file_id,
+                chunk as u64,
+                entry,
+                coding.k() + 1,
+                coding.k(),
+            )
+            .await;
+        let have = shards.iter().filter(|s| s.is_some()).count();
+        if have < coding.k() {
+            return Err(StoreError::Unrecoverable {
+                name: record.name.clone(),
+                chunk: chunk as u64,
+                have,
+                k: coding.k(),
+            });
+        }
+        // Keep exactly k, preferring data shards.
+        let mut kept = 0;
+        for s in &mut shards {
+            if s.is_some() {
+                if kept == coding.k() {
+                    *s = None;
+                } else {
+                    kept += 1;
+                }
+            }
+        }
+        let payload_len = entry.payload_len as usize;
+        let chunk_index = chunk as u64;
+        tokio::task::spawn_blocking(move || {
+            let mut payload = coding.decode(&shards, payload_len)?;
+            if let Some(c) = cipher {
+                c.open(chunk_index, &mut payload)?;
+            }
+            Ok(payload)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
