@@ -883,9 +883,13 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
     let report = Daemon::recover(config, Duration::from_secs(300))
         .await
         .context("recovery failed; the data directory was left as it was")?;
+    for why in &report.skipped {
+        eprintln!("cloudshell store: warning: passed over a newer index {why}");
+    }
     let v = serde_json::json!({
         "files": report.files,
         "generation": report.generation,
+        "skipped": report.skipped,
         "nodes_connected": report.nodes_connected,
         "s3_buckets": report.s3_buckets,
         "s3_objects": report.s3_objects,

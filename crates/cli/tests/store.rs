@@ -1222,3 +1222,52 @@ fn the_s3_endpoint_serves_the_aws_cli_rclone_and_s3cmd() {
     // Every bucket was emptied and removed by its client.
     assert_eq!(daemon.json(&["ls"])["files"].as_array().unwrap().len(), 0);
 }
+
+/// The race that once returned wrong bytes with 200 (issue 19): writers,
+/// deleters and readers (some slow, mid-stream during overwrites) on a few
+/// names through the JSON API and S3 at once, every answer checked against
+/// the recorded history by tests/python/linearizability.py. A longer run is
+/// the `race` scenario of bench/faults.sh.
+#[test]
+fn reads_racing_overwrites_and_deletes_are_linearizable_through_both_apis() {
+    let python = std::env::var("CLOUDSHELL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/linearizability.py");
+    // The checker itself must catch what it claims to.
+    run_ok(
+        {
+            let mut c = Command::new(&python);
+            c.arg(&script).arg("--self-test");
+            c
+        },
+        "the checker's self-test",
+    );
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let daemon = Daemon::start(&data, &home, &[]);
+    let (id, secret) = s3_key(&daemon);
+    let history = dir.path().join("history.jsonl");
+    let mut c = Command::new(&python);
+    c.arg(&script)
+        .args([&daemon.url, &daemon.s3, &id, &secret])
+        .args(["--seconds", "40", "--out"])
+        .arg(&history)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"));
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "violations (see above)");
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["wrong"], 0);
+    assert_eq!(summary["truncated"], 0);
+    // It raced for real: reads of both kinds, and slow ones among them.
+    assert!(summary["gets_200"].as_u64().unwrap() > 100, "{summary}");
+    assert!(summary["gets_s3"].as_u64().unwrap() > 50, "{summary}");
+    assert!(summary["gets_slow"].as_u64().unwrap() > 20, "{summary}");
+}

@@ -323,7 +323,12 @@ fn info(r: &cloudshell_store::FileRecord) -> FileInfo {
         id: r.file_id.hex(),
         size: r.size,
         created: r.created,
-        chunks: r.size.div_ceil(u64::from(r.chunk_size.max(1))),
+        // A file made of parts has no chunks of its own.
+        chunks: if r.parts.is_empty() {
+            r.size.div_ceil(u64::from(r.chunk_size.max(1)))
+        } else {
+            0
+        },
         k: r.k,
         m: r.m,
         encrypted: r.wrapped_key.is_some(),
@@ -445,13 +450,11 @@ async fn download(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (record, _) = state
-        .store
-        .index()
-        .file(&name)
-        .map_err(|e| ApiError::from(StoreError::from(e)))?
-        .ok_or_else(|| ApiError::from(StoreError::NotFound(name.clone())))?;
-    let size = record.size;
+    // Resolved once and held: the headers and every byte of the body are
+    // this version's, whatever writes or deletes of the name come next.
+    let version = state.store.version(&name)?;
+    let size = version.size();
+    let etag = version_etag(version.record());
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => match parse_range(v, size) {
             Some(r) => Some(r),
@@ -477,7 +480,7 @@ async fn download(
     let store_state = state.clone();
     let task_range = wanted.clone();
     tokio::spawn(async move {
-        if let Err(e) = store_state.store.get_range(&name, task_range, writer).await {
+        if let Err(e) = store_state.store.read(&version, task_range, writer).await {
             // The body ends short of its Content-Length: the client sees a
             // truncated transfer, never wrong bytes.
             tracing::warn!(file = %name, "download failed: {e}");
@@ -500,6 +503,9 @@ async fn download(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
     if let Some(r) = range {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
@@ -507,6 +513,16 @@ async fn download(
         }
     }
     Ok(response)
+}
+
+/// A strong ETag naming one version: the BLAKE3 of its content, or for a
+/// file made of parts (no hash of the whole is kept) its file id.
+fn version_etag(r: &cloudshell_store::FileRecord) -> String {
+    if r.parts.is_empty() {
+        format!("\"{}\"", hex(&r.blake3))
+    } else {
+        format!("\"{}\"", r.file_id.hex())
+    }
 }
 
 async fn remove(

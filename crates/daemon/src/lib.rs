@@ -342,6 +342,8 @@ pub struct RecoverReport {
     pub files: usize,
     /// The backup generation it came from (milliseconds since the epoch).
     pub generation: u64,
+    /// Newer generations passed over, each with why it did not decode.
+    pub skipped: Vec<String>,
     /// Nodes that answered.
     pub nodes_connected: usize,
     /// S3 buckets restored.
@@ -389,6 +391,14 @@ impl Daemon {
                 locks: s3::write::KeyLocks::default(),
             },
         });
+        // Before S3 answers: object metadata an earlier version kept beside
+        // the index goes into the objects' own records.
+        let moved = s3::write::migrate_legacy_objects(&state)
+            .await
+            .map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+        if moved > 0 {
+            tracing::info!(objects = moved, "S3 object metadata moved into the index");
+        }
         let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
         tasks.push(tokio::spawn(upkeep::repair_loop(state.clone(), events)));
         tasks.push(tokio::spawn(upkeep::backup_loop(state.clone())));
@@ -399,7 +409,6 @@ impl Daemon {
                 if done != s3::write::Leftovers::default() {
                     tracing::info!(
                         deleted = done.deleted,
-                        adopted = done.adopted,
                         "tidied what interrupted S3 writes left"
                     );
                 }
@@ -477,7 +486,7 @@ impl Daemon {
             .iter()
             .filter(|n| n.status().state == NodeState::Connected)
             .count();
-        let (store, generation) = Store::recover_from_nodes(
+        let (store, generation, skipped) = Store::recover_from_nodes(
             &index_path,
             &key,
             fleet.store_nodes.clone(),
@@ -505,6 +514,7 @@ impl Daemon {
         Ok(RecoverReport {
             files,
             generation,
+            skipped: skipped.iter().map(ToString::to_string).collect(),
             nodes_connected: connected,
             s3_buckets,
             s3_objects,
@@ -587,6 +597,7 @@ fn key_source(config: &DaemonConfig, create: bool) -> Result<KeySource, DaemonEr
 }
 
 /// Loads the S3 metadata a recovered index carries into a new `s3.redb`.
+/// Returns the buckets and objects there are.
 fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), DaemonError> {
     let blob = store
         .index()
@@ -596,8 +607,15 @@ fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), D
         return Ok((0, 0));
     };
     let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::CloudShell(e.to_string()))?;
-    meta.import(&blob)
-        .map_err(|e| DaemonError::CloudShell(e.to_string()))
+    let buckets = meta
+        .import(&blob)
+        .map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+    let objects = store
+        .index()
+        .files_from(s3::meta::OBJECTS_DIR, None, usize::MAX)
+        .map_err(|e| DaemonError::Store(e.into()))?
+        .len();
+    Ok((buckets, objects))
 }
 
 /// The listener with Nagle's algorithm off on every connection: a response

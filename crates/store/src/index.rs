@@ -259,7 +259,6 @@ pub struct Index {
 /// Bytes of index pages kept in memory.
 const INDEX_CACHE_BYTES: usize = 32 << 20;
 
-
 type FilesTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type ManifestsTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
@@ -676,6 +675,24 @@ impl Index {
         }
         txn.commit().map_err(db)?;
         Ok(displaced)
+    }
+
+    /// Sets the attributes of `name`; false if there is no such file.
+    pub fn set_attrs(&self, name: &str, attrs: &[u8]) -> Result<bool, IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut files = txn.open_table(FILES).map_err(db)?;
+            let rec = stored_file(files.get(name).map_err(db)?)?;
+            let Some(mut rec) = rec else {
+                return Ok(false);
+            };
+            rec.attrs = attrs.to_vec();
+            files
+                .insert(name, encode_file(&rec).as_slice())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// Removes a file (and the parts it is made of); returns what was

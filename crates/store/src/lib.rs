@@ -60,6 +60,6 @@ pub use read::Version;
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
     CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, Node, PutReport,
-    RedistributeReport, RepairReport, STORE_CHUNK_BUDGET, ShardGap, SUSPECT_FOR, Store, StoreError,
+    RedistributeReport, RepairReport, STORE_CHUNK_BUDGET, SUSPECT_FOR, ShardGap, Store, StoreError,
     StoreSettings, encode_chunk,
 };

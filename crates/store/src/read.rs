@@ -139,7 +139,7 @@ impl Store {
         let end = range.end.min(record.size);
         let start = range.start.min(end);
         let chunk_size = u64::from(record.chunk_size.max(1));
-        let cipher = self.cipher_for(&record)?.map(Arc::new);
+        let cipher = self.cipher_for(record)?.map(Arc::new);
         let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
         let mut reads = FuturesOrdered::new();
         // Chunks are chunk_size plaintext bytes each but the last.
@@ -165,7 +165,7 @@ impl Store {
                     Arc::clone(&self.chunk_budget).try_acquire_owned().ok()
                 };
                 let Some(permit) = permit else { break };
-                let read = self.read_chunk(&record, &manifest, next, coding, cipher.clone());
+                let read = self.read_chunk(record, manifest, next, coding, cipher.clone());
                 reads.push_back(async move {
                     let plain = read.await;
                     drop(permit);

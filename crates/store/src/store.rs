@@ -210,6 +210,17 @@ pub enum StoreError {
     /// A worker task failed.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// No index backup on the nodes decodes; each generation found, and
+    /// why not. Nothing was written.
+    #[error("no index backup on the nodes could be read: {}", list_skipped(.0))]
+    NoBackup(Vec<crate::backup::SkippedBackup>),
+}
+
+fn list_skipped(s: &[crate::backup::SkippedBackup]) -> String {
+    s.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What a put stored.
@@ -349,7 +360,9 @@ impl Store {
     /// A permit for one more chunk in flight. Every operation holding
     /// permits finishes its chunks without asking for more, so waiting here
     /// cannot deadlock.
-    pub(crate) async fn chunk_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+    pub(crate) async fn chunk_permit(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
         Arc::clone(&self.chunk_budget)
             .acquire_owned()
             .await
@@ -741,10 +754,7 @@ impl Store {
         to: &str,
         attrs: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let replaced = self
-            .index
-            .rename_file(from, to, attrs)
-            .map_err(not_found)?;
+        let replaced = self.index.rename_file(from, to, attrs).map_err(not_found)?;
         self.reclaim(replaced).await;
         Ok(())
     }
@@ -833,7 +843,10 @@ impl Store {
             if have < coding.k() {
                 report.left.extend(gaps(&missing));
                 report.failure.get_or_insert_with(|| {
-                    format!("chunk {chunk} has {have} good shards of the {} needed", coding.k())
+                    format!(
+                        "chunk {chunk} has {have} good shards of the {} needed",
+                        coding.k()
+                    )
                 });
                 continue;
             }
@@ -884,7 +897,9 @@ impl Store {
                 writes.push(async move {
                     let result = match &node {
                         Some(n) => n.shards.put(key, blob.clone()).await,
-                        None => Err(ShardError::Unavailable(format!("node {node_id} is not known"))),
+                        None => Err(ShardError::Unavailable(format!(
+                            "node {node_id} is not known"
+                        ))),
                     };
                     (i, node_id, *blake3::hash(&blob).as_bytes(), result)
                 });
@@ -904,11 +919,14 @@ impl Store {
                         if old.node != node_id {
                             moved_from.push((c, i, old));
                         }
-                        written.push((node_id, ShardKey {
-                            file_id: record.file_id,
-                            chunk,
-                            index: i as u8,
-                        }));
+                        written.push((
+                            node_id,
+                            ShardKey {
+                                file_id: record.file_id,
+                                chunk,
+                                index: i as u8,
+                            },
+                        ));
                         report.shards_rebuilt += 1;
                     }
                     Err(source) => {

@@ -12,10 +12,33 @@ pub(super) struct Page {
     pub next: Option<String>,
 }
 
+/// Objects of `bucket` whose keys start with `prefix` and come after
+/// `after`, in key order, at most `limit`, with their metadata.
+fn objects(
+    index: &cloudshell_store::index::Index,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> S3Result<Vec<(String, meta::ObjectMeta)>> {
+    let base = meta::file_name(bucket, "");
+    let after = after.map(|a| format!("{base}{a}"));
+    let records = index
+        .files_from(&format!("{base}{prefix}"), after.as_deref(), limit)
+        .map_err(internal)?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let m = meta::ObjectMeta::of(&r);
+            (r.name[base.len()..].to_owned(), m)
+        })
+        .collect())
+}
+
 /// One page of a listing: keys under `prefix` after `after`, with keys that
 /// share a segment up to `delimiter` rolled into common prefixes.
 pub(super) fn list_page(
-    meta: &meta::Meta,
+    index: &cloudshell_store::index::Index,
     bucket: &str,
     prefix: &str,
     delimiter: Option<&str>,
@@ -28,9 +51,7 @@ pub(super) fn list_page(
     let mut last_given: Option<String> = None;
     let mut truncated = false;
     'pages: loop {
-        let batch = meta
-            .list(bucket, prefix, cursor.as_deref(), MAX_KEYS)
-            .map_err(internal)?;
+        let batch = objects(index, bucket, prefix, cursor.as_deref(), MAX_KEYS)?;
         let full = batch.len() == MAX_KEYS;
         for (key, m) in batch {
             cursor = Some(key.clone());

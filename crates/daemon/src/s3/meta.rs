@@ -1,6 +1,10 @@
-//! What S3 knows beyond the store's files: buckets, and each object's ETag,
-//! content type, user metadata and time. In `DATA_DIR/s3.redb`; an object's
-//! bytes are the store file `s3/BUCKET/KEY`.
+//! What S3 knows beyond the store's files. An object is the store file
+//! `s3/BUCKET/KEY` (a multipart object: a file made of its parts), and its
+//! ETag, content type, user metadata and time are that file's attributes
+//! ([`ObjectMeta`], as JSON), so bytes and metadata switch in one index
+//! transaction. Buckets and multipart uploads in progress are in
+//! `DATA_DIR/s3.redb`. Object metadata kept there by earlier versions is
+//! moved into the attributes at start ([`Meta::legacy_objects`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +13,9 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
-/// Key: `BUCKET` NUL `KEY`, so a bucket's objects sort together by key.
+/// Object metadata as earlier versions kept it, beside the bytes. Key:
+/// `BUCKET` NUL `KEY`. Read once to move it into the store's attributes,
+/// then emptied.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// Multipart uploads in progress, by upload id.
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
@@ -46,14 +52,21 @@ pub fn part_file(id: &str, part: i32) -> String {
 #[error("S3 metadata: {0}")]
 pub struct MetaError(String);
 
+impl MetaError {
+    /// An error that says `what`.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self(what.into())
+    }
+}
+
 fn db<E: std::fmt::Display>(e: E) -> MetaError {
     MetaError(e.to_string())
 }
 
-/// One object's metadata.
+/// One object's metadata: the attributes of its store file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
-    /// Bytes.
+    /// Bytes (the store file's size is what counts).
     pub size: u64,
     /// The ETag without quotes: MD5 hex, or md5-of-md5s with `-N`.
     pub etag: String,
@@ -63,22 +76,49 @@ pub struct ObjectMeta {
     pub metadata: BTreeMap<String, String>,
     /// Seconds since the epoch of the last write.
     pub modified: i64,
-    /// The store files holding the bytes, in order, with their sizes: the
-    /// parts of a multipart upload, kept as they came (completing is then
-    /// instant). Empty: the one file [`file_name`].
-    #[serde(default)]
-    pub parts: Vec<(String, u64)>,
 }
 
 impl ObjectMeta {
-    /// The store files that hold the object, in order, with their sizes.
-    pub fn files(&self, bucket: &str, key: &str) -> Vec<(String, u64)> {
-        if self.parts.is_empty() {
-            vec![(file_name(bucket, key), self.size)]
-        } else {
-            self.parts.clone()
-        }
+    /// As attributes of a store file.
+    pub fn to_attrs(&self) -> Vec<u8> {
+        // Invariant: a struct of strings and numbers always serializes.
+        serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// The metadata of an object from its store file's record. A file with
+    /// no readable attributes (stored by a version that kept them
+    /// elsewhere, and not moved) is described from the record: its ETag is
+    /// then not an MD5, and says so with a dash.
+    pub fn of(record: &cloudshell_store::FileRecord) -> Self {
+        let mut m: Self = serde_json::from_slice(&record.attrs).unwrap_or_else(|_| Self {
+            size: record.size,
+            etag: format!(
+                "{}-1",
+                record.blake3[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+            content_type: None,
+            metadata: BTreeMap::new(),
+            modified: record.created,
+        });
+        m.size = record.size;
+        m
+    }
+}
+
+/// Object metadata as earlier versions kept it: with the store files that
+/// held a multipart object's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyObject {
+    /// The metadata.
+    #[serde(flatten)]
+    pub meta: ObjectMeta,
+    /// The parts' store files, in order, with their sizes; empty for an
+    /// object in one file.
+    #[serde(default)]
+    pub parts: Vec<(String, u64)>,
 }
 
 /// The store file that holds an object's bytes.
@@ -90,11 +130,13 @@ fn object_key(bucket: &str, key: &str) -> String {
     format!("{bucket}\0{key}")
 }
 
-/// What [`Meta::export`] writes.
+/// What [`Meta::export`] writes. Object metadata rides in the index's own
+/// records now; exports by earlier versions carried it here.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Snapshot {
     buckets: Vec<(String, u64)>,
-    objects: Vec<(String, String, ObjectMeta)>,
+    #[serde(default)]
+    objects: Vec<(String, String, LegacyObject)>,
     uploads: Vec<(String, Upload)>,
 }
 
@@ -155,51 +197,40 @@ impl Meta {
         Ok(created)
     }
 
-    /// Deletes `bucket` if it holds no object: `Ok(false)` when it does.
-    pub fn delete_bucket(&self, bucket: &str) -> Result<bool, MetaError> {
-        if !self.list(bucket, "", None, 1)?.is_empty() {
-            return Ok(false);
-        }
+    /// Deletes `bucket` (the caller checks that it is empty).
+    pub fn delete_bucket(&self, bucket: &str) -> Result<(), MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         txn.open_table(BUCKETS)
             .map_err(db)?
             .remove(bucket)
             .map_err(db)?;
         txn.commit().map_err(db)?;
-        Ok(true)
+        Ok(())
     }
 
-    /// One object's metadata.
-    pub fn object(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, MetaError> {
+    /// Object metadata kept here by earlier versions, to move into the
+    /// store: `(bucket, key, metadata)`.
+    pub fn legacy_objects(&self) -> Result<Vec<(String, String, LegacyObject)>, MetaError> {
         let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(OBJECTS).map_err(db)?;
-        match t.get(object_key(bucket, key).as_str()).map_err(db)? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(db)?)),
-            None => Ok(None),
+        let mut out = Vec::new();
+        for row in txn.open_table(OBJECTS).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let (bucket, key) = k
+                .value()
+                .split_once('\0')
+                .ok_or_else(|| MetaError(format!("bad object key {:?}", k.value())))?;
+            let m: LegacyObject = serde_json::from_slice(v.value()).map_err(db)?;
+            out.push((bucket.to_owned(), key.to_owned(), m));
         }
+        Ok(out)
     }
 
-    /// Records an object (after its bytes are stored).
-    pub fn put(&self, bucket: &str, key: &str, meta: &ObjectMeta) -> Result<(), MetaError> {
-        let bytes = serde_json::to_vec(meta).map_err(db)?;
+    /// Forgets the legacy object metadata, once moved.
+    pub fn clear_legacy_objects(&self) -> Result<(), MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
-        txn.open_table(OBJECTS)
-            .map_err(db)?
-            .insert(object_key(bucket, key).as_str(), bytes.as_slice())
-            .map_err(db)?;
-        txn.commit().map_err(db)?;
-        Ok(())
-    }
-
-    /// Forgets an object.
-    pub fn remove(&self, bucket: &str, key: &str) -> Result<(), MetaError> {
-        let txn = self.db.begin_write().map_err(db)?;
-        txn.open_table(OBJECTS)
-            .map_err(db)?
-            .remove(object_key(bucket, key).as_str())
-            .map_err(db)?;
-        txn.commit().map_err(db)?;
-        Ok(())
+        txn.delete_table(OBJECTS).map_err(db)?;
+        txn.open_table(OBJECTS).map_err(db)?;
+        txn.commit().map_err(db)
     }
 
     /// A multipart upload.
@@ -275,18 +306,6 @@ impl Meta {
         Ok(out)
     }
 
-    /// The store files completed multipart objects are made of.
-    pub fn parts_in_use(&self) -> Result<std::collections::HashSet<String>, MetaError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let mut out = std::collections::HashSet::new();
-        for row in txn.open_table(OBJECTS).map_err(db)?.iter().map_err(db)? {
-            let (_, v) = row.map_err(db)?;
-            let m: ObjectMeta = serde_json::from_slice(v.value()).map_err(db)?;
-            out.extend(m.parts.into_iter().map(|(name, _)| name));
-        }
-        Ok(out)
-    }
-
     /// Everything, as one blob: it rides along in the store's index
     /// backups, so a store recovered from its nodes keeps its buckets.
     pub fn export(&self) -> Result<Vec<u8>, MetaError> {
@@ -295,15 +314,6 @@ impl Meta {
         for row in txn.open_table(BUCKETS).map_err(db)?.iter().map_err(db)? {
             let (k, v) = row.map_err(db)?;
             snap.buckets.push((k.value().to_owned(), v.value()));
-        }
-        for row in txn.open_table(OBJECTS).map_err(db)?.iter().map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            let (bucket, key) = k
-                .value()
-                .split_once('\0')
-                .ok_or_else(|| MetaError(format!("bad object key {:?}", k.value())))?;
-            let m: ObjectMeta = serde_json::from_slice(v.value()).map_err(db)?;
-            snap.objects.push((bucket.to_owned(), key.to_owned(), m));
         }
         for row in txn.open_table(UPLOADS).map_err(db)?.iter().map_err(db)? {
             let (k, v) = row.map_err(db)?;
@@ -314,8 +324,9 @@ impl Meta {
     }
 
     /// Loads an [`Meta::export`] into this database, which must be empty.
-    /// Returns the buckets and objects loaded.
-    pub fn import(&self, blob: &[u8]) -> Result<(usize, usize), MetaError> {
+    /// Object metadata from an earlier version's export is kept as legacy,
+    /// to be moved into the store at start. Returns the buckets loaded.
+    pub fn import(&self, blob: &[u8]) -> Result<usize, MetaError> {
         let snap: Snapshot = serde_json::from_slice(blob)
             .map_err(|e| MetaError(format!("the S3 metadata in the backup is unreadable: {e}")))?;
         let txn = self.db.begin_write().map_err(db)?;
@@ -343,46 +354,7 @@ impl Meta {
             }
         }
         txn.commit().map_err(db)?;
-        Ok((snap.buckets.len(), snap.objects.len()))
-    }
-
-    /// Objects of `bucket` whose keys start with `prefix` and come after
-    /// `after`, in key order, at most `limit`.
-    pub fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, ObjectMeta)>, MetaError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(OBJECTS).map_err(db)?;
-        let start = match after {
-            Some(a) if a >= prefix => object_key(bucket, a),
-            _ => object_key(bucket, prefix),
-        };
-        let head = format!("{bucket}\0");
-        let mut out = Vec::new();
-        for row in t.range(start.as_str()..).map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            let Some(key) = k.value().strip_prefix(head.as_str()) else {
-                break;
-            };
-            if !key.starts_with(prefix) {
-                break;
-            }
-            if after.is_some_and(|a| key <= a) {
-                continue;
-            }
-            out.push((
-                key.to_owned(),
-                serde_json::from_slice(v.value()).map_err(db)?,
-            ));
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        Ok(snap.buckets.len())
     }
 }
 
@@ -397,43 +369,50 @@ mod tests {
             content_type: None,
             metadata: BTreeMap::new(),
             modified: 0,
-            parts: Vec::new(),
         }
     }
 
     #[test]
-    fn buckets_and_listing_by_prefix_and_position() {
+    fn buckets_come_and_go() {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("s3.redb")).unwrap();
         assert!(m.create_bucket("b", 1).unwrap());
         assert!(!m.create_bucket("b", 2).unwrap());
         assert!(m.create_bucket("ba", 1).unwrap());
-        for k in ["a/1", "a/2", "b/1", "c"] {
-            m.put("b", k, &meta(1)).unwrap();
-        }
-        m.put("ba", "x", &meta(1)).unwrap();
-        let keys = |v: Vec<(String, ObjectMeta)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(
-            keys(m.list("b", "", None, 10).unwrap()),
-            ["a/1", "a/2", "b/1", "c"]
-        );
-        assert_eq!(keys(m.list("b", "a/", None, 10).unwrap()), ["a/1", "a/2"]);
-        assert_eq!(keys(m.list("b", "", Some("a/2"), 2).unwrap()), ["b/1", "c"]);
-        assert!(!m.delete_bucket("b").unwrap(), "not empty");
-        for k in ["a/1", "a/2", "b/1", "c"] {
-            m.remove("b", k).unwrap();
-        }
-        assert!(m.delete_bucket("b").unwrap());
-        assert_eq!(m.buckets().unwrap().len(), 1);
-        assert_eq!(keys(m.list("ba", "", None, 10).unwrap()), ["x"]);
+        assert!(m.has_bucket("b").unwrap());
+        m.delete_bucket("b").unwrap();
+        assert!(!m.has_bucket("b").unwrap());
+        assert_eq!(m.buckets().unwrap(), [("ba".to_owned(), 1)]);
     }
 
     #[test]
-    fn an_export_loads_into_an_empty_database_only() {
+    fn metadata_without_attributes_is_described_from_the_record() {
+        let mut record = cloudshell_store::FileRecord {
+            name: "s3/b/k".into(),
+            file_id: cloudshell_store::FileId([1; 16]),
+            size: 7,
+            chunk_size: 1 << 20,
+            k: 6,
+            m: 3,
+            wrapped_key: None,
+            created: 1_700_000_000,
+            blake3: [0xab; 32],
+            attrs: Vec::new(),
+            parts: Vec::new(),
+        };
+        let described = ObjectMeta::of(&record);
+        assert_eq!((described.size, described.modified), (7, 1_700_000_000));
+        assert!(described.etag.ends_with("-1"), "{}", described.etag);
+        record.attrs = meta(99).to_attrs();
+        // The record's size is the truth.
+        assert_eq!(ObjectMeta::of(&record), meta(7));
+    }
+
+    #[test]
+    fn an_export_loads_into_an_empty_database_only_and_keeps_legacy_objects() {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("a.redb")).unwrap();
         m.create_bucket("b", 7).unwrap();
-        m.put("b", "k/1", &meta(3)).unwrap();
         let upload = Upload {
             bucket: "b".into(),
             key: "big".into(),
@@ -446,9 +425,8 @@ mod tests {
         let blob = m.export().unwrap();
 
         let n = Meta::open(&dir.path().join("b.redb")).unwrap();
-        assert_eq!(n.import(&blob).unwrap(), (1, 1));
+        assert_eq!(n.import(&blob).unwrap(), 1);
         assert_eq!(n.buckets().unwrap(), [("b".to_owned(), 7)]);
-        assert_eq!(n.object("b", "k/1").unwrap(), Some(meta(3)));
         assert_eq!(n.upload("u1").unwrap(), Some(upload));
         let again = n.import(&blob).unwrap_err().to_string();
         assert!(again.contains("new data directory"), "{again}");
@@ -458,5 +436,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(garbage.contains("unreadable"), "{garbage}");
+
+        // An export by an earlier version, with object metadata in it.
+        let old = serde_json::json!({
+            "buckets": [["b", 7]],
+            "objects": [["b", "k", {"size": 3, "etag": "e", "content_type": null,
+                "metadata": {}, "modified": 0, "parts": [[".s3-uploads/u/00001", 3]]}]],
+            "uploads": [],
+        });
+        let d = Meta::open(&dir.path().join("d.redb")).unwrap();
+        d.import(&serde_json::to_vec(&old).unwrap()).unwrap();
+        let legacy = d.legacy_objects().unwrap();
+        assert_eq!(legacy.len(), 1);
+        assert_eq!(legacy[0].2.meta, meta(3));
+        assert_eq!(legacy[0].2.parts, [(".s3-uploads/u/00001".to_owned(), 3)]);
+        d.clear_legacy_objects().unwrap();
+        assert!(d.legacy_objects().unwrap().is_empty());
     }
 }

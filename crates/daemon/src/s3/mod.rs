@@ -1,9 +1,12 @@
 //! The S3-compatible endpoint: `s3s` parses requests and checks SigV4
 //! (header and query forms, `aws-chunked` bodies) against the daemon's own
-//! access keys; this module maps S3 onto the store. Buckets and object
-//! metadata live in [`meta`]; an object's bytes are the store file
-//! `s3/BUCKET/KEY`, streamed in and out through the store pipeline, so
-//! memory stays bounded whatever the size. Anonymous requests are refused.
+//! access keys; this module maps S3 onto the store. An object is the store
+//! file `s3/BUCKET/KEY` with its metadata as the file's attributes
+//! ([`meta`]), streamed in and out through the store pipeline, so memory
+//! stays bounded whatever the size. A GET or HEAD resolves the key once to
+//! a held version and answers with that version's metadata and bytes to the
+//! end, whatever writes or deletes come meanwhile. Anonymous requests are
+//! refused.
 
 pub mod keys;
 mod listing;
@@ -19,9 +22,10 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use crate::State;
+use cloudshell_store::Version;
 use listing::list_page;
 use meta::ObjectMeta;
-use write::WriteConditions;
+use write::{Staged, WriteConditions};
 
 /// The name the S3 metadata goes under in the store's index backups.
 pub const INDEX_EXTRA: &str = "s3";
@@ -153,12 +157,19 @@ impl StoreS3 {
         }
     }
 
-    fn object(&self, bucket: &str, key: &str) -> S3Result<ObjectMeta> {
+    /// The current version of `bucket/key`, held, with its metadata.
+    fn open_object(&self, bucket: &str, key: &str) -> S3Result<(Version, ObjectMeta)> {
         self.require_bucket(bucket)?;
-        self.meta()
-            .object(bucket, key)
-            .map_err(internal)?
-            .ok_or_else(|| s3_error!(NoSuchKey, "no key {key} in {bucket}"))
+        match self.state.store.version(&meta::file_name(bucket, key)) {
+            Ok(v) => {
+                let m = ObjectMeta::of(v.record());
+                Ok((v, m))
+            }
+            Err(cloudshell_store::StoreError::NotFound(_)) => {
+                Err(s3_error!(NoSuchKey, "no key {key} in {bucket}"))
+            }
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// Streams `body` into the store file `name`, computing its MD5; with
@@ -219,62 +230,21 @@ impl StoreS3 {
         Ok((report.record.size, etag))
     }
 
-    /// A pipe the store writes `range` of an object into, as a body: the
-    /// pieces of each of its files that the range covers, in order.
-    fn read_stream(
-        &self,
-        bucket: &str,
-        key: &str,
-        m: &ObjectMeta,
-        range: std::ops::Range<u64>,
-    ) -> StreamingBlob {
-        let (reader, mut writer) = tokio::io::duplex(256 * 1024);
+    /// A pipe the store writes `range` of `version` into, as a body.
+    fn read_stream(&self, version: Version, range: std::ops::Range<u64>) -> StreamingBlob {
+        let (reader, writer) = tokio::io::duplex(256 * 1024);
         let state = self.state.clone();
-        let files = m.files(bucket, key);
         tokio::spawn(async move {
-            let mut offset = 0u64;
-            for (name, size) in files {
-                let (start, end) = (offset, offset + size);
-                offset = end;
-                if end <= range.start || start >= range.end {
-                    continue;
-                }
-                let piece = range.start.max(start) - start..range.end.min(end) - start;
-                if let Err(e) = state.store.get_range(&name, piece, &mut writer).await {
-                    // The body ends short of its length: the client sees a
-                    // truncated transfer, never wrong bytes.
-                    tracing::warn!(file = %name, "S3 read failed: {e}");
-                    return;
-                }
+            if let Err(e) = state.store.read(&version, range, writer).await {
+                // The body ends short of its length: the client sees a
+                // truncated transfer, never wrong bytes.
+                tracing::warn!(file = %version.record().name, "S3 read failed: {e}");
             }
         });
         StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(
             reader,
             256 * 1024,
         ))
-    }
-
-    /// Records `m` for `bucket/key`, then deletes the store files of `old`,
-    /// the object it replaces, that `m` does not use.
-    async fn replace(
-        &self,
-        bucket: &str,
-        key: &str,
-        old: Option<ObjectMeta>,
-        m: &ObjectMeta,
-    ) -> S3Result<()> {
-        self.meta().put(bucket, key, m).map_err(internal)?;
-        if let Some(old) = old {
-            let keep: std::collections::HashSet<String> =
-                m.files(bucket, key).into_iter().map(|(n, _)| n).collect();
-            for (name, _) in old.files(bucket, key) {
-                if !keep.contains(&name) {
-                    let _ = self.state.store.delete(&name).await;
-                }
-            }
-        }
-        self.state.touch();
-        Ok(())
     }
 }
 
@@ -383,12 +353,19 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = &req.input.bucket;
         self.require_bucket(bucket)?;
-        if !self.meta().delete_bucket(bucket).map_err(internal)? {
+        let objects = self
+            .state
+            .store
+            .index()
+            .files_from(&meta::file_name(bucket, ""), None, 1)
+            .map_err(internal)?;
+        if !objects.is_empty() {
             return Err(s3_error!(
                 BucketNotEmpty,
                 "{bucket} still holds objects; delete them first"
             ));
         }
+        self.meta().delete_bucket(bucket).map_err(internal)?;
         self.state.touch();
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
@@ -423,9 +400,8 @@ impl S3 for StoreS3 {
                 .map(|m| m.into_iter().collect())
                 .unwrap_or_default(),
             modified: now(),
-            parts: Vec::new(),
         };
-        self.commit(&input.bucket, &input.key, Some(&staged), &m, &cond)
+        self.commit(&input.bucket, &input.key, Staged::File(&staged), &m, &cond)
             .await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
@@ -439,7 +415,7 @@ impl S3 for StoreS3 {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let m = self.object(&input.bucket, &input.key)?;
+        let (version, m) = self.open_object(&input.bucket, &input.key)?;
         check_conditions(
             &m,
             input.if_match.as_ref(),
@@ -462,7 +438,7 @@ impl S3 for StoreS3 {
             None => (0..m.size, None),
         };
         let length = range.end - range.start;
-        let body = self.read_stream(&input.bucket, &input.key, &m, range);
+        let body = self.read_stream(version, range);
         Ok(S3Response::new(GetObjectOutput {
             body: Some(body),
             content_length: i64::try_from(length).ok(),
@@ -481,7 +457,7 @@ impl S3 for StoreS3 {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        let m = self.object(&input.bucket, &input.key)?;
+        let (_, m) = self.open_object(&input.bucket, &input.key)?;
         check_conditions(
             &m,
             input.if_match.as_ref(),
@@ -556,7 +532,7 @@ impl S3 for StoreS3 {
                 "copies from access points are not supported"
             ));
         };
-        let src = self.object(src_bucket, src_key)?;
+        let (version, src) = self.open_object(src_bucket, src_key)?;
         // The copy-source conditions fail with 412 whichever it is.
         check_conditions(
             &src,
@@ -574,7 +550,7 @@ impl S3 for StoreS3 {
         })?;
         self.require_bucket(&input.bucket)?;
         let body = self
-            .read_stream(src_bucket, src_key, &src, 0..src.size)
+            .read_stream(version, 0..src.size)
             .map_err(|e| std::io::Error::other(e.to_string()));
         let staged = write::staging_name();
         let (size, etag) = self.store_file(&staged, body, None).await?;
@@ -607,12 +583,11 @@ impl S3 for StoreS3 {
                 src.metadata.clone()
             },
             modified: now(),
-            parts: Vec::new(),
         };
         self.commit(
             &input.bucket,
             &input.key,
-            Some(&staged),
+            Staged::File(&staged),
             &m,
             &WriteConditions::default(),
         )
@@ -642,7 +617,7 @@ impl S3 for StoreS3 {
             .unwrap_or(MAX_KEYS)
             .min(MAX_KEYS);
         let page = list_page(
-            self.meta(),
+            self.state.store.index(),
             &input.bucket,
             &prefix,
             input.delimiter.as_deref(),
@@ -736,7 +711,7 @@ impl S3 for StoreS3 {
             .unwrap_or(MAX_KEYS)
             .min(MAX_KEYS);
         let page = list_page(
-            self.meta(),
+            self.state.store.index(),
             &input.bucket,
             &prefix,
             input.delimiter.as_deref(),
@@ -762,19 +737,14 @@ impl S3 for StoreS3 {
 
 async fn delete_one(state: &State, bucket: &str, key: &str) -> S3Result<()> {
     let _lock = state.s3.locks.lock(bucket, key).await;
-    let files = match state.s3.meta.object(bucket, key).map_err(internal)? {
-        Some(m) => m.files(bucket, key),
-        None => return Ok(()),
-    };
-    // The key goes first: a stop halfway leaves unreferenced files, which
-    // the start-up tidy and the scrubber remove, never a key without bytes.
-    state.s3.meta.remove(bucket, key).map_err(internal)?;
-    state.touch();
-    for (name, _) in files {
-        match state.store.delete(&name).await {
-            Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(file = %name, "S3 delete left a file behind: {e}"),
+    // One index transaction takes the object and its parts; readers that
+    // opened it read on, and its shards go when they are done.
+    match state.store.delete(&meta::file_name(bucket, key)).await {
+        Ok(()) => {
+            state.touch();
+            Ok(())
         }
+        Err(cloudshell_store::StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(store_error(e)),
     }
-    Ok(())
 }

@@ -1,13 +1,13 @@
 //! Multipart uploads: each part is stored as its own store file; completing
-//! makes them, in order, the object's files (no copy: instant whatever the
-//! size). Nothing is visible under the key until then; aborting deletes
-//! the parts.
+//! composes them, in order, into the object's file (no copy: instant
+//! whatever the size), and the parts belong to it from then on. Nothing is
+//! visible under the key until then; aborting deletes the parts.
 
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::meta::{self, ObjectMeta, Upload};
-use super::write::WriteConditions;
+use super::write::{Staged, WriteConditions};
 use super::{StoreS3, internal, now, store_error, timestamp};
 
 /// S3's smallest part but the last.
@@ -145,14 +145,14 @@ pub async fn complete(
     // The parts become the object's files as they are: completing takes no
     // copy, so it is instant whatever the size (a client waiting minutes
     // for a copy would time out and retry).
-    let files: Vec<(String, u64)> = asked
+    let files: Vec<String> = asked
         .iter()
-        .map(|(n, _)| {
-            let size = upload.parts.get(n).map_or(0, |(_, s)| *s);
-            (meta::part_file(&input.upload_id, *n), size)
-        })
+        .map(|(n, _)| meta::part_file(&input.upload_id, *n))
         .collect();
-    let size = files.iter().map(|(_, s)| s).sum();
+    let size = asked
+        .iter()
+        .map(|(n, _)| upload.parts.get(n).map_or(0, |(_, s)| *s))
+        .sum();
     // S3's multipart ETag: the MD5 of the parts' MD5s, and their count.
     let etag = {
         use md5::Digest as _;
@@ -177,10 +177,9 @@ pub async fn complete(
         content_type: upload.content_type.clone(),
         metadata: upload.metadata.clone(),
         modified: now(),
-        parts: files,
     };
     // A refused complete leaves the upload as it was, to retry or abort.
-    s3.commit(&input.bucket, &input.key, None, &m, &cond)
+    s3.commit(&input.bucket, &input.key, Staged::Parts(&files), &m, &cond)
         .await?;
     // Parts uploaded but left out of the object are garbage.
     let used: std::collections::HashSet<i32> = asked.iter().map(|(n, _)| *n).collect();

@@ -1,10 +1,11 @@
 //! How a write becomes visible. Bytes are stored under a private staging
-//! name first; then, holding the key's lock, the write's conditions
-//! (If-Match, If-None-Match) are checked against the object as it is now,
-//! the staged file is renamed onto the object's (an index-only change) and
-//! the metadata recorded. A failed, refused or interrupted write is never
-//! seen under the key, and two writers of one key cannot interleave their
-//! bytes and metadata.
+//! name first (or as a multipart upload's parts); then, holding the key's
+//! lock, the write's conditions (If-Match, If-None-Match) are checked
+//! against the object as it is now, and the staged file is renamed onto the
+//! object's name with its metadata as attributes (or the parts composed
+//! into it): one index transaction, so a reader sees the old object or the
+//! new one, bytes and metadata together, never a mix. A failed, refused or
+//! interrupted write is never seen under the key.
 
 use std::collections::HashSet;
 use std::hash::{Hash as _, Hasher as _};
@@ -105,16 +106,33 @@ impl WriteConditions {
     }
 }
 
+/// Where a write's bytes are, before it commits.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Staged<'a> {
+    /// One store file under a private name.
+    File(&'a str),
+    /// A multipart upload's parts, in order.
+    Parts(&'a [String]),
+}
+
 impl StoreS3 {
+    /// The metadata of `bucket/key` as it is now, if it exists.
+    pub(super) fn current(&self, bucket: &str, key: &str) -> S3Result<Option<ObjectMeta>> {
+        let name = meta::file_name(bucket, key);
+        let record = self.state.store.index().file(&name).map_err(internal)?;
+        Ok(record.map(|(r, _)| ObjectMeta::of(&r)))
+    }
+
     /// Makes a write visible as `bucket/key` with metadata `m`: under the
-    /// key's lock, checks `cond` against the current object, moves the
-    /// staged file (if any) onto the object's name and records `m`. On
-    /// refusal the staged file is deleted and the object left as it was.
+    /// key's lock, checks `cond` against the current object, then renames
+    /// the staged file onto the object's name with `m` as its attributes,
+    /// or composes the parts into it, in one index transaction. On refusal
+    /// a staged file is deleted and the object left as it was.
     pub(super) async fn commit(
         &self,
         bucket: &str,
         key: &str,
-        staged: Option<&str>,
+        staged: Staged<'_>,
         m: &ObjectMeta,
         cond: &WriteConditions,
     ) -> S3Result<()> {
@@ -122,25 +140,76 @@ impl StoreS3 {
             let _lock = self.state.s3.locks.lock(bucket, key).await;
             // The bucket may have gone while the bytes came in.
             self.require_bucket(bucket)?;
-            let current = self.meta().object(bucket, key).map_err(internal)?;
-            cond.check(current.as_ref())?;
-            if let Some(staged) = staged {
-                self.state
+            cond.check(self.current(bucket, key)?.as_ref())?;
+            let name = meta::file_name(bucket, key);
+            let attrs = m.to_attrs();
+            match staged {
+                Staged::File(file) => self
+                    .state
                     .store
-                    .rename(staged, &meta::file_name(bucket, key))
+                    .rename(file, &name, Some(&attrs))
                     .await
-                    .map_err(store_error)?;
+                    .map_err(store_error)?,
+                Staged::Parts(parts) => {
+                    self.state
+                        .store
+                        .compose(&name, parts, &attrs)
+                        .await
+                        .map_err(store_error)?;
+                }
             }
-            self.replace(bucket, key, current, m).await
+            self.state.touch();
+            Ok(())
         }
         .await;
         if result.is_err()
-            && let Some(staged) = staged
+            && let Staged::File(file) = staged
         {
-            let _ = self.state.store.delete(staged).await;
+            let _ = self.state.store.delete(file).await;
         }
         result
     }
+}
+
+/// Moves object metadata that earlier versions kept in `s3.redb` into the
+/// attributes of the objects' store files (a multipart object becomes a
+/// file made of its parts), then forgets it there. Runs at start, before
+/// S3 answers; running it again after an interruption changes nothing
+/// that was moved. Returns the objects moved.
+pub async fn migrate_legacy_objects(state: &State) -> Result<usize, meta::MetaError> {
+    let legacy = state.s3.meta.legacy_objects()?;
+    if legacy.is_empty() {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    for (bucket, key, object) in &legacy {
+        let name = meta::file_name(bucket, key);
+        let attrs = object.meta.to_attrs();
+        let done = if object.parts.is_empty() {
+            state.store.index().set_attrs(&name, &attrs).map_err(|e| {
+                meta::MetaError::new(format!("moving the metadata of {bucket}/{key}: {e}"))
+            })?
+        } else {
+            let parts: Vec<String> = object.parts.iter().map(|(p, _)| p.clone()).collect();
+            match state.store.compose(&name, &parts, &attrs).await {
+                Ok(_) => true,
+                Err(cloudshell_store::StoreError::NotFound(_)) => false,
+                Err(e) => {
+                    return Err(meta::MetaError::new(format!(
+                        "moving the metadata of {bucket}/{key}: {e}"
+                    )));
+                }
+            }
+        };
+        if done {
+            moved += 1;
+        } else {
+            tracing::warn!(object = %format!("{bucket}/{key}"), "its metadata had no bytes in the store: dropped");
+        }
+    }
+    state.s3.meta.clear_legacy_objects()?;
+    state.touch();
+    Ok(moved)
 }
 
 /// What [`collect_leftovers`] did.
@@ -148,124 +217,55 @@ impl StoreS3 {
 pub struct Leftovers {
     /// Staged files and unknown uploads' parts deleted.
     pub deleted: usize,
-    /// Object files whose metadata was missing or stale, now described.
-    pub adopted: usize,
 }
 
-/// What to do with one store file at start.
-#[derive(Debug, PartialEq, Eq)]
-enum Tidy {
-    Keep,
-    Delete,
-    /// Describe it as `bucket/key` with this metadata.
-    Adopt(String, String, ObjectMeta),
-}
-
-/// Decides about one file: staged files (no writer survives a restart) and
-/// parts of uploads nobody knows go; an object file whose metadata was not
-/// written (the daemon stopped between the two steps of a commit) is
-/// described from its index record rather than deleted, so stored data is
-/// never dropped.
-fn tidy(
+/// Whether a store file is a leftover of an interrupted S3 write: a staged
+/// file (no writer survives a restart), or a part of an upload nobody knows
+/// that no object is made of.
+fn is_leftover(
     meta: &meta::Meta,
     in_use: &HashSet<String>,
     f: &cloudshell_store::FileRecord,
-) -> Result<Tidy, meta::MetaError> {
+) -> Result<bool, meta::MetaError> {
     let name = f.name.as_str();
     if name.starts_with(STAGING) {
-        return Ok(Tidy::Delete);
+        return Ok(true);
     }
     if let Some(rest) = name.strip_prefix(meta::UPLOADS_DIR) {
         let id = rest.split('/').next().unwrap_or("");
-        let known = meta.upload(id)?.is_some() || in_use.contains(name);
-        return Ok(if known { Tidy::Keep } else { Tidy::Delete });
+        return Ok(meta.upload(id)?.is_none() && !in_use.contains(name));
     }
-    let Some((bucket, key)) = name
-        .strip_prefix(meta::OBJECTS_DIR)
-        .and_then(|r| r.split_once('/'))
-    else {
-        return Ok(Tidy::Keep);
-    };
-    if let Some(m) = meta.object(bucket, key)?
-        && m.parts.is_empty()
-        && m.size == f.size
-    {
-        return Ok(Tidy::Keep);
-    }
-    if meta
-        .object(bucket, key)?
-        .is_some_and(|m| !m.parts.is_empty())
-    {
-        // A multipart object's key: this file lost a race with it and no
-        // one reads it; it is replaced by the object's parts.
-        return Ok(Tidy::Delete);
-    }
-    // Not an MD5: the dash tells clients not to check the body against it.
-    let etag = format!(
-        "{}-1",
-        f.blake3[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    Ok(Tidy::Adopt(
-        bucket.to_owned(),
-        key.to_owned(),
-        ObjectMeta {
-            size: f.size,
-            etag,
-            content_type: None,
-            metadata: Default::default(),
-            modified: f.created,
-            parts: Vec::new(),
-        },
-    ))
+    Ok(false)
 }
 
 /// Tidies what S3 writes cut short by a stop of the daemon left in the
-/// store: staged files and unknown uploads' parts go, object files without
-/// metadata are described. Runs at start, beside new requests: staged
-/// names are random and new uploads are known, so nothing in use is
-/// touched.
+/// store: staged files and unknown uploads' parts go. Runs at start, beside
+/// new requests: staged names are random and new uploads are known, so
+/// nothing in use is touched.
 pub async fn collect_leftovers(state: &State) -> Leftovers {
     let meta = &state.s3.meta;
-    let (files, in_use) = match (state.store.index().files(), meta.parts_in_use()) {
-        (Ok(f), Ok(p)) => (f, p),
-        (Err(e), _) => {
+    let files = match state.store.index().files() {
+        Ok(f) => f,
+        Err(e) => {
             tracing::warn!("S3 leftovers: cannot list the index: {e}");
             return Leftovers::default();
         }
-        (_, Err(e)) => {
-            tracing::warn!("S3 leftovers: {e}");
-            return Leftovers::default();
-        }
     };
+    let in_use: HashSet<String> = files.iter().flat_map(|f| f.parts.clone()).collect();
     let mut out = Leftovers::default();
     for f in files {
-        match tidy(meta, &in_use, &f) {
-            Ok(Tidy::Keep) => {}
-            Ok(Tidy::Delete) => {
+        match is_leftover(meta, &in_use, &f) {
+            Ok(true) => {
                 if state.store.delete(&f.name).await.is_ok() {
                     tracing::info!(file = %f.name, "removed what an interrupted S3 write left");
                     out.deleted += 1;
                 }
             }
-            Ok(Tidy::Adopt(bucket, key, m)) => {
-                let created = u64::try_from(f.created).unwrap_or(0);
-                if meta.create_bucket(&bucket, created).is_ok()
-                    && meta.put(&bucket, &key, &m).is_ok()
-                {
-                    tracing::warn!(
-                        object = %format!("{bucket}/{key}"),
-                        "an S3 write was cut short after its bytes were stored: the object is kept"
-                    );
-                    out.adopted += 1;
-                }
-            }
+            Ok(false) => {}
             Err(e) => tracing::warn!(file = %f.name, "S3 leftovers: {e}"),
         }
     }
-    if out.deleted + out.adopted > 0 {
+    if out.deleted > 0 {
         state.touch();
     }
     out
@@ -282,7 +282,6 @@ mod tests {
             content_type: None,
             metadata: Default::default(),
             modified: 0,
-            parts: Vec::new(),
         }
     }
 
@@ -313,32 +312,26 @@ mod tests {
         assert!(WriteConditions::default().check(None).is_ok());
     }
 
-    fn record(name: &str, size: u64) -> cloudshell_store::FileRecord {
+    fn record(name: &str) -> cloudshell_store::FileRecord {
         cloudshell_store::FileRecord {
             name: name.into(),
             file_id: cloudshell_store::FileId([1; 16]),
-            size,
+            size: 5,
             chunk_size: 1 << 20,
             k: 6,
             m: 3,
             wrapped_key: None,
             created: 1_700_000_000,
             blake3: [0xab; 32],
+            attrs: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
     #[test]
-    fn leftovers_go_and_unknown_objects_are_kept() {
+    fn leftovers_go_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let m = meta::Meta::open(&dir.path().join("s3.redb")).unwrap();
-        m.create_bucket("b", 1).unwrap();
-        m.put("b", "known", &object("e")).unwrap();
-        let mut multi = object("m-2");
-        multi.parts = vec![
-            (meta::part_file("done", 1), 1),
-            (meta::part_file("done", 2), 1),
-        ];
-        m.put("b", "multi", &multi).unwrap();
         m.put_upload(
             "open",
             &meta::Upload {
@@ -351,44 +344,13 @@ mod tests {
             },
         )
         .unwrap();
-        let in_use = m.parts_in_use().unwrap();
-        let t = |name: &str, size: u64| tidy(&m, &in_use, &record(name, size)).unwrap();
-
-        assert_eq!(t(&staging_name(), 5), Tidy::Delete);
-        assert_eq!(
-            t(&meta::part_file("open", 3), 5),
-            Tidy::Keep,
-            "upload in progress"
-        );
-        assert_eq!(
-            t(&meta::part_file("done", 2), 1),
-            Tidy::Keep,
-            "part of an object"
-        );
-        assert_eq!(
-            t(&meta::part_file("gone", 1), 5),
-            Tidy::Delete,
-            "nobody's part"
-        );
-        assert_eq!(t("s3/b/known", 1), Tidy::Keep);
-        assert_eq!(
-            t("s3/b/multi", 9),
-            Tidy::Delete,
-            "shadowed by a multipart object"
-        );
-        assert_eq!(t("user/file", 9), Tidy::Keep, "not S3's");
-        match t("s3/b/known", 7) {
-            Tidy::Adopt(b, k, meta) => {
-                assert_eq!((b.as_str(), k.as_str(), meta.size), ("b", "known", 7));
-                assert!(meta.etag.ends_with("-1"), "{}", meta.etag);
-            }
-            other => panic!("a stale description is redone, got {other:?}"),
-        }
-        match t("s3/new/obj/with/slashes", 3) {
-            Tidy::Adopt(b, k, _) => {
-                assert_eq!((b.as_str(), k.as_str()), ("new", "obj/with/slashes"))
-            }
-            other => panic!("an undescribed object is kept, got {other:?}"),
-        }
+        let in_use = HashSet::from([meta::part_file("done", 2)]);
+        let t = |name: &str| is_leftover(&m, &in_use, &record(name)).unwrap();
+        assert!(t(&staging_name()));
+        assert!(!t(&meta::part_file("open", 3)), "upload in progress");
+        assert!(!t(&meta::part_file("done", 2)), "part of an object");
+        assert!(t(&meta::part_file("gone", 1)), "nobody's part");
+        assert!(!t("s3/b/known"));
+        assert!(!t("user/file"), "not S3's");
     }
 }
