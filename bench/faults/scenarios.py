@@ -13,6 +13,7 @@ import time
 import zlib
 
 from bad_input import bad_input
+from correctness import SCENARIOS as CORRECTNESS
 from fuzz import fuzz
 from load import load
 from security import security
@@ -515,6 +516,7 @@ def node_trouble(cli, work, opts):
 
 
 SCENARIOS = {
+    **CORRECTNESS,
     "agents-killed": agents_killed,
     "corruption": corruption,
     "daemon-killed": daemon_killed,

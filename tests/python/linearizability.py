@@ -148,6 +148,7 @@ def api_reader(args, me, path, stop_at, slow, names):
         name = rng.choice(names)
         start = time.monotonic()
         entry = dict(kind="get", api="json", name=name, start=start, slow=slow)
+        parts = []
         try:
             conn.request("GET", "/api/files/" + urllib.parse.quote(name))
             r = conn.getresponse()
@@ -155,7 +156,6 @@ def api_reader(args, me, path, stop_at, slow, names):
             if r.status == 200:
                 entry["length"] = int(r.getheader("Content-Length", "-1"))
                 entry["etag"] = r.getheader("ETag")
-                parts = []
                 while True:
                     piece = r.read(64 << 10 if slow else 1 << 20)
                     if not piece:
@@ -170,6 +170,7 @@ def api_reader(args, me, path, stop_at, slow, names):
                 r.read()
         except (OSError, http.client.HTTPException) as e:
             entry["error"] = repr(e)
+            entry["got"] = sum(len(p) for p in parts)
             conn = api_conn(args.api)
         entry["end"] = time.monotonic()
         rec.op(**entry)
@@ -228,13 +229,13 @@ def s3_reader(args, me, path, stop_at, slow):
         key = rng.choice(S3_KEYS)
         start = time.monotonic()
         entry = dict(kind="get", api="s3", name=s3_name(key), start=start, slow=slow)
+        parts = []
         try:
             r = s3.get_object(Bucket=BUCKET, Key=key)
             entry["status"] = 200
             entry["length"] = r["ContentLength"]
             entry["etag"] = r["ETag"].strip('"')
             stream = r["Body"]
-            parts = []
             while True:
                 piece = stream.read(64 << 10 if slow else 1 << 20)
                 if not piece:
@@ -254,6 +255,7 @@ def s3_reader(args, me, path, stop_at, slow):
                 entry["error"] = code
         except (botocore.exceptions.BotoCoreError, OSError) as e:
             entry["error"] = repr(e)
+            entry["got"] = sum(len(p) for p in parts)
         entry["end"] = time.monotonic()
         rec.op(**entry)
 
@@ -315,6 +317,10 @@ def check(history):
         reads = [op for op in ops if op["kind"] == "get" and op.get("status") in (200, 404)]
         observed = []  # (read, write it saw)
         for r in reads:
+            if r["status"] == 200 and r.get("error"):
+                bad.append(f"{name}: a 200 body cut short after {r.get('got', 0)} of"
+                           f" {r.get('length')} bytes ({r['api']}): {r['error']}")
+                continue
             if r["status"] == 200:
                 v = r.get("value")
                 if v is None:
@@ -333,7 +339,7 @@ def check(history):
                     bad.append(f"{name}: read {v} with ETag {r['etag']}, written {w.get('etag')}")
                 if r["api"] == "s3" and "-" not in r["etag"] and r["md5"] != r["etag"]:
                     bad.append(f"{name}: ETag {r['etag']} is not the body's MD5 {r['md5']}")
-                if r["api"] == "json":
+                if r["api"] == "json" and r.get("etag"):
                     if json_etags.setdefault(r["etag"], v) != v:
                         bad.append(f"{name}: ETag {r['etag']} named two values")
                 if w["start"] > r["end"]:
@@ -479,6 +485,7 @@ def main():
         "wrong": sum(1 for op in gets if op.get("status") == 200 and op.get("value") is None),
         "truncated": sum(1 for op in gets if op.get("status") == 200
                          and op.get("got") != op.get("length")),
+        "read_errors": sum(1 for op in gets if op.get("error")),
         "errors": [op.get("error") for op in history if op.get("error")][:5],
         "failed_ops": sum(1 for op in history if op.get("error") or op.get("ok") is None
                           and op["kind"] != "get"),

@@ -41,7 +41,9 @@ fn key(id: &ShardId) -> ShardKey {
 fn error(e: ShardError) -> Response {
     let code = match &e {
         ShardError::NotFound(_) => ErrorCode::NotFound,
-        ShardError::QuotaExceeded { .. } | ShardError::Full(_) => ErrorCode::QuotaExceeded,
+        ShardError::QuotaExceeded { .. } | ShardError::Full(_) | ShardError::DiskFull { .. } => {
+            ErrorCode::QuotaExceeded
+        }
         ShardError::Malformed(_) => ErrorCode::Malformed,
         _ => ErrorCode::Internal,
     };
@@ -83,6 +85,7 @@ impl Service for ShardService {
                         shards: s.shards,
                         uptime_secs: s.uptime_secs,
                         software: VERSION.to_owned(),
+                        disk_free: s.disk_free,
                     })
                 }),
                 other => {
@@ -213,6 +216,7 @@ impl ShardStore for RemoteShards {
                     quota: s.quota,
                     shards: s.shards,
                     uptime_secs: s.uptime_secs,
+                    disk_free: s.disk_free,
                 }),
                 r => Err(unexpected(&r)),
             }

@@ -94,8 +94,13 @@ pub enum StoreCommand {
         /// A stored name.
         name: Option<String>,
     },
-    /// The nodes: state, region, capacity.
-    Nodes,
+    /// The nodes: state, region, capacity; `--quota` caps the store on one.
+    Nodes {
+        /// Cap what the store keeps on a node, below its agent's quota
+        /// (`us-east-1=200M`; `us-east-1=none` lifts it). Repeatable.
+        #[arg(long, value_name = "REGION=SIZE")]
+        quota: Vec<String>,
+    },
     /// Rebuild missing and corrupt shards of every file now.
     Repair,
     /// Move shards from fuller nodes to emptier ones (after adding a region).
@@ -210,7 +215,7 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             Ok(())
         }
         StoreCommand::Status { name } => status(&api, args.json, name.as_deref()).await,
-        StoreCommand::Nodes => nodes(&api, args.json).await,
+        StoreCommand::Nodes { quota } => nodes(&api, quota, args.json).await,
         StoreCommand::Repair => {
             let v = run_job(&api, "/api/repair", args.json).await?;
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
@@ -602,30 +607,65 @@ async fn status(api: &Api, json: bool, name: Option<&str>) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn nodes(api: &Api, json: bool) -> anyhow::Result<()> {
+async fn nodes(api: &Api, quotas: &[String], json: bool) -> anyhow::Result<()> {
+    for q in quotas {
+        let Some((region, size)) = q.split_once('=') else {
+            anyhow::bail!("--quota {q:?}: give REGION=SIZE, like us-east-1=200M (or =none)");
+        };
+        let quota = match size.trim() {
+            "none" => serde_json::Value::Null,
+            s => serde_json::Value::from(s),
+        };
+        let path = format!("/api/nodes/{}/quota", percent_encode(region.trim()));
+        api.json(
+            api.http
+                .put(api.url(&path))
+                .json(&serde_json::json!({ "quota": quota })),
+        )
+        .await
+        .with_context(|| format!("setting the quota of {region}"))?;
+    }
     let v = api.json(api.http.get(api.url("/api/nodes"))).await?;
     if json {
         say!("{v}");
         return Ok(());
     }
     say!(
-        "{:<16} {:<14} {:>8} {:>10} {:>10}  {}",
+        "{:<16} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
         "NODE",
         "STATE",
         "SHARDS",
         "USED",
         "QUOTA",
+        "ROOM",
         "NOTE"
     );
     for n in v["nodes"].as_array().into_iter().flatten() {
+        let full = n["full"].as_bool() == Some(true);
+        let state = n["state"].as_str().unwrap_or("?");
+        // The store's cap, when set, is the quota that counts.
+        let quota = n["store_quota"].as_u64().map_or_else(
+            || human(n["quota"].as_u64().unwrap_or(0)),
+            |q| format!("{}*", human(q)),
+        );
+        let note = match (full, n["last_error"].as_str()) {
+            (_, Some(e)) if state != "connected" => e.to_owned(),
+            (true, _) => "full: new chunks go to the other nodes".to_owned(),
+            _ => String::new(),
+        };
         say!(
-            "{:<16} {:<14} {:>8} {:>10} {:>10}  {}",
+            "{:<16} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
             n["id"].as_str().unwrap_or("?"),
-            n["state"].as_str().unwrap_or("?"),
+            if full && state == "connected" {
+                "full"
+            } else {
+                state
+            },
             n["shards"].as_u64().unwrap_or(0),
             human(n["used"].as_u64().unwrap_or(0)),
-            human(n["quota"].as_u64().unwrap_or(0)),
-            n["last_error"].as_str().unwrap_or("")
+            quota,
+            human(n["room"].as_u64().unwrap_or(0)),
+            note
         );
     }
     Ok(())

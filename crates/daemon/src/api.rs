@@ -14,6 +14,7 @@
 //! | `POST /api/nodes` | add a region: `{"region": "sa-east-1"}` |
 //! | `DELETE /api/shards/{node}/{file}/{chunk}/{index}` | delete one shard (to simulate damage) |
 //! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
+//! | `PUT /api/nodes/{id}/quota` | cap the store on a node: `{"quota": "200M"}`, `null` lifts it |
 //! | `POST /api/repair` | repair every file now: a job |
 //! | `POST /api/redistribute` | even out the nodes: a job |
 //! | `GET /api/jobs/{id}` | a job's progress and result |
@@ -62,6 +63,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/nodes", get(nodes).post(add_region))
         .route("/api/nodes/{id}/offline", post(offline))
         .route("/api/nodes/{id}/online", post(online))
+        .route("/api/nodes/{id}/quota", axum::routing::put(set_quota))
         .route(
             "/api/shards/{node}/{file}/{chunk}/{index}",
             delete(delete_shard),
@@ -80,7 +82,25 @@ pub fn router(state: Shared) -> Router {
             authorize,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), measure))
+        .layer(axum::middleware::from_fn(one_length))
         .with_state(state)
+}
+
+/// Refuses a request that says its length two ways (Content-Length and
+/// Transfer-Encoding): RFC 9112 section 6.3 calls it a smuggling attempt
+/// or a broken client, and a proxy in front might read it the other way.
+/// On every listener (the S3 endpoint's too).
+pub(crate) async fn one_length(request: Request, next: Next) -> Response {
+    let h = request.headers();
+    if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "AmbiguousLength",
+            "the request has both Content-Length and Transfer-Encoding; send one",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.
@@ -119,6 +139,7 @@ impl From<StoreError> for ApiError {
             StoreError::ShardWrite { source, .. } if source.is_full() => {
                 (StatusCode::INSUFFICIENT_STORAGE, "StoreFull")
             }
+            StoreError::StoreFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "StoreFull"),
             StoreError::NoNodes | StoreError::ShardWrite { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "NodesUnavailable")
             }
@@ -277,6 +298,11 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
     if name.split('/').any(|s| s == "." || s == "..") {
         return Err(bad("it has a . or .. segment"));
+    }
+    // Tools on Windows read a backslash as a separator: `a\..\b` would
+    // climb there, and `a\b` would land in a directory.
+    if name.contains('\\') {
+        return Err(bad("it contains a backslash (separate segments with /)"));
     }
     check_not_s3(name)
 }
@@ -668,6 +694,44 @@ async fn online(
     Ok(Json(json!({ "node": node.status() })))
 }
 
+#[derive(serde::Deserialize)]
+struct NewQuota {
+    quota: Option<String>,
+}
+
+async fn set_quota(
+    AxumState(state): AxumState<Shared>,
+    Path(id): Path<String>,
+    body: Result<Json<NewQuota>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            format!("expected {{\"quota\": \"200M\"}} (or null to lift it): {e}"),
+        )
+    })?;
+    let bytes = match body.quota.as_deref().map(str::trim) {
+        None | Some("none") => None,
+        Some(size) => Some(
+            cloudshell_store::shard_store::parse_size(size).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidQuota",
+                    format!(
+                        "{size:?} is not a size: give bytes or a number with K, M or G, like 200M"
+                    ),
+                )
+            })?,
+        ),
+    };
+    let node = find_node(&state, &id)?;
+    state
+        .set_node_quota(&id, bytes)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
+    Ok(Json(json!({ "node": node.status() })))
+}
+
 async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json<Job>), ApiError> {
     let files = state
         .store
@@ -684,15 +748,15 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
         let mut spread = 0;
         let mut failed = Vec::new();
         for (n, f) in files.iter().enumerate() {
-            match state.repair_file(&f.name).await {
-                Ok(r) => {
-                    chunks += r.chunks_repaired;
-                    shards += r.shards_rebuilt;
-                    spread += r.shards_spread;
-                }
-                // Deleted since the listing: nothing to repair.
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => failed.push(json!({"name": f.name, "error": e.to_string()})),
+            let result = state.repair_file(&f.name).await;
+            if let Ok(r) = &result {
+                chunks += r.chunks_repaired;
+                shards += r.shards_rebuilt;
+                spread += r.shards_spread;
+            }
+            if let Some(problem) = crate::health::repair_problem(&f.name, &result) {
+                let left = result.as_ref().map_or(0, |r| r.left.len());
+                failed.push(json!({"name": f.name, "error": problem, "shards_left": left}));
             }
             state.jobs.progress(id, n as u64 + 1);
             state.bump();
@@ -1008,6 +1072,8 @@ mod tests {
         assert!(check_name("s3/bucket/key").is_err());
         assert!(check_name(".s3-uploads/x/00001").is_err());
         assert!(check_name("s3x/fine").is_ok());
+        assert!(check_name("a\\..\\b").is_err());
+        assert!(check_name("dir\\file").is_err());
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub struct DaemonConfig {
     pub agent_binary: Option<PathBuf>,
     /// Bytes of shards each agent may hold (suffixes K, M, G).
     pub agent_quota: String,
+    /// The store's own cap on some nodes, below their agent's quota:
+    /// region -> size (suffixes K, M, G), e.g. `{ "us-east-1" = "200M" }`.
+    /// `cloudshell store nodes --quota REGION=SIZE` changes it while the
+    /// daemon runs (kept in `DATA_DIR/node-quotas.json`, which wins).
+    pub node_quotas: std::collections::BTreeMap<String, String>,
     /// STUN servers (HOST:PORT) for the daemon and its agents; empty means
     /// public ones against AWS and none when emulated (agents on this
     /// machine reach the daemon directly).
@@ -96,6 +101,7 @@ impl Default for DaemonConfig {
             no_encryption: false,
             agent_binary: None,
             agent_quota: "900M".to_owned(),
+            node_quotas: std::collections::BTreeMap::new(),
             stun: Vec::new(),
             quic_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             heartbeat_secs: 300,

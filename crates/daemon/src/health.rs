@@ -62,11 +62,13 @@ pub struct FileHealth {
 /// A file's known-bad shards, by (chunk, index).
 type BadShards = HashMap<(u64, u8), Bad>;
 
-/// Known-bad shards and files under repair.
+/// Known-bad shards, files under repair, and files whose last repair did
+/// not finish (to try again).
 #[derive(Debug, Default)]
 pub struct ShardHealth {
     bad: Mutex<HashMap<FileId, BadShards>>,
     repairing: Mutex<HashSet<FileId>>,
+    unfinished: Mutex<HashSet<FileId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -85,6 +87,38 @@ impl ShardHealth {
     /// Forgets what was bad in `file` (repaired, or deleted).
     pub fn clear(&self, file: FileId) {
         lock(&self.bad).remove(&file);
+        lock(&self.unfinished).remove(&file);
+    }
+
+    /// Records what a repair of `file` found on the nodes afterwards: the
+    /// shards it could not rebuild are missing, every other shard is good.
+    /// A file with shards left is marked to be repaired again.
+    pub fn repaired(&self, file: FileId, left: &[cloudshell_store::ShardGap]) {
+        let mut bad = lock(&self.bad);
+        let mut unfinished = lock(&self.unfinished);
+        if left.is_empty() {
+            bad.remove(&file);
+            unfinished.remove(&file);
+        } else {
+            bad.insert(
+                file,
+                left.iter()
+                    .map(|g| ((g.chunk, g.index), Bad::Missing))
+                    .collect(),
+            );
+            unfinished.insert(file);
+        }
+    }
+
+    /// Marks `file`'s repair as not finished (it failed before it could
+    /// say what is left): what was known bad stays so.
+    pub fn repair_failed(&self, file: FileId) {
+        lock(&self.unfinished).insert(file);
+    }
+
+    /// Files whose last repair did not finish.
+    pub fn unfinished(&self) -> HashSet<FileId> {
+        lock(&self.unfinished).clone()
     }
 
     /// Marks `file` as under repair, or not.
@@ -170,6 +204,30 @@ impl ShardHealth {
     }
 }
 
+/// What went wrong with a repair of `name`, in words for its user; `None`
+/// when it finished (or the file went away meanwhile, which leaves nothing
+/// to repair).
+pub fn repair_problem(
+    name: &str,
+    result: &Result<cloudshell_store::RepairReport, cloudshell_store::StoreError>,
+) -> Option<String> {
+    match result {
+        Ok(r) if r.is_complete() => None,
+        Ok(r) => Some(format!(
+            "repair of {name} is incomplete: {} shard{} could not be rebuilt ({}); the file \
+             still reads from its other shards, and is repaired again when nodes come back",
+            r.left.len(),
+            if r.left.len() == 1 { "" } else { "s" },
+            r.failure.as_deref().unwrap_or("no reason given"),
+        )),
+        Err(cloudshell_store::StoreError::NotFound(_)) => None,
+        Err(e) => Some(format!(
+            "repair of {name} failed: {e}; nothing it had not finished was kept, and it is \
+             tried again when nodes come back"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +280,32 @@ mod tests {
         h.set_repairing(m.file_id, false);
         h.clear(m.file_id);
         assert_eq!(h.file_health(&m, 6, &all).state, Redundancy::Healthy);
+    }
+
+    #[test]
+    fn a_repair_that_left_shards_keeps_the_file_degraded_until_one_finishes() {
+        let h = ShardHealth::default();
+        let m = manifest();
+        let all: HashSet<String> = (0..9).map(|i| format!("n{i}")).collect();
+        h.mark(m.file_id, 0, 1, Bad::Missing);
+        h.mark(m.file_id, 1, 1, Bad::Corrupt);
+        let left = [
+            cloudshell_store::ShardGap { chunk: 1, index: 2 },
+            cloudshell_store::ShardGap { chunk: 1, index: 5 },
+            cloudshell_store::ShardGap { chunk: 1, index: 7 },
+        ];
+        h.repaired(m.file_id, &left);
+        let fh = h.file_health(&m, 6, &all);
+        assert_eq!(
+            (fh.state, fh.survives, fh.bad_shards),
+            (Redundancy::Degraded, 0, 3)
+        );
+        assert_eq!(h.shard_state(m.file_id, 0, 1, true), ShardState::Ok);
+        assert_eq!(h.shard_state(m.file_id, 1, 7, true), ShardState::Missing);
+        assert!(h.unfinished().contains(&m.file_id));
+        h.repaired(m.file_id, &[]);
+        assert_eq!(h.file_health(&m, 6, &all).state, Redundancy::Healthy);
+        assert!(h.unfinished().is_empty());
     }
 
     #[test]

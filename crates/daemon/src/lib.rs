@@ -233,7 +233,10 @@ impl State {
             .collect()
     }
 
-    /// Repairs one file, keeping its shard health up to date.
+    /// Repairs one file, keeping its shard health up to date with what the
+    /// repair found on the nodes: shards it could not rebuild stay marked
+    /// missing (they count against the losses the file survives), and the
+    /// file is repaired again when nodes come back.
     pub async fn repair_file(
         &self,
         name: &str,
@@ -246,8 +249,11 @@ impl State {
         let result = self.store.repair(name).await;
         if let Some(id) = file_id {
             self.health.set_repairing(id, false);
-            if result.is_ok() {
-                self.health.clear(id);
+            match &result {
+                Ok(report) => self.health.repaired(id, &report.left),
+                // Replaced or removed meanwhile: that version is gone.
+                Err(cloudshell_store::StoreError::NotFound(_)) => self.health.clear(id),
+                Err(_) => self.health.repair_failed(id),
             }
         }
         match &result {
@@ -271,6 +277,36 @@ impl State {
     pub fn store_node(&self, id: &str) -> Option<cloudshell_store::Node> {
         self.store.nodes().into_iter().find(|n| n.id == id)
     }
+
+    /// Caps what the store keeps on node `id` (`None` lifts the cap), now
+    /// and after restarts (`DATA_DIR/node-quotas.json`). Returns false when
+    /// there is no such node.
+    pub fn set_node_quota(&self, id: &str, bytes: Option<u64>) -> Result<bool, DaemonError> {
+        let (Some(store_node), Some(node)) = (self.store_node(id), self.node(id)) else {
+            return Ok(false);
+        };
+        let path = quota_file(&self.config.data_dir);
+        let mut kept = read_quotas(&path)?;
+        match bytes {
+            Some(b) => kept.insert(id.to_owned(), b),
+            None => kept.remove(id),
+        };
+        let text = serde_json::to_vec_pretty(&kept).map_err(|e| DaemonError::Io {
+            what: format!("cannot encode {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, text).map_err(io(format!("cannot write {}", temp.display())))?;
+        std::fs::rename(&temp, &path).map_err(io(format!("cannot write {}", path.display())))?;
+        store_node.set_quota(bytes.unwrap_or(cloudshell_store::NO_QUOTA));
+        node.update(|s| {
+            s.store_quota = bytes;
+            let cap = bytes.unwrap_or(u64::MAX).saturating_sub(s.used);
+            s.room = s.room.min(cap);
+        });
+        self.bump();
+        Ok(true)
+    }
 }
 
 /// The S3 endpoint: s3s behind axum, every request signed with one of the
@@ -279,13 +315,15 @@ fn s3_router(state: Arc<State>) -> axum::Router {
     let mut builder = s3s::service::S3ServiceBuilder::new(s3::StoreS3::new(state.clone()));
     builder.set_auth(s3::KeyAuth::new(state));
     let service = builder.build();
-    axum::Router::new().fallback_service(axum::error_handling::HandleError::new(
-        service,
-        |e: s3s::HttpError| async move {
-            tracing::warn!("S3 request failed: {e:?}");
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR
-        },
-    ))
+    axum::Router::new()
+        .fallback_service(axum::error_handling::HandleError::new(
+            service,
+            |e: s3s::HttpError| async move {
+                tracing::warn!("S3 request failed: {e:?}");
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            },
+        ))
+        .layer(axum::middleware::from_fn(api::one_length))
 }
 
 /// Aborts tasks when dropped.
@@ -359,6 +397,7 @@ impl Daemon {
     pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
         let mut fleet = Fleet::new(&config).await?;
         let key = key_source(&config, true)?;
+        apply_quotas(&config, &fleet.store_nodes)?;
         let store = Store::open(
             &config.data_dir.join("index.redb"),
             &key,
@@ -550,6 +589,53 @@ impl Daemon {
     pub async fn wait(self) {
         std::future::pending::<()>().await;
     }
+}
+
+/// Where node quotas set while running are kept.
+fn quota_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("node-quotas.json")
+}
+
+/// The node quotas kept in `path` (none if it does not exist).
+fn read_quotas(path: &Path) -> Result<std::collections::BTreeMap<String, u64>, DaemonError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            config::ConfigError::Invalid(format!(
+                "{} is not a map of node quotas ({e}); fix or remove it",
+                path.display()
+            ))
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(io(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+/// Puts the configured node quotas, then those set while running, on the
+/// store's nodes.
+fn apply_quotas(
+    config: &DaemonConfig,
+    nodes: &[cloudshell_store::Node],
+) -> Result<(), DaemonError> {
+    let mut quotas = std::collections::BTreeMap::new();
+    for (region, size) in &config.node_quotas {
+        let bytes = cloudshell_store::shard_store::parse_size(size).ok_or_else(|| {
+            config::ConfigError::Invalid(format!(
+                "node_quotas: {size:?} for {region} is not a size; try 200M or a number of bytes"
+            ))
+        })?;
+        quotas.insert(region.clone(), bytes);
+    }
+    quotas.extend(read_quotas(&quota_file(&config.data_dir))?);
+    for (region, bytes) in quotas {
+        let node = nodes.iter().find(|n| n.id == region).ok_or_else(|| {
+            config::ConfigError::Invalid(format!(
+                "node_quotas names {region}, which is not one of this store's regions"
+            ))
+        })?;
+        node.set_quota(bytes);
+    }
+    Ok(())
 }
 
 /// The default key file, created for a new store when no key was given.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use cloudshell_agent::RemoteShards;
-use cloudshell_store::ShardKey;
 use cloudshell_store::shard_store::{ShardError, ShardStore, StoreStats};
+use cloudshell_store::{ShardKey, StoreSettings};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
@@ -51,8 +51,17 @@ pub struct NodeStatus {
     pub agent_pid: Option<u32>,
     /// Bytes of shards held.
     pub used: u64,
-    /// Its quota.
+    /// Its quota: the agent's.
     pub quota: u64,
+    /// The store's own cap for this node (`store nodes --quota`), if set.
+    pub store_quota: Option<u64>,
+    /// Bytes free on the disk holding its shards, when known.
+    pub disk_free: Option<u64>,
+    /// Bytes it can still take: the least of what the quotas leave and
+    /// its disk has free.
+    pub room: u64,
+    /// Too little room for a shard: new chunks go to the other nodes.
+    pub full: bool,
     /// Shards held.
     pub shards: u64,
     /// The last thing that went wrong, if the node is not connected.
@@ -79,12 +88,29 @@ impl NodeStatus {
             agent_pid: None,
             used: 0,
             quota: 0,
+            store_quota: None,
+            disk_free: None,
+            room: 0,
+            full: false,
             shards: 0,
             last_error: None,
             latency_ms: None,
             last_heartbeat: None,
             since: now_secs(),
         }
+    }
+}
+
+impl NodeStatus {
+    /// Takes in what the agent reported of itself.
+    pub fn absorb(&mut self, stats: &StoreStats, store_node: &cloudshell_store::Node) {
+        self.used = stats.used;
+        self.quota = stats.quota;
+        self.shards = stats.shards;
+        self.store_quota = store_node.quota();
+        self.disk_free = Some(stats.disk_free).filter(|f| *f != u64::MAX);
+        self.room = store_node.room(stats);
+        self.full = self.room < cloudshell_store::largest_shard(&StoreSettings::default());
     }
 }
 

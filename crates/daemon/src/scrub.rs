@@ -117,9 +117,12 @@ pub async fn pass(state: &State) {
         let mut rebuilt = 0;
         if report.needs_repair() || read_failed > 0 {
             state.bump();
-            match state.repair_file(&record.name).await {
-                Ok(r) => rebuilt = r.shards_rebuilt,
-                Err(e) => tracing::warn!(file = %record.name, "scrub repair: {e}"),
+            let result = state.repair_file(&record.name).await;
+            if let Ok(r) = &result {
+                rebuilt = r.shards_rebuilt;
+            }
+            if let Some(problem) = crate::health::repair_problem(&record.name, &result) {
+                tracing::warn!("scrub: {problem}");
             }
         }
         update(state, |s| {

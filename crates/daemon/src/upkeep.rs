@@ -53,9 +53,25 @@ async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport,
     Ok(state.store.backup_index().await?)
 }
 
-/// Rebuilds what a lost or wiped node held.
+/// How often repairs that did not finish are tried again, besides when a
+/// node comes back.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
+
+/// Rebuilds what a lost or wiped node held, and tries unfinished repairs
+/// again when a node comes back (and every [`RETRY_EVERY`]).
 pub(crate) async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedReceiver<NodeEvent>) {
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(e) => e,
+                None => return,
+            },
+            () = tokio::time::sleep(RETRY_EVERY) => {
+                state.store.retry_strays().await;
+                retry_unfinished(&state).await;
+                continue;
+            }
+        };
         let repair = match &event {
             NodeEvent::Lost { node } => Some(node),
             NodeEvent::Connected {
@@ -69,13 +85,41 @@ pub(crate) async fn repair_loop(state: Arc<State>, mut events: mpsc::UnboundedRe
         {
             tracing::warn!(node = %node, "repair: {e}");
         }
-        // Whatever a repair or a put did while nodes were missing (several
-        // shards of a chunk on the one fresh node there was) spreads out
-        // now that one more node serves.
-        if matches!(event, NodeEvent::Connected { .. })
-            && let Err(e) = spread_crowded(&state).await
-        {
-            tracing::warn!("spreading crowded chunks: {e}");
+        if matches!(event, NodeEvent::Connected { .. }) {
+            // Shards that could not be deleted while it was away.
+            let left = state.store.retry_strays().await;
+            if left > 0 {
+                tracing::debug!(left, "shards still waiting to be deleted");
+            }
+            retry_unfinished(&state).await;
+            // Whatever a repair or a put did while nodes were missing
+            // (several shards of a chunk on the one fresh node there was)
+            // spreads out now that one more node serves.
+            if let Err(e) = spread_crowded(&state).await {
+                tracing::warn!("spreading crowded chunks: {e}");
+            }
+        }
+    }
+}
+
+/// Repairs again the files whose last repair did not finish.
+async fn retry_unfinished(state: &State) {
+    let unfinished = state.health.unfinished();
+    if unfinished.is_empty() {
+        return;
+    }
+    let files = match state.store.index().files() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("repair retry: cannot list files: {e}");
+            return;
+        }
+    };
+    for record in files.iter().filter(|r| unfinished.contains(&r.file_id)) {
+        let result = state.repair_file(&record.name).await;
+        match crate::health::repair_problem(&record.name, &result) {
+            Some(problem) => tracing::debug!("{problem}"),
+            None => tracing::info!(file = %record.name, "an unfinished repair finished"),
         }
     }
 }
@@ -99,9 +143,12 @@ pub async fn spread_crowded(state: &State) -> Result<usize, DaemonError> {
             nodes.len() < c.shards.len() && nodes.len() < serving.len()
         });
         if spreadable {
-            match state.repair_file(&record.name).await {
-                Ok(report) => spread += report.shards_spread,
-                Err(e) => tracing::warn!(file = %record.name, "spread: {e}"),
+            let result = state.repair_file(&record.name).await;
+            if let Ok(report) = &result {
+                spread += report.shards_spread;
+            }
+            if let Some(problem) = crate::health::repair_problem(&record.name, &result) {
+                tracing::warn!("spread: {problem}");
             }
         }
     }
@@ -133,11 +180,12 @@ pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError
             .iter()
             .any(|c| c.shards.iter().any(|s| s.node == node));
         if touches {
-            match state.repair_file(&record.name).await {
-                Ok(report) => {
-                    repaired += report.shards_rebuilt;
-                }
-                Err(e) => tracing::warn!(file = %record.name, "repair: {e}"),
+            let result = state.repair_file(&record.name).await;
+            if let Ok(report) = &result {
+                repaired += report.shards_rebuilt;
+            }
+            if let Some(problem) = crate::health::repair_problem(&record.name, &result) {
+                tracing::warn!("{problem}");
             }
         }
     }

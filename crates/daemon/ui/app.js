@@ -389,7 +389,8 @@ async function refreshNodes() {
   drawMap($("#map"), nodes);
   $("#node-cards").replaceChildren(
     ...nodes.map((n) => {
-      const pct = n.quota ? (100 * n.used) / n.quota : 0;
+      const cap = n.store_quota ?? n.quota;
+      const pct = cap ? (100 * n.used) / cap : 0;
       const offline = n.state === "offline";
       return el(
         "article",
@@ -398,13 +399,19 @@ async function refreshNodes() {
           "header",
           {},
           el("div", {}, el("h3", {}, n.id), el("div", { class: "city" }, REGION_CITIES[n.id]?.[2] ?? "")),
-          el("span", { class: `badge ${n.state}` }, n.state),
+          el(
+            "span",
+            {},
+            el("span", { class: `badge ${n.state}` }, n.state),
+            n.full ? el("span", { class: "badge full", title: "too little room for a shard: new chunks go to the other nodes" }, "full") : null,
+          ),
         ),
         el("div", { class: "capacity", title: `${pct.toFixed(1)}% of the quota` }, el("span", { style: `width:${Math.min(pct, 100)}%` })),
         el(
           "dl",
           {},
-          el("dt", {}, "used"), el("dd", {}, `${bytes(n.used)} of ${bytes(n.quota)}`),
+          el("dt", {}, "used"), el("dd", {}, `${bytes(n.used)} of ${bytes(n.store_quota ?? n.quota)}`),
+          el("dt", {}, "room"), el("dd", {}, bytes(n.room)),
           el("dt", {}, "shards"), el("dd", {}, n.shards.toLocaleString()),
           el("dt", {}, "latency"), el("dd", {}, n.latency_ms != null ? `${n.latency_ms.toFixed(1)} ms` : "—"),
           el("dt", {}, "heartbeat"), el("dd", {}, ago(n.last_heartbeat)),

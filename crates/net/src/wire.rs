@@ -151,6 +151,9 @@ pub struct AgentStats {
     pub uptime_secs: u64,
     /// Software version.
     pub software: String,
+    /// Bytes free on the disk holding the shards (after `software` on the
+    /// wire; absent from agents that predate it, read as unlimited).
+    pub disk_free: u64,
 }
 
 /// A response.
@@ -300,7 +303,7 @@ pub fn max_response_body(op: Op, status: u8) -> Result<usize, WireError> {
         Op::GetShard => MAX_BLOB,
         Op::ListShards => 4 + MAX_LIST as usize * SHARD_ID_LEN,
         Op::VerifyShard => 32,
-        Op::Stats => 32 + 2 + MAX_TEXT,
+        Op::Stats => 32 + 2 + MAX_TEXT + 8,
     })
 }
 
@@ -517,6 +520,7 @@ impl Response {
                     body.extend_from_slice(&n.to_le_bytes());
                 }
                 put_text(&mut body, &s.software);
+                body.extend_from_slice(&s.disk_free.to_le_bytes());
                 0
             }
             Self::Error { code, message } => {
@@ -575,6 +579,7 @@ impl Response {
                 shards: r.u64()?,
                 uptime_secs: r.u64()?,
                 software: r.text()?,
+                disk_free: if r.0.is_empty() { u64::MAX } else { r.u64()? },
             }),
         };
         r.end()?;
@@ -669,6 +674,7 @@ mod tests {
                     shards: 3,
                     uptime_secs: 4,
                     software: "0.1.0".into(),
+                    disk_free: 5,
                 }),
             ),
             (

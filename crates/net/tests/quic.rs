@@ -52,6 +52,7 @@ impl Service for Memory {
                     shards: m.len() as u64,
                     uptime_secs: 0,
                     software: "test".into(),
+                    disk_free: u64::MAX,
                 }),
                 other => Response::Error {
                     code: ErrorCode::Malformed,

@@ -24,6 +24,9 @@ pub(crate) type Garbage = (Node, ShardKey);
 pub(crate) struct Holds {
     index: Arc<Index>,
     map: Mutex<HashMap<FileId, Entry>>,
+    /// Garbage whose delete failed (its node was away): tried again by
+    /// [`Holds::retry_strays`], e.g. when a node comes back.
+    strays: Mutex<Vec<Garbage>>,
 }
 
 #[derive(Default)]
@@ -45,6 +48,7 @@ impl Holds {
         Arc::new(Self {
             index,
             map: Mutex::new(HashMap::new()),
+            strays: Mutex::new(Vec::new()),
         })
     }
 
@@ -135,7 +139,7 @@ impl Hold {
         self.released = true;
         let garbage = self.holds.release(self.file_id);
         if !garbage.is_empty() {
-            delete_garbage(&self.holds.index, garbage).await;
+            self.holds.delete(garbage).await;
         }
     }
 }
@@ -149,38 +153,70 @@ impl Drop for Hold {
         if garbage.is_empty() {
             return;
         }
-        let index = Arc::clone(&self.holds.index);
+        let holds = Arc::clone(&self.holds);
         // Outside a runtime nothing can be deleted now: the orphan
         // collector will find these shards.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { delete_garbage(&index, garbage).await });
+            rt.spawn(async move { holds.delete(garbage).await });
         }
     }
 }
 
-/// Deletes garbage shards, but any that the index places on that very
-/// node again (a repair or a move put the same shard back there since).
-pub(crate) async fn delete_garbage(index: &Index, garbage: Vec<Garbage>) {
-    let mut manifests = HashMap::new();
-    let mut deletes = FuturesUnordered::new();
-    for (node, key) in garbage {
-        let manifest = manifests
-            .entry(key.file_id)
-            .or_insert_with(|| index.manifest(key.file_id).ok().flatten());
-        let placed_here = manifest.as_ref().is_some_and(|m| {
-            usize::try_from(key.chunk)
-                .ok()
-                .and_then(|c| m.chunks.get(c))
-                .and_then(|c| c.shards.get(usize::from(key.index)))
-                .is_some_and(|loc| loc.node == node.id)
-        });
-        if !placed_here {
-            deletes.push(async move { node.shards.delete(key).await });
+impl Holds {
+    /// Deletes garbage shards, but any that the index places on that very
+    /// node again (a repair or a move put the same shard back there since).
+    /// Those whose node cannot be reached are kept as strays.
+    pub(crate) async fn delete(&self, garbage: Vec<Garbage>) {
+        let mut manifests = HashMap::new();
+        let mut deletes = FuturesUnordered::new();
+        for (node, key) in garbage {
+            let manifest = manifests
+                .entry(key.file_id)
+                .or_insert_with(|| self.index.manifest(key.file_id).ok().flatten());
+            let placed_here = manifest.as_ref().is_some_and(|m| {
+                usize::try_from(key.chunk)
+                    .ok()
+                    .and_then(|c| m.chunks.get(c))
+                    .and_then(|c| c.shards.get(usize::from(key.index)))
+                    .is_some_and(|loc| loc.node == node.id)
+            });
+            if !placed_here {
+                deletes.push(async move {
+                    let result = node.shards.delete(key).await;
+                    ((node, key), result)
+                });
+            }
+        }
+        let mut failed = Vec::new();
+        while let Some((garbage, result)) = deletes.next().await {
+            if let Err(e) = result {
+                tracing::debug!(
+                    node = %garbage.0.id,
+                    shard = %garbage.1.name(),
+                    "could not delete a shard (kept to try again): {e}"
+                );
+                failed.push(garbage);
+            }
+        }
+        if !failed.is_empty() {
+            self.strays
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(failed);
         }
     }
-    while let Some(r) = deletes.next().await {
-        if let Err(e) = r {
-            tracing::warn!("could not delete a shard (left as an orphan): {e}");
+
+    /// Tries again to delete the garbage whose delete failed; returns how
+    /// many are still left.
+    pub(crate) async fn retry_strays(&self) -> usize {
+        let strays =
+            std::mem::take(&mut *self.strays.lock().unwrap_or_else(PoisonError::into_inner));
+        if !strays.is_empty() {
+            self.delete(strays).await;
         }
+        self.strays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }

@@ -59,7 +59,7 @@ pub use index::{FileRecord, Manifest};
 pub use read::Version;
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
-    CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, Node, PutReport,
+    CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, NO_QUOTA, Node, PutReport,
     RedistributeReport, RepairReport, STORE_CHUNK_BUDGET, SUSPECT_FOR, ShardGap, Store, StoreError,
-    StoreSettings, encode_chunk,
+    StoreSettings, encode_chunk, largest_shard,
 };

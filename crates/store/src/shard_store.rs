@@ -20,6 +20,17 @@ pub struct StoreStats {
     pub shards: u64,
     /// Seconds since it started.
     pub uptime_secs: u64,
+    /// Bytes free on the disk that holds the shards (statvfs: what an
+    /// unprivileged writer may still use), whatever the quota says.
+    pub disk_free: u64,
+}
+
+impl StoreStats {
+    /// Bytes it can still take: the smaller of what the quota leaves and
+    /// what the disk has free.
+    pub fn room(&self) -> u64 {
+        self.quota.saturating_sub(self.used).min(self.disk_free)
+    }
 }
 
 /// Why a shard operation failed.
@@ -39,10 +50,17 @@ pub enum ShardError {
         /// Bytes the write needed.
         needed: u64,
     },
-    /// A remote store refused the write as past its quota (the agent's
-    /// own words: used, quota and need); nothing was written.
+    /// A remote store refused the write as past its quota or its disk
+    /// full (the agent's own words); nothing was written.
     #[error("{0}")]
     Full(String),
+    /// The disk holding the shards is full (ENOSPC, or the user's disk
+    /// quota, EDQUOT); nothing was written.
+    #[error("the disk holding the shards is full: {free} bytes free")]
+    DiskFull {
+        /// Bytes free on it.
+        free: u64,
+    },
     /// The blob is not a shard, or not the one named.
     #[error("refused a malformed shard: {0}")]
     Malformed(String),
@@ -57,7 +75,10 @@ pub enum ShardError {
 impl ShardError {
     /// The store is out of room (here or on a remote agent).
     pub fn is_full(&self) -> bool {
-        matches!(self, Self::QuotaExceeded { .. } | Self::Full(_))
+        matches!(
+            self,
+            Self::QuotaExceeded { .. } | Self::Full(_) | Self::DiskFull { .. }
+        )
     }
 }
 
@@ -199,13 +220,36 @@ impl LocalDirStore {
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
                 usage.bytes = (usage.bytes + old).saturating_sub(new);
-                Err(e.into())
+                if is_out_of_space(&e) {
+                    Err(ShardError::DiskFull {
+                        free: disk_free(&self.inner.root),
+                    })
+                } else {
+                    Err(e.into())
+                }
             }
         }
     }
 }
 
-/// Every shard file under `root` with its size, in key order.
+/// Whether a write failed for want of space: the disk is full (ENOSPC) or
+/// the user's disk quota is reached (EDQUOT).
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `path`;
+/// unknown counts as unlimited (the quota then decides).
+pub fn disk_free(path: &Path) -> u64 {
+    match rustix::fs::statvfs(path) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+        Err(_) => u64::MAX,
+    }
+}
+
 /// Parses a quota: `900M`, `1G`, `64K` (powers of 1024) or a number of
 /// bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -332,13 +376,18 @@ impl ShardStore for LocalDirStore {
 
     fn stats(&self) -> BoxFuture<'_, Result<StoreStats, ShardError>> {
         let usage = *self.usage();
-        let stats = StoreStats {
-            used: usage.bytes,
-            quota: self.inner.quota,
-            shards: usage.shards,
-            uptime_secs: self.inner.started.elapsed().as_secs(),
-        };
-        Box::pin(async move { Ok(stats) })
+        let root = self.inner.root.clone();
+        let quota = self.inner.quota;
+        let uptime_secs = self.inner.started.elapsed().as_secs();
+        blocking(move || {
+            Ok(StoreStats {
+                used: usage.bytes,
+                quota,
+                shards: usage.shards,
+                uptime_secs,
+                disk_free: disk_free(&root),
+            })
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 use crate::crypto::{ChunkCipher, DataKey, KdfParams, KeyError, MasterKey};
 use crate::erasure::{Coding, CodingError};
 use crate::format::{FLAG_ENCRYPTED, FileId, HEADER_LEN, ShardHeader, ShardKey};
-use crate::holds::{Garbage, Hold, Holds, delete_garbage};
+use crate::holds::{Garbage, Hold, Holds};
 use crate::index::{
     ChunkEntry, Displaced, FileRecord, Index, IndexError, Keyring, Manifest, ShardLocation,
 };
@@ -45,7 +45,13 @@ pub struct Node {
     online: Arc<AtomicBool>,
     /// Until when (ms on [`clock_ms`]) reads ask it last.
     suspect_until: Arc<AtomicU64>,
+    /// Bytes the store may keep on it, whatever its agent allows
+    /// ([`NO_QUOTA`]: none set).
+    quota: Arc<AtomicU64>,
 }
+
+/// A node's quota when none is set.
+pub const NO_QUOTA: u64 = u64::MAX;
 
 /// How long a node that failed a shard read, or had not answered one when
 /// the read hedged, is asked last: long enough that a file's next chunks do
@@ -88,7 +94,29 @@ impl Node {
             shards,
             online: Arc::new(AtomicBool::new(true)),
             suspect_until: Arc::new(AtomicU64::new(0)),
+            quota: Arc::new(AtomicU64::new(NO_QUOTA)),
         }
+    }
+
+    /// Caps what the store keeps on it ([`NO_QUOTA`] lifts the cap).
+    pub fn set_quota(&self, bytes: u64) {
+        self.quota.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Its quota, if one is set.
+    pub fn quota(&self) -> Option<u64> {
+        Some(self.quota.load(Ordering::Relaxed)).filter(|q| *q != NO_QUOTA)
+    }
+
+    /// Bytes it can still take, from its stats: the least of what its
+    /// agent's quota leaves, its disk has free, and the store's quota for
+    /// it leaves.
+    pub fn room(&self, stats: &crate::shard_store::StoreStats) -> u64 {
+        let ours = self
+            .quota
+            .load(Ordering::Relaxed)
+            .saturating_sub(stats.used);
+        stats.room().min(ours)
     }
 
     /// Whether a recent read failed or lagged on it (see [`SUSPECT_FOR`]).
@@ -190,6 +218,21 @@ pub enum StoreError {
     /// No node to write to.
     #[error("no node is online to store shards on")]
     NoNodes,
+    /// The nodes with room cannot take a chunk's shards; nothing was
+    /// written.
+    #[error(
+        "the store is full: the nodes have room for {room} of the {need} shards of a chunk \
+         ({} full)",
+        full.join(", ")
+    )]
+    StoreFull {
+        /// Shards of a chunk the nodes with room can take.
+        room: usize,
+        /// Shards a chunk has.
+        need: usize,
+        /// The nodes without room.
+        full: Vec<String>,
+    },
     /// Writing shards failed; nothing was made visible.
     #[error("storing shard {shard} on node {node} failed; the file was not stored")]
     ShardWrite {
@@ -447,8 +490,15 @@ impl Store {
     pub(crate) async fn discard(&self, garbage: Vec<Garbage>) {
         let now = self.holds.discard(garbage);
         if !now.is_empty() {
-            delete_garbage(&self.index, now).await;
+            self.holds.delete(now).await;
         }
+    }
+
+    /// Tries again to delete shards whose delete failed because their node
+    /// was away (the daemon calls this when a node comes back). Returns how
+    /// many are still waiting.
+    pub async fn retry_strays(&self) -> usize {
+        self.holds.retry_strays().await
     }
 
     pub(crate) fn coding(&self) -> Coding {
@@ -468,6 +518,7 @@ impl Store {
             .cloned()
     }
 
+    /// The online nodes that answer, with the room each has.
     async fn candidates(&self) -> Vec<Candidate> {
         // All at once: one round trip to the farthest node, not the sum.
         let online: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
@@ -480,10 +531,35 @@ impl Store {
                 Some(Candidate {
                     id: n.id.clone(),
                     region: n.region.clone(),
-                    free: s.quota.saturating_sub(s.used),
+                    free: n.room(&s),
                 })
             })
             .collect()
+    }
+
+    /// Bytes of the largest shard a chunk makes (a full, encrypted one).
+    fn largest_shard(&self) -> u64 {
+        largest_shard(&self.settings)
+    }
+
+    /// The candidates with room for at least one shard of a full chunk, so
+    /// a full node takes no new shards while the others do; an error naming
+    /// the full nodes when those with room cannot take a chunk's k + m
+    /// shards between them.
+    fn with_room(&self, candidates: Vec<Candidate>) -> Result<Vec<Candidate>, StoreError> {
+        let shard = self.largest_shard();
+        let need = self.coding.n();
+        let (room, full): (Vec<Candidate>, Vec<Candidate>) =
+            candidates.into_iter().partition(|c| c.free >= shard);
+        let slots: u64 = room.iter().map(|c| (c.free / shard).min(need as u64)).sum();
+        if slots < need as u64 {
+            return Err(StoreError::StoreFull {
+                room: usize::try_from(slots).unwrap_or(need),
+                need,
+                full: full.into_iter().map(|c| c.id).collect(),
+            });
+        }
+        Ok(room)
     }
 
     /// Changes the passphrase: rewraps every data key under the new master
@@ -540,6 +616,7 @@ impl Store {
         if candidates.is_empty() {
             return Err(StoreError::NoNodes);
         }
+        let candidates = self.with_room(candidates)?;
         let chunk_size = self.settings.chunk_size as usize;
         let mut in_flight = FuturesOrdered::new();
         let mut chunks: Vec<ChunkEntry> = Vec::new();
@@ -717,19 +794,14 @@ impl Store {
         )
     }
 
+    /// Deletes shards that nothing refers to (written by a put or repair
+    /// that failed); those on nodes away now are deleted when they return.
     async fn delete_shards(&self, shards: &[(String, ShardKey)]) {
-        let mut deletes = FuturesUnordered::new();
-        for (node, key) in shards {
-            if let Some(n) = self.node(node) {
-                let key = *key;
-                deletes.push(async move { n.shards.delete(key).await });
-            }
-        }
-        while let Some(r) = deletes.next().await {
-            if let Err(e) = r {
-                tracing::warn!("could not delete a shard (left as an orphan): {e}");
-            }
-        }
+        let garbage = shards
+            .iter()
+            .filter_map(|(node, key)| Some((self.node(node)?, *key)))
+            .collect();
+        self.holds.delete(garbage).await;
     }
 
     /// Removes a file (and the parts it is made of). Its shards go once
@@ -812,7 +884,14 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
         let busy = self.busy(record.file_id);
         let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
-        let candidates = self.candidates().await;
+        // Rebuilt shards go to nodes with room for one.
+        let shard = self.largest_shard();
+        let candidates: Vec<Candidate> = self
+            .candidates()
+            .await
+            .into_iter()
+            .filter(|c| c.free >= shard)
+            .collect();
         let mut report = RepairReport::default();
         for c in 0..manifest.chunks.len() {
             let entry = manifest.chunks[c].clone();
@@ -1137,6 +1216,12 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Bytes of the largest shard a store with `settings` makes (a full chunk,
+/// encrypted): a node with less room than this takes no new shards.
+pub fn largest_shard(settings: &StoreSettings) -> u64 {
+    (HEADER_LEN + crate::format::shard_len(settings.chunk_size as usize + 16, settings.k)) as u64
 }
 
 /// An index error naming a missing file, as the store's own.

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cloudshell_store::ShardStore as _;
 use cloudshell_store::{
     FileId, KdfParams, KeyError, KeySource, LocalDirStore, Node, Store, StoreError, StoreSettings,
 };
@@ -432,8 +433,9 @@ async fn deleting_a_file_deletes_its_shards() {
 async fn a_failed_write_leaves_nothing_visible_and_no_shards() {
     let dir = tempfile::tempdir().unwrap();
     let mut ns = nodes(dir.path(), 8, 1 << 40);
-    // The ninth node can hold almost nothing.
-    let small = LocalDirStore::open(node_dir(dir.path(), 8), 10_000).unwrap();
+    // The ninth node has room for a few shards when the put starts, and
+    // fills up during it.
+    let small = LocalDirStore::open(node_dir(dir.path(), 8), 40_000).unwrap();
     ns.push(Node::new("node8", "region8", Arc::new(small)));
     let store = Store::open(
         &dir.path().join("index.redb"),
@@ -1378,4 +1380,138 @@ async fn an_index_backup_survives_any_three_damaged_shards_and_falls_back_a_gene
     );
     assert!(err.contains("too few good shards"), "{err}");
     assert!(!root.join("recovered.redb").exists());
+}
+
+#[tokio::test]
+async fn a_full_node_takes_no_new_shards_and_a_full_store_says_which_nodes_are_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ns = nodes(dir.path(), 8, 1 << 40);
+    // The ninth node's agent quota leaves no room for a shard.
+    let small = LocalDirStore::open(node_dir(dir.path(), 8), 1000).unwrap();
+    ns.push(Node::new("node8", "region8", Arc::new(small)));
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        ns,
+        settings(64 * 1024),
+    )
+    .unwrap();
+    let d = data(300_000, 12);
+    let report = store.put("f", &d[..]).await.unwrap();
+    // Nine shards on the eight nodes with room: one holds two of a chunk.
+    assert_eq!(report.survivable_losses, 2);
+    assert!(
+        std::fs::read_dir(node_dir(dir.path(), 8))
+            .unwrap()
+            .all(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count() == 0),
+        "the full node got shards"
+    );
+    assert_eq!(get(&store, "f").await.unwrap(), d);
+    // The store's own cap does the same on a node whose agent has room.
+    // When the nodes with room cannot take a chunk's nine shards between
+    // them (here: seven capped, one with room for two), the put is refused
+    // before anything is written, naming the full nodes.
+    let nodes = store.nodes();
+    for n in &nodes[..7] {
+        n.set_quota(500);
+    }
+    let used = nodes[7].shards.stats().await.unwrap().used;
+    nodes[7].set_quota(used + 25_000);
+    let before = shard_files(dir.path()).len();
+    match store.put("g", &d[..]).await {
+        Err(e @ StoreError::StoreFull { .. }) => {
+            let StoreError::StoreFull { room, need, full } = &e else {
+                unreachable!()
+            };
+            assert_eq!((*room, *need), (2, 9));
+            assert_eq!(
+                full,
+                &[
+                    "node0", "node1", "node2", "node3", "node4", "node5", "node6", "node8"
+                ]
+            );
+            assert!(e.to_string().contains("room for 2 of the 9 shards"), "{e}");
+        }
+        other => panic!("expected StoreFull, got {other:?}"),
+    }
+    assert_eq!(shard_files(dir.path()).len(), before, "a refused put wrote");
+    assert!(matches!(
+        get(&store, "g").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Lifting the cap makes room again.
+    for n in &nodes[..8] {
+        n.set_quota(cloudshell_store::NO_QUOTA);
+    }
+    store.put("g", &d[..]).await.unwrap();
+}
+
+/// A filesystem of `bytes` at `dir` (tmpfs), when this runs as root; the
+/// test that wants it skips otherwise.
+fn small_filesystem(dir: &Path, bytes: u64) -> bool {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: mounting a small filesystem needs root (CI runs as root)");
+    }
+    ok
+}
+
+#[tokio::test]
+async fn a_full_disk_is_reported_as_full_with_its_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    if !small_filesystem(&disk, 1 << 20) {
+        return;
+    }
+    let result = async {
+        // An agent quota far above what the disk holds.
+        let shards = LocalDirStore::open(&disk, 1 << 40).unwrap();
+        let stats = shards.stats().await.unwrap();
+        assert!(stats.disk_free <= 1 << 20, "{stats:?}");
+        assert_eq!(stats.room(), stats.disk_free);
+        let mut i = 0u64;
+        loop {
+            let key = cloudshell_store::ShardKey {
+                file_id: FileId([5; 16]),
+                chunk: i,
+                index: 0,
+            };
+            let len = 200_000usize;
+            let header = cloudshell_store::ShardHeader {
+                flags: 0,
+                k: 1,
+                m: 0,
+                key,
+                payload_len: len as u32,
+                shard_len: cloudshell_store::format::shard_len(len, 1) as u32,
+            };
+            let mut blob = header.encode().to_vec();
+            blob.resize(cloudshell_store::format::HEADER_LEN + len, 7);
+            match shards.put(key, bytes::Bytes::from(blob)).await {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    assert!(e.is_full(), "{e:?}");
+                    assert!(
+                        matches!(e, cloudshell_store::ShardError::DiskFull { .. }),
+                        "{e:?}"
+                    );
+                    assert!(e.to_string().contains("full"), "{e}");
+                    break;
+                }
+            }
+            assert!(i < 10, "a 1 MiB disk took {i} shards of 200 kB");
+        }
+        // What was stored is whole, and nothing half-written is left.
+        assert_eq!(shards.stats().await.unwrap().shards, i);
+        assert!(shards.stats().await.unwrap().room() < 200_000);
+    }
+    .await;
+    let _ = std::process::Command::new("umount").arg(&disk).status();
+    result
 }

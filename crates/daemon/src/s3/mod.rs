@@ -117,6 +117,14 @@ fn store_error(e: cloudshell_store::StoreError) -> S3Error {
             err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
             err
         }
+        StoreError::StoreFull { .. } => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("XCloudShellStorageFull".into()),
+                format!("{e}{}", crate::api::FULL_HINT),
+            );
+            err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
+            err
+        }
         StoreError::NoNodes | StoreError::ShardWrite { .. } | StoreError::Unrecoverable { .. } => {
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
