@@ -978,6 +978,7 @@ fn names_that_climb_or_are_empty_are_refused_and_get_never_writes_outside() {
         ("%2Fabsolute", "starts with /"),
         ("dir/", "ends with /"),
         ("bell%07", "control characters"),
+        ("a%5C..%5Cb", "backslash"),
     ] {
         let (status, body) = http_with(
             "PUT",
@@ -989,6 +990,30 @@ fn names_that_climb_or_are_empty_are_refused_and_get_never_writes_outside() {
         assert!(
             body.contains("InvalidName") && body.contains(why),
             "{name}: {body}"
+        );
+    }
+    // A request that states its length two ways is refused on both
+    // listeners, wherever it comes on its connection (RFC 9112 6.3).
+    for (base, path) in [(&daemon.url, "/api/files/smuggled"), (&daemon.s3, "/b/k")] {
+        let addr = base.trim_start_matches("http://");
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        let clean = "GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+        let both = format!(
+            "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 5\r\n\
+             Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        tcp.write_all(format!("{clean}{both}").as_bytes()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut answers = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut tcp, &mut answers);
+        let answers = String::from_utf8_lossy(&answers);
+        let second = answers
+            .match_indices("HTTP/1.1 ")
+            .nth(1)
+            .map_or("", |(i, _)| &answers[i..]);
+        assert!(
+            second.starts_with("HTTP/1.1 400") && second.contains("AmbiguousLength"),
+            "{base}: {answers}"
         );
     }
     let listed = daemon.json(&["ls"]);

@@ -89,10 +89,13 @@ pub fn router(state: Shared) -> Router {
 /// Refuses a request that says its length two ways (Content-Length and
 /// Transfer-Encoding): RFC 9112 section 6.3 calls it a smuggling attempt
 /// or a broken client, and a proxy in front might read it the other way.
-/// On every listener (the S3 endpoint's too).
+/// hyper drops the Content-Length before this runs, so the listener marks
+/// such a request ([`crate::framing`]). On every listener (S3's too).
 pub(crate) async fn one_length(request: Request, next: Next) -> Response {
     let h = request.headers();
-    if h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING) {
+    if h.contains_key(crate::framing::AMBIGUOUS)
+        || (h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING))
+    {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "AmbiguousLength",

@@ -34,6 +34,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod environment;
 mod fleet;
+pub mod framing;
 pub mod health;
 pub mod jobs;
 pub mod manager;
@@ -466,7 +467,7 @@ impl Daemon {
             .map_err(io("the listener has no address"))?;
         let app = api::router(state.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(no_delay(listener), app).await {
+            if let Err(e) = axum::serve(framing::StrictListener(listener), app).await {
                 tracing::error!("API server stopped: {e}");
             }
         }));
@@ -480,7 +481,7 @@ impl Daemon {
                     .map_err(io("the S3 listener has no address"))?;
                 let router = s3_router(state.clone());
                 tasks.push(tokio::spawn(async move {
-                    if let Err(e) = axum::serve(no_delay(listener), router).await {
+                    if let Err(e) = axum::serve(framing::StrictListener(listener), router).await {
                         tracing::error!("S3 endpoint stopped: {e}");
                     }
                 }));
@@ -702,18 +703,4 @@ fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), D
         .map_err(|e| DaemonError::Store(e.into()))?
         .len();
     Ok((buckets, objects))
-}
-
-/// The listener with Nagle's algorithm off on every connection: a response
-/// is its head and then its body in separate writes, and with Nagle on the
-/// body of a small file waited for the client's delayed ACK (up to 40 ms).
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    })
 }

@@ -616,7 +616,7 @@ impl Store {
         if candidates.is_empty() {
             return Err(StoreError::NoNodes);
         }
-        let candidates = self.with_room(candidates)?;
+        let room = Arc::new(Room::new(self.with_room(candidates)?, self.largest_shard()));
         let chunk_size = self.settings.chunk_size as usize;
         let mut in_flight = FuturesOrdered::new();
         let mut chunks: Vec<ChunkEntry> = Vec::new();
@@ -639,7 +639,7 @@ impl Store {
             if n > 0 {
                 hasher.update(&buf);
                 size += n as u64;
-                let targets = place(&candidates, file_id, chunk, self.coding.n());
+                let targets = room.place(file_id, chunk, self.coding.n());
                 // Chunks in flight only progress while polled, so never
                 // wait for a permit while holding some: finish one of ours
                 // first (it frees its permit).
@@ -659,7 +659,8 @@ impl Store {
                         break;
                     }
                 };
-                let stored = self.store_chunk(file_id, chunk, buf, cipher.clone(), targets);
+                let stored =
+                    self.store_chunk(file_id, chunk, buf, cipher.clone(), targets, room.clone());
                 in_flight.push_back(async move {
                     let done = stored.await;
                     drop(permit);
@@ -724,7 +725,8 @@ impl Store {
         chunk: u64,
         plain: Vec<u8>,
         cipher: Option<Arc<ChunkCipher>>,
-        targets: Vec<String>,
+        mut targets: Vec<String>,
+        room: Arc<Room>,
     ) -> StoredChunk {
         let coding = self.coding;
         let blobs = tokio::task::spawn_blocking(move || {
@@ -740,31 +742,44 @@ impl Store {
             Ok(Err(e)) => return (None, Vec::new(), Some(e)),
             Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.to_string()))),
         };
-        let mut puts = FuturesUnordered::new();
-        for (index, (blob, node_id)) in blobs.iter().zip(&targets).enumerate() {
+        let put = |index: usize, node_id: String| {
             let key = ShardKey {
                 file_id,
                 chunk,
                 index: index as u8,
             };
-            let node = self.node(node_id);
-            let blob = blob.clone();
-            let node_id = node_id.clone();
-            puts.push(async move {
+            let node = self.node(&node_id);
+            let blob = blobs[index].clone();
+            async move {
                 let result = match node {
                     Some(n) => n.shards.put(key, blob).await,
                     None => Err(ShardError::Unavailable(format!(
                         "node {node_id} is not known"
                     ))),
                 };
-                (node_id, key, result)
-            });
+                (index, node_id, key, result)
+            }
+        };
+        let mut puts = FuturesUnordered::new();
+        for (index, node_id) in targets.iter().enumerate() {
+            puts.push(put(index, node_id.clone()));
         }
         let mut written = Vec::new();
         let mut error = None;
-        while let Some((node, key, result)) = puts.next().await {
+        while let Some((index, node, key, result)) = puts.next().await {
             match result {
                 Ok(()) => written.push((node, key)),
+                // A node that filled up since the put began: the shard
+                // goes to another node with room, as if it had been full
+                // from the start.
+                Err(source)
+                    if source.is_full()
+                        && let Some(other) = room.instead_of(&node, &targets) =>
+                {
+                    tracing::debug!(%node, to = %other, "node full: shard placed elsewhere");
+                    targets[index].clone_from(&other);
+                    puts.push(put(index, other));
+                }
                 Err(source) => {
                     error.get_or_insert(StoreError::ShardWrite {
                         shard: key.name(),
@@ -1215,6 +1230,74 @@ impl Store {
             busy.release().await;
         }
         Ok(report)
+    }
+}
+
+/// The room a put has on its nodes: placement takes a node's room down by
+/// each shard it sends there, and a node that fills up anyway (another
+/// writer, another use of the disk) is given up for the rest of the put.
+struct Room {
+    candidates: std::sync::Mutex<Vec<Candidate>>,
+    shard: u64,
+}
+
+impl Room {
+    fn new(candidates: Vec<Candidate>, shard: u64) -> Self {
+        Self {
+            candidates: std::sync::Mutex::new(candidates),
+            shard,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Candidate>> {
+        self.candidates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The nodes for a chunk's `n` shards, among those with room left.
+    fn place(&self, file_id: FileId, chunk: u64, n: usize) -> Vec<String> {
+        let mut candidates = self.lock();
+        let with_room: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| c.free >= self.shard)
+            .cloned()
+            .collect();
+        // Nobody has room left by this put's count: place as before and
+        // let the nodes say (another put may have freed room).
+        let pool = if with_room.is_empty() {
+            candidates.clone()
+        } else {
+            with_room
+        };
+        let targets = place(&pool, file_id, chunk, n);
+        for t in &targets {
+            if let Some(c) = candidates.iter_mut().find(|c| c.id == *t) {
+                c.free = c.free.saturating_sub(self.shard);
+            }
+        }
+        targets
+    }
+
+    /// Marks `full` as out of room and picks another node with room for a
+    /// shard, preferring one that holds none of `chunk_targets`.
+    fn instead_of(&self, full: &str, chunk_targets: &[String]) -> Option<String> {
+        let mut candidates = self.lock();
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == full) {
+            c.free = 0;
+        }
+        let best = |fresh: bool| {
+            candidates
+                .iter()
+                .filter(|c| c.free >= self.shard && (!fresh || !chunk_targets.contains(&c.id)))
+                .max_by_key(|c| c.free)
+                .map(|c| c.id.clone())
+        };
+        let other = best(true).or_else(|| best(false))?;
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == other) {
+            c.free = c.free.saturating_sub(self.shard);
+        }
+        Some(other)
     }
 }
 
