@@ -32,7 +32,7 @@ def main():
     p.add_argument("--damaged-chunks", type=int, default=300)
     p.add_argument("--load-minutes", type=float, default=10)
     p.add_argument("--fuzz-minutes", type=float, default=10)
-    p.add_argument("--race-seconds", type=float, default=240)
+    p.add_argument("--race-seconds", type=float, default=330)
     opts = p.parse_args()
     if opts.quick:
         opts.files, opts.total_mib, opts.rounds = 60, 96, 2
