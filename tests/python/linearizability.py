@@ -140,6 +140,19 @@ def api_writer(args, me, path, stop_at):
         seq += 1
 
 
+def drain(stream, slow, parts):
+    """Reads a body to its end into `parts` (so a reader cut off knows how
+    much it got); a slow reader takes 64 KiB every 20 ms, and so is still
+    reading while the name is overwritten or deleted."""
+    while True:
+        piece = stream.read(64 << 10 if slow else 1 << 20)
+        if not piece:
+            return b"".join(parts)
+        parts.append(piece)
+        if slow:
+            time.sleep(0.02)
+
+
 def api_reader(args, me, path, stop_at, slow, names):
     rng = random.Random(args.seed * 100 + me)
     rec = Recorder(path)
@@ -156,14 +169,7 @@ def api_reader(args, me, path, stop_at, slow, names):
             if r.status == 200:
                 entry["length"] = int(r.getheader("Content-Length", "-1"))
                 entry["etag"] = r.getheader("ETag")
-                while True:
-                    piece = r.read(64 << 10 if slow else 1 << 20)
-                    if not piece:
-                        break
-                    parts.append(piece)
-                    if slow:
-                        time.sleep(0.02)
-                body = b"".join(parts)
+                body = drain(r, slow, parts)
                 entry["got"] = len(body)
                 entry["value"] = identify(body)
             else:
@@ -235,15 +241,7 @@ def s3_reader(args, me, path, stop_at, slow):
             entry["status"] = 200
             entry["length"] = r["ContentLength"]
             entry["etag"] = r["ETag"].strip('"')
-            stream = r["Body"]
-            while True:
-                piece = stream.read(64 << 10 if slow else 1 << 20)
-                if not piece:
-                    break
-                parts.append(piece)
-                if slow:
-                    time.sleep(0.02)
-            body = b"".join(parts)
+            body = drain(r["Body"], slow, parts)
             entry["got"] = len(body)
             entry["md5"] = hashlib.md5(body).hexdigest()
             entry["value"] = identify(body)

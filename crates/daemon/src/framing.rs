@@ -5,7 +5,7 @@
 //! Content-Length before a handler can see it, so the check sits under
 //! hyper: [`RequestFraming`] follows each request on a connection as its
 //! bytes pass (sans-IO: bytes in, bytes out) and marks a head that has
-//! both with [`AMBIGUOUS`], which [`crate::api::one_length`] answers with
+//! both with [`AMBIGUOUS`], which the API's `one_length` layer answers with
 //! 400 on every listener. [`StrictListener`] puts it under axum.
 
 use std::pin::Pin;
@@ -20,6 +20,9 @@ pub const AMBIGUOUS: &str = "x-cloudshell-ambiguous-length";
 /// Heads longer than this are not followed; hyper refuses them anyway.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Bytes read from the socket at most at a time.
+const RAW_READ: usize = 256 * 1024;
+
 /// Where in a request the next byte is.
 #[derive(Debug)]
 enum State {
@@ -32,7 +35,7 @@ enum State {
     /// In a chunk's data: bytes left, then its CRLF.
     ChunkData(u64),
     /// In the CRLF after a chunk's data: bytes left.
-    ChunkEnd(u8),
+    ChunkEnd(u64),
     /// In the trailer section after the last chunk.
     Trailers,
     /// Not followed any more (an upgrade, a head too long or malformed:
@@ -69,33 +72,17 @@ impl RequestFraming {
                     return;
                 }
                 State::Fixed(left) => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    *left -= n as u64;
-                    input = &input[n..];
-                    if *left == 0 {
+                    if pass(left, &mut input, out) {
                         self.state = State::Head;
                     }
                 }
                 State::ChunkData(left) => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    *left -= n as u64;
-                    input = &input[n..];
-                    if *left == 0 {
+                    if pass(left, &mut input, out) {
                         self.state = State::ChunkEnd(2);
                     }
                 }
                 State::ChunkEnd(left) => {
-                    let n = usize::from(*left).min(input.len());
-                    out.extend_from_slice(&input[..n]);
-                    *left -= n as u8;
-                    input = &input[n..];
-                    if *left == 0 {
+                    if pass(left, &mut input, out) {
                         self.state = State::ChunkSize;
                     }
                 }
@@ -218,6 +205,17 @@ impl RequestFraming {
     }
 }
 
+/// Passes up to `left` bytes of `input` on; true when `left` reached zero.
+fn pass(left: &mut u64, input: &mut &[u8], out: &mut Vec<u8>) -> bool {
+    let n = usize::try_from(*left)
+        .unwrap_or(usize::MAX)
+        .min(input.len());
+    out.extend_from_slice(&input[..n]);
+    *left -= n as u64;
+    *input = &input[n..];
+    *left == 0
+}
+
 /// The head with its Content-Length lines replaced by [`AMBIGUOUS`].
 fn mark_ambiguous(head: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(head.len() + AMBIGUOUS.len());
@@ -246,6 +244,8 @@ fn mark_ambiguous(head: &[u8]) -> Vec<u8> {
 pub struct FramedStream<S> {
     inner: S,
     framing: RequestFraming,
+    /// What the last read from `inner` brought.
+    raw: Vec<u8>,
     /// Bytes ready for the server.
     ready: Vec<u8>,
     /// How many of `ready` it has read.
@@ -258,6 +258,7 @@ impl<S> FramedStream<S> {
         Self {
             inner,
             framing: RequestFraming::default(),
+            raw: Vec::new(),
             ready: Vec::new(),
             taken: 0,
         }
@@ -282,8 +283,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramedStream<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut raw = [0u8; 16 * 1024];
-            let mut raw_buf = ReadBuf::new(&mut raw);
+            // As much as the server asked for (hyper asks for up to
+            // hundreds of KiB while a body streams in), through one buffer
+            // kept for the connection.
+            this.raw.resize(buf.remaining().clamp(4096, RAW_READ), 0);
+            let mut raw_buf = ReadBuf::new(&mut this.raw);
             match Pin::new(&mut this.inner).poll_read(cx, &mut raw_buf) {
                 Poll::Ready(Ok(())) => {
                     let got = raw_buf.filled();

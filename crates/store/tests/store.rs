@@ -1380,20 +1380,26 @@ async fn an_index_backup_survives_any_three_damaged_shards_and_falls_back_a_gene
     assert!(!root.join("recovered.redb").exists());
 }
 
-#[tokio::test]
-async fn a_full_node_takes_no_new_shards_and_a_full_store_says_which_nodes_are_full() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ns = nodes(dir.path(), 8, 1 << 40);
-    // The ninth node's agent quota leaves no room for a shard.
-    let small = LocalDirStore::open(node_dir(dir.path(), 8), 1000).unwrap();
-    ns.push(Node::new("node8", "region8", Arc::new(small)));
-    let store = Store::open(
-        &dir.path().join("index.redb"),
+/// An unencrypted store with 64 KiB chunks on eight roomy nodes and
+/// `ninth` as node8.
+fn with_ninth(root: &Path, ninth: Arc<dyn cloudshell_store::ShardStore>) -> Store {
+    let mut ns = nodes(root, 8, 1 << 40);
+    ns.push(Node::new("node8", "region8", ninth));
+    Store::open(
+        &root.join("index.redb"),
         &KeySource::NoEncryption,
         ns,
         settings(64 * 1024),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_full_node_takes_no_new_shards_and_a_full_store_says_which_nodes_are_full() {
+    let dir = tempfile::tempdir().unwrap();
+    // The ninth node's agent quota leaves no room for a shard.
+    let small = LocalDirStore::open(node_dir(dir.path(), 8), 1000).unwrap();
+    let store = with_ninth(dir.path(), Arc::new(small));
     let d = data(300_000, 12);
     let report = store.put("f", &d[..]).await.unwrap();
     // Nine shards on the eight nodes with room: one holds two of a chunk.
@@ -1568,20 +1574,8 @@ impl cloudshell_store::ShardStore for FilledMeanwhile {
 #[tokio::test]
 async fn a_node_that_fills_up_during_a_put_loses_its_shards_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ns = nodes(dir.path(), 8, 1 << 40);
     let filled = LocalDirStore::open(node_dir(dir.path(), 8), 1 << 40).unwrap();
-    ns.push(Node::new(
-        "node8",
-        "region8",
-        Arc::new(FilledMeanwhile(filled)),
-    ));
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        ns,
-        settings(64 * 1024),
-    )
-    .unwrap();
+    let store = with_ninth(dir.path(), Arc::new(FilledMeanwhile(filled)));
     let d = data(500_000, 13);
     store.put("f", &d[..]).await.unwrap();
     let (_, manifest) = store.index().file("f").unwrap().unwrap();
