@@ -21,6 +21,9 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Opaque blobs the store's user keeps with the index (the daemon's S3
 /// metadata), so they travel in exports and backups with it.
 const EXTRAS: TableDefinition<&str, &[u8]> = TableDefinition::new("extras");
+/// Which file each part belongs to: part name -> the name of the file made
+/// of it. A part cannot be replaced, renamed or removed on its own.
+const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("owners");
 /// The version byte in front of every record. Do not change meanings.
 const RECORD_VERSION: u8 = 1;
 /// The version byte of a file record with attributes and parts (a version
@@ -40,6 +43,14 @@ pub enum IndexError {
     /// A file the operation names is not in the index.
     #[error("no file named {0}")]
     NoSuchFile(String),
+    /// The file is a part of another, and goes only with it.
+    #[error("{part} is a part of {owner}: it is replaced or removed only with {owner}")]
+    PartOf {
+        /// The part.
+        part: String,
+        /// The file made of it.
+        owner: String,
+    },
 }
 
 fn db<E: std::fmt::Display>(e: E) -> IndexError {
@@ -261,6 +272,18 @@ const INDEX_CACHE_BYTES: usize = 32 << 20;
 
 type FilesTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type ManifestsTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type OwnersTable<'t> = redb::Table<'t, &'static str, &'static str>;
+
+/// Refuses to change `name` on its own when it is a part of another file.
+fn not_a_part(owners: &OwnersTable<'_>, name: &str) -> Result<(), IndexError> {
+    match owners.get(name).map_err(db)? {
+        Some(owner) => Err(IndexError::PartOf {
+            part: name.to_owned(),
+            owner: owner.value().to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
 
 /// The manifest of a file with no chunks of its own.
 fn empty_manifest(file_id: FileId) -> Manifest {
@@ -276,10 +299,14 @@ fn empty_manifest(file_id: FileId) -> Manifest {
 fn displace(
     files: &mut FilesTable<'_>,
     manifests: &mut ManifestsTable<'_>,
+    owners: &mut OwnersTable<'_>,
     old: FileRecord,
     keep: &[String],
 ) -> Result<Vec<Displaced>, IndexError> {
     let mut out = Vec::new();
+    for part in &old.parts {
+        owners.remove(part.as_str()).map_err(db)?;
+    }
     for part in old.parts.iter().filter(|p| !keep.contains(p)) {
         if let Some(p) = stored_file(files.remove(part.as_str()).map_err(db)?)? {
             let m = stored(manifests.remove(p.file_id.0.as_slice()).map_err(db)?)?
@@ -312,6 +339,7 @@ impl Index {
         txn.open_table(MANIFESTS).map_err(db)?;
         txn.open_table(META).map_err(db)?;
         txn.open_table(NODES).map_err(db)?;
+        txn.open_table(OWNERS).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(Self { db: database })
     }
@@ -360,9 +388,11 @@ impl Index {
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            let mut owners = txn.open_table(OWNERS).map_err(db)?;
+            not_a_part(&owners, &record.name)?;
             let old = stored_file(files.get(record.name.as_str()).map_err(db)?)?;
             displaced = match old {
-                Some(old) => displace(&mut files, &mut manifests, old, &[])?,
+                Some(old) => displace(&mut files, &mut manifests, &mut owners, old, &[])?,
                 None => Vec::new(),
             };
             files
@@ -388,7 +418,19 @@ impl Index {
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            let mut owners = txn.open_table(OWNERS).map_err(db)?;
+            not_a_part(&owners, &record.name)?;
             for part in &record.parts {
+                let owner = owners
+                    .get(part.as_str())
+                    .map_err(db)?
+                    .map(|o| o.value().to_owned());
+                if let Some(owner) = owner.filter(|o| *o != record.name) {
+                    return Err(IndexError::PartOf {
+                        part: part.clone(),
+                        owner,
+                    });
+                }
                 match stored_file(files.get(part.as_str()).map_err(db)?)? {
                     Some(p) if p.parts.is_empty() && *part != record.name => {
                         record.size += p.size;
@@ -403,9 +445,14 @@ impl Index {
             }
             let old = stored_file(files.get(record.name.as_str()).map_err(db)?)?;
             displaced = match old {
-                Some(old) => displace(&mut files, &mut manifests, old, &record.parts)?,
+                Some(old) => displace(&mut files, &mut manifests, &mut owners, old, &record.parts)?,
                 None => Vec::new(),
             };
+            for part in &record.parts {
+                owners
+                    .insert(part.as_str(), record.name.as_str())
+                    .map_err(db)?;
+            }
             files
                 .insert(record.name.as_str(), encode_file(&record).as_slice())
                 .map_err(db)?;
@@ -602,10 +649,14 @@ impl Index {
             }
             meta.insert("keyring", encode(keyring).as_slice())
                 .map_err(db)?;
+            let mut owners = txn.open_table(OWNERS).map_err(db)?;
             for f in &contents.files {
                 files
                     .insert(f.name.as_str(), encode_file(f).as_slice())
                     .map_err(db)?;
+                for part in &f.parts {
+                    owners.insert(part.as_str(), f.name.as_str()).map_err(db)?;
+                }
             }
             for m in &contents.manifests {
                 manifests
@@ -657,16 +708,23 @@ impl Index {
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            let mut owners = txn.open_table(OWNERS).map_err(db)?;
+            not_a_part(&owners, from)?;
+            not_a_part(&owners, to)?;
             let Some(mut rec) = stored_file(files.remove(from).map_err(db)?)? else {
                 return Err(IndexError::NoSuchFile(from.to_owned()));
             };
             let old = stored_file(files.get(to).map_err(db)?)?;
             displaced = match old {
                 Some(old) if old.file_id != rec.file_id => {
-                    displace(&mut files, &mut manifests, old, &[])?
+                    displace(&mut files, &mut manifests, &mut owners, old, &[])?
                 }
                 _ => Vec::new(),
             };
+            // A file made of parts keeps them under its new name.
+            for part in &rec.parts {
+                owners.insert(part.as_str(), to).map_err(db)?;
+            }
             to.clone_into(&mut rec.name);
             if let Some(a) = attrs {
                 rec.attrs = a.to_vec();
@@ -703,9 +761,11 @@ impl Index {
         {
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
+            let mut owners = txn.open_table(OWNERS).map_err(db)?;
+            not_a_part(&owners, name)?;
             let rec = stored_file(files.remove(name).map_err(db)?)?;
             removed = match rec {
-                Some(rec) => Some(displace(&mut files, &mut manifests, rec, &[])?),
+                Some(rec) => Some(displace(&mut files, &mut manifests, &mut owners, rec, &[])?),
                 None => None,
             };
         }

@@ -1186,6 +1186,23 @@ async fn a_composed_file_reads_its_parts_in_order_and_takes_them_with_it() {
         .await
         .unwrap();
     assert_eq!(out, whole[8990..9010]);
+    // A part goes only with the file made of it.
+    for refused in [
+        f.store.delete("parts/1").await,
+        f.store.put("parts/2", &b"x"[..]).await.map(|_| ()),
+        f.store.rename("parts/1", "elsewhere", None).await,
+        f.store
+            .compose("other", &["parts/1".to_owned()], b"")
+            .await
+            .map(|_| ()),
+    ] {
+        let e = refused.unwrap_err().to_string();
+        assert!(
+            e.contains("parts/") && e.contains("is a part of obj"),
+            "{e}"
+        );
+    }
+    assert_eq!(get(&f.store, "obj").await.unwrap(), whole);
     // A missing part is refused and changes nothing.
     let bad = ["parts/1".to_owned(), "parts/9".to_owned()];
     assert!(matches!(

@@ -128,6 +128,13 @@ fn store_error(e: cloudshell_store::StoreError) -> S3Error {
         StoreError::NoNodes | StoreError::ShardWrite { .. } | StoreError::Unrecoverable { .. } => {
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
+        // Only the parts of a completed upload belong to another file.
+        StoreError::Index(cloudshell_store::index::IndexError::PartOf { .. }) => {
+            S3Error::with_message(
+                S3ErrorCode::NoSuchUpload,
+                "that upload was completed: its parts belong to the object now",
+            )
+        }
         StoreError::Io(_) => S3Error::with_message(S3ErrorCode::IncompleteBody, e.to_string()),
         other => internal(other),
     }

@@ -204,9 +204,14 @@ pub async fn complete(
 
 /// Deletes an upload's parts and forgets it.
 async fn discard(s3: &StoreS3, id: &str, upload: &Upload) -> S3Result<()> {
+    use cloudshell_store::StoreError;
+    use cloudshell_store::index::IndexError;
     for n in upload.parts.keys() {
         match s3.state.store.delete(&meta::part_file(id, *n)).await {
-            Ok(()) | Err(cloudshell_store::StoreError::NotFound(_)) => {}
+            // A part an object is made of (the upload completed, and the
+            // daemon stopped before it forgot the upload) stays with it.
+            Ok(())
+            | Err(StoreError::NotFound(_) | StoreError::Index(IndexError::PartOf { .. })) => {}
             Err(e) => return Err(store_error(e)),
         }
     }

@@ -238,6 +238,25 @@ fn is_leftover(
     Ok(false)
 }
 
+/// Forgets uploads whose parts an object is made of already: completed,
+/// the daemon stopped before it forgot them.
+fn forget_completed_uploads(meta: &meta::Meta, in_use: &HashSet<String>) {
+    let Ok(buckets) = meta.buckets() else {
+        return;
+    };
+    for (bucket, _) in buckets {
+        for (id, upload) in meta.uploads(&bucket).unwrap_or_default() {
+            let completed = upload
+                .parts
+                .keys()
+                .any(|n| in_use.contains(&meta::part_file(&id, *n)));
+            if completed && meta.remove_upload(&id).is_ok() {
+                tracing::info!(upload = %id, "forgot an upload that had completed");
+            }
+        }
+    }
+}
+
 /// Tidies what S3 writes cut short by a stop of the daemon left in the
 /// store: staged files and unknown uploads' parts go. Runs at start, beside
 /// new requests: staged names are random and new uploads are known, so
@@ -253,6 +272,7 @@ pub async fn collect_leftovers(state: &State) -> Leftovers {
     };
     let in_use: HashSet<String> = files.iter().flat_map(|f| f.parts.clone()).collect();
     let mut out = Leftovers::default();
+    forget_completed_uploads(meta, &in_use);
     for f in files {
         match is_leftover(meta, &in_use, &f) {
             Ok(true) => {
