@@ -712,19 +712,29 @@ async fn receive(state: &AppState, form: &mut Multipart) -> Result<(), S3Error> 
         let mut received: u64 = 0;
         while let Some(chunk) = file.chunk().await.map_err(malformed)? {
             received += chunk.len() as u64;
-            if received > max {
-                return Err(S3Error::bad(
-                    "EntityTooLarge",
-                    format!("Your proposed upload exceeds the maximum allowed size of {max} bytes"),
-                ));
-            }
-            if received > room {
-                return Err(S3Error::bad(
-                    "EntityTooLarge",
-                    format!(
-                        "the upload does not fit in the environment's home directory: {used} of {quota} bytes are in use"
-                    ),
-                ));
+            let refusal = if received > max {
+                Some(format!(
+                    "Your proposed upload exceeds the maximum allowed size of {max} bytes"
+                ))
+            } else if received > room {
+                Some(format!(
+                    "the upload does not fit in the environment's home directory: {used} of {quota} bytes are in use"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = refusal {
+                // Read on (to a bound) before answering: a client still
+                // sending would otherwise meet a closed connection and
+                // never see why (seen as "Broken pipe" now and then).
+                let mut drained = 0u64;
+                while let Ok(Some(rest)) = file.chunk().await {
+                    drained += rest.len() as u64;
+                    if drained > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+                return Err(S3Error::bad("EntityTooLarge", message));
             }
             out.write_all(&chunk)
                 .await
@@ -752,6 +762,9 @@ async fn receive(state: &AppState, form: &mut Multipart) -> Result<(), S3Error> 
         }
     }
 }
+
+/// Bytes of a refused upload read and thrown away before answering.
+const DRAIN_LIMIT: u64 = 1 << 30;
 
 fn running_home(state: &AppState, env_id: &str) -> Result<PathBuf, S3Error> {
     let now = crate::api::now_millis();

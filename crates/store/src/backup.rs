@@ -24,6 +24,7 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::erasure::Coding;
 use crate::format::{FileId, HEADER_LEN, ShardHeader, ShardKey};
+pub use crate::store::SkippedBackup;
 use crate::store::{KeySource, Node, Store, StoreError, StoreSettings, encode_chunk};
 
 /// The file id under which index backups are stored.
@@ -308,21 +309,6 @@ impl Store {
             }
         }
         Err(StoreError::NoBackup(skipped))
-    }
-}
-
-/// A backup generation recovery passed over, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedBackup {
-    /// Its generation (milliseconds since the epoch when written).
-    pub generation: u64,
-    /// Why it did not decode.
-    pub why: String,
-}
-
-impl std::fmt::Display for SkippedBackup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "backup {}: {}", self.generation, self.why)
     }
 }
 

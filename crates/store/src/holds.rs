@@ -15,10 +15,18 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::format::{FileId, ShardKey};
 use crate::index::Index;
-use crate::store::Node;
+use crate::shard_store::ShardStore;
 
 /// A shard that nothing needs any more, on its node.
-pub(crate) type Garbage = (Node, ShardKey);
+#[derive(Clone)]
+pub(crate) struct Garbage {
+    /// The node's id.
+    pub(crate) node: String,
+    /// Where the node keeps its shards.
+    pub(crate) shards: Arc<dyn ShardStore>,
+    /// The shard.
+    pub(crate) key: ShardKey,
+}
 
 /// Who holds which file, and the garbage waiting for them to let go.
 pub(crate) struct Holds {
@@ -102,7 +110,7 @@ impl Holds {
         let mut map = self.lock();
         let mut now = Vec::new();
         for g in garbage {
-            match map.get_mut(&g.1.file_id) {
+            match map.get_mut(&g.key.file_id) {
                 Some(entry) => entry.garbage.push(g),
                 None => now.push(g),
             }
@@ -169,7 +177,8 @@ impl Holds {
     pub(crate) async fn delete(&self, garbage: Vec<Garbage>) {
         let mut manifests = HashMap::new();
         let mut deletes = FuturesUnordered::new();
-        for (node, key) in garbage {
+        for g in garbage {
+            let key = g.key;
             let manifest = manifests
                 .entry(key.file_id)
                 .or_insert_with(|| self.index.manifest(key.file_id).ok().flatten());
@@ -178,12 +187,12 @@ impl Holds {
                     .ok()
                     .and_then(|c| m.chunks.get(c))
                     .and_then(|c| c.shards.get(usize::from(key.index)))
-                    .is_some_and(|loc| loc.node == node.id)
+                    .is_some_and(|loc| loc.node == g.node)
             });
             if !placed_here {
                 deletes.push(async move {
-                    let result = node.shards.delete(key).await;
-                    ((node, key), result)
+                    let result = g.shards.delete(key).await;
+                    (g, result)
                 });
             }
         }
@@ -191,8 +200,8 @@ impl Holds {
         while let Some((garbage, result)) = deletes.next().await {
             if let Err(e) = result {
                 tracing::debug!(
-                    node = %garbage.0.id,
-                    shard = %garbage.1.name(),
+                    node = %garbage.node,
+                    shard = %garbage.key.name(),
                     "could not delete a shard (kept to try again): {e}"
                 );
                 failed.push(garbage);

@@ -146,6 +146,15 @@ impl Node {
         }
     }
 
+    /// Its copy of shard `key`, as garbage to delete.
+    pub(crate) fn garbage(&self, key: ShardKey) -> Garbage {
+        Garbage {
+            node: self.id.clone(),
+            shards: Arc::clone(&self.shards),
+            key,
+        }
+    }
+
     /// Takes it offline or brings it back.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
@@ -256,10 +265,26 @@ pub enum StoreError {
     /// No index backup on the nodes decodes; each generation found, and
     /// why not. Nothing was written.
     #[error("no index backup on the nodes could be read: {}", list_skipped(.0))]
-    NoBackup(Vec<crate::backup::SkippedBackup>),
+    NoBackup(Vec<SkippedBackup>),
 }
 
-fn list_skipped(s: &[crate::backup::SkippedBackup]) -> String {
+/// An index backup generation recovery passed over, and why
+/// ([`crate::backup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedBackup {
+    /// Its generation (milliseconds since the epoch when written).
+    pub generation: u64,
+    /// Why it did not decode.
+    pub why: String,
+}
+
+impl std::fmt::Display for SkippedBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "backup {}: {}", self.generation, self.why)
+    }
+}
+
+fn list_skipped(s: &[SkippedBackup]) -> String {
     s.iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
@@ -479,7 +504,7 @@ impl Store {
                         chunk: c as u64,
                         index: i as u8,
                     };
-                    out.push((node.clone(), key));
+                    out.push(node.garbage(key));
                 }
             }
         }
@@ -814,7 +839,7 @@ impl Store {
     async fn delete_shards(&self, shards: &[(String, ShardKey)]) {
         let garbage = shards
             .iter()
-            .filter_map(|(node, key)| Some((self.node(node)?, *key)))
+            .filter_map(|(node, key)| Some(self.node(node)?.garbage(*key)))
             .collect();
         self.holds.delete(garbage).await;
     }
@@ -1059,15 +1084,11 @@ impl Store {
             let stale: Vec<Garbage> = moved_from
                 .into_iter()
                 .filter_map(|(c, i, old)| {
-                    let node = self.node(&old.node)?;
-                    Some((
-                        node,
-                        ShardKey {
-                            file_id: record.file_id,
-                            chunk: c as u64,
-                            index: i as u8,
-                        },
-                    ))
+                    Some(self.node(&old.node)?.garbage(ShardKey {
+                        file_id: record.file_id,
+                        chunk: c as u64,
+                        index: i as u8,
+                    }))
                 })
                 .collect();
             self.discard(stale).await;
@@ -1132,7 +1153,7 @@ impl Store {
                 }
                 // Another shard of the chunk stays on the crowded node, so
                 // this is a copy the index no longer names there.
-                self.discard(vec![(from, key)]).await;
+                self.discard(vec![from.garbage(key)]).await;
                 report.shards_spread += 1;
             }
         }
@@ -1212,7 +1233,7 @@ impl Store {
                         continue;
                     }
                     manifest.chunks[c].shards[i].node = dest.clone();
-                    stale.push((src, key));
+                    stale.push(src.garbage(key));
                     copies.push((dest.clone(), key));
                     *counts.entry(from).or_default() -= 1;
                     *counts.entry(dest).or_default() += 1;
