@@ -92,10 +92,7 @@ pub fn router(state: Shared) -> Router {
 /// hyper drops the Content-Length before this runs, so the listener marks
 /// such a request ([`crate::framing`]). On every listener (S3's too).
 pub(crate) async fn one_length(request: Request, next: Next) -> Response {
-    let h = request.headers();
-    if h.contains_key(crate::framing::AMBIGUOUS)
-        || (h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING))
-    {
+    if request.headers().contains_key(crate::framing::AMBIGUOUS) {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "AmbiguousLength",

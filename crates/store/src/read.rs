@@ -50,11 +50,6 @@ impl Version {
     pub fn attrs(&self) -> &[u8] {
         &self.record.attrs
     }
-
-    /// Whether it is made of parts.
-    pub fn is_composed(&self) -> bool {
-        !self.record.parts.is_empty()
-    }
 }
 
 impl Store {

@@ -104,27 +104,25 @@ fn internal<E: std::fmt::Display>(e: E) -> S3Error {
     S3Error::with_message(S3ErrorCode::InternalError, e.to_string())
 }
 
+/// A write refused for want of room: 507, as MinIO says it (S3 itself has
+/// no word for a full store), with what to do.
+fn storage_full(message: String) -> S3Error {
+    let mut err = S3Error::with_message(
+        S3ErrorCode::Custom("XCloudShellStorageFull".into()),
+        format!("{message}{}", crate::api::FULL_HINT),
+    );
+    err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
+    err
+}
+
 fn store_error(e: cloudshell_store::StoreError) -> S3Error {
     use cloudshell_store::StoreError;
     match e {
         StoreError::NotFound(_) => s3_error!(NoSuchKey),
         StoreError::ShardWrite { ref source, .. } if source.is_full() => {
-            // As MinIO says it; S3 itself has no word for a full store.
-            let mut err = S3Error::with_message(
-                S3ErrorCode::Custom("XCloudShellStorageFull".into()),
-                format!("{e}: {source}{}", crate::api::FULL_HINT),
-            );
-            err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
-            err
+            storage_full(format!("{e}: {source}"))
         }
-        StoreError::StoreFull { .. } => {
-            let mut err = S3Error::with_message(
-                S3ErrorCode::Custom("XCloudShellStorageFull".into()),
-                format!("{e}{}", crate::api::FULL_HINT),
-            );
-            err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
-            err
-        }
+        StoreError::StoreFull { .. } => storage_full(e.to_string()),
         StoreError::NoNodes | StoreError::ShardWrite { .. } | StoreError::Unrecoverable { .. } => {
             S3Error::with_message(S3ErrorCode::ServiceUnavailable, e.to_string())
         }
