@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use cloudshell_daemon::{Daemon, DaemonConfig};
+use cloudshell_store_api::{self as wire, Client, ClientError, JobResult};
 use futures_util::StreamExt as _;
-use serde_json::Value;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::args::GlobalArgs;
@@ -196,63 +197,60 @@ fn raise_open_files_limit() {
 
 /// Runs a store command.
 pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.url, args.token.clone())?;
+    let api = Client::new(&args.url, args.token.clone()).map_err(explain)?;
+    let json = args.json;
     match &args.command {
         StoreCommand::Serve(s) => serve(global, s).await,
-        StoreCommand::Keys { action } => keys(&api, action, args.json).await,
-        StoreCommand::Scrub => scrub(&api, args.json).await,
-        StoreCommand::Recover(s) => recover(global, s, args.json).await,
-        StoreCommand::Put { local, name } => put(&api, args.json, local, name.as_deref()).await,
-        StoreCommand::Get { name, local } => get(&api, args.json, name, local.as_deref()).await,
-        StoreCommand::Ls => ls(&api, args.json).await,
+        StoreCommand::Keys { action } => keys(&api, action, json).await,
+        StoreCommand::Scrub => scrub(&api, json).await,
+        StoreCommand::Recover(s) => recover(global, s, json).await,
+        StoreCommand::Put { local, name } => put(&api, json, local, name.as_deref()).await,
+        StoreCommand::Get { name, local } => get(&api, json, name, local.as_deref()).await,
+        StoreCommand::Ls => ls(&api, json).await,
         StoreCommand::Rm { name } => {
-            api.send(api.http.delete(api.file_url(name))).await?;
-            print(
-                args.json,
-                &serde_json::json!({"deleted": name}),
-                &format!("deleted {name}"),
-            );
+            api.delete(name).await.map_err(explain)?;
+            print(json, &Deleted { deleted: name }, &format!("deleted {name}"));
             Ok(())
         }
-        StoreCommand::Status { name } => status(&api, args.json, name.as_deref()).await,
-        StoreCommand::Nodes { quota } => nodes(&api, quota, args.json).await,
+        StoreCommand::Status { name } => status(&api, json, name.as_deref()).await,
+        StoreCommand::Nodes { quota } => nodes(&api, quota, json).await,
         StoreCommand::Repair => {
-            let v = run_job(&api, "/api/repair", args.json).await?;
-            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            let job = api.repair().await.map_err(explain)?;
+            let done = follow(&api, job, json).await?;
+            let Some(JobResult::Repair(r)) = &done else {
+                bail!("the daemon's repair job finished without a repair's result");
+            };
             print(
-                args.json,
-                &v,
+                json,
+                r,
                 &format!(
                     "repaired {} chunks of {} files ({} shards rebuilt, {} moved off crowded nodes){}",
-                    n("chunks_repaired"),
-                    n("files"),
-                    n("shards_rebuilt"),
-                    n("shards_spread"),
-                    match v["failed"].as_array() {
-                        Some(f) if !f.is_empty() =>
-                            format!("; {} files could not be repaired", f.len()),
-                        _ => String::new(),
+                    r.chunks_repaired,
+                    r.files,
+                    r.shards_rebuilt,
+                    r.shards_spread,
+                    if r.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} files could not be repaired", r.failed.len())
                     }
                 ),
             );
             Ok(())
         }
         StoreCommand::Redistribute => {
-            let v = run_job(&api, "/api/redistribute", args.json).await?;
-            let moved = v["shards_moved"].as_u64().unwrap_or(0);
-            print(args.json, &v, &format!("moved {moved} shards"));
+            let job = api.redistribute().await.map_err(explain)?;
+            let done = follow(&api, job, json).await?;
+            let Some(JobResult::Redistribute(r)) = &done else {
+                bail!("the daemon's redistribution finished without its result");
+            };
+            print(json, r, &format!("moved {} shards", r.shards_moved));
             Ok(())
         }
         StoreCommand::AddRegion { region } => {
-            let v = api
-                .json(
-                    api.http
-                        .post(api.url("/api/nodes"))
-                        .json(&serde_json::json!({ "region": region })),
-                )
-                .await?;
+            let v = api.add_region(region).await.map_err(explain)?;
             print(
-                args.json,
+                json,
                 &v,
                 &format!("added {region}; `cloudshell store nodes` shows it coming up"),
             );
@@ -261,128 +259,68 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Starts a job and follows it to its end, with a progress bar on a
-/// terminal. Returns its result.
-async fn run_job(api: &Api, path: &str, json: bool) -> anyhow::Result<Value> {
-    let job = api.json(api.http.post(api.url(path))).await?;
-    let id = job["id"]
-        .as_u64()
-        .context("the daemon did not say which job")?;
+/// `{"deleted": NAME}`, what `rm` and `keys delete` print with --json.
+#[derive(Serialize)]
+struct Deleted<'a> {
+    deleted: &'a str,
+}
+
+/// The client's error as this command says it: what happened, and what to
+/// do when nothing answers.
+fn explain(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Unreachable { url, .. } => anyhow::anyhow!(
+            "no store daemon answers at {url}: start one with `cloudshell store serve` \
+             (`--emulated` to try it locally), or point --url / CLOUDSHELL_STORE_URL at it"
+        ),
+        e => anyhow::Error::new(e),
+    }
+}
+
+/// Follows a job to its end, with a progress bar on a terminal. Returns
+/// its result.
+async fn follow(api: &Client, job: wire::Job, json: bool) -> anyhow::Result<Option<JobResult>> {
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
             .with_style(
                 indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             )
-            .with_message(job["kind"].as_str().unwrap_or("job").to_owned())
+            .with_message(job.kind.as_str())
     });
     loop {
-        let j = api
-            .json(api.http.get(api.url(&format!("/api/jobs/{id}"))))
-            .await?;
+        let j = api.job(job.id).await.map_err(explain)?;
         if let Some(b) = &bar {
-            b.set_length(j["total"].as_u64().unwrap_or(0));
-            b.set_position(j["done"].as_u64().unwrap_or(0));
+            b.set_length(j.total);
+            b.set_position(j.done);
         }
-        if j["running"] == false {
+        if !j.running {
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
-            if let Some(e) = j["error"].as_str() {
-                bail!("{} failed: {e}", j["kind"].as_str().unwrap_or("the job"));
+            if let Some(e) = &j.error {
+                bail!("{} failed: {e}", j.kind.as_str());
             }
-            return Ok(j["result"].clone());
+            return Ok(j.result);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn print(json: bool, value: &Value, text: &str) {
+/// Prints `value` as JSON with --json, else `text`.
+fn print(json: bool, value: &impl Serialize, text: &str) {
     if json {
-        say!("{value}");
+        match serde_json::to_string(value) {
+            Ok(v) => say!("{v}"),
+            Err(e) => say!("{{\"error\": \"cannot print the answer as JSON: {e}\"}}"),
+        }
     } else {
         say!("{text}");
     }
 }
 
-/// The daemon's API.
-struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .context("cannot make an HTTP client")?,
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn file_url(&self, name: &str) -> String {
-        let encoded: Vec<String> = name.split('/').map(percent_encode).collect();
-        self.url(&format!("/api/files/{}", encoded.join("/")))
-    }
-
-    /// Sends; a refused connection or an error answer becomes a message
-    /// that says what to do.
-    async fn send(
-        &self,
-        mut request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<reqwest::Response> {
-        if let Some(t) = &self.token {
-            request = request.bearer_auth(t);
-        }
-        let response = request.send().await.map_err(|e| {
-            if e.is_connect() {
-                anyhow::anyhow!(
-                    "no store daemon answers at {}: start one with `cloudshell store serve` \
-                     (`--emulated` to try it locally), or point --url / CLOUDSHELL_STORE_URL at it",
-                    self.base
-                )
-            } else {
-                anyhow::Error::new(e).context(format!("request to {} failed", self.base))
-            }
-        })?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"]
-            .as_str()
-            .map_or_else(|| format!("the daemon answered {status}"), str::to_owned);
-        bail!("{message}")
-    }
-
-    async fn json(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        Ok(self.send(request).await?.json().await?)
-    }
-}
-
-fn percent_encode(segment: &str) -> String {
-    let mut out = String::new();
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 async fn put(
-    api: &Api,
+    api: &Client,
     json: bool,
     local: &std::path::Path,
     name: Option<&str>,
@@ -414,37 +352,29 @@ async fn put(
     };
     let progress = Progress::start(&format!("{name} ->"), 0, size, json);
     let counter = progress.counter();
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |c| {
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).map(move |c| {
         if let Ok(b) = &c {
             counter.fetch_add(b.len() as u64, Ordering::Relaxed);
         }
         c
     });
-    let mut request = api
-        .http
-        .put(api.file_url(&name))
-        .body(reqwest::Body::wrap_stream(stream));
-    if let Some(s) = size {
-        request = request.header(reqwest::header::CONTENT_LENGTH, s);
-    }
-    let v = api.json(request).await?;
+    let v = api.put(&name, size, body).await.map_err(explain)?;
     drop(progress);
-    let bytes = v["file"]["size"].as_u64().unwrap_or(0);
     print(
         json,
         &v,
         &format!(
             "stored {name}: {} in {:.1} s, survives the loss of {} nodes",
-            human(bytes),
+            human(v.file.size),
             started.elapsed().as_secs_f64(),
-            v["survivable_losses"]
+            v.survivable_losses
         ),
     );
     Ok(())
 }
 
 async fn get(
-    api: &Api,
+    api: &Client,
     json: bool,
     name: &str,
     local: Option<&std::path::Path>,
@@ -471,8 +401,8 @@ async fn get(
         _ if to_stdout => PathBuf::from("-"),
         _ => PathBuf::from(base()?),
     };
-    let response = api.send(api.http.get(api.file_url(name))).await?;
-    let size = response.content_length();
+    let download = api.get(name, None).await.map_err(explain)?;
+    let size = download.len;
     let progress = Progress::start(
         &format!("{name} <-"),
         0,
@@ -495,7 +425,7 @@ async fn get(
                 .with_context(|| format!("cannot write {}", temp.display()))?,
         )
     };
-    let mut body = response.bytes_stream();
+    let mut body = download.body;
     let mut got = 0u64;
     let result: anyhow::Result<()> = async {
         while let Some(chunk) = body.next().await {
@@ -525,7 +455,17 @@ async fn get(
         tokio::fs::rename(&temp, &path)
             .await
             .with_context(|| format!("cannot move the download into {}", path.display()))?;
-        let v = serde_json::json!({"name": name, "path": path, "bytes": got});
+        #[derive(Serialize)]
+        struct Fetched<'a> {
+            name: &'a str,
+            path: &'a std::path::Path,
+            bytes: u64,
+        }
+        let v = Fetched {
+            name,
+            path: &path,
+            bytes: got,
+        };
         print(
             json,
             &v,
@@ -540,34 +480,30 @@ async fn get(
     Ok(())
 }
 
-async fn ls(api: &Api, json: bool) -> anyhow::Result<()> {
-    let v = api.json(api.http.get(api.url("/api/files"))).await?;
+async fn ls(api: &Client, json: bool) -> anyhow::Result<()> {
+    let v = api.files().await.map_err(explain)?;
     if json {
-        say!("{v}");
+        print(json, &v, "");
         return Ok(());
     }
-    for f in v["files"].as_array().into_iter().flatten() {
-        say!(
-            "{:>10}  {}",
-            human(f["size"].as_u64().unwrap_or(0)),
-            f["name"].as_str().unwrap_or("?")
-        );
+    for f in &v.files {
+        say!("{:>10}  {}", human(f.file.size), f.file.name);
     }
     Ok(())
 }
 
-async fn status(api: &Api, json: bool, name: Option<&str>) -> anyhow::Result<()> {
+async fn status(api: &Client, json: bool, name: Option<&str>) -> anyhow::Result<()> {
     let Some(name) = name else {
-        let v = api.json(api.http.get(api.url("/api/health"))).await?;
+        let v = api.health().await.map_err(explain)?;
         print(
             json,
             &v,
             &format!(
                 "{} of {} nodes connected, {} files{}",
-                v["connected"],
-                v["nodes"],
-                v["files"],
-                if v["ready"] == Value::Bool(true) {
+                v.connected,
+                v.nodes,
+                v.files,
+                if v.ready {
                     ""
                 } else {
                     " (not ready: see `cloudshell store nodes`)"
@@ -576,58 +512,43 @@ async fn status(api: &Api, json: bool, name: Option<&str>) -> anyhow::Result<()>
         );
         return Ok(());
     };
-    let encoded: Vec<String> = name.split('/').map(percent_encode).collect();
     let v = api
-        .json(
-            api.http
-                .get(api.url(&format!("/api/stat/{}", encoded.join("/")))),
-        )
-        .await?;
+        .stat(name, wire::ChunkPage::default())
+        .await
+        .map_err(explain)?;
     if json {
-        say!("{v}");
+        print(json, &v, "");
         return Ok(());
     }
     say!(
         "{name}: {} in {} chunks of {}+{} shards, survives the loss of {} nodes",
-        human(v["file"]["size"].as_u64().unwrap_or(0)),
-        v["file"]["chunks"].as_u64().unwrap_or(0),
-        v["file"]["k"].as_u64().unwrap_or(0),
-        v["file"]["m"].as_u64().unwrap_or(0),
-        v["survivable_losses"].as_u64().unwrap_or(0)
+        human(v.file.size),
+        v.file.chunks,
+        v.file.k,
+        v.file.m,
+        v.survivable_losses
     );
-    for (i, c) in v["chunks"].as_array().into_iter().flatten().enumerate() {
-        let nodes: Vec<&str> = c["shards"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["node"].as_str())
-            .collect();
-        say!("  chunk {i}: {}", nodes.join(" "));
+    for c in &v.chunks {
+        let nodes: Vec<&str> = c.shards.iter().map(|s| s.node.as_str()).collect();
+        say!("  chunk {}: {}", c.index, nodes.join(" "));
     }
     Ok(())
 }
 
-async fn nodes(api: &Api, quotas: &[String], json: bool) -> anyhow::Result<()> {
+async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()> {
     for q in quotas {
         let Some((region, size)) = q.split_once('=') else {
             anyhow::bail!("--quota {q:?}: give REGION=SIZE, like us-east-1=200M (or =none)");
         };
-        let quota = match size.trim() {
-            "none" => serde_json::Value::Null,
-            s => serde_json::Value::from(s),
-        };
-        let path = format!("/api/nodes/{}/quota", percent_encode(region.trim()));
-        api.json(
-            api.http
-                .put(api.url(&path))
-                .json(&serde_json::json!({ "quota": quota })),
-        )
-        .await
-        .with_context(|| format!("setting the quota of {region}"))?;
+        let quota = Some(size.trim()).filter(|s| *s != "none");
+        api.set_quota(region.trim(), quota)
+            .await
+            .map_err(explain)
+            .with_context(|| format!("setting the quota of {region}"))?;
     }
-    let v = api.json(api.http.get(api.url("/api/nodes"))).await?;
+    let v = api.nodes().await.map_err(explain)?;
     if json {
-        say!("{v}");
+        print(json, &v, "");
         return Ok(());
     }
     say!(
@@ -640,31 +561,29 @@ async fn nodes(api: &Api, quotas: &[String], json: bool) -> anyhow::Result<()> {
         "ROOM",
         "NOTE"
     );
-    for n in v["nodes"].as_array().into_iter().flatten() {
-        let full = n["full"].as_bool() == Some(true);
-        let state = n["state"].as_str().unwrap_or("?");
+    for n in &v.nodes {
+        let connected = n.state == wire::NodeState::Connected;
         // The store's cap, when set, is the quota that counts.
-        let quota = n["store_quota"].as_u64().map_or_else(
-            || human(n["quota"].as_u64().unwrap_or(0)),
-            |q| format!("{}*", human(q)),
-        );
-        let note = match (full, n["last_error"].as_str()) {
-            (_, Some(e)) if state != "connected" => e.to_owned(),
+        let quota = n
+            .store_quota
+            .map_or_else(|| human(n.quota), |q| format!("{}*", human(q)));
+        let note = match (n.full, &n.last_error) {
+            (_, Some(e)) if !connected => e.clone(),
             (true, _) => "full: new chunks go to the other nodes".to_owned(),
             _ => String::new(),
         };
         say!(
             "{:<16} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
-            n["id"].as_str().unwrap_or("?"),
-            if full && state == "connected" {
+            n.id,
+            if n.full && connected {
                 "full"
             } else {
-                state
+                n.state.as_str()
             },
-            n["shards"].as_u64().unwrap_or(0),
-            human(n["used"].as_u64().unwrap_or(0)),
+            n.shards,
+            human(n.used),
             quota,
-            human(n["room"].as_u64().unwrap_or(0)),
+            human(n.room),
             note
         );
     }
@@ -823,44 +742,39 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn keys(api: &Api, action: &KeysAction, json: bool) -> anyhow::Result<()> {
+async fn keys(api: &Client, action: &KeysAction, json: bool) -> anyhow::Result<()> {
     match action {
         KeysAction::Create => {
-            let v = api.json(api.http.post(api.url("/api/s3/keys"))).await?;
-            let listed = api.json(api.http.get(api.url("/api/s3/keys"))).await?;
-            let endpoint = listed["endpoint"].as_str().unwrap_or("(no S3 endpoint)");
+            let v = api.create_key().await.map_err(explain)?;
+            let listed = api.keys().await.map_err(explain)?;
+            let endpoint = listed.endpoint.as_deref().unwrap_or("(no S3 endpoint)");
+            let (id, secret) = (&v.key.access_key_id, &v.key.secret_access_key);
             print(
                 json,
                 &v,
                 &format!(
-                    "access key id:     {}\nsecret access key: {}\n(the secret is shown only now)\n\n  \
-                     export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={}\n  aws --endpoint-url {endpoint} s3 ls",
-                    v["key"]["access_key_id"].as_str().unwrap_or(""),
-                    v["key"]["secret_access_key"].as_str().unwrap_or(""),
-                    v["key"]["access_key_id"].as_str().unwrap_or(""),
-                    v["key"]["secret_access_key"].as_str().unwrap_or(""),
+                    "access key id:     {id}\nsecret access key: {secret}\n(the secret is shown only now)\n\n  \
+                     export AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY={secret}\n  aws --endpoint-url {endpoint} s3 ls",
                 ),
             );
         }
         KeysAction::List => {
-            let v = api.json(api.http.get(api.url("/api/s3/keys"))).await?;
+            let v = api.keys().await.map_err(explain)?;
             if json {
-                say!("{v}");
+                print(json, &v, "");
             } else {
-                for k in v["keys"].as_array().into_iter().flatten() {
-                    say!("{}", k["access_key_id"].as_str().unwrap_or("?"));
+                for k in &v.keys {
+                    say!("{}", k.access_key_id);
                 }
             }
         }
         KeysAction::Delete { access_key_id } => {
-            api.send(
-                api.http
-                    .delete(api.url(&format!("/api/s3/keys/{}", percent_encode(access_key_id)))),
-            )
-            .await?;
+            api.delete_key(access_key_id).await.map_err(explain)?;
             print(
                 json,
-                &serde_json::json!({"deleted": access_key_id}),
+                &Deleted {
+                    deleted: access_key_id,
+                },
                 &format!("deleted {access_key_id}"),
             );
         }
@@ -868,9 +782,9 @@ async fn keys(api: &Api, action: &KeysAction, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn scrub(api: &Api, json: bool) -> anyhow::Result<()> {
-    let before = api.json(api.http.get(api.url("/api/scrub"))).await?;
-    api.json(api.http.post(api.url("/api/scrub"))).await?;
+async fn scrub(api: &Client, json: bool) -> anyhow::Result<()> {
+    let before = api.scrub_status().await.map_err(explain)?;
+    api.scrub_start().await.map_err(explain)?;
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr())
             .with_style(
@@ -880,33 +794,32 @@ async fn scrub(api: &Api, json: bool) -> anyhow::Result<()> {
     });
     let done = loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let s = api.json(api.http.get(api.url("/api/scrub"))).await?;
+        let s = api.scrub_status().await.map_err(explain)?;
         if let Some(b) = &bar {
-            b.set_length(s["files"].as_u64().unwrap_or(0));
-            b.set_position(s["files_done"].as_u64().unwrap_or(0));
+            b.set_length(s.files as u64);
+            b.set_position(s.files_done as u64);
         }
-        if s["running"] == false && s["last_finished"] != before["last_finished"] {
+        if !s.running && s.last_finished != before.last_finished {
             break s;
         }
     };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let n = |k: &str| done[k].as_u64().unwrap_or(0);
     print(
         json,
         &done,
         &format!(
             "scrubbed {} files: {} shards verified in place, {} missing, {} corrupt, {} chunks \
              read whole ({} failed), {} shards rebuilt, {} orphans removed",
-            n("files"),
-            n("shards_checked"),
-            n("missing"),
-            n("corrupt"),
-            n("chunks_read"),
-            n("read_failures"),
-            n("shards_rebuilt"),
-            n("orphans_deleted")
+            done.files,
+            done.shards_checked,
+            done.missing,
+            done.corrupt,
+            done.chunks_read,
+            done.read_failures,
+            done.shards_rebuilt,
+            done.orphans_deleted
         ),
     );
     Ok(())
@@ -926,15 +839,25 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
     for why in &report.skipped {
         eprintln!("cloudshell store: warning: passed over a newer index {why}");
     }
-    let v = serde_json::json!({
-        "files": report.files,
-        "generation": report.generation,
-        "skipped": report.skipped,
-        "nodes_connected": report.nodes_connected,
-        "s3_buckets": report.s3_buckets,
-        "s3_objects": report.s3_objects,
-        "data_dir": data_dir,
-    });
+    #[derive(Serialize)]
+    struct Recovered<'a> {
+        files: usize,
+        generation: u64,
+        skipped: &'a [String],
+        nodes_connected: usize,
+        s3_buckets: usize,
+        s3_objects: usize,
+        data_dir: &'a std::path::Path,
+    }
+    let v = Recovered {
+        files: report.files,
+        generation: report.generation,
+        skipped: &report.skipped,
+        nodes_connected: report.nodes_connected,
+        s3_buckets: report.s3_buckets,
+        s3_objects: report.s3_objects,
+        data_dir: &data_dir,
+    };
     print(
         json,
         &v,

@@ -861,7 +861,8 @@ fn operations_a_user_can_do_from_the_api() {
     );
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&doc).unwrap();
-    assert_eq!(doc["openapi"], "3.0.3");
+    // Generated from the API crate's types (utoipa writes OpenAPI 3.1).
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/api/files/{name}",
         "/api/nodes",

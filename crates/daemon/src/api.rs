@@ -35,13 +35,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cloudshell_store::StoreError;
+use cloudshell_store_api as wire;
 use futures_util::TryStreamExt as _;
-use serde::Serialize;
-use serde_json::json;
+use wire::{Job, JobKind, JobResult, NodeState};
 
 use crate::State;
-use crate::jobs::Job;
-use crate::node::NodeState;
 
 type Shared = Arc<State>;
 
@@ -123,11 +121,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let body = wire::ErrorBody {
+            error: wire::ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -329,22 +329,8 @@ fn check_not_s3(name: &str) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Serialize)]
-struct FileInfo {
-    name: String,
-    /// The file id, hex: its shards on the nodes are named after it.
-    id: String,
-    size: u64,
-    created: i64,
-    chunks: u64,
-    k: u8,
-    m: u8,
-    encrypted: bool,
-    blake3: String,
-}
-
-fn info(r: &cloudshell_store::FileRecord) -> FileInfo {
-    FileInfo {
+fn info(r: &cloudshell_store::FileRecord) -> wire::FileInfo {
+    wire::FileInfo {
         name: r.name.clone(),
         id: r.file_id.hex(),
         size: r.size,
@@ -366,7 +352,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<wire::Health>, ApiError> {
     let statuses: Vec<_> = state
         .nodes()
         .iter()
@@ -382,17 +368,17 @@ async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::
         .files()
         .map_err(|e| ApiError::from(StoreError::from(e)))?
         .len();
-    Ok(Json(json!({
-        "ready": connected == statuses.len(),
-        "nodes": statuses.len(),
-        "connected": connected,
-        "files": files,
-        "index_backup": state.backup_status(|_| {}),
-        "version": env!("CARGO_PKG_VERSION"),
-    })))
+    Ok(Json(wire::Health {
+        ready: connected == statuses.len(),
+        nodes: statuses.len(),
+        connected,
+        files,
+        index_backup: state.backup_status(|_| {}),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
 }
 
-async fn list(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(AxumState(state): AxumState<Shared>) -> Result<Json<wire::FileList>, ApiError> {
     let files = state
         .store
         .index()
@@ -407,29 +393,28 @@ async fn list(AxumState(state): AxumState<Shared>) -> Result<Json<serde_json::Va
             .file(&f.name)
             .map_err(|e| ApiError::from(StoreError::from(e)))?
             .map(|(_, m)| state.health.file_health(&m, usize::from(f.k), &serving));
-        let mut v = serde_json::to_value(info(f)).unwrap_or_default();
-        v["health"] = json!(health.map(|h| health_json(&state, h)));
-        out.push(v);
+        out.push(wire::FileEntry {
+            file: info(f),
+            health: health.map(|h| shown_health(&state, h)),
+        });
     }
-    Ok(Json(json!({ "files": out })))
+    Ok(Json(wire::FileList { files: out }))
 }
 
 /// A file's health, its "survives" capped at the node count (an empty
 /// file survives losing them all).
-fn health_json(state: &State, h: crate::health::FileHealth) -> serde_json::Value {
-    json!({
-        "state": h.state,
-        "survives": survivable(state, h.survives),
-        "bad_shards": h.bad_shards,
-        "repairing": h.repairing,
-    })
+fn shown_health(state: &State, h: wire::FileHealth) -> wire::FileHealth {
+    wire::FileHealth {
+        survives: survivable(state, h.survives),
+        ..h
+    }
 }
 
 async fn upload(
     AxumState(state): AxumState<Shared>,
     Path(name): Path<String>,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<wire::Stored>), ApiError> {
     check_name(&name)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
@@ -437,10 +422,10 @@ async fn upload(
     state.touch();
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "file": info(&report.record),
-            "survivable_losses": survivable(&state, report.survivable_losses),
-        })),
+        Json(wire::Stored {
+            file: info(&report.record),
+            survivable_losses: survivable(&state, report.survivable_losses),
+        }),
     ))
 }
 
@@ -570,24 +555,11 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Which chunks of a shard map to show: a file may have thousands.
-#[derive(serde::Deserialize)]
-struct ChunkPage {
-    #[serde(default)]
-    offset: usize,
-    #[serde(default = "default_chunk_limit")]
-    limit: usize,
-}
-
-fn default_chunk_limit() -> usize {
-    1000
-}
-
 async fn stat(
     AxumState(state): AxumState<Shared>,
     Path(name): Path<String>,
-    axum::extract::Query(page): axum::extract::Query<ChunkPage>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    axum::extract::Query(page): axum::extract::Query<wire::ChunkPage>,
+) -> Result<Json<wire::Stat>, ApiError> {
     let (record, manifest) = state
         .store
         .index()
@@ -606,7 +578,7 @@ async fn stat(
         for (i, s) in chunk.shards.iter().enumerate() {
             let e = regions.entry(s.node.clone()).or_default();
             e.0 += 1;
-            if shard_state(c, i, &s.node) != crate::health::ShardState::Ok {
+            if shard_state(c, i, &s.node) != wire::ShardState::Ok {
                 e.1 += 1;
             }
         }
@@ -617,40 +589,56 @@ async fn stat(
         .enumerate()
         .skip(page.offset)
         .take(page.limit.min(10_000))
-        .map(|(c, chunk)| {
-            json!({
-                "index": c,
-                "payload_len": chunk.payload_len,
-                "shards": chunk.shards.iter().enumerate().map(|(i, s)| json!({
-                    "node": s.node,
-                    "blake3": hex(&s.blake3),
-                    "state": shard_state(c, i, &s.node),
-                })).collect::<Vec<_>>(),
-            })
+        .map(|(c, chunk)| wire::ChunkMap {
+            index: c,
+            payload_len: chunk.payload_len,
+            shards: chunk
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| wire::ShardInfo {
+                    node: s.node.clone(),
+                    blake3: hex(&s.blake3),
+                    state: shard_state(c, i, &s.node),
+                })
+                .collect(),
         })
         .collect();
     let health = state
         .health
         .file_health(&manifest, usize::from(record.k), &serving);
     let survivable = survivable(&state, state.store.survivable_losses(&name)?);
-    Ok(Json(json!({
-        "file": info(&record),
-        "survivable_losses": survivable,
-        "health": health_json(&state, health),
-        "total_chunks": manifest.chunks.len(),
-        "offset": page.offset,
-        "regions": regions.iter().map(|(r, (n, bad))| json!({"node": r, "shards": n, "not_ok": bad})).collect::<Vec<_>>(),
-        "chunks": chunks,
-    })))
+    Ok(Json(wire::Stat {
+        file: info(&record),
+        survivable_losses: survivable,
+        health: shown_health(&state, health),
+        total_chunks: manifest.chunks.len(),
+        offset: page.offset,
+        regions: regions
+            .into_iter()
+            .map(|(node, (shards, not_ok))| wire::NodeShards {
+                node,
+                shards,
+                not_ok,
+            })
+            .collect(),
+        chunks,
+    }))
 }
 
-async fn nodes(AxumState(state): AxumState<Shared>) -> Json<serde_json::Value> {
-    let nodes: Vec<_> = state
+async fn nodes(AxumState(state): AxumState<Shared>) -> Json<wire::NodeList> {
+    let nodes = state
         .nodes()
         .iter()
         .map(crate::node::NodeHandle::status)
         .collect();
-    Json(json!({ "nodes": nodes }))
+    Json(wire::NodeList { nodes })
+}
+
+fn node_answer(node: &crate::node::NodeHandle) -> Json<wire::NodeAnswer> {
+    Json(wire::NodeAnswer {
+        node: node.status(),
+    })
 }
 
 fn find_node(state: &State, id: &str) -> Result<crate::node::NodeHandle, ApiError> {
@@ -666,19 +654,19 @@ fn find_node(state: &State, id: &str) -> Result<crate::node::NodeHandle, ApiErro
 async fn offline(
     AxumState(state): AxumState<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<wire::NodeAnswer>, ApiError> {
     let node = find_node(&state, &id)?;
     if let Some(n) = state.store_node(&id) {
         n.set_online(false);
     }
     node.update(|s| s.state = NodeState::Offline);
-    Ok(Json(json!({ "node": node.status() })))
+    Ok(node_answer(&node))
 }
 
 async fn online(
     AxumState(state): AxumState<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<wire::NodeAnswer>, ApiError> {
     let node = find_node(&state, &id)?;
     let serving = node.remote().is_some();
     if let Some(n) = state.store_node(&id) {
@@ -691,19 +679,14 @@ async fn online(
             NodeState::Degraded
         }
     });
-    Ok(Json(json!({ "node": node.status() })))
-}
-
-#[derive(serde::Deserialize)]
-struct NewQuota {
-    quota: Option<String>,
+    Ok(node_answer(&node))
 }
 
 async fn set_quota(
     AxumState(state): AxumState<Shared>,
     Path(id): Path<String>,
-    body: Result<Json<NewQuota>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    body: Result<Json<wire::NewQuota>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<wire::NodeAnswer>, ApiError> {
     let Json(body) = body.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -729,7 +712,7 @@ async fn set_quota(
     state
         .set_node_quota(&id, bytes)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
-    Ok(Json(json!({ "node": node.status() })))
+    Ok(node_answer(&node))
 }
 
 async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json<Job>), ApiError> {
@@ -738,47 +721,41 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
         .index()
         .files()
         .map_err(|e| ApiError::from(StoreError::from(e)))?;
-    let job = state.jobs.start("repair", files.len() as u64);
+    let job = state.jobs.start(JobKind::Repair, files.len() as u64);
     let id = job.id;
     let state2 = state.clone();
     tokio::spawn(async move {
         let state = state2;
-        let mut chunks = 0;
-        let mut shards = 0;
-        let mut spread = 0;
-        let mut failed = Vec::new();
+        let mut done = wire::RepairResult {
+            files: files.len(),
+            ..Default::default()
+        };
         for (n, f) in files.iter().enumerate() {
             let result = state.repair_file(&f.name).await;
             if let Ok(r) = &result {
-                chunks += r.chunks_repaired;
-                shards += r.shards_rebuilt;
-                spread += r.shards_spread;
+                done.chunks_repaired += r.chunks_repaired;
+                done.shards_rebuilt += r.shards_rebuilt;
+                done.shards_spread += r.shards_spread;
             }
             if let Some(problem) = crate::health::repair_problem(&f.name, &result) {
-                let left = result.as_ref().map_or(0, |r| r.left.len());
-                failed.push(json!({"name": f.name, "error": problem, "shards_left": left}));
+                done.failed.push(wire::RepairFailure {
+                    name: f.name.clone(),
+                    error: problem,
+                    shards_left: result.as_ref().map_or(0, |r| r.left.len()),
+                });
             }
             state.jobs.progress(id, n as u64 + 1);
             state.bump();
         }
         state.bump();
-        state.jobs.finish(
-            id,
-            Ok(json!({
-                "files": files.len(),
-                "chunks_repaired": chunks,
-                "shards_rebuilt": shards,
-                "shards_spread": spread,
-                "failed": failed,
-            })),
-        );
+        state.jobs.finish(id, Ok(JobResult::Repair(done)));
         state.bump();
     });
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 async fn redistribute(AxumState(state): AxumState<Shared>) -> (StatusCode, Json<Job>) {
-    let job = state.jobs.start("redistribute", 1);
+    let job = state.jobs.start(JobKind::Redistribute, 1);
     let id = job.id;
     let state2 = state.clone();
     tokio::spawn(async move {
@@ -788,7 +765,9 @@ async fn redistribute(AxumState(state): AxumState<Shared>) -> (StatusCode, Json<
                 if r.shards_moved > 0 {
                     state.touch();
                 }
-                Ok(json!({ "shards_moved": r.shards_moved }))
+                Ok(JobResult::Redistribute(wire::RedistributeResult {
+                    shards_moved: r.shards_moved,
+                }))
             }
             Err(e) => Err(e.to_string()),
         };
@@ -809,15 +788,10 @@ async fn job(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "NoSuchJob", format!("no job {id}")))
 }
 
-#[derive(serde::Deserialize)]
-struct NewRegion {
-    region: String,
-}
-
 async fn add_region(
     AxumState(state): AxumState<Shared>,
-    body: Result<Json<NewRegion>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    body: Result<Json<wire::NewRegion>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<wire::NodeAnswer>), ApiError> {
     let Json(body) = body.map_err(|e| {
         let (status, code) = match e.status() {
             StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge"),
@@ -830,7 +804,7 @@ async fn add_region(
         )
     })?;
     match state.add_region(body.region.trim()).await {
-        Ok(node) => Ok((StatusCode::CREATED, Json(json!({ "node": node.status() })))),
+        Ok(node) => Ok((StatusCode::CREATED, node_answer(&node))),
         Err(crate::DaemonError::Exists(r)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "RegionExists",
@@ -896,26 +870,37 @@ async fn delete_shard(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_keys(AxumState(state): AxumState<Shared>) -> Json<serde_json::Value> {
+async fn list_keys(AxumState(state): AxumState<Shared>) -> Json<wire::KeyList> {
     // Secrets are shown once, when made.
-    let keys: Vec<_> = state
+    let keys = state
         .s3
         .keys
         .list()
         .into_iter()
-        .map(|k| json!({"access_key_id": k.access_key_id, "created": k.created}))
+        .map(|k| wire::KeySummary {
+            access_key_id: k.access_key_id,
+            created: k.created,
+        })
         .collect();
-    Json(json!({ "keys": keys, "endpoint": state.config.s3_listen.map(|a| format!("http://{a}")) }))
+    Json(wire::KeyList {
+        keys,
+        endpoint: state.config.s3_listen.map(|a| format!("http://{a}")),
+    })
 }
 
 async fn create_key(
     AxumState(state): AxumState<Shared>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<wire::NewKey>), ApiError> {
     let key =
         state.s3.keys.create().map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
         })?;
-    Ok((StatusCode::CREATED, Json(json!({ "key": key }))))
+    let key = wire::AccessKey {
+        access_key_id: key.access_key_id,
+        secret_access_key: key.secret_access_key,
+        created: key.created,
+    };
+    Ok((StatusCode::CREATED, Json(wire::NewKey { key })))
 }
 
 async fn delete_key(
@@ -1001,11 +986,12 @@ async fn asset_owned(name: String) -> Response {
     asset(&name).await
 }
 
-/// The OpenAPI document, kept by hand beside this file.
-const OPENAPI: &str = include_str!("openapi.json");
-
+/// The OpenAPI document, generated from the API crate's types.
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        wire::openapi::document(),
+    )
 }
 
 async fn metrics(AxumState(state): AxumState<Shared>) -> impl IntoResponse {
@@ -1034,13 +1020,11 @@ async fn measure(AxumState(state): AxumState<Shared>, request: Request, next: Ne
     response
 }
 
-async fn scrub_status(AxumState(state): AxumState<Shared>) -> Json<crate::scrub::ScrubStatus> {
+async fn scrub_status(AxumState(state): AxumState<Shared>) -> Json<wire::ScrubStatus> {
     Json(crate::scrub::status(&state))
 }
 
-async fn scrub_start(
-    AxumState(state): AxumState<Shared>,
-) -> (StatusCode, Json<crate::scrub::ScrubStatus>) {
+async fn scrub_start(AxumState(state): AxumState<Shared>) -> (StatusCode, Json<wire::ScrubStatus>) {
     state.scrub_now.notify_one();
     (StatusCode::ACCEPTED, Json(crate::scrub::status(&state)))
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use cloudshell_store::{FileId, Manifest};
-use serde::Serialize;
+pub use cloudshell_store_api::{FileHealth, Redundancy, ShardState};
 
 /// A shard known to be bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,47 +16,6 @@ pub enum Bad {
     Missing,
     /// Its bytes do not hash to the manifest's BLAKE3.
     Corrupt,
-}
-
-/// A shard's state as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ShardState {
-    /// Believed good.
-    Ok,
-    /// Known missing.
-    Missing,
-    /// Known corrupt.
-    Corrupt,
-    /// On a node that is not serving.
-    Unavailable,
-    /// Its file is being repaired.
-    Repairing,
-}
-
-/// A file's redundancy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Redundancy {
-    /// Every shard good.
-    Healthy,
-    /// Some shards bad or unavailable; still readable.
-    Degraded,
-    /// Some chunk has fewer than k good shards.
-    Unrecoverable,
-}
-
-/// A file's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct FileHealth {
-    /// Healthy, degraded or unrecoverable.
-    pub state: Redundancy,
-    /// Further node losses the worst chunk survives (0 when unrecoverable).
-    pub survives: usize,
-    /// Shards not good now.
-    pub bad_shards: usize,
-    /// Under repair now.
-    pub repairing: bool,
 }
 
 /// A file's known-bad shards, by (chunk, index).

@@ -6,29 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+pub use cloudshell_store_api::{Job, JobKind, JobResult};
 
 /// Finished jobs remembered for `GET /api/jobs/{id}`.
 const KEEP: usize = 100;
-
-/// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    /// Its id.
-    pub id: u64,
-    /// What it does: `repair`, `redistribute`.
-    pub kind: String,
-    /// Still under way.
-    pub running: bool,
-    /// Units done (files for a repair).
-    pub done: u64,
-    /// Units in all.
-    pub total: u64,
-    /// What it did, once finished.
-    pub result: Option<serde_json::Value>,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-}
 
 /// The daemon's jobs.
 #[derive(Debug, Default)]
@@ -46,11 +27,11 @@ impl Jobs {
     }
 
     /// Registers a job of `kind` and returns it.
-    pub fn start(&self, kind: &str, total: u64) -> Job {
+    pub fn start(&self, kind: JobKind, total: u64) -> Job {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let job = Job {
             id,
-            kind: kind.to_owned(),
+            kind,
             running: true,
             done: 0,
             total,
@@ -79,7 +60,7 @@ impl Jobs {
     }
 
     /// Records the outcome.
-    pub fn finish(&self, id: u64, outcome: Result<serde_json::Value, String>) {
+    pub fn finish(&self, id: u64, outcome: Result<JobResult, String>) {
         self.with(|jobs| {
             if let Some(j) = jobs.get_mut(&id) {
                 j.running = false;
@@ -105,17 +86,21 @@ mod tests {
     #[test]
     fn a_job_runs_progresses_and_finishes() {
         let jobs = Jobs::default();
-        let j = jobs.start("repair", 10);
+        let j = jobs.start(JobKind::Repair, 10);
         jobs.progress(j.id, 4);
         assert_eq!(jobs.get(j.id).unwrap().done, 4);
-        jobs.finish(j.id, Ok(serde_json::json!({"shards_rebuilt": 2})));
+        let result = JobResult::Repair(cloudshell_store_api::RepairResult {
+            shards_rebuilt: 2,
+            ..Default::default()
+        });
+        jobs.finish(j.id, Ok(result.clone()));
         let done = jobs.get(j.id).unwrap();
         assert!(!done.running);
         assert_eq!(done.done, 10);
-        assert_eq!(done.result.unwrap()["shards_rebuilt"], 2);
+        assert_eq!(done.result, Some(result));
         assert!(jobs.get(99).is_none());
         for _ in 0..(KEEP + 5) {
-            let j = jobs.start("x", 1);
+            let j = jobs.start(JobKind::Redistribute, 1);
             jobs.finish(j.id, Err("no".into()));
         }
         assert!(jobs.get(j.id).is_none(), "old finished jobs are forgotten");

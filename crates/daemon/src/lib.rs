@@ -145,16 +145,7 @@ impl std::fmt::Debug for RegionMaker {
     }
 }
 
-/// The index backup's progress, as the API shows it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct BackupStatus {
-    /// A change is not in a backup yet.
-    pub pending: bool,
-    /// The generation of the last backup written by this daemon.
-    pub generation: Option<u64>,
-    /// Why the last attempt failed, if it did.
-    pub last_error: Option<String>,
-}
+pub use cloudshell_store_api::BackupStatus;
 
 impl State {
     /// The nodes.

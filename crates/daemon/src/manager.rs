@@ -214,7 +214,7 @@ impl NodeManager {
             s.addresses = line.route().addrs.iter().map(ToString::to_string).collect();
             s.nat = line.nat.map(|n| n.to_string());
             s.agent_pid = Some(line.pid);
-            s.absorb(&stats, &self.store_node);
+            crate::node::absorb(s, &stats, &self.store_node);
             s.last_error = None;
             if s.state != NodeState::Offline {
                 s.state = NodeState::Connected;
@@ -296,7 +296,7 @@ impl NodeManager {
                     failures = 0;
                     let took = asked.elapsed();
                     self.node.update(|s| {
-                        s.absorb(&stats, &self.store_node);
+                        crate::node::absorb(s, &stats, &self.store_node);
                         s.latency_ms = Some(took.as_secs_f64() * 1000.0);
                         if s.state == NodeState::Degraded {
                             s.state = NodeState::Connected;

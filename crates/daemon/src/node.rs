@@ -9,109 +9,43 @@ use cloudshell_agent::RemoteShards;
 use cloudshell_store::shard_store::{ShardError, ShardStore, StoreStats};
 use cloudshell_store::{ShardKey, StoreSettings};
 use futures_util::future::BoxFuture;
-use serde::Serialize;
 
-/// Where a node is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    /// Finding or creating the environment and waiting for it to run.
-    Provisioning,
-    /// Installing and starting the agent, punching, connecting.
-    Bootstrapping,
-    /// Serving shards.
-    Connected,
-    /// Was connected, is not now, and is being brought back.
-    Degraded,
-    /// Gone for longer than the repair delay (or taken offline): its shards
-    /// are rebuilt elsewhere.
-    Lost,
-    /// Taken offline by the user.
-    Offline,
-}
+pub use cloudshell_store_api::{NodeState, NodeStatus};
 
-/// What the API shows of a node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeStatus {
-    /// The node's id (its region).
-    pub id: String,
-    /// The region.
-    pub region: String,
-    /// Its state.
-    pub state: NodeState,
-    /// The CloudShell environment it runs in.
-    pub environment_id: Option<String>,
-    /// The agent's certificate fingerprint.
-    pub fingerprint: Option<String>,
-    /// Where it is dialled.
-    pub addresses: Vec<String>,
-    /// The agent's NAT, as its STUN servers saw it.
-    pub nat: Option<String>,
-    /// The agent's process id in the environment.
-    pub agent_pid: Option<u32>,
-    /// Bytes of shards held.
-    pub used: u64,
-    /// Its quota: the agent's.
-    pub quota: u64,
-    /// The store's own cap for this node (`store nodes --quota`), if set.
-    pub store_quota: Option<u64>,
-    /// Bytes free on the disk holding its shards, when known.
-    pub disk_free: Option<u64>,
-    /// Bytes it can still take: the least of what the quotas leave and
-    /// its disk has free.
-    pub room: u64,
-    /// Too little room for a shard: new chunks go to the other nodes.
-    pub full: bool,
-    /// Shards held.
-    pub shards: u64,
-    /// The last thing that went wrong, if the node is not connected.
-    pub last_error: Option<String>,
-    /// Round trip of the last health check, in milliseconds.
-    pub latency_ms: Option<f64>,
-    /// Seconds since the Unix epoch of the last heartbeat sent.
-    pub last_heartbeat: Option<u64>,
-    /// Seconds since the Unix epoch of the last state change.
-    pub since: u64,
-}
-
-impl NodeStatus {
-    /// A node that has not started yet.
-    pub fn new(region: &str) -> Self {
-        Self {
-            id: region.to_owned(),
-            region: region.to_owned(),
-            state: NodeState::Provisioning,
-            environment_id: None,
-            fingerprint: None,
-            addresses: Vec::new(),
-            nat: None,
-            agent_pid: None,
-            used: 0,
-            quota: 0,
-            store_quota: None,
-            disk_free: None,
-            room: 0,
-            full: false,
-            shards: 0,
-            last_error: None,
-            latency_ms: None,
-            last_heartbeat: None,
-            since: now_secs(),
-        }
+/// A node that has not started yet.
+pub fn fresh_status(region: &str) -> NodeStatus {
+    NodeStatus {
+        id: region.to_owned(),
+        region: region.to_owned(),
+        state: NodeState::Provisioning,
+        environment_id: None,
+        fingerprint: None,
+        addresses: Vec::new(),
+        nat: None,
+        agent_pid: None,
+        used: 0,
+        quota: 0,
+        store_quota: None,
+        disk_free: None,
+        room: 0,
+        full: false,
+        shards: 0,
+        last_error: None,
+        latency_ms: None,
+        last_heartbeat: None,
+        since: now_secs(),
     }
 }
 
-impl NodeStatus {
-    /// Takes in what the agent reported of itself.
-    pub fn absorb(&mut self, stats: &StoreStats, store_node: &cloudshell_store::Node) {
-        self.used = stats.used;
-        self.quota = stats.quota;
-        self.shards = stats.shards;
-        self.store_quota = store_node.quota();
-        self.disk_free = Some(stats.disk_free).filter(|f| *f != u64::MAX);
-        self.room = store_node.room(stats);
-        self.full = self.room < cloudshell_store::largest_shard(&StoreSettings::default());
-    }
+/// Takes into `status` what the agent reported of itself.
+pub fn absorb(status: &mut NodeStatus, stats: &StoreStats, store_node: &cloudshell_store::Node) {
+    status.used = stats.used;
+    status.quota = stats.quota;
+    status.shards = stats.shards;
+    status.store_quota = store_node.quota();
+    status.disk_free = Some(stats.disk_free).filter(|f| *f != u64::MAX);
+    status.room = store_node.room(stats);
+    status.full = status.room < cloudshell_store::largest_shard(&StoreSettings::default());
 }
 
 /// Seconds since the Unix epoch.
@@ -134,7 +68,7 @@ impl NodeHandle {
     /// `changes` (what live views wait on).
     pub fn new(region: &str, changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
         Self {
-            status: Arc::new(Mutex::new(NodeStatus::new(region))),
+            status: Arc::new(Mutex::new(fresh_status(region))),
             remote: Arc::new(RwLock::new(None)),
             changes,
         }

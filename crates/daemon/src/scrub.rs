@@ -7,39 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+pub use cloudshell_store_api::ScrubStatus;
 
 use crate::State;
 
 /// Of how many chunks one is read whole during a pass.
 pub const SPOT_CHECK_ONE_IN: u64 = 100;
-
-/// The scrubber's progress, as the API shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ScrubStatus {
-    /// A pass is under way.
-    pub running: bool,
-    /// Files in the current (or last) pass.
-    pub files: usize,
-    /// Files done so far.
-    pub files_done: usize,
-    /// Shards hashed by their agents.
-    pub shards_checked: usize,
-    /// Shards found missing.
-    pub missing: usize,
-    /// Shards found corrupt.
-    pub corrupt: usize,
-    /// Chunks read whole as a spot check.
-    pub chunks_read: usize,
-    /// Spot checks that failed to read.
-    pub read_failures: usize,
-    /// Shards rebuilt by the repairs the pass started.
-    pub shards_rebuilt: usize,
-    /// Orphaned shards deleted.
-    pub orphans_deleted: usize,
-    /// Seconds since the epoch when the last pass finished.
-    pub last_finished: Option<u64>,
-}
 
 /// Runs a pass every `interval`, or at once when `now` is notified.
 pub async fn run(state: Arc<State>, interval: Duration) {

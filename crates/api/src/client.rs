@@ -1,0 +1,410 @@
+//! A typed client of the daemon's JSON API: one method per operation,
+//! answers decoded into [`crate::types`], error answers into
+//! [`ClientError::Api`] with the daemon's code and message.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt as _};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::de::DeserializeOwned;
+
+use crate::types::{
+    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, NewKey, NewQuota, NewRegion, NodeAnswer,
+    NodeList, ScrubStatus, Stat, Stored,
+};
+
+/// What a path segment keeps as is: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing answers at the URL.
+    #[error("no store daemon answers at {url}")]
+    Unreachable {
+        /// The daemon's URL.
+        url: String,
+        /// Why the connection failed.
+        #[source]
+        source: BoxError,
+    },
+    /// The daemon said no.
+    #[error("{message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error's code (`NoSuchFile`, `StoreFull`, ...), or the status
+        /// when the answer had no error body.
+        code: String,
+        /// What the daemon said.
+        message: String,
+    },
+    /// The request or its answer broke off.
+    #[error("request to {url} failed")]
+    Transport {
+        /// The daemon's URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+    /// The answer is not what this client expects (another version?).
+    #[error("the daemon's answer to {what} is not what this client expects")]
+    Decode {
+        /// The operation.
+        what: String,
+        /// Why it did not decode.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl ClientError {
+    /// The daemon's error code, when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the daemon answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A download under way.
+pub struct Download {
+    /// The body's length, when the daemon said it.
+    pub len: Option<u64>,
+    /// The version's ETag.
+    pub etag: Option<String>,
+    /// The bytes.
+    pub body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("len", &self.len)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The daemon's API at one URL.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the daemon at `base` (`http://127.0.0.1:8080`), with its
+    /// token when it has one.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.to_owned(),
+                source: e.into(),
+            })?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    /// The daemon's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /api/health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.json(self.http.get(self.url("/api/health")), "health")
+            .await
+    }
+
+    /// `GET /api/files`.
+    pub async fn files(&self) -> Result<FileList, ClientError> {
+        self.json(self.http.get(self.url("/api/files")), "files")
+            .await
+    }
+
+    /// `PUT /api/files/{name}`: stores what `body` yields; `len`, when
+    /// known, is sent as the Content-Length.
+    pub async fn put<S>(&self, name: &str, len: Option<u64>, body: S) -> Result<Stored, ClientError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let mut request = self
+            .http
+            .put(self.name_url("/api/files", name))
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(len) = len {
+            request = request.header(reqwest::header::CONTENT_LENGTH, len);
+        }
+        self.json(request, "put").await
+    }
+
+    /// `GET /api/files/{name}`, the whole file or `range` (`bytes=0-99`).
+    pub async fn get(&self, name: &str, range: Option<&str>) -> Result<Download, ClientError> {
+        let mut request = self.http.get(self.name_url("/api/files", name));
+        if let Some(r) = range {
+            request = request.header(reqwest::header::RANGE, r);
+        }
+        let response = self.send(request).await?;
+        let url = self.base.clone();
+        Ok(Download {
+            len: response.content_length(),
+            etag: response
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: Box::pin(
+                response
+                    .bytes_stream()
+                    .map_err(move |e| ClientError::Transport {
+                        url: url.clone(),
+                        source: e.into(),
+                    }),
+            ),
+        })
+    }
+
+    /// `DELETE /api/files/{name}`.
+    pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
+        self.send(self.http.delete(self.name_url("/api/files", name)))
+            .await
+            .map(drop)
+    }
+
+    /// `GET /api/stat/{name}`: the file with one page of its shard map.
+    pub async fn stat(&self, name: &str, page: ChunkPage) -> Result<Stat, ClientError> {
+        let url = format!(
+            "{}?offset={}&limit={}",
+            self.name_url("/api/stat", name),
+            page.offset,
+            page.limit
+        );
+        self.json(self.http.get(url), "stat").await
+    }
+
+    /// `GET /api/nodes`.
+    pub async fn nodes(&self) -> Result<NodeList, ClientError> {
+        self.json(self.http.get(self.url("/api/nodes")), "nodes")
+            .await
+    }
+
+    /// `POST /api/nodes`: adds a region.
+    pub async fn add_region(&self, region: &str) -> Result<NodeAnswer, ClientError> {
+        let body = NewRegion {
+            region: region.to_owned(),
+        };
+        let request = self.http.post(self.url("/api/nodes")).json(&body);
+        self.json(request, "add region").await
+    }
+
+    /// `POST /api/nodes/{id}/offline` or `.../online`.
+    pub async fn set_online(&self, id: &str, online: bool) -> Result<NodeAnswer, ClientError> {
+        let which = if online { "online" } else { "offline" };
+        let path = format!("/api/nodes/{}/{which}", segment(id));
+        self.json(self.http.post(self.url(&path)), which).await
+    }
+
+    /// `PUT /api/nodes/{id}/quota`: `None` lifts the cap.
+    pub async fn set_quota(
+        &self,
+        id: &str,
+        quota: Option<&str>,
+    ) -> Result<NodeAnswer, ClientError> {
+        let body = NewQuota {
+            quota: quota.map(str::to_owned),
+        };
+        let path = format!("/api/nodes/{}/quota", segment(id));
+        self.json(self.http.put(self.url(&path)).json(&body), "quota")
+            .await
+    }
+
+    /// `DELETE /api/shards/{node}/{file}/{chunk}/{index}`.
+    pub async fn delete_shard(
+        &self,
+        node: &str,
+        file: &str,
+        chunk: u64,
+        index: u8,
+    ) -> Result<(), ClientError> {
+        let path = format!(
+            "/api/shards/{}/{}/{chunk}/{index}",
+            segment(node),
+            segment(file)
+        );
+        self.send(self.http.delete(self.url(&path))).await.map(drop)
+    }
+
+    /// `POST /api/repair`: starts a repair of every file.
+    pub async fn repair(&self) -> Result<Job, ClientError> {
+        self.json(self.http.post(self.url("/api/repair")), "repair")
+            .await
+    }
+
+    /// `POST /api/redistribute`: starts evening out the nodes.
+    pub async fn redistribute(&self) -> Result<Job, ClientError> {
+        self.json(
+            self.http.post(self.url("/api/redistribute")),
+            "redistribute",
+        )
+        .await
+    }
+
+    /// `GET /api/jobs/{id}`.
+    pub async fn job(&self, id: u64) -> Result<Job, ClientError> {
+        self.json(self.http.get(self.url(&format!("/api/jobs/{id}"))), "job")
+            .await
+    }
+
+    /// `GET /api/scrub`.
+    pub async fn scrub_status(&self) -> Result<ScrubStatus, ClientError> {
+        self.json(self.http.get(self.url("/api/scrub")), "scrub")
+            .await
+    }
+
+    /// `POST /api/scrub`: starts a pass now.
+    pub async fn scrub_start(&self) -> Result<ScrubStatus, ClientError> {
+        self.json(self.http.post(self.url("/api/scrub")), "scrub")
+            .await
+    }
+
+    /// `GET /api/s3/keys`.
+    pub async fn keys(&self) -> Result<KeyList, ClientError> {
+        self.json(self.http.get(self.url("/api/s3/keys")), "keys")
+            .await
+    }
+
+    /// `POST /api/s3/keys`: a new key, with its secret.
+    pub async fn create_key(&self) -> Result<NewKey, ClientError> {
+        self.json(self.http.post(self.url("/api/s3/keys")), "create key")
+            .await
+    }
+
+    /// `DELETE /api/s3/keys/{id}`.
+    pub async fn delete_key(&self, access_key_id: &str) -> Result<(), ClientError> {
+        let path = format!("/api/s3/keys/{}", segment(access_key_id));
+        self.send(self.http.delete(self.url(&path))).await.map(drop)
+    }
+
+    /// `GET /api/openapi.json`, as served.
+    pub async fn openapi(&self) -> Result<String, ClientError> {
+        let response = self
+            .send(self.http.get(self.url("/api/openapi.json")))
+            .await?;
+        response.text().await.map_err(|e| self.transport(e))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `prefix/name`, each segment of the name percent-encoded (names may
+    /// hold `/`, spaces, anything printable).
+    fn name_url(&self, prefix: &str, name: &str) -> String {
+        let encoded: Vec<String> = name.split('/').map(segment).collect();
+        self.url(&format!("{prefix}/{}", encoded.join("/")))
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            url: self.base.clone(),
+            source: e.into(),
+        }
+    }
+
+    /// Sends with the token; an error answer becomes [`ClientError::Api`].
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        if let Some(t) = &self.token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                ClientError::Unreachable {
+                    url: self.base.clone(),
+                    source: e.into(),
+                }
+            } else {
+                self.transport(e)
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => ClientError::Api {
+                status: status.as_u16(),
+                code: e.error.code,
+                message: e.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                code: status.as_u16().to_string(),
+                message: format!("the daemon answered {status}"),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        let body = self
+            .send(request)
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| self.transport(e))?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            what: what.to_owned(),
+            source: e.into(),
+        })
+    }
+}
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_encoded_segment_by_segment() {
+        let c = Client::new("http://h:1/", None).unwrap();
+        assert_eq!(
+            c.name_url("/api/files", "docs/a file+é?.bin"),
+            "http://h:1/api/files/docs/a%20file%2B%C3%A9%3F.bin"
+        );
+    }
+}
