@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use cloudshell_agent::{ShardService, VERSION};
 use cloudshell_net::punch;
 use cloudshell_net::stun::{self, NatKind};
 use cloudshell_net::tls::{Fingerprint, Identity};
+use cloudshell_node::{ShardService, VERSION};
 use cloudshell_store::LocalDirStore;
 
 /// Stores the file store's shards and serves them to one daemon over QUIC.

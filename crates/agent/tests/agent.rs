@@ -6,9 +6,9 @@
 use std::net::UdpSocket;
 use std::sync::Arc;
 
-use cloudshell_agent::RemoteShards;
 use cloudshell_net::quic::{Client, NetError, Pool, Route};
 use cloudshell_net::tls::Identity;
+use cloudshell_node::RemoteShards;
 use cloudshell_store::format::HEADER_LEN;
 use cloudshell_store::shard_store::{ShardError, ShardStore};
 use cloudshell_store::{KeySource, Node, Store, StoreSettings};

@@ -25,11 +25,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cloudshell_agent::RemoteShards;
 use cloudshell_net::quic::{CONNECT_TIMEOUT, NetError, Pool, Route};
 use cloudshell_net::stun::{self, NatKind};
 use cloudshell_net::tls::Identity;
 use cloudshell_net::wire::Request;
+use cloudshell_node::RemoteShards;
 use cloudshell_store::shard_store::ShardStore;
 use common::{Agent, shard, start_under};
 

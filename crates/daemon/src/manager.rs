@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudshell::{Client, EnvironmentId};
-use cloudshell_agent::RemoteShards;
 use cloudshell_net::quic::Pool;
 use cloudshell_net::tls::Fingerprint;
+use cloudshell_node::RemoteShards;
 use cloudshell_store::shard_store::ShardStore as _;
 use tokio::sync::mpsc;
 

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
-use cloudshell_agent::RemoteShards;
+use cloudshell_node::RemoteShards;
 use cloudshell_store::shard_store::{ShardError, ShardStore, StoreStats};
 use cloudshell_store::{ShardKey, StoreSettings};
 use futures_util::future::BoxFuture;

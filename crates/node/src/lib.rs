@@ -1,4 +1,5 @@
-//! The store's node agent, and the daemon's view of one.
+//! The node protocol between the daemon and its agents, over
+//! [`cloudshell_net::wire`] and QUIC: the agent's side and the daemon's.
 //!
 //! - [`ShardService`]: answers the wire protocol's requests from a
 //!   [`LocalDirStore`] (temp file, fsync, rename; quota refused whole).
@@ -7,7 +8,9 @@
 //!   nodes.
 //!
 //! The binary `cloudshell-agent` runs a [`ShardService`] on a QUIC endpoint
-//! that accepts only the daemon whose certificate fingerprint it was given.
+//! that accepts only the daemon whose certificate fingerprint it was given;
+//! the daemon reaches each agent through a [`RemoteShards`]. Both live here,
+//! in a library, so neither side depends on the other's crate.
 
 use std::sync::Arc;
 
@@ -18,7 +21,7 @@ use cloudshell_store::shard_store::{ShardError, ShardStore, StoreStats};
 use cloudshell_store::{LocalDirStore, ShardKey};
 use futures_util::future::BoxFuture;
 
-/// The agent's software version, reported in Hello and Stats.
+/// The node protocol's software version, reported in Hello and Stats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Serves shards from a local directory.
