@@ -6,19 +6,18 @@
 mod args;
 mod commands;
 mod copy;
+mod emulated;
 mod output;
 mod store;
 mod terminal;
 
 use std::io::IsTerminal;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{CommandFactory, Parser};
 use cloudshell::error::SdkError;
-use cloudshell::{Client, Config, ConfigError, Credentials, Region, ValidationError};
-use cloudshell_emulator::{Emulator, EmulatorConfig};
+use cloudshell::{Client, ClientSource, ConfigError, Region, ValidationError};
+use cloudshell_emulator::Emulator;
 
 use crate::args::{Cli, Command, GlobalArgs};
 use crate::commands::Context;
@@ -122,31 +121,18 @@ async fn run(cli: Cli) -> anyhow::Result<Option<u8>> {
 }
 
 /// The real service through the AWS credential chain, or with --emulated an
-/// emulator started in this process (real HTTP on loopback, real signing).
+/// emulator started in this process.
 async fn client(global: &GlobalArgs) -> anyhow::Result<(Client, Option<Emulator>)> {
     let region = global.region.as_deref().map(Region::new).transpose()?;
     if !global.emulated {
-        let config = Config::load()
-            .profile(global.profile.clone())
-            .region(region)
-            .endpoint_url(global.endpoint_url.clone())
-            .load()
-            .await?;
-        return Ok((Client::new(config), None));
+        let source = ClientSource::aws(global.profile.clone(), global.endpoint_url.clone());
+        return Ok((Client::new(source.config(region).await?), None));
     }
     let data_dir = match &global.emulator_data_dir {
         Some(d) => d.clone(),
         None => cloudshell_emulator::args::default_data_dir()?,
     };
-    let emulator = Emulator::start(
-        EmulatorConfig::new(data_dir),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    )
-    .await
-    .context(
-        "could not start the embedded emulator (if an emulator already runs on this \
-         data directory, reach it with --endpoint-url instead of --emulated)",
-    )?;
+    let (emulator, source) = emulated::start(data_dir, &[]).await?;
     let region = match region {
         Some(r) => r,
         None => match std::env::var("AWS_REGION") {
@@ -154,23 +140,7 @@ async fn client(global: &GlobalArgs) -> anyhow::Result<(Client, Option<Emulator>
             _ => Region::new(EMULATED_DEFAULT_REGION)?,
         },
     };
-    let cred = emulator
-        .config()
-        .credentials
-        .first()
-        .context("the emulator has no credentials configured")?;
-    let config = Config::builder()
-        .region(region)
-        .endpoint_url(emulator.endpoint())
-        .credentials(Credentials::new(
-            cred.access_key_id.clone(),
-            cred.secret_access_key.clone(),
-            None,
-            None,
-            "cloudshell-emulated",
-        ))
-        .build()?;
-    Ok((Client::new(config), Some(emulator)))
+    Ok((source.client(&region).await?, Some(emulator)))
 }
 
 /// Prints `cloudshell: error: ...` with a hint on what to do, and picks the exit code.

@@ -625,19 +625,15 @@ fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<DaemonC
         c.endpoint_url = Some(url.clone());
     }
     match args.regions.as_deref() {
-        Some("all") => {
-            c.regions = cloudshell_emulator::config::DEFAULT_REGIONS
-                .iter()
-                .map(|r| (*r).to_owned())
-                .collect();
-        }
+        Some("all") => c.regions = cloudshell::Region::cloudshell(),
         Some(list) => {
             c.regions = list
                 .split(',')
                 .map(str::trim)
                 .filter(|r| !r.is_empty())
-                .map(str::to_owned)
-                .collect();
+                .map(cloudshell::Region::new)
+                .collect::<Result<_, _>>()
+                .context("--regions: give `all` or region names, like us-east-1,eu-west-1")?;
         }
         None => {}
     }
@@ -688,7 +684,8 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let emulated = config.emulated;
-    let daemon = Daemon::start(config)
+    let (source, emulator) = client_source(global, &config).await?;
+    let daemon = Daemon::start(config, source)
         .await
         .context("the store daemon could not start")?;
     let nodes = daemon.state().nodes().len();
@@ -703,7 +700,7 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
             "cloudshell store: S3 endpoint at {s3} (make a key with `cloudshell store keys create`)"
         );
     }
-    if let Some(emulator) = daemon.emulator()
+    if let Some(emulator) = &emulator
         && let Some(cred) = emulator.config().credentials.first()
     {
         eprintln!(
@@ -830,10 +827,16 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
     let started = Instant::now();
     eprintln!(
         "cloudshell store: bringing the nodes of {} up to look for index backups...",
-        config.regions()?.join(", ")
+        config
+            .regions()?
+            .iter()
+            .map(cloudshell::Region::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let data_dir = config.data_dir.clone();
-    let report = Daemon::recover(config, Duration::from_secs(300))
+    let (source, _emulator) = client_source(global, &config).await?;
+    let report = Daemon::recover(config, source, Duration::from_secs(300))
         .await
         .context("recovery failed; the data directory was left as it was")?;
     for why in &report.skipped {
@@ -876,6 +879,31 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
         ),
     );
     Ok(())
+}
+
+/// Where the daemon's CloudShell clients come from: AWS (or the configured
+/// endpoint) through the standard chain, or with `emulated` an emulator
+/// started here, serving every CloudShell region and the configured ones,
+/// with its state in `emulator_data_dir` (DATA_DIR/emulator by default).
+/// Keep the emulator as long as the daemon runs.
+async fn client_source(
+    global: &GlobalArgs,
+    config: &DaemonConfig,
+) -> anyhow::Result<(
+    cloudshell::ClientSource,
+    Option<cloudshell_emulator::Emulator>,
+)> {
+    if !config.emulated {
+        let source =
+            cloudshell::ClientSource::aws(global.profile.clone(), config.endpoint_url.clone());
+        return Ok((source, None));
+    }
+    let data_dir = config
+        .emulator_data_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("emulator"));
+    let (emulator, source) = crate::emulated::start(data_dir, &config.regions()?).await?;
+    Ok((source, Some(emulator)))
 }
 
 /// Whether the standard chain finds credentials (without reaching for

@@ -43,10 +43,14 @@ pub mod error;
 pub mod operation;
 pub mod presigned;
 mod retry;
+mod source;
 pub mod types;
 
 pub use client::Client;
 pub use config::{Config, ConfigError, Credentials, TimeoutConfig};
 pub use error::{ErrorMetadata, SdkError, ServiceError};
 pub use retry::RetryConfig;
-pub use types::{EnvironmentId, EnvironmentStatus, Region, TabId, ValidationError, VpcConfig};
+pub use source::ClientSource;
+pub use types::{
+    CLOUDSHELL_REGIONS, EnvironmentId, EnvironmentStatus, Region, TabId, ValidationError, VpcConfig,
+};

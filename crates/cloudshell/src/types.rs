@@ -27,6 +27,33 @@ impl ValidationError {
     }
 }
 
+/// The regions where AWS offers CloudShell: the one list the emulator
+/// serves, `store serve --regions all` names, and the daemon checks against.
+pub const CLOUDSHELL_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "af-south-1",
+    "ap-east-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ca-central-1",
+    "eu-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-north-1",
+    "eu-south-1",
+    "me-south-1",
+    "sa-east-1",
+];
+
 /// An AWS region name such as `us-east-1`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -55,6 +82,25 @@ impl Region {
 
     /// The region name.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Every region in [`CLOUDSHELL_REGIONS`].
+    pub fn cloudshell() -> Vec<Region> {
+        CLOUDSHELL_REGIONS
+            .iter()
+            .map(|r| Region((*r).to_owned()))
+            .collect()
+    }
+
+    /// Whether AWS offers CloudShell here (as far as this build knows).
+    pub fn offers_cloudshell(&self) -> bool {
+        CLOUDSHELL_REGIONS.contains(&self.as_str())
+    }
+}
+
+impl AsRef<str> for Region {
+    fn as_ref(&self) -> &str {
         &self.0
     }
 }

@@ -146,17 +146,23 @@ impl From<StoreError> for ApiError {
             StoreError::Io(_) => (StatusCode::BAD_REQUEST, "BodyFailed"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
         };
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(&format!(": {s}"));
-            source = s.source();
-        }
+        let mut message = with_sources(&e);
         if code == "StoreFull" {
             message.push_str(FULL_HINT);
         }
         Self::new(status, code, message)
     }
+}
+
+/// An error and its sources, `: `-separated: the whole story for a user.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    message
 }
 
 /// What to do when a node is out of room.
@@ -803,17 +809,19 @@ async fn add_region(
             format!("expected {{\"region\": \"NAME\"}}: {e}"),
         )
     })?;
-    match state.add_region(body.region.trim()).await {
+    let region = cloudshell::Region::new(body.region.trim())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRegion", e.to_string()))?;
+    match state.add_region(region).await {
         Ok(node) => Ok((StatusCode::CREATED, node_answer(&node))),
         Err(crate::DaemonError::Exists(r)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "RegionExists",
             format!("the region {r} has a node already"),
         )),
-        Err(crate::DaemonError::Config(e)) => Err(ApiError::new(
+        Err(e @ crate::DaemonError::Client(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRegion",
-            e.to_string(),
+            with_sources(&e),
         )),
         Err(e) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cloudshell::Region;
 use serde::{Deserialize, Serialize};
 
-/// The nine regions the embedded emulator runs when none are named: three
-/// continents, so placement has real regions to spread over.
+/// The nine regions (of [`cloudshell::CLOUDSHELL_REGIONS`]) an emulated
+/// store runs when none are named: three continents, so placement has real
+/// regions to spread over.
 pub const EMULATED_REGIONS: &[&str] = &[
     "us-east-1",
     "us-east-2",
@@ -41,8 +43,9 @@ pub struct DaemonConfig {
     pub token: Option<String>,
     /// Regions to keep a node in; empty means the nine emulated regions
     /// when emulated, and is an error otherwise.
-    pub regions: Vec<String>,
-    /// Run against an emulator started in this process instead of AWS.
+    pub regions: Vec<Region>,
+    /// Run against an emulator started beside the daemon instead of AWS
+    /// (the command starts it and hands the daemon its endpoint).
     pub emulated: bool,
     /// The embedded emulator's state (environments and their homes)
     /// [default: DATA_DIR/emulator]. Like AWS's, it outlives the store's own
@@ -66,7 +69,7 @@ pub struct DaemonConfig {
     /// region -> size (suffixes K, M, G), e.g. `{ "us-east-1" = "200M" }`.
     /// `cloudshell store nodes --quota REGION=SIZE` changes it while the
     /// daemon runs (kept in `DATA_DIR/node-quotas.json`, which wins).
-    pub node_quotas: std::collections::BTreeMap<String, String>,
+    pub node_quotas: std::collections::BTreeMap<Region, String>,
     /// STUN servers (HOST:PORT) for the daemon and its agents; empty means
     /// public ones against AWS and none when emulated (agents on this
     /// machine reach the daemon directly).
@@ -151,12 +154,15 @@ impl DaemonConfig {
     }
 
     /// The regions to run, defaults applied.
-    pub fn regions(&self) -> Result<Vec<String>, ConfigError> {
+    pub fn regions(&self) -> Result<Vec<Region>, ConfigError> {
         if !self.regions.is_empty() {
             return Ok(self.regions.clone());
         }
         if self.emulated {
-            return Ok(EMULATED_REGIONS.iter().map(|r| (*r).to_owned()).collect());
+            return EMULATED_REGIONS
+                .iter()
+                .map(|r| Region::new(*r).map_err(|e| ConfigError::Invalid(e.to_string())))
+                .collect();
         }
         Err(ConfigError::Invalid(
             "no regions: pass --regions (say us-east-1,eu-west-1,ap-southeast-1) or set \
@@ -235,7 +241,8 @@ mod tests {
         )
         .unwrap();
         let c = DaemonConfig::from_file(&path).unwrap();
-        assert_eq!(c.regions().unwrap(), ["us-east-1", "eu-west-1"]);
+        let names: Vec<String> = c.regions().unwrap().iter().map(|r| r.to_string()).collect();
+        assert_eq!(names, ["us-east-1", "eu-west-1"]);
         assert_eq!(c.heartbeat(), Duration::from_secs(60));
         assert_eq!(c.agent_quota_bytes().unwrap(), 900 << 20);
     }
@@ -247,6 +254,9 @@ mod tests {
         std::fs::write(&path, "regoins = [\"us-east-1\"]\n").unwrap();
         let e = DaemonConfig::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("regoins"), "{e}");
+        std::fs::write(&path, "regions = [\"US East\"]\n").unwrap();
+        let e = DaemonConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("not a region name"), "{e}");
         let c = DaemonConfig {
             agent_quota: "lots".into(),
             emulated: true,
@@ -269,10 +279,12 @@ mod tests {
             emulated: true,
             ..DaemonConfig::default()
         };
-        assert_eq!(emulated.regions().unwrap().len(), 9);
+        let nine = emulated.regions().unwrap();
+        assert_eq!(nine.len(), 9);
+        assert!(nine.iter().all(Region::offers_cloudshell));
         assert!(emulated.stun_servers().is_empty());
         let aws = DaemonConfig {
-            regions: vec!["us-east-1".into()],
+            regions: vec![Region::new("us-east-1").unwrap()],
             ..DaemonConfig::default()
         };
         assert_eq!(aws.stun_servers().len(), 2);

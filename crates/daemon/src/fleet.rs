@@ -1,11 +1,13 @@
-//! The nodes' machinery before any store is opened over them: the
-//! CloudShell clients (the embedded emulator's, or AWS's), the daemon's QUIC
-//! socket and identity, the agent binary, and one node manager per region.
+//! The nodes' machinery before any store is opened over them: a CloudShell
+//! client per region (from the [`ClientSource`] the daemon was given: AWS,
+//! or an endpoint such as an emulator), the daemon's QUIC socket and
+//! identity, the agent binary, and one node manager per region.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudshell::ClientSource;
 use cloudshell_net::quic::Pool;
 use cloudshell_net::tls::Identity;
 use tokio::sync::mpsc;
@@ -16,7 +18,6 @@ use crate::{DaemonConfig, DaemonError, io};
 
 /// Everything that keeps the nodes up, before a store is opened over them.
 pub(crate) struct Fleet {
-    pub(crate) emulator: Option<cloudshell_emulator::Emulator>,
     pub(crate) pool: Pool,
     pub(crate) nodes: Vec<NodeHandle>,
     pub(crate) store_nodes: Vec<cloudshell_store::Node>,
@@ -30,13 +31,15 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    pub(crate) async fn new(config: &DaemonConfig) -> Result<Self, DaemonError> {
+    pub(crate) async fn new(
+        config: &DaemonConfig,
+        source: ClientSource,
+    ) -> Result<Self, DaemonError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(io(format!("cannot create {}", data_dir.display())))?;
         let regions = config.regions()?;
-        let (emulator, source) = client_source(config).await?;
         let mut clients = Vec::new();
         for r in &regions {
             clients.push(source.client(r).await?);
@@ -54,7 +57,7 @@ impl Fleet {
             .iter()
             .zip(&regions)
             .map(|(n, r)| {
-                let node = cloudshell_store::Node::new(r.clone(), r.clone(), n.shards());
+                let node = cloudshell_store::Node::new(r.as_str(), r.as_str(), n.shards());
                 // Offline until its agent answers: puts go where they can.
                 node.set_online(false);
                 node
@@ -87,7 +90,6 @@ impl Fleet {
             })
             .collect();
         Ok(Self {
-            emulator,
             pool,
             nodes,
             store_nodes,
@@ -139,109 +141,6 @@ pub(crate) async fn wait_connected(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Where CloudShell clients come from: the emulator started here, or the
-/// configured endpoint or AWS through the standard credential chain.
-#[derive(Debug, Clone)]
-pub(crate) enum ClientSource {
-    /// The embedded emulator.
-    Emulator {
-        /// Its URL.
-        endpoint: String,
-        /// Its access key.
-        access_key_id: String,
-        /// Its secret.
-        secret_access_key: String,
-    },
-    /// AWS, or an endpoint given.
-    Aws {
-        /// `endpoint_url`, when given.
-        endpoint_url: Option<String>,
-    },
-}
-
-impl ClientSource {
-    /// A client for `region`.
-    pub(crate) async fn client(&self, region: &str) -> Result<cloudshell::Client, DaemonError> {
-        let cs = |e: &dyn std::fmt::Display| DaemonError::CloudShell(e.to_string());
-        let region = cloudshell::Region::new(region).map_err(|e| cs(&e))?;
-        let config = match self {
-            ClientSource::Emulator {
-                endpoint,
-                access_key_id,
-                secret_access_key,
-            } => cloudshell::Config::builder()
-                .region(region)
-                .endpoint_url(endpoint.clone())
-                .credentials(cloudshell::Credentials::new(
-                    access_key_id.clone(),
-                    secret_access_key.clone(),
-                    None,
-                    None,
-                    "cloudshell-store-emulated",
-                ))
-                .build()
-                .map_err(|e| cs(&e))?,
-            ClientSource::Aws { endpoint_url } => cloudshell::Config::load()
-                .region(Some(region))
-                .endpoint_url(endpoint_url.clone())
-                .load()
-                .await
-                .map_err(|e| cs(&e))?,
-        };
-        Ok(cloudshell::Client::new(config))
-    }
-}
-
-/// Starts the emulator when the configuration asks for it, and says where
-/// clients come from.
-async fn client_source(
-    config: &DaemonConfig,
-) -> Result<(Option<cloudshell_emulator::Emulator>, ClientSource), DaemonError> {
-    if !config.emulated {
-        return Ok((
-            None,
-            ClientSource::Aws {
-                endpoint_url: config.endpoint_url.clone(),
-            },
-        ));
-    }
-    let mut emulator_config = cloudshell_emulator::EmulatorConfig::new(
-        config
-            .emulator_data_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("emulator")),
-    );
-    // Every CloudShell region, so a region can be added while running.
-    let mut regions: Vec<String> = cloudshell_emulator::config::DEFAULT_REGIONS
-        .iter()
-        .map(|r| (*r).to_owned())
-        .collect();
-    for r in config.regions()? {
-        if !regions.contains(&r) {
-            regions.push(r);
-        }
-    }
-    emulator_config.regions = regions;
-    let emulator = cloudshell_emulator::Emulator::start(
-        emulator_config,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .map_err(|e| DaemonError::CloudShell(format!("cannot start the emulator: {e:#}")))?;
-    let cred = emulator
-        .config()
-        .credentials
-        .first()
-        .ok_or_else(|| DaemonError::CloudShell("the emulator has no credentials".into()))?
-        .clone();
-    let source = ClientSource::Emulator {
-        endpoint: emulator.endpoint(),
-        access_key_id: cred.access_key_id,
-        secret_access_key: cred.secret_access_key,
-    };
-    Ok((Some(emulator), source))
 }
 
 /// The daemon's QUIC socket and the endpoints agents punch towards: the

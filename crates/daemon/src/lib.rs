@@ -11,18 +11,24 @@
 //! - [`scrub`]: the scrubber;
 //! - [`api`]: the JSON API.
 //!
+//! The daemon makes its CloudShell clients from a [`cloudshell::ClientSource`]:
+//! AWS through the standard chain, or an endpoint such as an emulator that
+//! the caller started (`cloudshell store serve --emulated` does that); the
+//! daemon itself never knows which.
+//!
 //! # Example
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), cloudshell_daemon::DaemonError> {
+//! use cloudshell::{ClientSource, Region};
 //! use cloudshell_daemon::{Daemon, DaemonConfig};
 //!
 //! let config = DaemonConfig {
-//!     emulated: true,
+//!     regions: vec![Region::new("us-east-1")?, Region::new("eu-west-1")?],
 //!     data_dir: "/tmp/store".into(),
 //!     ..DaemonConfig::default()
 //! };
-//! let daemon = Daemon::start(config).await?;
+//! let daemon = Daemon::start(config, ClientSource::aws(None, None)).await?;
 //! println!("API at {}", daemon.url());
 //! daemon.wait_ready(std::time::Duration::from_secs(120)).await?;
 //! # Ok(())
@@ -49,10 +55,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudshell::{ClientSource, Region};
 use cloudshell_net::quic::Pool;
 use cloudshell_store::{KeySource, Store, StoreSettings};
 pub use config::DaemonConfig;
-use fleet::{ClientSource, Fleet, wait_connected};
+use fleet::{Fleet, wait_connected};
 use manager::{NodeManager, Shared};
 use node::{NodeHandle, NodeState};
 use tokio::sync::mpsc;
@@ -78,9 +85,15 @@ pub enum DaemonError {
     /// The daemon's network identity or socket.
     #[error("network: {0}")]
     Net(String),
-    /// The embedded emulator or the CloudShell client.
-    #[error("cloudshell: {0}")]
-    CloudShell(String),
+    /// A CloudShell client could not be made.
+    #[error("cannot make a CloudShell client")]
+    Client(#[from] cloudshell::ConfigError),
+    /// The S3 endpoint's state.
+    #[error("S3: {0}")]
+    S3(String),
+    /// Not a region name.
+    #[error(transparent)]
+    Region(#[from] cloudshell::ValidationError),
     /// A node for that region exists already.
     #[error("the region {0} has a node already")]
     Exists(String),
@@ -162,16 +175,14 @@ impl State {
     }
 
     /// Adds a node in `region` and starts bringing it up.
-    pub async fn add_region(&self, region: &str) -> Result<NodeHandle, DaemonError> {
-        cloudshell::Region::new(region).map_err(|e| {
-            config::ConfigError::Invalid(format!("{region:?} is not a region name: {e}"))
-        })?;
-        if self.node(region).is_some() {
-            return Err(DaemonError::Exists(region.to_owned()));
+    pub async fn add_region(&self, region: Region) -> Result<NodeHandle, DaemonError> {
+        let id = region.as_str();
+        if self.node(id).is_some() {
+            return Err(DaemonError::Exists(id.to_owned()));
         }
-        let client = self.regions.source.client(region).await?;
-        let node = NodeHandle::new(region, self.changes.clone());
-        let store_node = cloudshell_store::Node::new(region, region, node.shards());
+        let client = self.regions.source.client(&region).await?;
+        let node = NodeHandle::new(&region, self.changes.clone());
+        let store_node = cloudshell_store::Node::new(id, id, node.shards());
         store_node.set_online(false);
         self.store.add_node(store_node.clone())?;
         {
@@ -179,13 +190,13 @@ impl State {
                 .nodes
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if nodes.iter().any(|n| n.status().id == region) {
-                return Err(DaemonError::Exists(region.to_owned()));
+            if nodes.iter().any(|n| n.status().id == id) {
+                return Err(DaemonError::Exists(id.to_owned()));
             }
             nodes.push(node.clone());
         }
         let manager = NodeManager::new(
-            region.to_owned(),
+            region.clone(),
             client,
             node.clone(),
             store_node,
@@ -336,7 +347,6 @@ pub struct Daemon {
     s3_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pool: Pool,
-    _emulator: Option<cloudshell_emulator::Emulator>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -383,11 +393,12 @@ pub struct RecoverReport {
 }
 
 impl Daemon {
-    /// Starts everything: the emulator when asked, the node managers, the
-    /// repair and backup loops and the HTTP server. Returns once the API
-    /// answers; nodes come up in the background ([`Daemon::wait_ready`]).
-    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
-        let mut fleet = Fleet::new(&config).await?;
+    /// Starts everything: the node managers (their clients from
+    /// `source`), the repair and backup loops and the HTTP servers.
+    /// Returns once the API answers; nodes come up in the background
+    /// ([`Daemon::wait_ready`]).
+    pub async fn start(config: DaemonConfig, source: ClientSource) -> Result<Self, DaemonError> {
+        let mut fleet = Fleet::new(&config, source).await?;
         let key = key_source(&config, true)?;
         apply_quotas(&config, &fleet.store_nodes)?;
         let store = Store::open(
@@ -416,9 +427,9 @@ impl Daemon {
             changes: fleet.changes.clone(),
             s3: s3::S3State {
                 meta: s3::meta::Meta::open(&config.data_dir.join("s3.redb"))
-                    .map_err(|e| DaemonError::CloudShell(e.to_string()))?,
+                    .map_err(|e| DaemonError::S3(e.to_string()))?,
                 keys: s3::keys::Keys::open(&config.data_dir.join("s3-keys.json"))
-                    .map_err(|e| DaemonError::CloudShell(e.to_string()))?,
+                    .map_err(|e| DaemonError::S3(e.to_string()))?,
                 locks: s3::write::KeyLocks::default(),
             },
         });
@@ -426,7 +437,7 @@ impl Daemon {
         // the index goes into the objects' own records.
         let moved = s3::write::migrate_legacy_objects(&state)
             .await
-            .map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+            .map_err(|e| DaemonError::S3(e.to_string()))?;
         if moved > 0 {
             tracing::info!(objects = moved, "S3 object metadata moved into the index");
         }
@@ -486,7 +497,6 @@ impl Daemon {
             s3_addr,
             tasks,
             pool: fleet.pool.clone(),
-            _emulator: fleet.emulator.take(),
         })
     }
 
@@ -496,6 +506,7 @@ impl Daemon {
     /// running for the `serve` that follows.
     pub async fn recover(
         config: DaemonConfig,
+        source: ClientSource,
         wait: Duration,
     ) -> Result<RecoverReport, DaemonError> {
         let index_path = config.data_dir.join("index.redb");
@@ -507,7 +518,7 @@ impl Daemon {
             .into());
         }
         let key = key_source(&config, false)?;
-        let mut fleet = Fleet::new(&config).await?;
+        let mut fleet = Fleet::new(&config, source).await?;
         let tasks = fleet.run();
         let _stop = AbortOnDrop(tasks);
         // Every node if it comes; any k of them are enough to decode.
@@ -562,11 +573,6 @@ impl Daemon {
         format!("http://{}", self.local_addr)
     }
 
-    /// The embedded emulator, when there is one.
-    pub fn emulator(&self) -> Option<&cloudshell_emulator::Emulator> {
-        self._emulator.as_ref()
-    }
-
     /// The state the API serves.
     pub fn state(&self) -> &Arc<State> {
         &self.state
@@ -616,15 +622,18 @@ fn apply_quotas(
                 "node_quotas: {size:?} for {region} is not a size; try 200M or a number of bytes"
             ))
         })?;
-        quotas.insert(region.clone(), bytes);
+        quotas.insert(region.to_string(), bytes);
     }
     quotas.extend(read_quotas(&quota_file(&config.data_dir))?);
     for (region, bytes) in quotas {
-        let node = nodes.iter().find(|n| n.id == region).ok_or_else(|| {
-            config::ConfigError::Invalid(format!(
-                "node_quotas names {region}, which is not one of this store's regions"
-            ))
-        })?;
+        let node = nodes
+            .iter()
+            .find(|n| n.id == region.as_str())
+            .ok_or_else(|| {
+                config::ConfigError::Invalid(format!(
+                    "node_quotas names {region}, which is not one of this store's regions"
+                ))
+            })?;
         node.set_quota(bytes);
     }
     Ok(())
@@ -684,10 +693,10 @@ fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), D
     let Some(blob) = blob else {
         return Ok((0, 0));
     };
-    let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+    let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::S3(e.to_string()))?;
     let buckets = meta
         .import(&blob)
-        .map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+        .map_err(|e| DaemonError::S3(e.to_string()))?;
     let objects = store
         .index()
         .files_from(s3::meta::OBJECTS_DIR, None, usize::MAX)

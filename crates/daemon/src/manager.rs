@@ -106,7 +106,7 @@ pub enum NodeError {
 
 /// Keeps one region's node served.
 pub struct NodeManager {
-    region: String,
+    region: cloudshell::Region,
     client: Client,
     node: NodeHandle,
     store_node: cloudshell_store::Node,
@@ -116,7 +116,7 @@ pub struct NodeManager {
 impl NodeManager {
     /// A manager for `region` through `client`, serving `node`.
     pub fn new(
-        region: String,
+        region: cloudshell::Region,
         client: Client,
         node: NodeHandle,
         store_node: cloudshell_store::Node,
@@ -160,7 +160,7 @@ impl NodeManager {
                     if lost && !lost_reported {
                         lost_reported = true;
                         let _ = self.shared.events.send(NodeEvent::Lost {
-                            node: self.region.clone(),
+                            node: self.region.to_string(),
                         });
                     }
                     tokio::time::sleep(backoff).await;
@@ -221,7 +221,7 @@ impl NodeManager {
             }
         });
         let _ = self.shared.events.send(NodeEvent::Connected {
-            node: self.region.clone(),
+            node: self.region.to_string(),
             fresh_home,
         });
         Ok((env, remote))

@@ -66,9 +66,9 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// A node for `region`, not yet served; its changes are counted on
     /// `changes` (what live views wait on).
-    pub fn new(region: &str, changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
+    pub fn new(region: &cloudshell::Region, changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
         Self {
-            status: Arc::new(Mutex::new(fresh_status(region))),
+            status: Arc::new(Mutex::new(fresh_status(region.as_str()))),
             remote: Arc::new(RwLock::new(None)),
             changes,
         }

@@ -44,7 +44,7 @@ async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport,
         .s3
         .meta
         .export()
-        .map_err(|e| DaemonError::CloudShell(e.to_string()))?;
+        .map_err(|e| DaemonError::S3(e.to_string()))?;
     state
         .store
         .index()

@@ -12,31 +12,9 @@ pub const DEFAULT_SECRET_ACCESS_KEY: &str = "cloudshell-emulator-secret-access-k
 /// Principal of the default credentials.
 pub const DEFAULT_PRINCIPAL: &str = "arn:aws:iam::000000000000:user/emulator";
 
-/// Regions where AWS offers CloudShell, served by default.
-pub const DEFAULT_REGIONS: &[&str] = &[
-    "us-east-1",
-    "us-east-2",
-    "us-west-1",
-    "us-west-2",
-    "af-south-1",
-    "ap-east-1",
-    "ap-south-1",
-    "ap-northeast-1",
-    "ap-northeast-2",
-    "ap-northeast-3",
-    "ap-southeast-1",
-    "ap-southeast-2",
-    "ap-southeast-3",
-    "ca-central-1",
-    "eu-central-1",
-    "eu-west-1",
-    "eu-west-2",
-    "eu-west-3",
-    "eu-north-1",
-    "eu-south-1",
-    "me-south-1",
-    "sa-east-1",
-];
+/// Regions where AWS offers CloudShell, served by default (the one list,
+/// kept in the `cloudshell` crate).
+pub use cloudshell::CLOUDSHELL_REGIONS as DEFAULT_REGIONS;
 
 /// One set of credentials the emulator accepts, and whose they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
