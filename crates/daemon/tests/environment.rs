@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cloudshell_daemon::environment;
+use cloudshell_daemon::nodes::environment;
 
 async fn emulator(dir: &std::path::Path) -> (cloudshell_emulator::Emulator, cloudshell::Client) {
     let mut config = cloudshell_emulator::EmulatorConfig::new(dir);

@@ -21,7 +21,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use crate::State;
+use crate::state::State;
 use cloudshell_store::Version;
 use listing::list_page;
 use meta::ObjectMeta;
@@ -109,7 +109,7 @@ fn internal<E: std::fmt::Display>(e: E) -> S3Error {
 fn storage_full(message: String) -> S3Error {
     let mut err = S3Error::with_message(
         S3ErrorCode::Custom("XCloudShellStorageFull".into()),
-        format!("{message}{}", crate::api::FULL_HINT),
+        format!("{message}{}", crate::http::api::FULL_HINT),
     );
     err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
     err
@@ -158,7 +158,7 @@ fn secs_of(t: &Timestamp) -> i64 {
 }
 
 fn now() -> i64 {
-    i64::try_from(crate::node::now_secs()).unwrap_or(i64::MAX)
+    i64::try_from(crate::nodes::node::now_secs()).unwrap_or(i64::MAX)
 }
 
 impl StoreS3 {
@@ -338,7 +338,7 @@ impl S3 for StoreS3 {
         let bucket = &req.input.bucket;
         if !self
             .meta()
-            .create_bucket(bucket, crate::node::now_secs())
+            .create_bucket(bucket, crate::nodes::node::now_secs())
             .map_err(internal)?
         {
             return Err(s3_error!(

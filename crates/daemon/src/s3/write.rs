@@ -15,7 +15,7 @@ use s3s::{S3Result, s3_error};
 
 use super::meta::{self, ObjectMeta};
 use super::{StoreS3, internal, store_error};
-use crate::State;
+use crate::state::State;
 
 /// Where staged bytes live until their write commits.
 pub const STAGING: &str = ".s3-staging/";

@@ -39,7 +39,7 @@ use cloudshell_store_api as wire;
 use futures_util::TryStreamExt as _;
 use wire::{Job, JobKind, JobResult, NodeState};
 
-use crate::State;
+use crate::state::State;
 
 type Shared = Arc<State>;
 
@@ -88,9 +88,12 @@ pub fn router(state: Shared) -> Router {
 /// Transfer-Encoding): RFC 9112 section 6.3 calls it a smuggling attempt
 /// or a broken client, and a proxy in front might read it the other way.
 /// hyper drops the Content-Length before this runs, so the listener marks
-/// such a request ([`crate::framing`]). On every listener (S3's too).
+/// such a request ([`crate::http::framing`]). On every listener (S3's too).
 pub(crate) async fn one_length(request: Request, next: Next) -> Response {
-    if request.headers().contains_key(crate::framing::AMBIGUOUS) {
+    if request
+        .headers()
+        .contains_key(crate::http::framing::AMBIGUOUS)
+    {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "AmbiguousLength",
@@ -362,7 +365,7 @@ async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<wire::Health
     let statuses: Vec<_> = state
         .nodes()
         .iter()
-        .map(crate::node::NodeHandle::status)
+        .map(crate::nodes::node::NodeHandle::status)
         .collect();
     let connected = statuses
         .iter()
@@ -636,18 +639,18 @@ async fn nodes(AxumState(state): AxumState<Shared>) -> Json<wire::NodeList> {
     let nodes = state
         .nodes()
         .iter()
-        .map(crate::node::NodeHandle::status)
+        .map(crate::nodes::node::NodeHandle::status)
         .collect();
     Json(wire::NodeList { nodes })
 }
 
-fn node_answer(node: &crate::node::NodeHandle) -> Json<wire::NodeAnswer> {
+fn node_answer(node: &crate::nodes::node::NodeHandle) -> Json<wire::NodeAnswer> {
     Json(wire::NodeAnswer {
         node: node.status(),
     })
 }
 
-fn find_node(state: &State, id: &str) -> Result<crate::node::NodeHandle, ApiError> {
+fn find_node(state: &State, id: &str) -> Result<crate::nodes::node::NodeHandle, ApiError> {
     state.node(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -743,7 +746,7 @@ async fn repair(AxumState(state): AxumState<Shared>) -> Result<(StatusCode, Json
                 done.shards_rebuilt += r.shards_rebuilt;
                 done.shards_spread += r.shards_spread;
             }
-            if let Some(problem) = crate::health::repair_problem(&f.name, &result) {
+            if let Some(problem) = crate::nodes::health::repair_problem(&f.name, &result) {
                 done.failed.push(wire::RepairFailure {
                     name: f.name.clone(),
                     error: problem,
@@ -813,12 +816,12 @@ async fn add_region(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRegion", e.to_string()))?;
     match state.add_region(region).await {
         Ok(node) => Ok((StatusCode::CREATED, node_answer(&node))),
-        Err(crate::DaemonError::Exists(r)) => Err(ApiError::new(
+        Err(crate::error::DaemonError::Exists(r)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "RegionExists",
             format!("the region {r} has a node already"),
         )),
-        Err(e @ crate::DaemonError::Client(_)) => Err(ApiError::new(
+        Err(e @ crate::error::DaemonError::Client(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRegion",
             with_sources(&e),
@@ -871,9 +874,12 @@ async fn delete_shard(
             e.to_string(),
         )
     })?;
-    state
-        .health
-        .mark(record.file_id, chunk, index, crate::health::Bad::Missing);
+    state.health.mark(
+        record.file_id,
+        chunk,
+        index,
+        crate::nodes::health::Bad::Missing,
+    );
     state.bump();
     Ok(StatusCode::NO_CONTENT)
 }
@@ -956,22 +962,22 @@ const UI: [(&str, &str, &str); 4] = [
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_str!("../ui/index.html"),
+        include_str!("../../ui/index.html"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../ui/app.js"),
+        include_str!("../../ui/app.js"),
     ),
     (
         "map.js",
         "text/javascript; charset=utf-8",
-        include_str!("../ui/map.js"),
+        include_str!("../../ui/map.js"),
     ),
     (
         "style.css",
         "text/css; charset=utf-8",
-        include_str!("../ui/style.css"),
+        include_str!("../../ui/style.css"),
     ),
 ];
 
@@ -1005,7 +1011,7 @@ async fn openapi() -> impl IntoResponse {
 async fn metrics(AxumState(state): AxumState<Shared>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(&state),
+        crate::http::metrics::render(&state),
     )
 }
 
@@ -1029,12 +1035,15 @@ async fn measure(AxumState(state): AxumState<Shared>, request: Request, next: Ne
 }
 
 async fn scrub_status(AxumState(state): AxumState<Shared>) -> Json<wire::ScrubStatus> {
-    Json(crate::scrub::status(&state))
+    Json(crate::upkeep::scrub::status(&state))
 }
 
 async fn scrub_start(AxumState(state): AxumState<Shared>) -> (StatusCode, Json<wire::ScrubStatus>) {
     state.scrub_now.notify_one();
-    (StatusCode::ACCEPTED, Json(crate::scrub::status(&state)))
+    (
+        StatusCode::ACCEPTED,
+        Json(crate::upkeep::scrub::status(&state)),
+    )
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@ use cloudshell_net::quic::Pool;
 use cloudshell_net::tls::Identity;
 use tokio::sync::mpsc;
 
-use crate::manager::{AgentBinary, NodeEvent, NodeManager, Shared};
-use crate::node::{NodeHandle, NodeState};
-use crate::{DaemonConfig, DaemonError, io};
+use crate::config::DaemonConfig;
+use crate::error::{DaemonError, io};
+use crate::nodes::manager::{AgentBinary, NodeEvent, NodeManager, Shared};
+use crate::nodes::node::{NodeHandle, NodeState};
 
 /// Everything that keeps the nodes up, before a store is opened over them.
 pub(crate) struct Fleet {

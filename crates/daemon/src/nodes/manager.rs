@@ -16,9 +16,9 @@ use cloudshell_node::RemoteShards;
 use cloudshell_store::shard_store::ShardStore as _;
 use tokio::sync::mpsc;
 
-use crate::bootstrap::{self, AgentArgs, AgentLine, BootstrapError};
-use crate::environment::{self, EnvironmentError};
-use crate::node::{NodeHandle, NodeState};
+use crate::nodes::bootstrap::{self, AgentArgs, AgentLine, BootstrapError};
+use crate::nodes::environment::{self, EnvironmentError};
+use crate::nodes::node::{NodeHandle, NodeState};
 
 /// How often a connected agent is asked for its stats.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -214,7 +214,7 @@ impl NodeManager {
             s.addresses = line.route().addrs.iter().map(ToString::to_string).collect();
             s.nat = line.nat.map(|n| n.to_string());
             s.agent_pid = Some(line.pid);
-            crate::node::absorb(s, &stats, &self.store_node);
+            crate::nodes::node::absorb(s, &stats, &self.store_node);
             s.last_error = None;
             if s.state != NodeState::Offline {
                 s.state = NodeState::Connected;
@@ -278,7 +278,7 @@ impl NodeManager {
                     Ok(()) => {
                         last_heartbeat = Some(tokio::time::Instant::now());
                         self.node
-                            .update(|s| s.last_heartbeat = Some(crate::node::now_secs()));
+                            .update(|s| s.last_heartbeat = Some(crate::nodes::node::now_secs()));
                     }
                     Err(e) => tracing::warn!(region = %self.region, "heartbeat: {e}"),
                 }
@@ -296,7 +296,7 @@ impl NodeManager {
                     failures = 0;
                     let took = asked.elapsed();
                     self.node.update(|s| {
-                        crate::node::absorb(s, &stats, &self.store_node);
+                        crate::nodes::node::absorb(s, &stats, &self.store_node);
                         s.latency_ms = Some(took.as_secs_f64() * 1000.0);
                         if s.state == NodeState::Degraded {
                             s.state = NodeState::Connected;

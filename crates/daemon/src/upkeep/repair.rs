@@ -1,57 +1,14 @@
-//! What runs in the background once the store is open: the index backup
-//! after changes, and repair when a node comes back empty or is lost.
+//! Repair in the background: when a node comes back empty or is lost, what
+//! it held is rebuilt; repairs that did not finish are tried again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::manager::NodeEvent;
-use crate::{DaemonError, State};
-
-/// Backs the index up on the nodes after changes, at most once a second.
-pub(crate) async fn backup_loop(state: Arc<State>) {
-    loop {
-        state.changed.notified().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        // Cleared before the export: a change made during it sets it again.
-        state.backup_status(|b| b.pending = false);
-        match backup(&state).await {
-            Ok(r) => {
-                tracing::debug!(
-                    generation = r.generation,
-                    bytes = r.bytes,
-                    "index backed up"
-                );
-                state.backup_status(|b| {
-                    b.generation = Some(r.generation);
-                    b.last_error = None;
-                });
-            }
-            Err(e) => {
-                tracing::warn!("index backup failed (will retry): {e}");
-                state.backup_status(|b| b.last_error = Some(e.to_string()));
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                state.touch();
-            }
-        }
-    }
-}
-
-/// One index backup, with the S3 metadata riding along as an extra.
-async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport, DaemonError> {
-    let s3 = state
-        .s3
-        .meta
-        .export()
-        .map_err(|e| DaemonError::S3(e.to_string()))?;
-    state
-        .store
-        .index()
-        .set_extra(crate::s3::INDEX_EXTRA, &s3)
-        .map_err(|e| DaemonError::Store(e.into()))?;
-    Ok(state.store.backup_index().await?)
-}
+use crate::error::DaemonError;
+use crate::nodes::manager::NodeEvent;
+use crate::state::State;
 
 /// How often repairs that did not finish are tried again, besides when a
 /// node comes back.
@@ -117,7 +74,7 @@ async fn retry_unfinished(state: &State) {
     };
     for record in files.iter().filter(|r| unfinished.contains(&r.file_id)) {
         let result = state.repair_file(&record.name).await;
-        match crate::health::repair_problem(&record.name, &result) {
+        match crate::nodes::health::repair_problem(&record.name, &result) {
             Some(problem) => tracing::debug!("{problem}"),
             None => tracing::info!(file = %record.name, "an unfinished repair finished"),
         }
@@ -147,7 +104,7 @@ pub async fn spread_crowded(state: &State) -> Result<usize, DaemonError> {
             if let Ok(report) = &result {
                 spread += report.shards_spread;
             }
-            if let Some(problem) = crate::health::repair_problem(&record.name, &result) {
+            if let Some(problem) = crate::nodes::health::repair_problem(&record.name, &result) {
                 tracing::warn!("spread: {problem}");
             }
         }
@@ -184,7 +141,7 @@ pub async fn repair_node(state: &State, node: &str) -> Result<usize, DaemonError
             if let Ok(report) = &result {
                 repaired += report.shards_rebuilt;
             }
-            if let Some(problem) = crate::health::repair_problem(&record.name, &result) {
+            if let Some(problem) = crate::nodes::health::repair_problem(&record.name, &result) {
                 tracing::warn!("{problem}");
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 pub use cloudshell_store_api::ScrubStatus;
 
-use crate::State;
+use crate::state::State;
 
 /// Of how many chunks one is read whole during a pass.
 pub const SPOT_CHECK_ONE_IN: u64 = 100;
@@ -80,9 +80,9 @@ pub async fn pass(state: &State) {
         };
         for b in &report.bad {
             let kind = if b.missing {
-                crate::health::Bad::Missing
+                crate::nodes::health::Bad::Missing
             } else {
-                crate::health::Bad::Corrupt
+                crate::nodes::health::Bad::Corrupt
             };
             state.health.mark(record.file_id, b.chunk, b.index, kind);
         }
@@ -94,7 +94,7 @@ pub async fn pass(state: &State) {
             if let Ok(r) = &result {
                 rebuilt = r.shards_rebuilt;
             }
-            if let Some(problem) = crate::health::repair_problem(&record.name, &result) {
+            if let Some(problem) = crate::nodes::health::repair_problem(&record.name, &result) {
                 tracing::warn!("scrub: {problem}");
             }
         }
@@ -118,7 +118,7 @@ pub async fn pass(state: &State) {
     update(state, |s| {
         s.orphans_deleted = orphans;
         s.running = false;
-        s.last_finished = Some(crate::node::now_secs());
+        s.last_finished = Some(crate::nodes::node::now_secs());
     });
 }
 

@@ -1,0 +1,369 @@
+//! A running daemon ([`Daemon`]): starts the nodes, opens the store over
+//! them, runs the background tasks and serves the API and the S3 endpoint;
+//! or, for `recover`, rebuilds the index from the backups on the nodes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudshell::ClientSource;
+use cloudshell_net::quic::Pool;
+use cloudshell_store::{KeySource, Store, StoreSettings};
+use tokio::sync::mpsc;
+
+use crate::config::{ConfigError, DaemonConfig};
+use crate::error::{DaemonError, io};
+use crate::http::{self, framing, latency};
+use crate::nodes::fleet::{Fleet, wait_connected};
+use crate::nodes::health;
+use crate::nodes::node::NodeState;
+use crate::s3;
+use crate::state::{BackupStatus, RegionMaker, State, apply_quotas};
+use crate::upkeep::{self, jobs, scrub};
+
+/// The S3 endpoint: s3s behind axum, every request signed with one of the
+/// daemon's access keys.
+fn s3_router(state: Arc<State>) -> axum::Router {
+    let mut builder = s3s::service::S3ServiceBuilder::new(s3::StoreS3::new(state.clone()));
+    builder.set_auth(s3::KeyAuth::new(state));
+    let service = builder.build();
+    axum::Router::new()
+        .fallback_service(axum::error_handling::HandleError::new(
+            service,
+            |e: s3s::HttpError| async move {
+                tracing::warn!("S3 request failed: {e:?}");
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            },
+        ))
+        .layer(axum::middleware::from_fn(http::api::one_length))
+}
+
+/// Aborts tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// A running daemon; it stops when dropped.
+pub struct Daemon {
+    state: Arc<State>,
+    local_addr: SocketAddr,
+    s3_addr: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self
+            .state
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            t.abort();
+        }
+        self.pool.close();
+    }
+}
+
+/// What `recover` found.
+#[derive(Debug, Clone)]
+pub struct RecoverReport {
+    /// Files in the rebuilt index.
+    pub files: usize,
+    /// The backup generation it came from (milliseconds since the epoch).
+    pub generation: u64,
+    /// Newer generations passed over, each with why it did not decode.
+    pub skipped: Vec<String>,
+    /// Nodes that answered.
+    pub nodes_connected: usize,
+    /// S3 buckets restored.
+    pub s3_buckets: usize,
+    /// S3 objects restored.
+    pub s3_objects: usize,
+}
+
+impl Daemon {
+    /// Starts everything: the node managers (their clients from
+    /// `source`), the repair and backup loops and the HTTP servers.
+    /// Returns once the API answers; nodes come up in the background
+    /// ([`Daemon::wait_ready`]).
+    pub async fn start(config: DaemonConfig, source: ClientSource) -> Result<Self, DaemonError> {
+        let mut fleet = Fleet::new(&config, source).await?;
+        let key = key_source(&config, true)?;
+        apply_quotas(&config, &fleet.store_nodes)?;
+        let store = Store::open(
+            &config.data_dir.join("index.redb"),
+            &key,
+            fleet.store_nodes.clone(),
+            StoreSettings::default(),
+        )?;
+        let mut tasks = fleet.run();
+        let state = Arc::new(State {
+            store,
+            nodes: std::sync::RwLock::new(fleet.nodes.clone()),
+            config: config.clone(),
+            changed: tokio::sync::Notify::new(),
+            backup: std::sync::Mutex::new(BackupStatus::default()),
+            scrub_now: tokio::sync::Notify::new(),
+            scrub: std::sync::Mutex::new(cloudshell_store_api::ScrubStatus::default()),
+            latencies: latency::Latencies::default(),
+            jobs: jobs::Jobs::default(),
+            regions: RegionMaker {
+                shared: fleet.shared.clone(),
+                source: fleet.source.clone(),
+            },
+            tasks: std::sync::Mutex::new(Vec::new()),
+            health: health::ShardHealth::default(),
+            changes: fleet.changes.clone(),
+            s3: s3::S3State {
+                meta: s3::meta::Meta::open(&config.data_dir.join("s3.redb"))
+                    .map_err(|e| DaemonError::S3(e.to_string()))?,
+                keys: s3::keys::Keys::open(&config.data_dir.join("s3-keys.json"))
+                    .map_err(|e| DaemonError::S3(e.to_string()))?,
+                locks: s3::write::KeyLocks::default(),
+            },
+        });
+        // Before S3 answers: object metadata an earlier version kept beside
+        // the index goes into the objects' own records.
+        let moved = s3::write::migrate_legacy_objects(&state)
+            .await
+            .map_err(|e| DaemonError::S3(e.to_string()))?;
+        if moved > 0 {
+            tracing::info!(objects = moved, "S3 object metadata moved into the index");
+        }
+        let events = std::mem::replace(&mut fleet.events, mpsc::unbounded_channel().1);
+        tasks.push(tokio::spawn(upkeep::repair::repair_loop(
+            state.clone(),
+            events,
+        )));
+        tasks.push(tokio::spawn(upkeep::backup::backup_loop(state.clone())));
+        {
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let done = s3::write::collect_leftovers(&state).await;
+                if done != s3::write::Leftovers::default() {
+                    tracing::info!(
+                        deleted = done.deleted,
+                        "tidied what interrupted S3 writes left"
+                    );
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(scrub::run(
+            state.clone(),
+            Duration::from_secs(config.scrub_interval_secs.max(1)),
+        )));
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("cannot listen on {}", config.listen)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(io("the listener has no address"))?;
+        let app = http::api::router(state.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(framing::StrictListener(listener), app).await {
+                tracing::error!("API server stopped: {e}");
+            }
+        }));
+        let s3_addr = match config.s3_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(io(format!("cannot listen on {addr} for S3")))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(io("the S3 listener has no address"))?;
+                let router = s3_router(state.clone());
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(framing::StrictListener(listener), router).await {
+                        tracing::error!("S3 endpoint stopped: {e}");
+                    }
+                }));
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(Self {
+            state,
+            local_addr,
+            s3_addr,
+            tasks,
+            pool: fleet.pool.clone(),
+        })
+    }
+
+    /// Rebuilds the index in an empty data directory from the backups on
+    /// the nodes, with the store's key: brings the nodes up, finds the
+    /// newest backup that decodes, and writes the index. The agents keep
+    /// running for the `serve` that follows.
+    pub async fn recover(
+        config: DaemonConfig,
+        source: ClientSource,
+        wait: Duration,
+    ) -> Result<RecoverReport, DaemonError> {
+        let index_path = config.data_dir.join("index.redb");
+        if index_path.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "{} already holds an index: recover into an empty data directory",
+                config.data_dir.display()
+            ))
+            .into());
+        }
+        let key = key_source(&config, false)?;
+        let mut fleet = Fleet::new(&config, source).await?;
+        let tasks = fleet.run();
+        let _stop = AbortOnDrop(tasks);
+        // Every node if it comes; any k of them are enough to decode.
+        let _ = wait_connected(&fleet.nodes, wait).await;
+        let connected = fleet
+            .nodes
+            .iter()
+            .filter(|n| n.status().state == NodeState::Connected)
+            .count();
+        let (store, generation, skipped) = Store::recover_from_nodes(
+            &index_path,
+            &key,
+            fleet.store_nodes.clone(),
+            StoreSettings::default(),
+        )
+        .await?;
+        let files = store
+            .index()
+            .files()
+            .map_err(|e| DaemonError::Store(e.into()))?
+            .len();
+        let s3_path = config.data_dir.join("s3.redb");
+        let s3 = restore_s3(&store, &s3_path);
+        fleet.pool.close();
+        let (s3_buckets, s3_objects) = match s3 {
+            Ok(counts) => counts,
+            Err(e) => {
+                // All or nothing: the directory goes back to empty.
+                drop(store);
+                let _ = std::fs::remove_file(&index_path);
+                let _ = std::fs::remove_file(&s3_path);
+                return Err(e);
+            }
+        };
+        Ok(RecoverReport {
+            files,
+            generation,
+            skipped: skipped.iter().map(ToString::to_string).collect(),
+            nodes_connected: connected,
+            s3_buckets,
+            s3_objects,
+        })
+    }
+
+    /// The S3 endpoint's URL, when it runs.
+    pub fn s3_url(&self) -> Option<String> {
+        self.s3_addr.map(|a| format!("http://{a}"))
+    }
+
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The state the API serves.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Waits until every node is connected.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), DaemonError> {
+        wait_connected(&self.state.nodes(), timeout).await
+    }
+
+    /// Serves until the process is stopped.
+    pub async fn wait(self) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The default key file, created for a new store when no key was given.
+pub fn default_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("store.key")
+}
+
+/// The key the configuration names; with none named, the data directory's
+/// key file, created for a new store when `create` (never for `recover`:
+/// a new key cannot open an old store).
+fn key_source(config: &DaemonConfig, create: bool) -> Result<KeySource, DaemonError> {
+    if config.no_encryption {
+        return Ok(KeySource::NoEncryption);
+    }
+    if let Some(var) = &config.passphrase_env {
+        let p = std::env::var(var).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "--passphrase-env {var}: the environment variable {var} is not set"
+            ))
+        })?;
+        return Ok(KeySource::Passphrase(p));
+    }
+    let path = match &config.key_file {
+        Some(p) => p.clone(),
+        None => {
+            let p = default_key_file(&config.data_dir);
+            if !p.exists() && !create {
+                return Err(ConfigError::Invalid(
+                    "give the store's key: --key-file FILE or --passphrase-env VAR".to_owned(),
+                )
+                .into());
+            }
+            if !p.exists() {
+                cloudshell_store::MasterKey::generate_key_file(&p)
+                    .map_err(|e| DaemonError::Store(e.into()))?;
+                tracing::warn!(
+                    "created the key file {}: keep a copy; without it nothing stored can be read",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    Ok(KeySource::KeyFile(path))
+}
+
+/// Loads the S3 metadata a recovered index carries into a new `s3.redb`.
+/// Returns the buckets and objects there are.
+fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), DaemonError> {
+    let blob = store
+        .index()
+        .extra(s3::INDEX_EXTRA)
+        .map_err(|e| DaemonError::Store(e.into()))?;
+    let Some(blob) = blob else {
+        return Ok((0, 0));
+    };
+    let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::S3(e.to_string()))?;
+    let buckets = meta
+        .import(&blob)
+        .map_err(|e| DaemonError::S3(e.to_string()))?;
+    let objects = store
+        .index()
+        .files_from(s3::meta::OBJECTS_DIR, None, usize::MAX)
+        .map_err(|e| DaemonError::Store(e.into()))?
+        .len();
+    Ok((buckets, objects))
+}

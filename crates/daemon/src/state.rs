@@ -1,0 +1,270 @@
+//! What the API handlers, the S3 endpoint and the background tasks share:
+//! the store, the nodes, and the daemon's view of both ([`State`]). On the
+//! ground floor with the error and the configuration; the modules that use
+//! it sit above.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cloudshell::{ClientSource, Region};
+use cloudshell_store::Store;
+
+use crate::config::{ConfigError, DaemonConfig};
+use crate::error::{DaemonError, io};
+use crate::http::latency;
+use crate::nodes::health;
+use crate::nodes::manager::{NodeManager, Shared};
+use crate::nodes::node::NodeHandle;
+use crate::upkeep::jobs;
+
+/// What the API handlers share.
+#[derive(Debug)]
+pub struct State {
+    /// The store.
+    pub store: Store,
+    /// One node per region, in configuration order (regions added later
+    /// at the end).
+    pub(crate) nodes: std::sync::RwLock<Vec<NodeHandle>>,
+    /// The configuration it runs with.
+    pub config: DaemonConfig,
+    /// Told after every change to the index, so it is backed up.
+    pub(crate) changed: tokio::sync::Notify,
+    /// Whether a change waits to be backed up, and the last backup.
+    pub(crate) backup: std::sync::Mutex<BackupStatus>,
+    /// Told to start a scrub pass now.
+    pub scrub_now: tokio::sync::Notify,
+    /// The scrubber's progress.
+    pub(crate) scrub: std::sync::Mutex<cloudshell_store_api::ScrubStatus>,
+    /// API request latencies.
+    pub latencies: latency::Latencies,
+    /// Long operations.
+    pub jobs: jobs::Jobs,
+    /// What a region added while running is made with.
+    pub(crate) regions: RegionMaker,
+    /// Tasks started while running (node managers of added regions).
+    pub(crate) tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Known-bad shards and files under repair.
+    pub health: health::ShardHealth,
+    /// Counts changes; live views (`/api/events`) wait on it.
+    pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The S3 endpoint's buckets, object metadata and keys.
+    pub s3: crate::s3::S3State,
+}
+
+/// Makes the node of a region added while the daemon runs.
+pub(crate) struct RegionMaker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) source: ClientSource,
+}
+
+impl std::fmt::Debug for RegionMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionMaker").finish_non_exhaustive()
+    }
+}
+
+pub use cloudshell_store_api::BackupStatus;
+
+impl State {
+    /// The nodes.
+    pub fn nodes(&self) -> Vec<NodeHandle> {
+        self.nodes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The node of `id`.
+    pub fn node(&self, id: &str) -> Option<NodeHandle> {
+        self.nodes().into_iter().find(|n| n.status().id == id)
+    }
+
+    /// Adds a node in `region` and starts bringing it up.
+    pub async fn add_region(&self, region: Region) -> Result<NodeHandle, DaemonError> {
+        let id = region.as_str();
+        if self.node(id).is_some() {
+            return Err(DaemonError::Exists(id.to_owned()));
+        }
+        let client = self.regions.source.client(&region).await?;
+        let node = NodeHandle::new(&region, self.changes.clone());
+        let store_node = cloudshell_store::Node::new(id, id, node.shards());
+        store_node.set_online(false);
+        self.store.add_node(store_node.clone())?;
+        {
+            let mut nodes = self
+                .nodes
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if nodes.iter().any(|n| n.status().id == id) {
+                return Err(DaemonError::Exists(id.to_owned()));
+            }
+            nodes.push(node.clone());
+        }
+        let manager = NodeManager::new(
+            region.clone(),
+            client,
+            node.clone(),
+            store_node,
+            self.regions.shared.clone(),
+        );
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tokio::spawn(manager.run()));
+        Ok(node)
+    }
+
+    /// Records a change to the index: it will be backed up shortly.
+    pub fn touch(&self) {
+        self.backup_status(|b| b.pending = true);
+        self.changed.notify_one();
+        self.bump();
+    }
+
+    /// Tells live views something changed.
+    pub fn bump(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver of change counts, for live views.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The ids of the nodes serving now.
+    pub fn serving(&self) -> std::collections::HashSet<String> {
+        self.store
+            .nodes()
+            .into_iter()
+            .filter(cloudshell_store::Node::is_online)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Repairs one file, keeping its shard health up to date with what the
+    /// repair found on the nodes: shards it could not rebuild stay marked
+    /// missing (they count against the losses the file survives), and the
+    /// file is repaired again when nodes come back.
+    pub async fn repair_file(
+        &self,
+        name: &str,
+    ) -> Result<cloudshell_store::RepairReport, cloudshell_store::StoreError> {
+        let file_id = self.store.index().file(name)?.map(|(r, _)| r.file_id);
+        if let Some(id) = file_id {
+            self.health.set_repairing(id, true);
+            self.bump();
+        }
+        let result = self.store.repair(name).await;
+        if let Some(id) = file_id {
+            self.health.set_repairing(id, false);
+            match &result {
+                Ok(report) => self.health.repaired(id, &report.left),
+                // Replaced or removed meanwhile: that version is gone.
+                Err(cloudshell_store::StoreError::NotFound(_)) => self.health.clear(id),
+                Err(_) => self.health.repair_failed(id),
+            }
+        }
+        match &result {
+            Ok(r) if r.shards_rebuilt + r.shards_spread > 0 => self.touch(),
+            _ => self.bump(),
+        }
+        result
+    }
+
+    /// The backup's status, after `f` changed it.
+    pub fn backup_status(&self, f: impl FnOnce(&mut BackupStatus)) -> BackupStatus {
+        let mut b = self
+            .backup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut b);
+        b.clone()
+    }
+
+    /// The store's handle of node `id`.
+    pub fn store_node(&self, id: &str) -> Option<cloudshell_store::Node> {
+        self.store.nodes().into_iter().find(|n| n.id == id)
+    }
+
+    /// Caps what the store keeps on node `id` (`None` lifts the cap), now
+    /// and after restarts (`DATA_DIR/node-quotas.json`). Returns false when
+    /// there is no such node.
+    pub fn set_node_quota(&self, id: &str, bytes: Option<u64>) -> Result<bool, DaemonError> {
+        let (Some(store_node), Some(node)) = (self.store_node(id), self.node(id)) else {
+            return Ok(false);
+        };
+        let path = quota_file(&self.config.data_dir);
+        let mut kept = read_quotas(&path)?;
+        match bytes {
+            Some(b) => kept.insert(id.to_owned(), b),
+            None => kept.remove(id),
+        };
+        let text = serde_json::to_vec_pretty(&kept).map_err(|e| DaemonError::Io {
+            what: format!("cannot encode {}", path.display()),
+            source: std::io::Error::other(e),
+        })?;
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, text).map_err(io(format!("cannot write {}", temp.display())))?;
+        std::fs::rename(&temp, &path).map_err(io(format!("cannot write {}", path.display())))?;
+        store_node.set_quota(bytes.unwrap_or(cloudshell_store::NO_QUOTA));
+        node.update(|s| {
+            s.store_quota = bytes;
+            let cap = bytes.unwrap_or(u64::MAX).saturating_sub(s.used);
+            s.room = s.room.min(cap);
+        });
+        self.bump();
+        Ok(true)
+    }
+}
+
+/// Where node quotas set while running are kept.
+pub(crate) fn quota_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("node-quotas.json")
+}
+
+/// The node quotas kept in `path` (none if it does not exist).
+pub(crate) fn read_quotas(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, u64>, DaemonError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "{} is not a map of node quotas ({e}); fix or remove it",
+                path.display()
+            ))
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(io(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+/// Puts the configured node quotas, then those set while running, on the
+/// store's nodes.
+pub(crate) fn apply_quotas(
+    config: &DaemonConfig,
+    nodes: &[cloudshell_store::Node],
+) -> Result<(), DaemonError> {
+    let mut quotas = std::collections::BTreeMap::new();
+    for (region, size) in &config.node_quotas {
+        let bytes = cloudshell_store::shard_store::parse_size(size).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "node_quotas: {size:?} for {region} is not a size; try 200M or a number of bytes"
+            ))
+        })?;
+        quotas.insert(region.to_string(), bytes);
+    }
+    quotas.extend(read_quotas(&quota_file(&config.data_dir))?);
+    for (region, bytes) in quotas {
+        let node = nodes
+            .iter()
+            .find(|n| n.id == region.as_str())
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "node_quotas names {region}, which is not one of this store's regions"
+                ))
+            })?;
+        node.set_quota(bytes);
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! What runs in the background once the store is open.
+//!
+//! - [`repair`]: rebuilds what a lost or wiped node held, retries
+//!   unfinished repairs;
+//! - [`scrub`]: the scrubber, which verifies every shard in place;
+//! - [`backup`]: the index backup after changes;
+//! - [`jobs`]: long operations the API starts and follows.
+
+pub(crate) mod backup;
+pub mod jobs;
+pub mod repair;
+pub mod scrub;
