@@ -36,6 +36,14 @@ pub enum ClientError {
         #[source]
         source: BoxError,
     },
+    /// A name no URL can carry: a `.` or `..` segment would be resolved
+    /// away on the way (RFC 3986 section 5.2.4), storing or reading
+    /// another file. The daemon refuses such names too.
+    #[error("{name:?} is not a valid file name: it has a . or .. segment")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
     /// The daemon said no.
     #[error("{message}")]
     Api {
@@ -155,7 +163,7 @@ impl Client {
     {
         let mut request = self
             .http
-            .put(self.name_url("/api/files", name))
+            .put(self.name_url("/api/files", name)?)
             .body(reqwest::Body::wrap_stream(body));
         if let Some(len) = len {
             request = request.header(reqwest::header::CONTENT_LENGTH, len);
@@ -165,7 +173,7 @@ impl Client {
 
     /// `GET /api/files/{name}`, the whole file or `range` (`bytes=0-99`).
     pub async fn get(&self, name: &str, range: Option<&str>) -> Result<Download, ClientError> {
-        let mut request = self.http.get(self.name_url("/api/files", name));
+        let mut request = self.http.get(self.name_url("/api/files", name)?);
         if let Some(r) = range {
             request = request.header(reqwest::header::RANGE, r);
         }
@@ -191,7 +199,7 @@ impl Client {
 
     /// `DELETE /api/files/{name}`.
     pub async fn delete(&self, name: &str) -> Result<(), ClientError> {
-        self.send(self.http.delete(self.name_url("/api/files", name)))
+        self.send(self.http.delete(self.name_url("/api/files", name)?))
             .await
             .map(drop)
     }
@@ -200,7 +208,7 @@ impl Client {
     pub async fn stat(&self, name: &str, page: ChunkPage) -> Result<Stat, ClientError> {
         let url = format!(
             "{}?offset={}&limit={}",
-            self.name_url("/api/stat", name),
+            self.name_url("/api/stat", name)?,
             page.offset,
             page.limit
         );
@@ -324,9 +332,14 @@ impl Client {
 
     /// `prefix/name`, each segment of the name percent-encoded (names may
     /// hold `/`, spaces, anything printable).
-    fn name_url(&self, prefix: &str, name: &str) -> String {
+    fn name_url(&self, prefix: &str, name: &str) -> Result<String, ClientError> {
+        if name.split('/').any(|s| s == "." || s == "..") {
+            return Err(ClientError::InvalidName {
+                name: name.to_owned(),
+            });
+        }
         let encoded: Vec<String> = name.split('/').map(segment).collect();
-        self.url(&format!("{prefix}/{}", encoded.join("/")))
+        Ok(self.url(&format!("{prefix}/{}", encoded.join("/"))))
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
@@ -403,8 +416,15 @@ mod tests {
     fn names_are_encoded_segment_by_segment() {
         let c = Client::new("http://h:1/", None).unwrap();
         assert_eq!(
-            c.name_url("/api/files", "docs/a file+é?.bin"),
+            c.name_url("/api/files", "docs/a file+é?.bin").unwrap(),
             "http://h:1/api/files/docs/a%20file%2B%C3%A9%3F.bin"
         );
+        // A URL cannot carry these: they would name another file.
+        for bad in ["a/../b", "./a", "a/.", ".."] {
+            assert!(matches!(
+                c.name_url("/api/files", bad),
+                Err(ClientError::InvalidName { .. })
+            ));
+        }
     }
 }

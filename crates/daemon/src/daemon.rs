@@ -36,7 +36,7 @@ fn s3_router(state: Arc<State>) -> axum::Router {
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR
             },
         ))
-        .layer(axum::middleware::from_fn(http::api::one_length))
+        .layer(axum::middleware::from_fn(http::one_length))
 }
 
 /// Aborts tasks when dropped.

@@ -1,8 +1,20 @@
 //! The daemon's HTTP side: the JSON API and the web UI on one listener
-//! ([`api`]), Prometheus metrics ([`metrics`]), and the strict framing every
-//! listener (S3's too) reads requests with ([`framing`]).
+//! ([`api`], its handlers by concern beside it), Prometheus metrics
+//! ([`metrics`], [`latency`]), and the strict framing every listener (S3's
+//! too) reads requests with ([`framing`]).
 
 pub mod api;
+mod error;
+mod files;
 pub mod framing;
+mod guard;
+mod jobs;
+mod keys;
 pub mod latency;
 pub mod metrics;
+mod nodes;
+mod ui;
+
+pub use error::ApiError;
+pub(crate) use error::FULL_HINT;
+pub(crate) use guard::one_length;

@@ -109,7 +109,7 @@ fn internal<E: std::fmt::Display>(e: E) -> S3Error {
 fn storage_full(message: String) -> S3Error {
     let mut err = S3Error::with_message(
         S3ErrorCode::Custom("XCloudShellStorageFull".into()),
-        format!("{message}{}", crate::http::api::FULL_HINT),
+        format!("{message}{}", crate::http::FULL_HINT),
     );
     err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
     err

@@ -1,0 +1,384 @@
+//! Files: list, upload, download (ranges, a held version), delete, and a
+//! file's shard map.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cloudshell_store::StoreError;
+use cloudshell_store_api as wire;
+use futures_util::TryStreamExt as _;
+
+use super::error::ApiError;
+use crate::state::State;
+
+type Shared = Arc<State>;
+
+pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
+    let bad = |why: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidName",
+            format!("{name:?} is not a valid file name: {why}"),
+        )
+    };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.len() > 1024 {
+        return Err(bad("it is longer than 1024 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("it contains control characters"));
+    }
+    if name.ends_with('/') {
+        return Err(bad("it ends with /"));
+    }
+    // Names are paths inside the store, and tools turn them into local
+    // paths: a segment that climbs or is empty would point elsewhere there.
+    if name.starts_with('/') {
+        return Err(bad("it starts with / (names are relative, like a/b.txt)"));
+    }
+    if name.split('/').any(|s| s.is_empty()) {
+        return Err(bad("it has an empty segment (//)"));
+    }
+    if name.split('/').any(|s| s == "." || s == "..") {
+        return Err(bad("it has a . or .. segment"));
+    }
+    // Tools on Windows read a backslash as a separator: `a\..\b` would
+    // climb there, and `a\b` would land in a directory.
+    if name.contains('\\') {
+        return Err(bad("it contains a backslash (separate segments with /)"));
+    }
+    check_not_s3(name)
+}
+
+/// Names the S3 endpoint keeps for itself: written or deleted from here,
+/// they would no longer match the S3 metadata.
+pub(super) const S3_PREFIXES: [&str; 3] = [
+    crate::s3::meta::OBJECTS_DIR,
+    crate::s3::meta::UPLOADS_DIR,
+    crate::s3::write::STAGING,
+];
+
+pub(super) fn check_not_s3(name: &str) -> Result<(), ApiError> {
+    match S3_PREFIXES.iter().find(|p| name.starts_with(*p)) {
+        Some(p) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ReservedName",
+            format!(
+                "{name:?} is under {p}, which the S3 endpoint keeps for its objects: \
+                 write and delete it through S3 (see docs/s3.md), or pick another name"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn info(r: &cloudshell_store::FileRecord) -> wire::FileInfo {
+    wire::FileInfo {
+        name: r.name.clone(),
+        id: r.file_id.hex(),
+        size: r.size,
+        created: r.created,
+        // A file made of parts has no chunks of its own.
+        chunks: if r.parts.is_empty() {
+            r.size.div_ceil(u64::from(r.chunk_size.max(1)))
+        } else {
+            0
+        },
+        k: r.k,
+        m: r.m,
+        encrypted: r.wrapped_key.is_some(),
+        blake3: hex(&r.blake3),
+    }
+}
+
+pub(super) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub(super) async fn list(
+    AxumState(state): AxumState<Shared>,
+) -> Result<Json<wire::FileList>, ApiError> {
+    let files = state
+        .store
+        .index()
+        .files()
+        .map_err(|e| ApiError::from(StoreError::from(e)))?;
+    let serving = state.serving();
+    let mut out = Vec::with_capacity(files.len());
+    for f in &files {
+        let health = state
+            .store
+            .index()
+            .file(&f.name)
+            .map_err(|e| ApiError::from(StoreError::from(e)))?
+            .map(|(_, m)| state.health.file_health(&m, usize::from(f.k), &serving));
+        out.push(wire::FileEntry {
+            file: info(f),
+            health: health.map(|h| shown_health(&state, h)),
+        });
+    }
+    Ok(Json(wire::FileList { files: out }))
+}
+
+/// A file's health, its "survives" capped at the node count (an empty
+/// file survives losing them all).
+pub(super) fn shown_health(state: &State, h: wire::FileHealth) -> wire::FileHealth {
+    wire::FileHealth {
+        survives: survivable(state, h.survives),
+        ..h
+    }
+}
+
+pub(super) async fn upload(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<wire::Stored>), ApiError> {
+    check_name(&name)?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let report = state.store.put(&name, reader).await?;
+    state.touch();
+    Ok((
+        StatusCode::CREATED,
+        Json(wire::Stored {
+            file: info(&report.record),
+            survivable_losses: survivable(&state, report.survivable_losses),
+        }),
+    ))
+}
+
+/// Node losses a file survives, as shown: an empty file (no chunks)
+/// survives losing every node, not `usize::MAX` of them.
+pub(super) fn survivable(state: &State, losses: usize) -> usize {
+    losses.min(state.nodes().len())
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
+pub(super) fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().ok()?, size),
+        (a, b) => (
+            a.parse().ok()?,
+            b.parse::<u64>().ok()?.saturating_add(1).min(size),
+        ),
+    };
+    (start < end && start < size).then_some(start..end)
+}
+
+pub(super) async fn download(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // Resolved once and held: the headers and every byte of the body are
+    // this version's, whatever writes or deletes of the name come next.
+    let version = state.store.version(&name)?;
+    let size = version.size();
+    let etag = version_etag(version.record());
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) => match parse_range(v, size) {
+            Some(r) => Some(r),
+            None => {
+                let mut r = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "InvalidRange",
+                    format!("{v:?} is not a single satisfiable range of this {size}-byte file"),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(r);
+            }
+        },
+        None => None,
+    };
+    let wanted = range.clone().unwrap_or(0..size);
+    // The store writes into one end of a pipe while the body streams the
+    // other: memory stays at the pipe's size whatever the file's.
+    let (reader, writer) = tokio::io::duplex(256 * 1024);
+    let store_state = state.clone();
+    let task_range = wanted.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store_state.store.read(&version, task_range, writer).await {
+            // The body ends short of its Content-Length: the client sees a
+            // truncated transfer, never wrong bytes.
+            tracing::warn!(file = %name, "download failed: {e}");
+        }
+    });
+    // 256 KiB reads off the pipe (the default, 4 KiB, made a 1 GiB
+    // download a quarter of a million body frames).
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        reader,
+        256 * 1024,
+    ));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(wanted.end - wanted.start),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(r) = range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{size}", r.start, r.end - 1)) {
+            response.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+/// A strong ETag naming one version: the BLAKE3 of its content, or for a
+/// file made of parts (no hash of the whole is kept) its file id.
+pub(super) fn version_etag(r: &cloudshell_store::FileRecord) -> String {
+    if r.parts.is_empty() {
+        format!("\"{}\"", hex(&r.blake3))
+    } else {
+        format!("\"{}\"", r.file_id.hex())
+    }
+}
+
+pub(super) async fn remove(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_not_s3(&name)?;
+    let file_id = state
+        .store
+        .index()
+        .file(&name)
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .map(|(r, _)| r.file_id);
+    state.store.delete(&name).await?;
+    if let Some(id) = file_id {
+        state.health.clear(id);
+    }
+    state.touch();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn stat(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    axum::extract::Query(page): axum::extract::Query<wire::ChunkPage>,
+) -> Result<Json<wire::Stat>, ApiError> {
+    let (record, manifest) = state
+        .store
+        .index()
+        .file(&name)
+        .map_err(|e| ApiError::from(StoreError::from(e)))?
+        .ok_or_else(|| ApiError::from(StoreError::NotFound(name.clone())))?;
+    let serving = state.serving();
+    let shard_state = |c: usize, i: usize, node: &str| {
+        state
+            .health
+            .shard_state(record.file_id, c as u64, i as u8, serving.contains(node))
+    };
+    // Per region: shards held and how many are not ok, over every chunk.
+    let mut regions: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (c, chunk) in manifest.chunks.iter().enumerate() {
+        for (i, s) in chunk.shards.iter().enumerate() {
+            let e = regions.entry(s.node.clone()).or_default();
+            e.0 += 1;
+            if shard_state(c, i, &s.node) != wire::ShardState::Ok {
+                e.1 += 1;
+            }
+        }
+    }
+    let chunks: Vec<_> = manifest
+        .chunks
+        .iter()
+        .enumerate()
+        .skip(page.offset)
+        .take(page.limit.min(10_000))
+        .map(|(c, chunk)| wire::ChunkMap {
+            index: c,
+            payload_len: chunk.payload_len,
+            shards: chunk
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| wire::ShardInfo {
+                    node: s.node.clone(),
+                    blake3: hex(&s.blake3),
+                    state: shard_state(c, i, &s.node),
+                })
+                .collect(),
+        })
+        .collect();
+    let health = state
+        .health
+        .file_health(&manifest, usize::from(record.k), &serving);
+    let survivable = survivable(&state, state.store.survivable_losses(&name)?);
+    Ok(Json(wire::Stat {
+        file: info(&record),
+        survivable_losses: survivable,
+        health: shown_health(&state, health),
+        total_chunks: manifest.chunks.len(),
+        offset: page.offset,
+        regions: regions
+            .into_iter()
+            .map(|(node, (shards, not_ok))| wire::NodeShards {
+                node,
+                shards,
+                not_ok,
+            })
+            .collect(),
+        chunks,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=-5", 100), Some(95..100));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(95..100));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=-0", 100), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("a/b.txt").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name("dir/").is_err());
+        assert!(check_name(&"x".repeat(1025)).is_err());
+        assert!(check_name("s3/bucket/key").is_err());
+        assert!(check_name(".s3-uploads/x/00001").is_err());
+        assert!(check_name("s3x/fine").is_ok());
+        assert!(check_name("a\\..\\b").is_err());
+        assert!(check_name("dir\\file").is_err());
+    }
+}

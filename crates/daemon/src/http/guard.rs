@@ -1,0 +1,189 @@
+//! What every request passes through before its handler: one length
+//! only, the browser guard and the token, and the latency record.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::state::State;
+
+type Shared = Arc<State>;
+
+/// Refuses a request that says its length two ways (Content-Length and
+/// Transfer-Encoding): RFC 9112 section 6.3 calls it a smuggling attempt
+/// or a broken client, and a proxy in front might read it the other way.
+/// hyper drops the Content-Length before this runs, so the listener marks
+/// such a request ([`crate::http::framing`]). On every listener (S3's too).
+pub(crate) async fn one_length(request: Request, next: Next) -> Response {
+    if request
+        .headers()
+        .contains_key(crate::http::framing::AMBIGUOUS)
+    {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "AmbiguousLength",
+            "the request has both Content-Length and Transfer-Encoding; send one",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Keeps other web pages out. Without a token the daemon trusts whatever
+/// reaches its loopback port, so a page from elsewhere open in the user's
+/// browser must not be able to act through it: a request that says it comes
+/// from another origin (`Origin`, `Sec-Fetch-Site: cross-site`) is refused,
+/// even a simple form POST, which CORS would let through; and, without a
+/// token, so is a `Host` that is not a loopback name, which is what a
+/// DNS-rebinding page sends while posing as same-origin. The UI's own files
+/// may be opened from a link anywhere (a navigation is cross-site too);
+/// only the API is held to the origin checks.
+fn browser_guard(request: &Request, public: bool, has_token: bool) -> Result<(), ApiError> {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "CrossOriginRefused",
+            format!(
+                "{why}: the daemon answers only its own web UI and local programs (set a token \
+                 with --token to reach it from elsewhere)"
+            ),
+        ))
+    };
+    if !has_token && !is_loopback_host(host) {
+        return refuse(format!("Host {host:?} is not a loopback name"));
+    }
+    if public {
+        return Ok(());
+    }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+    {
+        return refuse("a cross-site request".into());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or(origin);
+        if origin_host != host {
+            return refuse(format!("a request from the page at {origin}"));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port. An absent
+/// Host (HTTP/1.0 tools) is let through: browsers always send one.
+fn is_loopback_host(host: &str) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Requires `Authorization: Bearer TOKEN` when a token is configured. The
+/// web UI's own files are public (it asks for the token itself).
+pub(super) async fn authorize(
+    AxumState(state): AxumState<Shared>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let path = request.uri().path();
+    let public = path == "/" || path.starts_with("/ui/");
+    browser_guard(&request, public, state.config.token.is_some())?;
+    if let Some(token) = state.config.token.as_ref().filter(|_| !public) {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            use subtle_eq::eq;
+            eq(g.as_bytes(), token.as_bytes())
+        });
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "this daemon needs its token: send `Authorization: Bearer TOKEN` (the CLI reads \
+                 CLOUDSHELL_STORE_TOKEN)",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+mod subtle_eq {
+    /// Compares without stopping at the first difference, so the time taken
+    /// says nothing about how much of a guess was right.
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Records every request's latency under its route's pattern (so file
+/// names do not each make a series).
+pub(super) async fn measure(
+    AxumState(state): AxumState<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.latencies.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:80",
+            "",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example:8080",
+            "10.0.0.1",
+            "localhost.evil.example",
+            "[2001:db8::1]",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+}
