@@ -18,16 +18,15 @@ use crate::http::{self, framing, latency};
 use crate::nodes::fleet::{Fleet, wait_connected};
 use crate::nodes::health;
 use crate::nodes::node::NodeState;
-use crate::s3;
 use crate::state::{BackupStatus, RegionMaker, State, apply_quotas};
 use crate::upkeep::{self, jobs, scrub};
+use cloudshell_s3 as s3;
 
 /// The S3 endpoint: s3s behind axum, every request signed with one of the
 /// daemon's access keys.
 fn s3_router(state: Arc<State>) -> axum::Router {
-    let mut builder = s3s::service::S3ServiceBuilder::new(s3::StoreS3::new(state.clone()));
-    builder.set_auth(s3::KeyAuth::new(state));
-    let service = builder.build();
+    let s3 = state.s3.clone();
+    let service = s3::service(state, s3);
     axum::Router::new()
         .fallback_service(axum::error_handling::HandleError::new(
             service,
@@ -135,17 +134,17 @@ impl Daemon {
             tasks: std::sync::Mutex::new(Vec::new()),
             health: health::ShardHealth::default(),
             changes: fleet.changes.clone(),
-            s3: s3::S3State {
+            s3: Arc::new(s3::S3State {
                 meta: s3::meta::Meta::open(&config.data_dir.join("s3.redb"))
                     .map_err(|e| DaemonError::S3(e.to_string()))?,
                 keys: s3::keys::Keys::open(&config.data_dir.join("s3-keys.json"))
                     .map_err(|e| DaemonError::S3(e.to_string()))?,
                 locks: s3::write::KeyLocks::default(),
-            },
+            }),
         });
         // Before S3 answers: object metadata an earlier version kept beside
         // the index goes into the objects' own records.
-        let moved = s3::write::migrate_legacy_objects(&state)
+        let moved = s3::write::migrate_legacy_objects(state.as_ref(), &state.s3)
             .await
             .map_err(|e| DaemonError::S3(e.to_string()))?;
         if moved > 0 {
@@ -160,7 +159,7 @@ impl Daemon {
         {
             let state = state.clone();
             tasks.push(tokio::spawn(async move {
-                let done = s3::write::collect_leftovers(&state).await;
+                let done = s3::write::collect_leftovers(state.as_ref(), &state.s3).await;
                 if done != s3::write::Leftovers::default() {
                     tracing::info!(
                         deleted = done.deleted,

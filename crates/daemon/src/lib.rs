@@ -10,7 +10,8 @@
 //!   the manager that keeps it serving, the shards' health;
 //! - [`upkeep`]: repair, the scrubber, index backups, jobs;
 //! - [`http`]: the JSON API, the web UI, metrics, live events;
-//! - [`s3`]: the S3-compatible endpoint;
+//! - the S3-compatible endpoint is the `cloudshell-s3` crate, hosted here
+//!   through its narrow port ([`cloudshell_s3::Host`], on [`State`]);
 //! - [`Daemon`]: all of it started, or an index recovered.
 //!
 //! The daemon makes its CloudShell clients from a [`cloudshell::ClientSource`]:
@@ -42,7 +43,6 @@ mod daemon;
 pub mod error;
 pub mod http;
 pub mod nodes;
-pub mod s3;
 pub mod state;
 pub mod upkeep;
 

@@ -48,7 +48,7 @@ pub struct State {
     /// Counts changes; live views (`/api/events`) wait on it.
     pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// The S3 endpoint's buckets, object metadata and keys.
-    pub s3: crate::s3::S3State,
+    pub s3: Arc<cloudshell_s3::S3State>,
 }
 
 /// Makes the node of a region added while the daemon runs.
@@ -267,4 +267,16 @@ pub(crate) fn apply_quotas(
         node.set_quota(bytes);
     }
     Ok(())
+}
+
+/// The S3 endpoint's port into the daemon: the store, and every change it
+/// makes recorded like the API's (backed up, shown live).
+impl cloudshell_s3::Host for State {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn changed(&self) {
+        self.touch();
+    }
 }

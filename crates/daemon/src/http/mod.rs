@@ -16,5 +16,4 @@ mod nodes;
 mod ui;
 
 pub use error::ApiError;
-pub(crate) use error::FULL_HINT;
 pub(crate) use guard::one_length;

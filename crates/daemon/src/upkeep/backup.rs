@@ -46,7 +46,7 @@ async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport,
     state
         .store
         .index()
-        .set_extra(crate::s3::INDEX_EXTRA, &s3)
+        .set_extra(cloudshell_s3::INDEX_EXTRA, &s3)
         .map_err(|e| DaemonError::Store(e.into()))?;
     Ok(state.store.backup_index().await?)
 }

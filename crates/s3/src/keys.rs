@@ -109,7 +109,7 @@ impl Keys {
         let key = AccessKey {
             access_key_id: format!("CSK{}", random_string(ALPHABET, 17)),
             secret_access_key: random_string(SECRET_ALPHABET, 40),
-            created: crate::nodes::node::now_secs(),
+            created: crate::now_secs(),
         };
         let mut keys = self
             .keys

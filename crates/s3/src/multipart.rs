@@ -41,7 +41,7 @@ pub async fn create(
         parts: Default::default(),
     };
     s3.meta().put_upload(&id, &upload).map_err(internal)?;
-    s3.state.touch();
+    s3.host.changed();
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(input.bucket),
         key: Some(input.key),
@@ -80,8 +80,7 @@ pub async fn upload_part(
     {
         // Aborted meanwhile: the part is garbage.
         let _ = s3
-            .state
-            .store
+            .store()
             .delete(&meta::part_file(&input.upload_id, input.part_number))
             .await;
         return Err(s3_error!(NoSuchUpload));
@@ -185,8 +184,7 @@ pub async fn complete(
     let used: std::collections::HashSet<i32> = asked.iter().map(|(n, _)| *n).collect();
     for n in upload.parts.keys().filter(|n| !used.contains(n)) {
         let _ = s3
-            .state
-            .store
+            .store()
             .delete(&meta::part_file(&input.upload_id, *n))
             .await;
     }
@@ -207,7 +205,7 @@ async fn discard(s3: &StoreS3, id: &str, upload: &Upload) -> S3Result<()> {
     use cloudshell_store::StoreError;
     use cloudshell_store::index::IndexError;
     for n in upload.parts.keys() {
-        match s3.state.store.delete(&meta::part_file(id, *n)).await {
+        match s3.store().delete(&meta::part_file(id, *n)).await {
             // A part an object is made of (the upload completed, and the
             // daemon stopped before it forgot the upload) stays with it.
             Ok(())
@@ -225,7 +223,7 @@ pub async fn abort(
     let input = req.input;
     let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
     discard(s3, &input.upload_id, &upload).await?;
-    s3.state.touch();
+    s3.host.changed();
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 

@@ -1,12 +1,17 @@
-//! The S3-compatible endpoint: `s3s` parses requests and checks SigV4
-//! (header and query forms, `aws-chunked` bodies) against the daemon's own
-//! access keys; this module maps S3 onto the store. An object is the store
+//! The S3-compatible endpoint of the store: `s3s` parses requests and
+//! checks SigV4 (header and query forms, `aws-chunked` bodies) against the
+//! endpoint's own access keys; this crate maps S3 onto the store. An object is the store
 //! file `s3/BUCKET/KEY` with its metadata as the file's attributes
 //! ([`meta`]), streamed in and out through the store pipeline, so memory
 //! stays bounded whatever the size. A GET or HEAD resolves the key once to
 //! a held version and answers with that version's metadata and bytes to the
 //! end, whatever writes or deletes come meanwhile. Anonymous requests are
 //! refused.
+//!
+//! It reaches its host (the store daemon) through a narrow port, [`Host`]:
+//! the store, and a hook told after every change. What it keeps itself
+//! (buckets and uploads in [`meta`], access keys in [`keys`]) is its
+//! [`S3State`]. [`service`] assembles the s3s service an HTTP server runs.
 
 pub mod keys;
 mod listing;
@@ -21,8 +26,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use crate::state::State;
-use cloudshell_store::Version;
+use cloudshell_store::{Store, Version};
 use listing::list_page;
 use meta::ObjectMeta;
 use write::{Staged, WriteConditions};
@@ -33,41 +37,68 @@ pub const INDEX_EXTRA: &str = "s3";
 /// Keys listed per page at most.
 const MAX_KEYS: usize = 1000;
 
-/// The S3 service over the daemon's store.
-#[derive(Debug, Clone)]
+/// What the endpoint needs from whoever hosts it.
+pub trait Host: Send + Sync + 'static {
+    /// The store the objects live in.
+    fn store(&self) -> &Store;
+    /// Told after every change the endpoint made to the store's index, so
+    /// the host backs it up and refreshes its views.
+    fn changed(&self);
+}
+
+/// The s3s service over `host`'s store, every request signed with one of
+/// `s3`'s access keys.
+pub fn service(host: Arc<dyn Host>, s3: Arc<S3State>) -> s3s::service::S3Service {
+    let mut builder = s3s::service::S3ServiceBuilder::new(StoreS3::new(host, s3.clone()));
+    builder.set_auth(KeyAuth::new(s3));
+    builder.build()
+}
+
+/// The S3 service over a host's store.
+#[derive(Clone)]
 pub struct StoreS3 {
-    state: Arc<State>,
+    host: Arc<dyn Host>,
+    s3: Arc<S3State>,
+}
+
+impl std::fmt::Debug for StoreS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreS3").finish_non_exhaustive()
+    }
 }
 
 impl StoreS3 {
-    /// S3 over `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// S3 over `host`'s store, with what `s3` keeps.
+    pub fn new(host: Arc<dyn Host>, s3: Arc<S3State>) -> Self {
+        Self { host, s3 }
     }
 
     fn meta(&self) -> &meta::Meta {
-        &self.state.s3.meta
+        &self.s3.meta
+    }
+
+    fn store(&self) -> &Store {
+        self.host.store()
     }
 }
 
 /// Looks up access keys for s3s's signature check.
 #[derive(Debug, Clone)]
 pub struct KeyAuth {
-    state: Arc<State>,
+    s3: Arc<S3State>,
 }
 
 impl KeyAuth {
-    /// Keys of `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// The keys of `s3`.
+    pub fn new(s3: Arc<S3State>) -> Self {
+        Self { s3 }
     }
 }
 
 #[async_trait::async_trait]
 impl s3s::auth::S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
-        self.state
-            .s3
+        self.s3
             .keys
             .secret(access_key)
             .map(s3s::auth::SecretKey::from)
@@ -80,7 +111,7 @@ impl s3s::auth::S3Auth for KeyAuth {
     }
 }
 
-/// What S3 needs besides the store.
+/// What S3 keeps besides the store.
 #[derive(Debug)]
 pub struct S3State {
     /// Buckets and object metadata.
@@ -109,11 +140,15 @@ fn internal<E: std::fmt::Display>(e: E) -> S3Error {
 fn storage_full(message: String) -> S3Error {
     let mut err = S3Error::with_message(
         S3ErrorCode::Custom("XCloudShellStorageFull".into()),
-        format!("{message}{}", crate::http::FULL_HINT),
+        format!("{message}{FULL_HINT}"),
     );
-    err.set_status_code(axum::http::StatusCode::INSUFFICIENT_STORAGE);
+    err.set_status_code(http::StatusCode::INSUFFICIENT_STORAGE);
     err
 }
+
+/// What to do when a node is out of room.
+const FULL_HINT: &str = "; make room by deleting objects, add a region \
+     (cloudshell store add-region REGION), or raise agent_quota";
 
 fn store_error(e: cloudshell_store::StoreError) -> S3Error {
     use cloudshell_store::StoreError;
@@ -157,8 +192,15 @@ fn secs_of(t: &Timestamp) -> i64 {
     0
 }
 
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn now() -> i64 {
-    i64::try_from(crate::nodes::node::now_secs()).unwrap_or(i64::MAX)
+    i64::try_from(now_secs()).unwrap_or(i64::MAX)
 }
 
 impl StoreS3 {
@@ -173,7 +215,7 @@ impl StoreS3 {
     /// The current version of `bucket/key`, held, with its metadata.
     fn open_object(&self, bucket: &str, key: &str) -> S3Result<(Version, ObjectMeta)> {
         self.require_bucket(bucket)?;
-        match self.state.store.version(&meta::file_name(bucket, key)) {
+        match self.store().version(&meta::file_name(bucket, key)) {
             Ok(v) => {
                 let m = ObjectMeta::of(v.record());
                 Ok((v, m))
@@ -209,12 +251,7 @@ impl StoreS3 {
             chunk
         });
         let reader = tokio_util::io::StreamReader::new(tapped);
-        let report = self
-            .state
-            .store
-            .put(name, reader)
-            .await
-            .map_err(store_error)?;
+        let report = self.store().put(name, reader).await.map_err(store_error)?;
         let digest = std::mem::take(
             &mut *hasher
                 .lock()
@@ -234,21 +271,21 @@ impl StoreS3 {
                 Some(_) => None,
             };
             if let Some(e) = refusal {
-                let _ = self.state.store.delete(name).await;
+                let _ = self.store().delete(name).await;
                 return Err(e);
             }
         }
         let etag = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.state.touch();
+        self.host.changed();
         Ok((report.record.size, etag))
     }
 
     /// A pipe the store writes `range` of `version` into, as a body.
     fn read_stream(&self, version: Version, range: std::ops::Range<u64>) -> StreamingBlob {
         let (reader, writer) = tokio::io::duplex(256 * 1024);
-        let state = self.state.clone();
+        let host = self.host.clone();
         tokio::spawn(async move {
-            if let Err(e) = state.store.read(&version, range, writer).await {
+            if let Err(e) = host.store().read(&version, range, writer).await {
                 // The body ends short of its length: the client sees a
                 // truncated transfer, never wrong bytes.
                 tracing::warn!(file = %version.record().name, "S3 read failed: {e}");
@@ -338,7 +375,7 @@ impl S3 for StoreS3 {
         let bucket = &req.input.bucket;
         if !self
             .meta()
-            .create_bucket(bucket, crate::nodes::node::now_secs())
+            .create_bucket(bucket, now_secs())
             .map_err(internal)?
         {
             return Err(s3_error!(
@@ -346,7 +383,7 @@ impl S3 for StoreS3 {
                 "you have a bucket named {bucket} already"
             ));
         }
-        self.state.touch();
+        self.host.changed();
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{bucket}")),
         }))
@@ -367,8 +404,7 @@ impl S3 for StoreS3 {
         let bucket = &req.input.bucket;
         self.require_bucket(bucket)?;
         let objects = self
-            .state
-            .store
+            .store()
             .index()
             .files_from(&meta::file_name(bucket, ""), None, 1)
             .map_err(internal)?;
@@ -379,7 +415,7 @@ impl S3 for StoreS3 {
             ));
         }
         self.meta().delete_bucket(bucket).map_err(internal)?;
-        self.state.touch();
+        self.host.changed();
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
@@ -495,7 +531,7 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
-        delete_one(&self.state, &input.bucket, &input.key).await?;
+        delete_one(self, &input.bucket, &input.key).await?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -508,7 +544,7 @@ impl S3 for StoreS3 {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for o in input.delete.objects {
-            match delete_one(&self.state, &input.bucket, &o.key).await {
+            match delete_one(self, &input.bucket, &o.key).await {
                 Ok(()) => deleted.push(DeletedObject {
                     key: Some(o.key),
                     ..Default::default()
@@ -568,7 +604,7 @@ impl S3 for StoreS3 {
         let staged = write::staging_name();
         let (size, etag) = self.store_file(&staged, body, None).await?;
         if size != src.size {
-            let _ = self.state.store.delete(&staged).await;
+            let _ = self.store().delete(&staged).await;
             return Err(S3Error::with_message(
                 S3ErrorCode::ServiceUnavailable,
                 format!("{src_bucket}/{src_key} could not be read whole; nothing was copied"),
@@ -630,7 +666,7 @@ impl S3 for StoreS3 {
             .unwrap_or(MAX_KEYS)
             .min(MAX_KEYS);
         let page = list_page(
-            self.state.store.index(),
+            self.store().index(),
             &input.bucket,
             &prefix,
             input.delimiter.as_deref(),
@@ -724,7 +760,7 @@ impl S3 for StoreS3 {
             .unwrap_or(MAX_KEYS)
             .min(MAX_KEYS);
         let page = list_page(
-            self.state.store.index(),
+            self.store().index(),
             &input.bucket,
             &prefix,
             input.delimiter.as_deref(),
@@ -748,13 +784,13 @@ impl S3 for StoreS3 {
     }
 }
 
-async fn delete_one(state: &State, bucket: &str, key: &str) -> S3Result<()> {
-    let _lock = state.s3.locks.lock(bucket, key).await;
+async fn delete_one(s3: &StoreS3, bucket: &str, key: &str) -> S3Result<()> {
+    let _lock = s3.s3.locks.lock(bucket, key).await;
     // One index transaction takes the object and its parts; readers that
     // opened it read on, and its shards go when they are done.
-    match state.store.delete(&meta::file_name(bucket, key)).await {
+    match s3.store().delete(&meta::file_name(bucket, key)).await {
         Ok(()) => {
-            state.touch();
+            s3.host.changed();
             Ok(())
         }
         Err(cloudshell_store::StoreError::NotFound(_)) => Ok(()),

@@ -15,7 +15,7 @@ use s3s::{S3Result, s3_error};
 
 use super::meta::{self, ObjectMeta};
 use super::{StoreS3, internal, store_error};
-use crate::state::State;
+use crate::{Host, S3State};
 
 /// Where staged bytes live until their write commits.
 pub const STAGING: &str = ".s3-staging/";
@@ -119,7 +119,7 @@ impl StoreS3 {
     /// The metadata of `bucket/key` as it is now, if it exists.
     pub(super) fn current(&self, bucket: &str, key: &str) -> S3Result<Option<ObjectMeta>> {
         let name = meta::file_name(bucket, key);
-        let record = self.state.store.index().file(&name).map_err(internal)?;
+        let record = self.store().index().file(&name).map_err(internal)?;
         Ok(record.map(|(r, _)| ObjectMeta::of(&r)))
     }
 
@@ -137,7 +137,7 @@ impl StoreS3 {
         cond: &WriteConditions,
     ) -> S3Result<()> {
         let result = async {
-            let _lock = self.state.s3.locks.lock(bucket, key).await;
+            let _lock = self.s3.locks.lock(bucket, key).await;
             // The bucket may have gone while the bytes came in.
             self.require_bucket(bucket)?;
             cond.check(self.current(bucket, key)?.as_ref())?;
@@ -145,27 +145,25 @@ impl StoreS3 {
             let attrs = m.to_attrs();
             match staged {
                 Staged::File(file) => self
-                    .state
-                    .store
+                    .store()
                     .rename(file, &name, Some(&attrs))
                     .await
                     .map_err(store_error)?,
                 Staged::Parts(parts) => {
-                    self.state
-                        .store
+                    self.store()
                         .compose(&name, parts, &attrs)
                         .await
                         .map_err(store_error)?;
                 }
             }
-            self.state.touch();
+            self.host.changed();
             Ok(())
         }
         .await;
         if result.is_err()
             && let Staged::File(file) = staged
         {
-            let _ = self.state.store.delete(file).await;
+            let _ = self.store().delete(file).await;
         }
         result
     }
@@ -176,8 +174,11 @@ impl StoreS3 {
 /// file made of its parts), then forgets it there. Runs at start, before
 /// S3 answers; running it again after an interruption changes nothing
 /// that was moved. Returns the objects moved.
-pub async fn migrate_legacy_objects(state: &State) -> Result<usize, meta::MetaError> {
-    let legacy = state.s3.meta.legacy_objects()?;
+pub async fn migrate_legacy_objects(
+    host: &dyn Host,
+    s3: &S3State,
+) -> Result<usize, meta::MetaError> {
+    let legacy = s3.meta.legacy_objects()?;
     if legacy.is_empty() {
         return Ok(0);
     }
@@ -186,12 +187,12 @@ pub async fn migrate_legacy_objects(state: &State) -> Result<usize, meta::MetaEr
         let name = meta::file_name(bucket, key);
         let attrs = object.meta.to_attrs();
         let done = if object.parts.is_empty() {
-            state.store.index().set_attrs(&name, &attrs).map_err(|e| {
+            host.store().index().set_attrs(&name, &attrs).map_err(|e| {
                 meta::MetaError::new(format!("moving the metadata of {bucket}/{key}: {e}"))
             })?
         } else {
             let parts: Vec<String> = object.parts.iter().map(|(p, _)| p.clone()).collect();
-            match state.store.compose(&name, &parts, &attrs).await {
+            match host.store().compose(&name, &parts, &attrs).await {
                 Ok(_) => true,
                 Err(cloudshell_store::StoreError::NotFound(_)) => false,
                 Err(e) => {
@@ -207,8 +208,8 @@ pub async fn migrate_legacy_objects(state: &State) -> Result<usize, meta::MetaEr
             tracing::warn!(object = %format!("{bucket}/{key}"), "its metadata had no bytes in the store: dropped");
         }
     }
-    state.s3.meta.clear_legacy_objects()?;
-    state.touch();
+    s3.meta.clear_legacy_objects()?;
+    host.changed();
     Ok(moved)
 }
 
@@ -261,9 +262,9 @@ fn forget_completed_uploads(meta: &meta::Meta, in_use: &HashSet<String>) {
 /// store: staged files and unknown uploads' parts go. Runs at start, beside
 /// new requests: staged names are random and new uploads are known, so
 /// nothing in use is touched.
-pub async fn collect_leftovers(state: &State) -> Leftovers {
-    let meta = &state.s3.meta;
-    let files = match state.store.index().files() {
+pub async fn collect_leftovers(host: &dyn Host, s3: &S3State) -> Leftovers {
+    let meta = &s3.meta;
+    let files = match host.store().index().files() {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!("S3 leftovers: cannot list the index: {e}");
@@ -276,7 +277,7 @@ pub async fn collect_leftovers(state: &State) -> Leftovers {
     for f in files {
         match is_leftover(meta, &in_use, &f) {
             Ok(true) => {
-                if state.store.delete(&f.name).await.is_ok() {
+                if host.store().delete(&f.name).await.is_ok() {
                     tracing::info!(file = %f.name, "removed what an interrupted S3 write left");
                     out.deleted += 1;
                 }
@@ -286,7 +287,7 @@ pub async fn collect_leftovers(state: &State) -> Leftovers {
         }
     }
     if out.deleted > 0 {
-        state.touch();
+        host.changed();
     }
     out
 }
