@@ -1,0 +1,139 @@
+//! A node as the store sees it: an id, a region, where its shards are, and
+//! what the store knows of it (serving or not, suspect after a failure,
+//! its quota).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::now_secs;
+use crate::format::ShardKey;
+use crate::holds::Garbage;
+use crate::shard_store::ShardStore;
+
+/// A node: an id, a region, and where its shards are.
+#[derive(Clone)]
+pub struct Node {
+    /// Unique id.
+    pub id: String,
+    /// Region (placement spreads chunks over regions).
+    pub region: String,
+    /// Its shards.
+    pub shards: Arc<dyn ShardStore>,
+    online: Arc<AtomicBool>,
+    /// Until when (ms on [`clock_ms`]) reads ask it last.
+    suspect_until: Arc<AtomicU64>,
+    /// Bytes the store may keep on it, whatever its agent allows
+    /// ([`NO_QUOTA`]: none set).
+    quota: Arc<AtomicU64>,
+}
+
+/// A node's quota when none is set.
+pub const NO_QUOTA: u64 = u64::MAX;
+
+/// How long a node that failed a shard read, or had not answered one when
+/// the read hedged, is asked last: long enough that a file's next chunks do
+/// not each wait out the hedge on a node that has just died, short enough
+/// that a node merely busy for a moment is soon preferred again.
+pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Milliseconds on a process-wide monotonic clock.
+pub(crate) fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    u64::try_from(
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("region", &self.region)
+            .field("online", &self.is_online())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node, online.
+    pub fn new(
+        id: impl Into<String>,
+        region: impl Into<String>,
+        shards: Arc<dyn ShardStore>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            region: region.into(),
+            shards,
+            online: Arc::new(AtomicBool::new(true)),
+            suspect_until: Arc::new(AtomicU64::new(0)),
+            quota: Arc::new(AtomicU64::new(NO_QUOTA)),
+        }
+    }
+
+    /// Caps what the store keeps on it ([`NO_QUOTA`] lifts the cap).
+    pub fn set_quota(&self, bytes: u64) {
+        self.quota.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Its quota, if one is set.
+    pub fn quota(&self) -> Option<u64> {
+        Some(self.quota.load(Ordering::Relaxed)).filter(|q| *q != NO_QUOTA)
+    }
+
+    /// Bytes it can still take, from its stats: the least of what its
+    /// agent's quota leaves, its disk has free, and the store's quota for
+    /// it leaves.
+    pub fn room(&self, stats: &crate::shard_store::StoreStats) -> u64 {
+        let ours = self
+            .quota
+            .load(Ordering::Relaxed)
+            .saturating_sub(stats.used);
+        stats.room().min(ours)
+    }
+
+    /// Whether a recent read failed or lagged on it (see [`SUSPECT_FOR`]).
+    pub fn is_suspect(&self) -> bool {
+        self.suspect_until.load(Ordering::Relaxed) > clock_ms()
+    }
+
+    pub(crate) fn suspect(&self) {
+        let until = clock_ms().saturating_add(SUSPECT_FOR.as_millis() as u64);
+        self.suspect_until.store(until, Ordering::Relaxed);
+    }
+
+    pub(crate) fn trust(&self) {
+        self.suspect_until.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether reads and writes go to it.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record(&self) -> crate::index::NodeRecord {
+        crate::index::NodeRecord {
+            id: self.id.clone(),
+            region: self.region.clone(),
+            added: now_secs(),
+        }
+    }
+
+    /// Its copy of shard `key`, as garbage to delete.
+    pub(crate) fn garbage(&self, key: ShardKey) -> Garbage {
+        Garbage {
+            node: self.id.clone(),
+            shards: Arc::clone(&self.shards),
+            key,
+        }
+    }
+
+    /// Takes it offline or brings it back.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,424 @@
+//! A put: the input read a chunk at a time, each chunk encrypted, coded
+//! and written to its nodes (several chunks in flight within the store's
+//! budget), room accounted per node, the file switched in at the end.
+
+use super::*;
+
+/// What a put stored.
+#[derive(Debug, Clone)]
+pub struct PutReport {
+    /// The file's record.
+    pub record: FileRecord,
+    /// Node losses every chunk survives.
+    pub survivable_losses: usize,
+}
+
+impl Store {
+    /// Stores `input` as `name`: chunked, encrypted, coded and spread over
+    /// the nodes; visible only once every shard is durable. A file of that
+    /// name is replaced (its shards deleted after the switch, once no
+    /// reader holds it).
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        name: &str,
+        mut input: R,
+    ) -> Result<PutReport, StoreError> {
+        let file_id = FileId::random();
+        let _busy = self.busy(file_id);
+        let data_key = self.master.as_ref().map(|_| DataKey::random());
+        let cipher = data_key.as_ref().map(|k| Arc::new(k.cipher(file_id)));
+        let candidates = self.candidates().await;
+        if candidates.is_empty() {
+            return Err(StoreError::NoNodes);
+        }
+        let room = Arc::new(Room::new(self.with_room(candidates)?, self.largest_shard()));
+        let chunk_size = self.settings.chunk_size as usize;
+        let mut in_flight = FuturesOrdered::new();
+        let mut chunks: Vec<ChunkEntry> = Vec::new();
+        let mut written: Vec<(String, ShardKey)> = Vec::new();
+        let mut hasher = blake3::Hasher::new();
+        let mut size = 0u64;
+        let mut chunk = 0u64;
+        let mut failure = None;
+        loop {
+            let mut buf = Vec::with_capacity(chunk_size + 16);
+            let n = match read_full(&mut input, &mut buf, chunk_size).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // The input broke off (a client gone): what was stored
+                    // of it is removed below, like any failed put.
+                    failure = failure.or(Some(e.into()));
+                    break;
+                }
+            };
+            if n > 0 {
+                hasher.update(&buf);
+                size += n as u64;
+                let targets = room.place(file_id, chunk, self.coding.n());
+                // Chunks in flight only progress while polled, so never
+                // wait for a permit while holding some: finish one of ours
+                // first (it frees its permit).
+                let permit = loop {
+                    if let Ok(p) = Arc::clone(&self.chunk_budget).try_acquire_owned() {
+                        break Ok(p);
+                    }
+                    match in_flight.next().await {
+                        Some(done) => absorb(done, &mut chunks, &mut written, &mut failure),
+                        None => break self.chunk_permit().await,
+                    }
+                };
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failure = failure.or(Some(e));
+                        break;
+                    }
+                };
+                let stored =
+                    self.store_chunk(file_id, chunk, buf, cipher.clone(), targets, room.clone());
+                in_flight.push_back(async move {
+                    let done = stored.await;
+                    drop(permit);
+                    done
+                });
+                chunk += 1;
+            }
+            // Keep at most CHUNKS_IN_FLIGHT chunks in memory.
+            while in_flight.len() >= CHUNKS_IN_FLIGHT || (n < chunk_size && !in_flight.is_empty()) {
+                let Some(done) = in_flight.next().await else {
+                    break;
+                };
+                absorb(done, &mut chunks, &mut written, &mut failure);
+            }
+            if n < chunk_size || failure.is_some() {
+                break;
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            absorb(done, &mut chunks, &mut written, &mut failure);
+        }
+        if let Some(e) = failure {
+            self.delete_shards(&written).await;
+            return Err(e);
+        }
+        let record = FileRecord {
+            name: name.to_owned(),
+            file_id,
+            size,
+            chunk_size: self.settings.chunk_size,
+            k: self.coding.k() as u8,
+            m: self.coding.m() as u8,
+            wrapped_key: match (&self.master, &data_key) {
+                (Some(master), Some(key)) => Some(master.wrap(file_id, key).to_vec()),
+                _ => None,
+            },
+            created: now_secs(),
+            blake3: *hasher.finalize().as_bytes(),
+            attrs: Vec::new(),
+            parts: Vec::new(),
+        };
+        let manifest = Manifest { file_id, chunks };
+        let replaced = match self.index.commit_file(&record, &manifest) {
+            Ok(r) => r,
+            Err(e) => {
+                self.delete_shards(&written).await;
+                return Err(e.into());
+            }
+        };
+        self.reclaim(replaced).await;
+        Ok(PutReport {
+            survivable_losses: survivable_losses(&manifest, self.coding.k()),
+            record,
+        })
+    }
+
+    /// Encrypts, codes, hashes and stores one chunk. Returns its entry (or
+    /// the error) and the shards that were written either way.
+    pub(crate) async fn store_chunk(
+        &self,
+        file_id: FileId,
+        chunk: u64,
+        plain: Vec<u8>,
+        cipher: Option<Arc<ChunkCipher>>,
+        mut targets: Vec<String>,
+        room: Arc<Room>,
+    ) -> StoredChunk {
+        let coding = self.coding;
+        let blobs = tokio::task::spawn_blocking(move || {
+            encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
+        })
+        .await;
+        let EncodedChunk {
+            payload_len,
+            blobs,
+            hashes,
+        } = match blobs {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return (None, Vec::new(), Some(e)),
+            Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.to_string()))),
+        };
+        let put = |index: usize, node_id: String| {
+            let key = ShardKey {
+                file_id,
+                chunk,
+                index: index as u8,
+            };
+            let node = self.node(&node_id);
+            let blob = blobs[index].clone();
+            async move {
+                let result = match node {
+                    Some(n) => n.shards.put(key, blob).await,
+                    None => Err(ShardError::Unavailable(format!(
+                        "node {node_id} is not known"
+                    ))),
+                };
+                (index, node_id, key, result)
+            }
+        };
+        let mut puts = FuturesUnordered::new();
+        for (index, node_id) in targets.iter().enumerate() {
+            puts.push(put(index, node_id.clone()));
+        }
+        let mut written = Vec::new();
+        let mut error = None;
+        while let Some((index, node, key, result)) = puts.next().await {
+            match result {
+                Ok(()) => written.push((node, key)),
+                // A node that filled up since the put began: the shard
+                // goes to another node with room, as if it had been full
+                // from the start.
+                Err(source)
+                    if source.is_full()
+                        && let Some(other) = room.instead_of(&node, &targets) =>
+                {
+                    tracing::debug!(%node, to = %other, "node full: shard placed elsewhere");
+                    targets[index].clone_from(&other);
+                    puts.push(put(index, other));
+                }
+                Err(source) => {
+                    error.get_or_insert(StoreError::ShardWrite {
+                        shard: key.name(),
+                        node: node.clone(),
+                        source,
+                    });
+                    // It may have landed before failing: try to remove it too.
+                    written.push((node, key));
+                }
+            }
+        }
+        if let Some(e) = error {
+            return (None, written, Some(e));
+        }
+        let shards = hashes
+            .into_iter()
+            .zip(targets)
+            .map(|(blake3, node)| ShardLocation { node, blake3 })
+            .collect();
+        (
+            Some(ChunkEntry {
+                payload_len,
+                shards,
+            }),
+            written,
+            None,
+        )
+    }
+}
+
+/// The room a put has on its nodes: placement takes a node's room down by
+/// each shard it sends there, and a node that fills up anyway (another
+/// writer, another use of the disk) is given up for the rest of the put.
+pub(crate) struct Room {
+    candidates: std::sync::Mutex<Vec<Candidate>>,
+    shard: u64,
+}
+
+impl Room {
+    fn new(candidates: Vec<Candidate>, shard: u64) -> Self {
+        Self {
+            candidates: std::sync::Mutex::new(candidates),
+            shard,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Candidate>> {
+        self.candidates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The nodes for a chunk's `n` shards, among those with room left.
+    fn place(&self, file_id: FileId, chunk: u64, n: usize) -> Vec<String> {
+        let mut candidates = self.lock();
+        let with_room: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| c.free >= self.shard)
+            .cloned()
+            .collect();
+        // Nobody has room left by this put's count: place as before and
+        // let the nodes say (another put may have freed room).
+        let pool = if with_room.is_empty() {
+            candidates.clone()
+        } else {
+            with_room
+        };
+        let targets = place(&pool, file_id, chunk, n);
+        for t in &targets {
+            if let Some(c) = candidates.iter_mut().find(|c| c.id == *t) {
+                c.free = c.free.saturating_sub(self.shard);
+            }
+        }
+        targets
+    }
+
+    /// Marks `full` as out of room and picks another node with room for a
+    /// shard, preferring one that holds none of `chunk_targets`.
+    fn instead_of(&self, full: &str, chunk_targets: &[String]) -> Option<String> {
+        let mut candidates = self.lock();
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == full) {
+            c.free = 0;
+        }
+        let best = |fresh: bool| {
+            candidates
+                .iter()
+                .filter(|c| c.free >= self.shard && (!fresh || !chunk_targets.contains(&c.id)))
+                .max_by_key(|c| c.free)
+                .map(|c| c.id.clone())
+        };
+        let other = best(true).or_else(|| best(false))?;
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == other) {
+            c.free = c.free.saturating_sub(self.shard);
+        }
+        Some(other)
+    }
+}
+
+/// Bytes of the largest shard a store with `settings` makes (a full chunk,
+/// encrypted): a node with less room than this takes no new shards.
+pub fn largest_shard(settings: &StoreSettings) -> u64 {
+    (HEADER_LEN + crate::format::shard_len(settings.chunk_size as usize + 16, settings.k)) as u64
+}
+
+/// Reads until `limit` bytes or end of input; returns how many.
+/// What [`Store::store_chunk`] returns.
+pub(crate) type StoredChunk = (
+    Option<ChunkEntry>,
+    Vec<(String, ShardKey)>,
+    Option<StoreError>,
+);
+
+pub(crate) async fn read_full<R: AsyncRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    while buf.len() < limit {
+        let n = (&mut *input)
+            .take((limit - buf.len()) as u64)
+            .read_buf(buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(buf.len())
+}
+
+/// One shard's header.
+pub(crate) fn shard_header(
+    coding: &Coding,
+    key: ShardKey,
+    payload_len: u32,
+    encrypted: bool,
+    shard_len: usize,
+) -> [u8; HEADER_LEN] {
+    ShardHeader {
+        flags: if encrypted { FLAG_ENCRYPTED } else { 0 },
+        k: coding.k() as u8,
+        m: coding.m() as u8,
+        key,
+        payload_len,
+        shard_len: shard_len as u32,
+    }
+    .encode()
+}
+
+/// One shard with its header, as stored.
+pub(crate) fn shard_blob(
+    coding: &Coding,
+    key: ShardKey,
+    payload_len: u32,
+    encrypted: bool,
+    data: &[u8],
+) -> Bytes {
+    let mut blob = Vec::with_capacity(HEADER_LEN + data.len());
+    blob.extend_from_slice(&shard_header(
+        coding,
+        key,
+        payload_len,
+        encrypted,
+        data.len(),
+    ));
+    blob.extend_from_slice(data);
+    Bytes::from(blob)
+}
+
+/// A chunk ready to store: its payload length, and each shard with its BLAKE3.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    /// Bytes of payload before padding.
+    pub payload_len: u32,
+    /// Shard `i`, header included.
+    pub blobs: Vec<Bytes>,
+    /// BLAKE3 of each blob.
+    pub hashes: Vec<[u8; 32]>,
+}
+
+/// The CPU part of a put for one chunk: encrypt, code, frame, hash.
+pub fn encode_chunk(
+    coding: Coding,
+    file_id: FileId,
+    chunk: u64,
+    mut payload: Vec<u8>,
+    cipher: Option<&ChunkCipher>,
+) -> Result<EncodedChunk, StoreError> {
+    if let Some(c) = cipher {
+        c.seal(chunk, &mut payload);
+    }
+    let payload_len = payload.len() as u32;
+    let len = crate::format::shard_len(payload.len(), coding.k());
+    let blobs = coding.encode_framed(&payload, |i| {
+        let key = ShardKey {
+            file_id,
+            chunk,
+            index: i as u8,
+        };
+        shard_header(&coding, key, payload_len, cipher.is_some(), len)
+    })?;
+    let hashes = blobs.iter().map(|b| *blake3::hash(b).as_bytes()).collect();
+    Ok(EncodedChunk {
+        payload_len,
+        blobs: blobs.into_iter().map(Bytes::from).collect(),
+        hashes,
+    })
+}
+
+/// Takes a stored chunk's outcome into a put's running state: chunks are
+/// in order because the put's futures are.
+pub(crate) fn absorb(
+    done: StoredChunk,
+    chunks: &mut Vec<ChunkEntry>,
+    written: &mut Vec<(String, ShardKey)>,
+    failure: &mut Option<StoreError>,
+) {
+    let (entry, keys, err) = done;
+    written.extend(keys);
+    match (entry, err) {
+        (Some(e), None) => chunks.push(e),
+        (_, e) => {
+            if failure.is_none() {
+                *failure = e;
+            }
+        }
+    }
+}
