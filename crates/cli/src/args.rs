@@ -167,7 +167,7 @@ pub enum Command {
 
     /// The erasure-coded, encrypted file store on CloudShell nodes: run its
     /// daemon (`store serve`) and use it (`put`, `get`, `ls`, ...).
-    Store(Box<crate::store::StoreArgs>),
+    Store(Box<crate::store_args::StoreArgs>),
 }
 
 /// An environment, by id or name; omitted, the region's default environment.

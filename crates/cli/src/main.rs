@@ -9,6 +9,7 @@ mod copy;
 mod emulated;
 mod output;
 mod store;
+mod store_args;
 mod terminal;
 
 use std::io::IsTerminal;

@@ -1,7 +1,7 @@
 //! The HTTP layer: routing, SigV4 checking, fault injection, AWS-shaped answers.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -13,20 +13,10 @@ use serde_json::Value;
 use tracing::{debug, info};
 
 use crate::aws_error::AwsError;
-use crate::faults::{FaultRequest, Faults};
-use crate::service::{OPERATIONS, Service};
+use crate::faults::FaultRequest;
+use crate::service::OPERATIONS;
 use crate::sigv4::{IncomingRequest, verify};
-
-/// Shared state of the HTTP handlers.
-#[derive(Debug)]
-pub struct AppState {
-    /// The emulated service.
-    pub service: Service,
-    /// Injected faults.
-    pub faults: Faults,
-    /// Shell sessions with a running shell.
-    pub live: crate::data_channel::LiveSessions,
-}
+use crate::state::{AppState, now_millis};
 
 /// The emulator's routes: the control API on every path, plus `/_emulator/*`
 /// for test tooling (unsigned; the emulator listens on loopback).
@@ -229,12 +219,6 @@ fn host_region(host: &str) -> Option<&str> {
     (labels.next() == Some("cloudshell"))
         .then(|| labels.next())
         .flatten()
-}
-
-pub(crate) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

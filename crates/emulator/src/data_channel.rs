@@ -6,10 +6,9 @@
 //! of any one WebSocket: a client that reconnects (presenting the same token)
 //! re-attaches to the same shell, and whatever was in flight is resent.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -23,8 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::api::AppState;
 use crate::config::DataChannelFaults;
+use crate::live::{Attachment, LiveSession};
+use crate::state::{AppState, now_millis};
 
 /// How long a client has to send its opening frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,71 +37,6 @@ const MAX_BACKLOG: usize = 2048;
 const MAX_PENDING_INPUT: usize = 4 << 20;
 /// How long a finished session waits for the client to acknowledge its output.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A WebSocket's two directions, handed to the session task.
-struct Attachment {
-    to_client: mpsc::Sender<Vec<u8>>,
-    from_client: mpsc::Receiver<Vec<u8>>,
-}
-
-struct LiveSession {
-    environment_id: String,
-    attach: mpsc::Sender<Attachment>,
-    end: watch::Sender<Option<String>>,
-}
-
-/// The sessions whose shells are running.
-#[derive(Default)]
-pub struct LiveSessions {
-    sessions: Mutex<HashMap<String, LiveSession>>,
-}
-
-impl std::fmt::Debug for LiveSessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.sessions.lock().map_or(0, |m| m.len());
-        write!(f, "LiveSessions({n})")
-    }
-}
-
-impl LiveSessions {
-    /// Ends one session (DeleteSession).
-    pub fn end(&self, session_id: &str, reason: &str) {
-        if let Ok(map) = self.sessions.lock()
-            && let Some(s) = map.get(session_id)
-        {
-            let _ = s.end.send(Some(reason.to_owned()));
-        }
-    }
-
-    /// Ends every session of an environment (stopped or deleted).
-    pub fn end_environment(&self, environment_id: &str, reason: &str) {
-        if let Ok(map) = self.sessions.lock() {
-            for s in map.values().filter(|s| s.environment_id == environment_id) {
-                let _ = s.end.send(Some(reason.to_owned()));
-            }
-        }
-    }
-
-    fn attach_sender(&self, session_id: &str) -> Option<mpsc::Sender<Attachment>> {
-        self.sessions
-            .lock()
-            .ok()?
-            .get(session_id)
-            .map(|s| s.attach.clone())
-    }
-
-    fn insert(&self, session_id: &str, session: LiveSession) {
-        if let Ok(mut map) = self.sessions.lock() {
-            map.insert(session_id.to_owned(), session);
-        }
-    }
-
-    fn remove(&self, session_id: &str) {
-        if let Ok(mut map) = self.sessions.lock() {
-            map.remove(session_id);
-        }
-    }
-}
 
 /// `GET /v1/data-channel/{session_id}`: upgrades to the data channel.
 pub async fn upgrade(
@@ -552,10 +487,4 @@ impl FaultInjector {
     fn release(&mut self) -> Option<Vec<u8>> {
         self.held.take()
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -32,9 +32,12 @@ pub mod data_channel;
 pub mod faults;
 pub mod files;
 pub mod lifecycle;
+pub mod live;
+pub mod presign;
 pub mod processes;
 pub mod service;
 pub mod sigv4;
+pub mod state;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -66,10 +69,10 @@ impl Emulator {
             )
         })?;
         let store = store::Store::open(&config.data_dir.join("emulator.redb"))?;
-        let state = Arc::new(api::AppState {
+        let state = Arc::new(state::AppState {
             service: service::Service::new(store, config.clone()),
             faults: faults::Faults::new(config.faults.clone()),
-            live: data_channel::LiveSessions::default(),
+            live: live::LiveSessions::default(),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -26,7 +26,7 @@ pub struct Service {
     store: Store,
     config: EmulatorConfig,
     homes: PathBuf,
-    files: crate::files::FileSigner,
+    files: crate::presign::FileSigner,
 }
 
 /// The names of the operations, as `X-Amz-Target` and the paths spell them.
@@ -53,12 +53,12 @@ impl Service {
             store,
             config,
             homes,
-            files: crate::files::FileSigner::default(),
+            files: crate::presign::FileSigner::default(),
         }
     }
 
     /// The signer of presigned file URLs.
-    pub fn files(&self) -> &crate::files::FileSigner {
+    pub fn files(&self) -> &crate::presign::FileSigner {
         &self.files
     }
 

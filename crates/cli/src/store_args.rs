@@ -1,0 +1,155 @@
+//! The flags of `cloudshell store` and its subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// `cloudshell store ...`
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The daemon's API.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_STORE_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    /// The daemon's token, when it has one.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_STORE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Run the daemon: keep a node in every region, serve the API.
+    ///
+    /// With --emulated (or with no AWS credentials at all), an emulator runs
+    /// in this process with nine local regions, each with a real agent.
+    Serve(ServeArgs),
+    /// Store a local file (or standard input with `-`).
+    Put {
+        /// The local file, or `-`.
+        local: PathBuf,
+        /// The name to store it under [default: the file's name].
+        name: Option<String>,
+    },
+    /// Fetch a stored file into a local file (or standard output with `-`).
+    Get {
+        /// The stored name.
+        name: String,
+        /// Where to write it [default: its base name in this directory].
+        local: Option<PathBuf>,
+    },
+    /// List stored files.
+    Ls,
+    /// Delete a stored file and its shards.
+    Rm {
+        /// The stored name.
+        name: String,
+    },
+    /// The daemon's health, or one file with its shard map.
+    Status {
+        /// A stored name.
+        name: Option<String>,
+    },
+    /// The nodes: state, region, capacity; `--quota` caps the store on one.
+    Nodes {
+        /// Cap what the store keeps on a node, below its agent's quota
+        /// (`us-east-1=200M`; `us-east-1=none` lifts it). Repeatable.
+        #[arg(long, value_name = "REGION=SIZE")]
+        quota: Vec<String>,
+    },
+    /// Rebuild missing and corrupt shards of every file now.
+    Repair,
+    /// Move shards from fuller nodes to emptier ones (after adding a region).
+    Redistribute,
+    /// The S3 endpoint's access keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Add a region: the daemon creates an environment there and installs an agent.
+    AddRegion {
+        /// The region, say sa-east-1.
+        region: String,
+    },
+    /// Run a scrub pass now (agents hash their shards in place; what is
+    /// missing or corrupt is repaired; orphans are removed) and wait for it.
+    Scrub,
+    /// Rebuild the index in an empty data directory from the backups the
+    /// daemon keeps on the nodes, with the store's key and its regions;
+    /// then `store serve` with the same flags carries on.
+    Recover(ServeArgs),
+}
+
+/// `cloudshell store keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make an access key and print its secret (shown only now).
+    Create,
+    /// List the access keys (without secrets).
+    List,
+    /// Delete an access key.
+    Delete {
+        /// Its access key id.
+        access_key_id: String,
+    },
+}
+
+/// `cloudshell store serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML file with the same settings as these flags (flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Regions to keep a node in: `all`, or a comma-separated list
+    /// [default: nine regions when emulated].
+    #[arg(long, value_name = "all|LIST")]
+    pub regions: Option<String>,
+    /// Address of the API and web UI.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Index, identity and key live here [default: the user data directory].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The store's key file (64 hex digits, mode 0600) [default: DATA_DIR/store.key, created for a new store].
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["passphrase_env", "no_encryption"])]
+    pub key_file: Option<PathBuf>,
+    /// Take the passphrase from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "no_encryption")]
+    pub passphrase_env: Option<String>,
+    /// Store without encryption.
+    #[arg(long)]
+    pub no_encryption: bool,
+    /// The agent binary to install on nodes [default: cloudshell-agent next to this program].
+    #[arg(long, value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
+    /// Require this bearer token on API requests (needed off loopback).
+    #[arg(long, env = "CLOUDSHELL_STORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// STUN server for the daemon and agents (repeat).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub stun: Vec<String>,
+    /// Address of the S3-compatible endpoint.
+    #[arg(long, value_name = "ADDR")]
+    pub s3_listen: Option<std::net::SocketAddr>,
+    /// Seconds a node may be unreachable before its shards are rebuilt elsewhere.
+    #[arg(long, value_name = "SECS")]
+    pub repair_after: Option<u64>,
+}

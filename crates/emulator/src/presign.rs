@@ -1,0 +1,657 @@
+//! Presigned file transfer URLs: `GetFileUploadUrls` hands out an S3-style
+//! presigned POST (policy with an expiry, a key condition and a
+//! `content-length-range`, signed with SigV4's key derivation for service
+//! `s3`); `GetFileDownloadUrls` a presigned GET (`X-Amz-Expires`,
+//! `X-Amz-Signature` over the canonical request) plus a
+//! server-side-encryption customer key and its MD5, which the GET must
+//! present. The signing secret is the emulator's own and lives only in
+//! memory: URLs stop working when the emulator restarts, as a rotated key
+//! would make them. The handlers that serve them are in [`crate::files`].
+
+use aws_lc_rs::{digest, hmac};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::sigv4::same_secret;
+
+/// How long a presigned URL is good for (the Console's are short-lived).
+pub const URL_TTL_SECS: i64 = 900;
+/// The longest `X-Amz-Expires` S3 accepts: seven days.
+const MAX_EXPIRES_SECS: i64 = 7 * 24 * 3600;
+/// Stands in for the access key id of the bucket's signer.
+const SIGNER_KEY_ID: &str = "ASIAEMULATORFILES001";
+const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+/// An S3-shaped error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Error {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl S3Error {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "AccessDenied", message)
+    }
+
+    pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+}
+
+impl IntoResponse for S3Error {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>{}</RequestId></Error>\n",
+            self.code,
+            xml_escape(&self.message),
+            uuid::Uuid::new_v4()
+        );
+        (self.status, [("content-type", "application/xml")], body).into_response()
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Signs and checks presigned URLs with a secret of its own.
+pub struct FileSigner {
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for FileSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileSigner(..)")
+    }
+}
+
+impl Default for FileSigner {
+    fn default() -> Self {
+        Self {
+            secret: rand::random(),
+        }
+    }
+}
+
+fn amz_date(t: OffsetDateTime) -> String {
+    t.format(format_description!(
+        "[year][month][day]T[hour][minute][second]Z"
+    ))
+    .unwrap_or_default()
+}
+
+fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(
+        s,
+        format_description!("[year][month][day]T[hour][minute][second]Z"),
+    )
+    .ok()
+    .map(time::PrimitiveDateTime::assume_utc)
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, data))
+}
+
+/// Percent-encodes all but RFC 3986 unreserved characters (and `/` when
+/// `keep_slash`), as SigV4's canonical URI and query do.
+fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn uri_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl FileSigner {
+    /// SigV4's derived key for `date` (YYYYMMDD) and `region`, service `s3`.
+    fn signing_key(&self, date: &str, region: &str) -> Vec<u8> {
+        let mut secret = b"AWS4".to_vec();
+        secret.extend_from_slice(&self.secret);
+        let k = hmac_sha256(&secret, date.as_bytes());
+        let k = hmac_sha256(&k, region.as_bytes());
+        let k = hmac_sha256(&k, b"s3");
+        hmac_sha256(&k, b"aws4_request")
+    }
+
+    fn credential(date: &str, region: &str) -> String {
+        format!("{SIGNER_KEY_ID}/{date}/{region}/s3/aws4_request")
+    }
+
+    /// The answer of `GetFileUploadUrls`: a presigned POST whose key puts
+    /// the file at `file_name` in the home of `environment_id` (or, with no
+    /// name, at the name the form's file part carries).
+    pub fn upload_form(
+        &self,
+        host: &str,
+        region: &str,
+        environment_id: &str,
+        file_name: Option<&str>,
+        max_bytes: u64,
+        now: OffsetDateTime,
+    ) -> Value {
+        let date = amz_date(now);
+        let credential = Self::credential(&date[..8], region);
+        let key = format!("{environment_id}/{}", file_name.unwrap_or("${filename}"));
+        let expiration = (now + time::Duration::seconds(URL_TTL_SECS))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let policy = json!({
+            "expiration": expiration,
+            "conditions": [
+                {"key": key},
+                ["content-length-range", 0, max_bytes],
+                {"x-amz-algorithm": ALGORITHM},
+                {"x-amz-credential": credential},
+                {"x-amz-date": date},
+            ],
+        });
+        let policy = BASE64.encode(policy.to_string());
+        let signature = hex::encode(hmac_sha256(
+            &self.signing_key(&date[..8], region),
+            policy.as_bytes(),
+        ));
+        json!({
+            "FileUploadPresignedUrl": format!("http://{host}/_files/upload"),
+            "FileUploadPresignedFields": {
+                "key": key,
+                "policy": policy,
+                "x-amz-algorithm": ALGORITHM,
+                "x-amz-credential": credential,
+                "x-amz-date": date,
+                "x-amz-signature": signature,
+            },
+        })
+    }
+
+    /// The answer of `GetFileDownloadUrls`: a presigned GET of `path` in the
+    /// home of `environment_id`, and the customer key it must present.
+    pub fn download_url(
+        &self,
+        host: &str,
+        region: &str,
+        environment_id: &str,
+        path: &str,
+        now: OffsetDateTime,
+    ) -> Value {
+        let date = amz_date(now);
+        let uri_path = format!(
+            "/_files/download/{environment_id}/{}",
+            uri_encode(path, true)
+        );
+        let query = format!(
+            "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={date}&X-Amz-Expires={URL_TTL_SECS}&X-Amz-SignedHeaders=host",
+            uri_encode(&Self::credential(&date[..8], region), false)
+        );
+        let signature = self.query_signature(&uri_path, &query, host, &date, region);
+        let key = self.customer_key(&uri_path, &date);
+        let key_md5 = {
+            use md5::Digest as _;
+            BASE64.encode(md5::Md5::digest(&key))
+        };
+        json!({
+            "FileDownloadPresignedUrl": format!("http://{host}{uri_path}?{query}&X-Amz-Signature={signature}"),
+            "FileDownloadPresignedKey": BASE64.encode(key),
+            "FileDownloadPresignedKeyHash": key_md5,
+        })
+    }
+
+    /// The SigV4 query-string signature of a GET with only `host` signed.
+    fn query_signature(
+        &self,
+        uri_path: &str,
+        sorted_query: &str,
+        host: &str,
+        date: &str,
+        region: &str,
+    ) -> String {
+        let canonical =
+            format!("GET\n{uri_path}\n{sorted_query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+        let scope = format!("{}/{region}/s3/aws4_request", &date[..8]);
+        let to_sign = format!(
+            "{ALGORITHM}\n{date}\n{scope}\n{}",
+            sha256_hex(canonical.as_bytes())
+        );
+        hex::encode(hmac_sha256(
+            &self.signing_key(&date[..8], region),
+            to_sign.as_bytes(),
+        ))
+    }
+
+    /// A 256-bit customer key bound to one URL: derived, so nothing is stored.
+    fn customer_key(&self, uri_path: &str, date: &str) -> Vec<u8> {
+        hmac_sha256(
+            &self.secret,
+            format!("sse-c\n{uri_path}\n{date}").as_bytes(),
+        )
+    }
+
+    /// Checks a presigned GET; returns the environment id and the path in
+    /// its home.
+    pub fn check_get(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        now: OffsetDateTime,
+    ) -> Result<(String, String), S3Error> {
+        let uri_path = uri.path();
+        let mut params: Vec<(String, String)> = Vec::new();
+        for pair in uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = uri_decode(k)
+                .ok_or_else(|| S3Error::bad("InvalidArgument", "bad query encoding"))?;
+            let v = uri_decode(v)
+                .ok_or_else(|| S3Error::bad("InvalidArgument", "bad query encoding"))?;
+            params.push((k, v));
+        }
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| {
+                    S3Error::denied(format!(
+                        "Query-string authentication requires the {name} parameter"
+                    ))
+                })
+        };
+        if param("X-Amz-Algorithm")? != ALGORITHM {
+            return Err(S3Error::bad(
+                "AuthorizationQueryParametersError",
+                "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
+            ));
+        }
+        let date = param("X-Amz-Date")?;
+        let signed_at = parse_amz_date(date).ok_or_else(|| {
+            S3Error::bad(
+                "AuthorizationQueryParametersError",
+                "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+            )
+        })?;
+        let expires: i64 = param("X-Amz-Expires")?.parse().map_err(|_| {
+            S3Error::bad(
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires should be a number",
+            )
+        })?;
+        if !(1..=MAX_EXPIRES_SECS).contains(&expires) {
+            return Err(S3Error::bad(
+                "AuthorizationQueryParametersError",
+                "X-Amz-Expires must be between 1 and 604800 seconds",
+            ));
+        }
+        if now > signed_at + time::Duration::seconds(expires) {
+            return Err(S3Error::denied("Request has expired"));
+        }
+        let credential = param("X-Amz-Credential")?;
+        let region = credential.split('/').nth(2).unwrap_or("");
+        let mut sorted: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "X-Amz-Signature")
+            .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
+            .collect();
+        sorted.sort();
+        let query = sorted
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let expected = self.query_signature(uri_path, &query, host, date, region);
+        let given = param("X-Amz-Signature")?;
+        if !same_secret(expected.as_bytes(), given.as_bytes()) {
+            return Err(S3Error::new(
+                StatusCode::FORBIDDEN,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            ));
+        }
+        let key = self.customer_key(uri_path, date);
+        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let key_ok = header("x-amz-server-side-encryption-customer-algorithm") == "AES256"
+            && BASE64
+                .decode(header("x-amz-server-side-encryption-customer-key"))
+                .is_ok_and(|k| same_secret(&k, &key));
+        if !key_ok {
+            return Err(S3Error::bad(
+                "InvalidRequest",
+                "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.",
+            ));
+        }
+        let rest = uri_path.strip_prefix("/_files/download/").ok_or_else(|| {
+            S3Error::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchKey",
+                "The specified key does not exist.",
+            )
+        })?;
+        let (env, path) = rest.split_once('/').ok_or_else(|| {
+            S3Error::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchKey",
+                "The specified key does not exist.",
+            )
+        })?;
+        let path = uri_decode(path)
+            .ok_or_else(|| S3Error::bad("InvalidURI", "Couldn't parse the specified URI."))?;
+        Ok((env.to_owned(), path))
+    }
+
+    /// Checks a POST form's signature, expiry and conditions. Returns the key
+    /// (with `${filename}` still in it) and the allowed length range.
+    pub fn check_post(
+        &self,
+        fields: &[(String, String)],
+        now: OffsetDateTime,
+    ) -> Result<(String, u64, u64), S3Error> {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let missing = |name: &str| {
+            S3Error::bad(
+                "InvalidArgument",
+                format!(
+                    "Bucket POST must contain a field named '{name}'.  If it is specified, please check the order of the fields."
+                ),
+            )
+        };
+        let policy_b64 = field("policy").ok_or_else(|| missing("policy"))?;
+        let signature = field("x-amz-signature").ok_or_else(|| missing("x-amz-signature"))?;
+        let credential = field("x-amz-credential").ok_or_else(|| missing("x-amz-credential"))?;
+        let date = field("x-amz-date").ok_or_else(|| missing("x-amz-date"))?;
+        if field("x-amz-algorithm") != Some(ALGORITHM) {
+            return Err(S3Error::bad(
+                "InvalidArgument",
+                "x-amz-algorithm only supports \"AWS4-HMAC-SHA256\"",
+            ));
+        }
+        let key = field("key").ok_or_else(|| missing("key"))?;
+        let mut parts = credential.split('/');
+        let (Some(_), Some(day), Some(region)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(S3Error::bad(
+                "InvalidArgument",
+                "malformed x-amz-credential",
+            ));
+        };
+        let expected = hex::encode(hmac_sha256(
+            &self.signing_key(day, region),
+            policy_b64.as_bytes(),
+        ));
+        if !same_secret(expected.as_bytes(), signature.as_bytes()) {
+            return Err(S3Error::new(
+                StatusCode::FORBIDDEN,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+            ));
+        }
+        let policy: Value = BASE64
+            .decode(policy_b64)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                S3Error::bad("InvalidPolicyDocument", "Invalid Policy: Invalid JSON.")
+            })?;
+        let expiration = policy
+            .get("expiration")
+            .and_then(Value::as_str)
+            .and_then(|s| {
+                OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .ok_or_else(|| {
+                S3Error::bad(
+                    "InvalidPolicyDocument",
+                    "Invalid Policy: Invalid 'expiration' value.",
+                )
+            })?;
+        if now > expiration {
+            return Err(S3Error::denied(
+                "Invalid according to Policy: Policy expired.",
+            ));
+        }
+        let conditions = policy
+            .get("conditions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                S3Error::bad(
+                    "InvalidPolicyDocument",
+                    "Invalid Policy: missing conditions.",
+                )
+            })?;
+        let mut covered: Vec<String> = Vec::new();
+        let mut range = (0, u64::MAX);
+        let violated = |what: &str| {
+            S3Error::denied(format!(
+                "Invalid according to Policy: Policy Condition failed: {what}"
+            ))
+        };
+        for c in conditions {
+            match c {
+                Value::Object(map) => {
+                    for (name, want) in map {
+                        let want = want.as_str().unwrap_or_default();
+                        if name == "bucket" {
+                            continue;
+                        }
+                        if field(name) != Some(want) {
+                            return Err(violated(&format!("[\"eq\", \"${name}\", \"{want}\"]")));
+                        }
+                        covered.push(name.to_ascii_lowercase());
+                    }
+                }
+                Value::Array(items) => match items.as_slice() {
+                    [op, min, max] if op == "content-length-range" => {
+                        range = (min.as_u64().unwrap_or(0), max.as_u64().unwrap_or(0));
+                    }
+                    [op, name, want] if op == "eq" || op == "starts-with" => {
+                        let name = name.as_str().unwrap_or_default().trim_start_matches('$');
+                        let want = want.as_str().unwrap_or_default();
+                        let got = field(name).unwrap_or_default();
+                        let ok = if op == "eq" {
+                            got == want
+                        } else {
+                            got.starts_with(want)
+                        };
+                        if !ok {
+                            return Err(violated(&format!("[{op}, \"${name}\", \"{want}\"]")));
+                        }
+                        covered.push(name.to_ascii_lowercase());
+                    }
+                    _ => {
+                        return Err(S3Error::bad(
+                            "InvalidPolicyDocument",
+                            "Invalid Policy: Invalid Condition.",
+                        ));
+                    }
+                },
+                _ => {
+                    return Err(S3Error::bad(
+                        "InvalidPolicyDocument",
+                        "Invalid Policy: Invalid Condition.",
+                    ));
+                }
+            }
+        }
+        for (name, _) in fields {
+            let lower = name.to_ascii_lowercase();
+            let exempt = ["policy", "x-amz-signature", "file"].contains(&lower.as_str())
+                || lower.starts_with("x-ignore-");
+            if !exempt && !covered.contains(&lower) {
+                return Err(S3Error::denied(format!(
+                    "Invalid according to Policy: Extra input fields: {name}"
+                )));
+            }
+        }
+        let _ = parse_amz_date(date)
+            .ok_or_else(|| S3Error::bad("InvalidArgument", "bad x-amz-date"))?;
+        Ok((key.to_owned(), range.0, range.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn form_fields(v: &Value) -> Vec<(String, String)> {
+        v["FileUploadPresignedFields"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_signed_form_passes_and_a_tampered_one_does_not() {
+        let s = FileSigner::default();
+        let v = s.upload_form("h", "eu-west-1", "env", Some("a.txt"), 100, now());
+        let fields = form_fields(&v);
+        assert_eq!(
+            s.check_post(&fields, now()).unwrap(),
+            ("env/a.txt".to_owned(), 0, 100)
+        );
+        // Another key than the policy's.
+        let mut other = fields.clone();
+        other.iter_mut().find(|(k, _)| k == "key").unwrap().1 = "env/b.txt".into();
+        assert_eq!(
+            s.check_post(&other, now()).unwrap_err().code,
+            "AccessDenied"
+        );
+        // Expired.
+        let later = now() + time::Duration::seconds(URL_TTL_SECS + 1);
+        let e = s.check_post(&fields, later).unwrap_err();
+        assert!(e.message.contains("Policy expired"), "{e:?}");
+        // Another signer's signature.
+        let e = FileSigner::default()
+            .check_post(&fields, now())
+            .unwrap_err();
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+        // A field the policy does not cover.
+        let mut extra = fields.clone();
+        extra.push(("acl".into(), "public-read".into()));
+        assert!(
+            s.check_post(&extra, now())
+                .unwrap_err()
+                .message
+                .contains("Extra input fields")
+        );
+        // A missing signature.
+        let missing: Vec<_> = fields
+            .iter()
+            .filter(|(k, _)| k != "x-amz-signature")
+            .cloned()
+            .collect();
+        assert_eq!(
+            s.check_post(&missing, now()).unwrap_err().code,
+            "InvalidArgument"
+        );
+    }
+
+    #[test]
+    fn a_presigned_get_checks_signature_expiry_and_customer_key() {
+        let s = FileSigner::default();
+        let v = s.download_url("127.0.0.1:9", "eu-west-1", "env", "dir/a b.txt", now());
+        let url = v["FileDownloadPresignedUrl"].as_str().unwrap();
+        let uri: Uri = url
+            .trim_start_matches("http://127.0.0.1:9")
+            .parse()
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "127.0.0.1:9".parse().unwrap());
+        headers.insert(
+            "x-amz-server-side-encryption-customer-algorithm",
+            "AES256".parse().unwrap(),
+        );
+        headers.insert(
+            "x-amz-server-side-encryption-customer-key",
+            v["FileDownloadPresignedKey"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            s.check_get(&uri, &headers, now()).unwrap(),
+            ("env".to_owned(), "dir/a b.txt".to_owned())
+        );
+        let later = now() + time::Duration::seconds(URL_TTL_SECS + 1);
+        assert_eq!(
+            s.check_get(&uri, &headers, later).unwrap_err().message,
+            "Request has expired"
+        );
+        let tampered: Uri = uri.to_string().replace("a%20b", "c").parse().unwrap();
+        assert_eq!(
+            s.check_get(&tampered, &headers, now()).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
+        let mut no_key = headers.clone();
+        no_key.remove("x-amz-server-side-encryption-customer-key");
+        assert_eq!(
+            s.check_get(&uri, &no_key, now()).unwrap_err().code,
+            "InvalidRequest"
+        );
+    }
+}
