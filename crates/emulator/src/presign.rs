@@ -18,6 +18,8 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::sigv4::same_secret;
+use aws_sigv4::sign::v4;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// How long a presigned URL is good for (the Console's are short-lived).
 pub const URL_TTL_SECS: i64 = 900;
@@ -78,7 +80,8 @@ fn xml_escape(s: &str) -> String {
 
 /// Signs and checks presigned URLs with a secret of its own.
 pub struct FileSigner {
-    secret: [u8; 32],
+    /// Random, hex: aws-sigv4 derives signing keys from a string secret.
+    secret: String,
 }
 
 impl std::fmt::Debug for FileSigner {
@@ -90,7 +93,7 @@ impl std::fmt::Debug for FileSigner {
 impl Default for FileSigner {
     fn default() -> Self {
         Self {
-            secret: rand::random(),
+            secret: hex::encode(rand::random::<[u8; 32]>()),
         }
     }
 }
@@ -121,46 +124,51 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, data))
 }
 
-/// Percent-encodes all but RFC 3986 unreserved characters (and `/` when
+/// What SigV4's canonical URI and query leave as is: RFC 3986's
+/// unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes all but the unreserved characters (and `/` when
 /// `keep_slash`), as SigV4's canonical URI and query do.
 fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    if keep_slash {
+        s.split('/')
+            .map(|segment| utf8_percent_encode(segment, UNRESERVED).to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    } else {
+        utf8_percent_encode(s, UNRESERVED).to_string()
     }
-    out
 }
 
+/// Decodes `%XX` escapes; `None` for a stray `%` or bytes that are not
+/// UTF-8 (S3 answers such a URL with an error rather than guess).
 fn uri_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let stray = s.match_indices('%').any(|(i, _)| {
+        s.get(i + 1..i + 3)
+            .is_none_or(|h| !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if stray {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 impl FileSigner {
-    /// SigV4's derived key for `date` (YYYYMMDD) and `region`, service `s3`.
-    fn signing_key(&self, date: &str, region: &str) -> Vec<u8> {
-        let mut secret = b"AWS4".to_vec();
-        secret.extend_from_slice(&self.secret);
-        let k = hmac_sha256(&secret, date.as_bytes());
-        let k = hmac_sha256(&k, region.as_bytes());
-        let k = hmac_sha256(&k, b"s3");
-        hmac_sha256(&k, b"aws4_request")
+    /// The SigV4 signature of `string_to_sign` for `day` (YYYYMMDD) and
+    /// `region`, service `s3`, by aws-sigv4's key derivation. `None` for a
+    /// day that is not a date: nothing signed then, nothing matches.
+    fn sign(&self, day: &str, region: &str, string_to_sign: &[u8]) -> Option<String> {
+        let midnight = crate::sigv4::parse_amz_date(&format!("{day}T000000Z"))?;
+        let key = v4::generate_signing_key(&self.secret, midnight, region, "s3");
+        Some(v4::calculate_signature(key, string_to_sign))
     }
 
     fn credential(date: &str, region: &str) -> String {
@@ -196,10 +204,9 @@ impl FileSigner {
             ],
         });
         let policy = BASE64.encode(policy.to_string());
-        let signature = hex::encode(hmac_sha256(
-            &self.signing_key(&date[..8], region),
-            policy.as_bytes(),
-        ));
+        let signature = self
+            .sign(&date[..8], region, policy.as_bytes())
+            .unwrap_or_default();
         json!({
             "FileUploadPresignedUrl": format!("http://{host}/_files/upload"),
             "FileUploadPresignedFields": {
@@ -232,7 +239,9 @@ impl FileSigner {
             "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={date}&X-Amz-Expires={URL_TTL_SECS}&X-Amz-SignedHeaders=host",
             uri_encode(&Self::credential(&date[..8], region), false)
         );
-        let signature = self.query_signature(&uri_path, &query, host, &date, region);
+        let signature = self
+            .query_signature(&uri_path, &query, host, &date, region)
+            .unwrap_or_default();
         let key = self.customer_key(&uri_path, &date);
         let key_md5 = {
             use md5::Digest as _;
@@ -253,24 +262,21 @@ impl FileSigner {
         host: &str,
         date: &str,
         region: &str,
-    ) -> String {
+    ) -> Option<String> {
         let canonical =
             format!("GET\n{uri_path}\n{sorted_query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
-        let scope = format!("{}/{region}/s3/aws4_request", &date[..8]);
+        let scope = format!("{}/{region}/s3/aws4_request", date.get(..8)?);
         let to_sign = format!(
             "{ALGORITHM}\n{date}\n{scope}\n{}",
             sha256_hex(canonical.as_bytes())
         );
-        hex::encode(hmac_sha256(
-            &self.signing_key(&date[..8], region),
-            to_sign.as_bytes(),
-        ))
+        self.sign(date.get(..8)?, region, to_sign.as_bytes())
     }
 
     /// A 256-bit customer key bound to one URL: derived, so nothing is stored.
     fn customer_key(&self, uri_path: &str, date: &str) -> Vec<u8> {
         hmac_sha256(
-            &self.secret,
+            self.secret.as_bytes(),
             format!("sse-c\n{uri_path}\n{date}").as_bytes(),
         )
     }
@@ -356,7 +362,7 @@ impl FileSigner {
             .unwrap_or("");
         let expected = self.query_signature(uri_path, &query, host, date, region);
         let given = param("X-Amz-Signature")?;
-        if !same_secret(expected.as_bytes(), given.as_bytes()) {
+        if !expected.is_some_and(|e| same_secret(e.as_bytes(), given.as_bytes())) {
             return Err(S3Error::new(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",
@@ -433,11 +439,8 @@ impl FileSigner {
                 "malformed x-amz-credential",
             ));
         };
-        let expected = hex::encode(hmac_sha256(
-            &self.signing_key(day, region),
-            policy_b64.as_bytes(),
-        ));
-        if !same_secret(expected.as_bytes(), signature.as_bytes()) {
+        let expected = self.sign(day, region, policy_b64.as_bytes());
+        if !expected.is_some_and(|e| same_secret(e.as_bytes(), signature.as_bytes())) {
             return Err(S3Error::new(
                 StatusCode::FORBIDDEN,
                 "SignatureDoesNotMatch",

@@ -275,7 +275,7 @@ impl StoreS3 {
                 return Err(e);
             }
         }
-        let etag = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let etag = hex::encode(digest);
         self.host.changed();
         Ok((report.record.size, etag))
     }

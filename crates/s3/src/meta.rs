@@ -92,13 +92,7 @@ impl ObjectMeta {
     pub fn of(record: &cloudshell_store::FileRecord) -> Self {
         let mut m: Self = serde_json::from_slice(&record.attrs).unwrap_or_else(|_| Self {
             size: record.size,
-            etag: format!(
-                "{}-1",
-                record.blake3[..16]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            ),
+            etag: format!("{}-1", hex::encode(&record.blake3[..16])),
             content_type: None,
             metadata: BTreeMap::new(),
             modified: record.created,

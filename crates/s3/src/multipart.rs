@@ -26,9 +26,7 @@ pub async fn create(
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
     let input = req.input;
     s3.require_bucket(&input.bucket)?;
-    let id: String = (0..16)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
+    let id = hex::encode(rand::random::<[u8; 16]>());
     let upload = Upload {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
@@ -164,11 +162,7 @@ pub async fn complete(
             h.update(&bytes);
         }
         let d = h.finalize();
-        format!(
-            "{}-{}",
-            d.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            asked.len()
-        )
+        format!("{}-{}", hex::encode(d), asked.len())
     };
     let m = ObjectMeta {
         size,

@@ -50,10 +50,7 @@ impl KeyLocks {
 
 /// A fresh staging name.
 pub fn staging_name() -> String {
-    let id: String = (0..16)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    format!("{STAGING}{id}")
+    format!("{STAGING}{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 
 /// A write's preconditions, as S3 evaluates them for PUT and

@@ -105,19 +105,17 @@ fn encode_stdin_lines(data: &[u8], line_bytes: usize) -> Vec<u8> {
 pub const STDIN_EOF: &[u8] = &[0x04];
 
 fn base64_into(data: &[u8], out: &mut Vec<u8>) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for group in data.chunks(3) {
-        let b = [
-            group[0],
-            *group.get(1).unwrap_or(&0),
-            *group.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = [18, 12, 6, 0].map(|shift| ALPHABET[((n >> shift) & 63) as usize]);
-        let keep = group.len() + 1;
-        out.extend_from_slice(&chars[..keep]);
-        out.extend(std::iter::repeat_n(b'=', 4 - keep));
-    }
+    use base64::Engine as _;
+    let start = out.len();
+    out.resize(
+        start + base64::encoded_len(data.len(), true).unwrap_or(0),
+        0,
+    );
+    // The slice was sized by encoded_len, so encoding always fits.
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(data, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,25 +60,14 @@ impl Sha256 {
 
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
-        let s = s.as_bytes();
-        if s.len() != 64 {
-            return None;
-        }
         let mut out = [0u8; 32];
-        for (i, pair) in s.chunks(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = u8::try_from(hi * 16 + lo).ok()?;
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(Self(out))
     }
 
     /// Lower-case hex.
     pub fn hex(&self) -> String {
-        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        hex::encode(self.0)
     }
 }
 

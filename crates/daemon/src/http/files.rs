@@ -98,7 +98,7 @@ pub(super) fn info(r: &cloudshell_store::FileRecord) -> wire::FileInfo {
 }
 
 pub(super) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 pub(super) async fn list(
@@ -160,25 +160,16 @@ pub(super) fn survivable(state: &State, losses: usize) -> usize {
     losses.min(state.nodes().len())
 }
 
-/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range.
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range (RFC 9110
+/// section 14.1.2, by `http-range-header`); several ranges, or none that
+/// this file can satisfy, give `None` (416).
 pub(super) fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
-    let spec = value.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
+    let one = std::num::NonZeroUsize::MIN;
+    let parsed = http_range_header::parse_range_header_with_max_ranges(value.trim(), one).ok()?;
+    match parsed.validate(size).ok()?.as_slice() {
+        [r] => Some(*r.start()..r.end().saturating_add(1)),
+        _ => None,
     }
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (size.saturating_sub(n), size)
-        }
-        (a, "") => (a.parse().ok()?, size),
-        (a, b) => (
-            a.parse().ok()?,
-            b.parse::<u64>().ok()?.saturating_add(1).min(size),
-        ),
-    };
-    (start < end && start < size).then_some(start..end)
 }
 
 pub(super) async fn download(
