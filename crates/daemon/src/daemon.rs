@@ -13,7 +13,7 @@ use cloudshell_store::{KeySource, Store, StoreSettings};
 use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, DaemonConfig};
-use crate::error::{DaemonError, io};
+use crate::error::{self, DaemonError, io};
 use crate::http::{self, framing, latency};
 use crate::nodes::fleet::{Fleet, wait_connected};
 use crate::nodes::health;
@@ -136,9 +136,9 @@ impl Daemon {
             changes: fleet.changes.clone(),
             s3: Arc::new(s3::S3State {
                 meta: s3::meta::Meta::open(&config.data_dir.join("s3.redb"))
-                    .map_err(|e| DaemonError::S3(e.to_string()))?,
+                    .map_err(error::s3("cannot open the buckets"))?,
                 keys: s3::keys::Keys::open(&config.data_dir.join("s3-keys.json"))
-                    .map_err(|e| DaemonError::S3(e.to_string()))?,
+                    .map_err(error::s3("cannot open the access keys"))?,
                 locks: s3::write::KeyLocks::default(),
             }),
         });
@@ -146,7 +146,7 @@ impl Daemon {
         // the index goes into the objects' own records.
         let moved = s3::write::migrate_legacy_objects(state.as_ref(), &state.s3)
             .await
-            .map_err(|e| DaemonError::S3(e.to_string()))?;
+            .map_err(error::s3("cannot move object metadata into the index"))?;
         if moved > 0 {
             tracing::info!(objects = moved, "S3 object metadata moved into the index");
         }
@@ -355,10 +355,10 @@ fn restore_s3(store: &Store, path: &std::path::Path) -> Result<(usize, usize), D
     let Some(blob) = blob else {
         return Ok((0, 0));
     };
-    let meta = s3::meta::Meta::open(path).map_err(|e| DaemonError::S3(e.to_string()))?;
+    let meta = s3::meta::Meta::open(path).map_err(error::s3("cannot open the buckets"))?;
     let buckets = meta
         .import(&blob)
-        .map_err(|e| DaemonError::S3(e.to_string()))?;
+        .map_err(error::s3("cannot restore the buckets"))?;
     let objects = store
         .index()
         .files_from(s3::meta::OBJECTS_DIR, None, usize::MAX)

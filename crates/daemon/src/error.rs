@@ -22,14 +22,26 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] cloudshell_store::StoreError),
     /// The daemon's network identity or socket.
-    #[error("network: {0}")]
-    Net(String),
+    #[error("network: {what}")]
+    Net {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: BoxError,
+    },
     /// A CloudShell client could not be made.
     #[error("cannot make a CloudShell client")]
     Client(#[from] cloudshell::ConfigError),
     /// The S3 endpoint's state.
-    #[error("S3: {0}")]
-    S3(String),
+    #[error("S3: {what}")]
+    S3 {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: BoxError,
+    },
     /// Not a region name.
     #[error(transparent)]
     Region(#[from] cloudshell::ValidationError),
@@ -44,6 +56,37 @@ pub enum DaemonError {
         /// The nodes that are not connected, and why.
         detail: String,
     },
+}
+
+/// A source error of any of our crates' (or the standard library's) kind.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `DaemonError::Net` for `what`.
+pub(crate) fn net<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> DaemonError {
+    move |e| DaemonError::Net {
+        what,
+        source: e.into(),
+    }
+}
+
+/// `DaemonError::S3` for `what`.
+pub(crate) fn s3<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> DaemonError {
+    move |e| DaemonError::S3 {
+        what,
+        source: e.into(),
+    }
+}
+
+/// An error and its sources, `: `-separated: the whole story, for logs
+/// and for answers a user reads.
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    message
 }
 
 pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {

@@ -172,7 +172,7 @@ impl Store {
             Ok::<_, StoreError>((encoded, manifest))
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .map_err(|e| StoreError::Task(e.into()))??;
         let mut writes = FuturesUnordered::new();
         for (i, (blob, manifest_blob)) in encoded.blobs.iter().zip(&manifest.blobs).enumerate() {
             let node = nodes[i % nodes.len()].clone();

@@ -28,8 +28,8 @@ const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("owners");
 #[non_exhaustive]
 pub enum IndexError {
     /// The database failed.
-    #[error("index database: {0}")]
-    Database(String),
+    #[error("index database")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A record did not decode.
     #[error("index record is corrupt: {0}")]
     Corrupt(String),
@@ -46,8 +46,8 @@ pub enum IndexError {
     },
 }
 
-fn db<E: std::fmt::Display>(e: E) -> IndexError {
-    IndexError::Database(e.to_string())
+fn db<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> IndexError {
+    IndexError::Database(e.into())
 }
 
 mod records;

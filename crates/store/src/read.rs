@@ -362,6 +362,6 @@ impl Store {
             Ok(payload)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| StoreError::Task(e.into()))?
     }
 }

@@ -177,7 +177,7 @@ impl Store {
         Arc::clone(&self.chunk_budget)
             .acquire_owned()
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))
+            .map_err(|e| StoreError::Task(e.into()))
     }
 
     /// The nodes (handles: taking one offline takes the store's offline).

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use cloudshell_store::StoreError;
 use cloudshell_store_api as wire;
 
+pub(crate) use crate::error::with_sources;
+
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -58,17 +60,6 @@ impl From<StoreError> for ApiError {
         }
         Self::new(status, code, message)
     }
-}
-
-/// An error and its sources, `: `-separated: the whole story for a user.
-pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    message
 }
 
 /// What to do when a node is out of room.

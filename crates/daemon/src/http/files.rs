@@ -210,7 +210,7 @@ pub(super) async fn download(
         if let Err(e) = store_state.store.read(&version, task_range, writer).await {
             // The body ends short of its Content-Length: the client sees a
             // truncated transfer, never wrong bytes.
-            tracing::warn!(file = %name, "download failed: {e}");
+            tracing::warn!(file = %name, "download failed: {}", crate::error::with_sources(&e));
         }
     });
     // 256 KiB reads off the pipe (the default, 4 KiB, made a 1 GiB

@@ -101,9 +101,13 @@ pub(super) async fn set_quota(
         ),
     };
     let node = find_node(&state, &id)?;
-    state
-        .set_node_quota(&id, bytes)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string()))?;
+    state.set_node_quota(&id, bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            with_sources(&e),
+        )
+    })?;
     Ok(node_answer(&node))
 }
 

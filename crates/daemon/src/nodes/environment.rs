@@ -42,11 +42,11 @@ pub enum EnvironmentError {
     #[error("environment {0} is not RUNNING after {RUNNING_TIMEOUT:?}")]
     Slow(EnvironmentId),
     /// The shell session failed.
-    #[error("shell session: {0}")]
-    Session(String),
+    #[error("shell session")]
+    Session(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Uploading a file failed.
-    #[error("upload: {0}")]
-    Upload(String),
+    #[error("upload")]
+    Upload(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn api<E: std::fmt::Display>(operation: &'static str) -> impl Fn(E) -> EnvironmentError {
@@ -144,7 +144,7 @@ pub async fn run(
     let session = session(client, id).await?;
     let (code, out) = capture_command(session, command)
         .await
-        .map_err(|e| EnvironmentError::Session(e.to_string()))?;
+        .map_err(|e| EnvironmentError::Session(e.into()))?;
     Ok((code, String::from_utf8_lossy(&out).into_owned()))
 }
 
@@ -155,7 +155,7 @@ async fn session(client: &Client, id: &EnvironmentId) -> Result<Session, Environ
         .map_err(api("CreateSession"))?;
     Session::connect(ConnectOptions::new(s.stream_url, s.token_value))
         .await
-        .map_err(|e| EnvironmentError::Session(e.to_string()))
+        .map_err(|e| EnvironmentError::Session(e.into()))
 }
 
 /// Uploads `bytes` to `path` (relative to the home) through the
@@ -182,7 +182,7 @@ pub async fn upload(
     client
         .post_presigned(&post, name, length, body)
         .await
-        .map_err(|e| EnvironmentError::Upload(e.to_string()))
+        .map_err(|e| EnvironmentError::Upload(e.into()))
 }
 
 /// Uploads `bytes` to `path` (relative to the home) through the shell
@@ -196,7 +196,7 @@ pub async fn upload_through_shell(
     bytes: bytes::Bytes,
 ) -> Result<(), EnvironmentError> {
     use cloudshell_ssm::transfer::{self, Kind, UploadPlan};
-    let fail = |e: transfer::TransferError| EnvironmentError::Upload(e.to_string());
+    let fail = |e: transfer::TransferError| EnvironmentError::Upload(e.into());
     let name = path.rsplit('/').next().unwrap_or(path);
     let plan = UploadPlan::new(path, name, Kind::File);
     // The probe also clears the way (and tells of an earlier partial file,

@@ -45,8 +45,9 @@ impl Fleet {
         for r in &regions {
             clients.push(source.client(r).await?);
         }
-        let identity = Identity::load_or_create(&data_dir.join("identity"))
-            .map_err(|e| DaemonError::Net(e.to_string()))?;
+        let identity = Identity::load_or_create(&data_dir.join("identity")).map_err(
+            crate::error::net("cannot load or make the daemon's identity"),
+        )?;
         let (pool, endpoints) = quic(config, &identity).await?;
         let agent = agent_binary(config)?;
         let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
@@ -162,7 +163,7 @@ pub(crate) async fn quic(
             cloudshell_net::stun::discover(&probe, &servers, Duration::from_secs(3))
         })
         .await
-        .map_err(|e| DaemonError::Net(e.to_string()))?
+        .map_err(crate::error::net("STUN discovery stopped"))?
     };
     for f in &found.failures {
         tracing::warn!("STUN: {f}");
@@ -195,7 +196,8 @@ pub(crate) async fn quic(
     if !endpoints.contains(&local) {
         endpoints.push(local);
     }
-    let pool = Pool::new(socket, identity).map_err(|e| DaemonError::Net(e.to_string()))?;
+    let pool =
+        Pool::new(socket, identity).map_err(crate::error::net("cannot open the QUIC endpoint"))?;
     pool.set_nat(found.nat);
     Ok((pool, endpoints))
 }

@@ -100,8 +100,8 @@ pub enum NodeError {
     #[error(transparent)]
     Bootstrap(#[from] BootstrapError),
     /// Connecting to the agent.
-    #[error("connecting to the agent: {0}")]
-    Connect(String),
+    #[error("connecting to the agent")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Keeps one region's node served.
@@ -145,10 +145,10 @@ impl NodeManager {
                     down_since = tokio::time::Instant::now();
                 }
                 Err(e) => {
-                    tracing::warn!(region = %self.region, "node not up: {e}");
+                    tracing::warn!(region = %self.region, "node not up: {}", crate::error::with_sources(&e));
                     let lost = down_since.elapsed() >= self.shared.repair_after;
                     self.node.update(|s| {
-                        s.last_error = Some(e.to_string());
+                        s.last_error = Some(crate::error::with_sources(&e));
                         if s.state != NodeState::Offline {
                             s.state = if lost {
                                 NodeState::Lost
@@ -199,12 +199,12 @@ impl NodeManager {
             .shared
             .pool
             .client(line.fingerprint, line.route())
-            .map_err(|e| NodeError::Connect(e.to_string()))?;
+            .map_err(|e| NodeError::Connect(e.into()))?;
         let remote = RemoteShards::new(client);
         let stats = remote
             .stats()
             .await
-            .map_err(|e| NodeError::Connect(e.to_string()))?;
+            .map_err(|e| NodeError::Connect(e.into()))?;
         self.node.serve(Some(remote.clone()));
         if self.node.status().state != NodeState::Offline {
             self.store_node.set_online(true);
@@ -305,7 +305,8 @@ impl NodeManager {
                 }
                 Err(e) => {
                     failures += 1;
-                    self.node.update(|s| s.last_error = Some(e.to_string()));
+                    self.node
+                        .update(|s| s.last_error = Some(crate::error::with_sources(&e)));
                     if failures >= HEALTH_FAILURES {
                         break;
                     }

@@ -27,8 +27,9 @@ pub(crate) async fn backup_loop(state: Arc<State>) {
                 });
             }
             Err(e) => {
-                tracing::warn!("index backup failed (will retry): {e}");
-                state.backup_status(|b| b.last_error = Some(e.to_string()));
+                let why = crate::error::with_sources(&e);
+                tracing::warn!("index backup failed (will retry): {why}");
+                state.backup_status(|b| b.last_error = Some(why));
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 state.touch();
             }
@@ -42,7 +43,7 @@ async fn backup(state: &State) -> Result<cloudshell_store::backup::BackupReport,
         .s3
         .meta
         .export()
-        .map_err(|e| DaemonError::S3(e.to_string()))?;
+        .map_err(crate::error::s3("cannot export the buckets"))?;
     state
         .store
         .index()

@@ -68,9 +68,9 @@ pub enum StoreError {
     /// Local input or output failed.
     #[error("input or output failed")]
     Io(#[from] std::io::Error),
-    /// A worker task failed.
-    #[error("internal task failed: {0}")]
-    Task(String),
+    /// A worker task failed (panicked or was cancelled).
+    #[error("internal task failed")]
+    Task(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// No index backup on the nodes decodes; each generation found, and
     /// why not. Nothing was written.
     #[error("no index backup on the nodes could be read: {}", list_skipped(.0))]

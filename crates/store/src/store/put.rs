@@ -155,7 +155,7 @@ impl Store {
         } = match blobs {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return (None, Vec::new(), Some(e)),
-            Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.to_string()))),
+            Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.into()))),
         };
         let put = |index: usize, node_id: String| {
             let key = ShardKey {

@@ -106,7 +106,7 @@ impl Store {
             let payload_len = entry.payload_len as usize;
             let all = tokio::task::spawn_blocking(move || coding.all_shards(&shards, payload_len))
                 .await
-                .map_err(|e| StoreError::Task(e.to_string()))??;
+                .map_err(|e| StoreError::Task(e.into()))??;
             let holders: Vec<&str> = entry
                 .shards
                 .iter()
