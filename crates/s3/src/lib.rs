@@ -435,7 +435,7 @@ impl S3 for StoreS3 {
         let body = input
             .body
             .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?
-            .map_err(|e| std::io::Error::other(e.to_string()));
+            .map_err(std::io::Error::other);
         let staged = write::staging_name();
         let (size, etag) = self
             .store_file(&staged, body, input.content_md5.as_deref())
@@ -600,7 +600,7 @@ impl S3 for StoreS3 {
         self.require_bucket(&input.bucket)?;
         let body = self
             .read_stream(version, 0..src.size)
-            .map_err(|e| std::io::Error::other(e.to_string()));
+            .map_err(std::io::Error::other);
         let staged = write::staging_name();
         let (size, etag) = self.store_file(&staged, body, None).await?;
         if size != src.size {

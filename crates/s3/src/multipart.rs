@@ -63,7 +63,7 @@ pub async fn upload_part(
     let body = input
         .body
         .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
-    let body = futures_util::TryStreamExt::map_err(body, |e| std::io::Error::other(e.to_string()));
+    let body = futures_util::TryStreamExt::map_err(body, std::io::Error::other);
     let (size, etag) = s3
         .store_file(
             &meta::part_file(&input.upload_id, input.part_number),
