@@ -10,4 +10,4 @@ target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q --bins
 report=(--report docs/reliability.md)
 for a in "$@"; do [ "$a" = --quick ] && report=(); done
-exec python3 bench/faults/run.py "$target/release/cloudshell" "${report[@]}" "$@"
+exec python3 -m bench.faults.run "$target/release/cloudshell" "${report[@]}" "$@"

@@ -5,7 +5,7 @@ emulator's nine local agents). Runs alternate (S3, API, S3, API, ...) so
 drift on a shared machine hits both alike. Prints MB/s per run, the median,
 the ratio S3 / JSON API and the daemon's peak RSS during each transfer.
 
-Usage: python3 bench/s3.py CLOUDSHELL_BINARY [SIZE_MIB [RUNS]]  (1024 3)
+Usage: python3 -m bench.s3 CLOUDSHELL_BINARY [SIZE_MIB [RUNS]]  (1024 3)
 """
 
 import os
@@ -17,8 +17,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-from store import kill_agents_under, rss_mib, reset_peak  # noqa: E402
+from .faults.harness import kill_under as kill_agents_under, rss_mib
+from .suite.common import reset_peak
 
 
 def timed(pid, argv, env):

@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q --bins
 echo "machine: $(nproc) cores, $(uname -r), $(aws --version 2>&1 | cut -d' ' -f1)"
-python3 bench/s3.py "$target/release/cloudshell" "$@"
+python3 -m bench.s3 "$target/release/cloudshell" "$@"

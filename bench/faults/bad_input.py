@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.parse
 
-from harness import MIB, Daemon, check, content, rss_mib, sha256
+from .harness import MIB, Daemon, check, content, rss_mib, sha256, wait_until
 
 PASSPHRASE_VAR = "FAULTS_PASSPHRASE"
 
@@ -64,14 +64,14 @@ def cut_upload(url, path, declared, sent, host="127.0.0.1", chunked=False):
 
 
 def wait_disk_matches_index(d, what, timeout=30):
-    started = time.monotonic()
-    while True:
+    """Waits until the nodes hold exactly the shards the index names: what
+    an interrupted write stored has been taken away."""
+    def counts():
         on_disk, in_index = d.shard_counts()
-        if on_disk == in_index:
-            return
-        check(time.monotonic() - started < timeout,
-              f"{what}: {on_disk} shards on disk, {in_index} in the index")
-        time.sleep(0.5)
+        return (on_disk, in_index) if on_disk == in_index else None
+    wait_until(counts, timeout,
+               lambda _: f"{what}: {d.shard_counts()[0]} shards on disk, "
+               f"{d.shard_counts()[1]} in the index")
 
 
 def keys_and_passphrases(cli, work, figures):
@@ -134,10 +134,10 @@ def json_api(d, figures):
     # Uploads cut short, with a length and chunked.
     cut_upload(d.url, "/api/files/cut/declared.bin", 8 * MIB, 3 * MIB)
     cut_upload(d.url, "/api/files/cut/chunked.bin", 0, 3 * MIB, chunked=True)
-    time.sleep(1)
+    # Once what the cut uploads stored is taken away, they are over.
+    wait_disk_matches_index(d, "cut uploads")
     listed = d.files()
     check(not any(n.startswith("cut/") for n in listed), f"a cut upload is visible: {list(listed)}")
-    wait_disk_matches_index(d, "cut uploads")
     # Oversized and malformed requests.
     big_header = raw(d.url, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
                      + b"a" * MIB + b"\r\n\r\n")
@@ -199,7 +199,7 @@ def s3_api(d, work, figures):
     url = urllib.parse.urlsplit(s3.generate_presigned_url(
         "put_object", Params={"Bucket": "bad", "Key": "cut.bin"}, ExpiresIn=600))
     cut_upload(d.s3, f"{url.path}?{url.query}", 8 * MIB, 3 * MIB, host=url.netloc)
-    time.sleep(1)
+    wait_disk_matches_index(d, "a cut S3 upload")
     check(code(lambda: s3.head_object(Bucket="bad", Key="cut.bin")) in ("404", "NoSuchKey"),
           "a cut S3 upload is visible")
     # A body that does not match its Content-MD5.

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.parse
 
-from harness import MIB, Daemon, check, content, rng, sha256
+from .harness import MIB, Daemon, check, content, rng, sha256, wait_until
 
 HERE = os.path.dirname(__file__)
 LINEARIZABILITY = os.path.join(HERE, "..", "..", "tests", "python", "linearizability.py")
@@ -63,13 +63,14 @@ def race(cli, work, opts):
 
 def wait_backup(d, after=None, timeout=60):
     """Waits until the index backup holds every change; returns its generation."""
-    started = time.monotonic()
-    while True:
+    def backed_up():
         b = d.json("GET", "/api/health")["index_backup"]
-        if not b["pending"] and b["generation"] and b["generation"] != after:
-            return b["generation"]
-        check(time.monotonic() - started < timeout, f"no index backup in {timeout} s: {b}")
-        time.sleep(0.3)
+        return b["generation"] if not b["pending"] and b["generation"] != after else None
+    generation, _ = wait_until(
+        backed_up, timeout,
+        lambda _: f"no index backup in {timeout} s: {d.json('GET', '/api/health')['index_backup']}",
+        every=0.3)
+    return generation
 
 
 def backup_files(d, generation):
@@ -315,13 +316,8 @@ def interrupted_repair(cli, work, opts):
             check("repair of" in f["error"] and "not stored" not in f["error"],
                   f"a failed repair reads like something else: {f['error']}")
         d.wait_connected(9)
-        stray = orphans(d)
-        for _ in range(60):
-            if stray == 0:
-                break
-            time.sleep(1)
-            stray = orphans(d)
-        check(stray == 0, f"{stray} shard files nothing refers to")
+        wait_until(lambda: orphans(d) == 0, 60,
+                   lambda _: f"{orphans(d)} shard files nothing refers to", every=1)
         for name, digest in expected.items():
             status, body = d.get(name)
             check(status == 200 and sha256(body) == digest, f"{name} reads wrong")
@@ -387,13 +383,10 @@ def full_disk(cli, work, opts):
         check(last_on_full is not None and last_on_full < count - 5,
               f"the node took shards until upload {last_on_full} of {count}")
         # Its status follows the agent's stats (every few seconds).
-        waited = time.monotonic()
-        while True:
+        def shown_full():
             node = next(n for n in d.nodes() if n["id"] == victim["id"])
-            if node["full"]:
-                break
-            check(time.monotonic() - waited < 20, f"{victim['id']} is not shown full: {node}")
-            time.sleep(0.5)
+            return node if node["full"] else None
+        wait_until(shown_full, 20, lambda _: f"{victim['id']} is not shown full")
         listing = subprocess.run([cli, "store", "--url", d.url, "nodes"],
                                  capture_output=True, text=True).stdout
         row = next(line for line in listing.splitlines() if line.startswith(victim["id"]))

@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 
-from harness import check
+from .harness import check
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 

@@ -34,6 +34,20 @@ def check(cond, what):
         raise Failed(what)
 
 
+def wait_until(probe, timeout, why, every=0.5):
+    """Waits until `probe()` returns something true and returns it with the
+    seconds waited; fails with `why(last)` (the last value probed) after
+    `timeout` seconds. Scenarios wait on what they need to see, never for
+    a fixed time."""
+    started = time.monotonic()
+    while True:
+        last = probe()
+        if last:
+            return last, time.monotonic() - started
+        check(time.monotonic() - started < timeout, why(last))
+        time.sleep(every)
+
+
 def content(seed, size):
     """Deterministic bytes for (seed, size), made in 1 MiB blocks."""
     out = bytearray()
@@ -219,13 +233,11 @@ class Daemon:
         return [n for n in self.nodes() if n["state"] == "connected"]
 
     def wait_connected(self, n=9, timeout=180):
-        started = time.monotonic()
-        while len(self.connected()) < n:
-            check(time.monotonic() - started < timeout,
-                  f"{n} nodes not connected within {timeout} s: "
-                  + ", ".join(f"{x['region']}={x['state']}" for x in self.nodes()))
-            time.sleep(0.5)
-        return time.monotonic() - started
+        _, waited = wait_until(
+            lambda: len(self.connected()) >= n, timeout,
+            lambda _: f"{n} nodes not connected within {timeout} s: "
+            + ", ".join(f"{x['region']}={x['state']}" for x in self.nodes()))
+        return waited
 
     def wait_restarted(self, victims, timeout=300):
         """Waits until every node in `victims` (as /api/nodes gave them) is
@@ -248,13 +260,12 @@ class Daemon:
         """Runs a scrub now and returns its report."""
         before = self.json("GET", "/api/scrub").get("last_finished")
         self.json("POST", "/api/scrub")
-        started = time.monotonic()
-        while True:
+
+        def finished():
             s = self.json("GET", "/api/scrub")
-            if not s["running"] and s.get("last_finished") not in (None, before):
-                return s
-            check(time.monotonic() - started < timeout, "the scrub did not finish")
-            time.sleep(0.5)
+            return s if not s["running"] and s.get("last_finished") not in (None, before) else None
+        s, _ = wait_until(finished, timeout, lambda _: "the scrub did not finish")
+        return s
 
     # --- the nodes' disks ----------------------------------------------
 

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 
-from harness import Daemon, check, content, rss_mib, sha256
+from .harness import Daemon, check, content, rss_mib, sha256
 
 OPS = ("put", "get", "list", "delete")
 WEIGHTS = (4, 4, 1, 1)

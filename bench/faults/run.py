@@ -1,6 +1,6 @@
 """Runs the fault scenarios against a real daemon and writes the report.
 
-Usage: python3 bench/faults/run.py CLOUDSHELL_BINARY [--only NAME ...]
+Usage: python3 -m bench.faults.run CLOUDSHELL_BINARY [--only NAME ...]
        [--quick] [--report PATH] [scenario options]
 """
 
@@ -12,9 +12,8 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(__file__))
-from harness import Failed, Workdir  # noqa: E402
-from scenarios import SCENARIOS  # noqa: E402
+from .harness import Failed, Workdir
+from .scenarios import SCENARIOS
 
 
 def main():

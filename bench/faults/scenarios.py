@@ -12,12 +12,13 @@ import threading
 import time
 import zlib
 
-from bad_input import bad_input
-from correctness import SCENARIOS as CORRECTNESS
-from fuzz import fuzz
-from load import load
-from security import security
-from harness import MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256
+from .bad_input import bad_input
+from .correctness import SCENARIOS as CORRECTNESS
+from .fuzz import fuzz
+from .load import load
+from .security import security
+from .harness import (MIB, Daemon, Emulator, Failed, check, content, mixed_sizes, rng, sha256,
+                      wait_until)
 
 
 def upload_all(d, files, threads=4):
@@ -249,15 +250,12 @@ def daemon_killed(cli, work, opts):
 
 def wait_redundant(d, timeout=900):
     """Waits until every file survives losing m nodes again."""
-    started = time.monotonic()
-    while True:
-        files = d.files().values()
-        weak = [f["name"] for f in files if f["health"]["state"] != "healthy"]
-        if not weak:
-            return time.monotonic() - started
-        check(time.monotonic() - started < timeout,
-              f"{len(weak)} files still not fully redundant after {timeout} s: {weak[:3]}")
-        time.sleep(1)
+    def weak():
+        return [f["name"] for f in d.files().values() if f["health"]["state"] != "healthy"]
+    _, waited = wait_until(lambda: not weak(), timeout,
+                           lambda _: f"files still not fully redundant after {timeout} s: "
+                           f"{weak()[:3]}", every=1)
+    return waited
 
 
 def reclaimed(cli, work, opts):
@@ -283,11 +281,11 @@ def reclaimed(cli, work, opts):
             home = emu.home(v["environment_id"])
             lost_shards += sum(1 for p, *_ in d.shard_files() if p.startswith(home + "/"))
             emu.cloudshell(v["region"], "stop", v["environment_id"], "--wait")
-        time.sleep(1.5)
         for v in victims:
-            st = emu.cloudshell(v["region"], "status", v["environment_id"])
-            check("reclaimed" in (st.get("status_reason") or st.get("StatusReason") or ""),
-                  f"{v['region']} was not reclaimed: {st}")
+            def reason(v=v):
+                st = emu.cloudshell(v["region"], "status", v["environment_id"])
+                return "reclaimed" in (st.get("status_reason") or st.get("StatusReason") or "")
+            wait_until(reason, 30, lambda _, v=v: f"{v['region']} was not reclaimed")
             check(not os.path.exists(os.path.join(emu.home(v["environment_id"]),
                                                   ".cloudshell-agent")),
                   f"{v['region']}: the home was not wiped")

@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.parse
 
-from harness import Daemon, Emulator, check
+from .harness import Daemon, Emulator, check
 
 
 def outward_ip():

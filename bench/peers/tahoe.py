@@ -10,7 +10,7 @@ its own virtualenv, created on demand by :func:`ensure_venv`.
 
 Smoke run::
 
-    python3 bench/peers/tahoe.py [--venv DIR] [--size-mib N] [--files N]
+    python3 -m bench.peers.tahoe [--venv DIR] [--size-mib N] [--files N]
 
 Library use::
 

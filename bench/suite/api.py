@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from common import CLI, EMULATOR, ROOT, log, med, span
+from .common import CLI, EMULATOR, ROOT, log, med, span
 
 GNU_TIME = "/usr/bin/time"
 

@@ -17,10 +17,6 @@ EMULATOR = os.path.join(TARGET, "release", "cloudshell-emulator")
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "cloudshell-bench")
 MIB = 1 << 20
 
-sys.path.insert(0, os.path.join(ROOT, "bench", "faults"))
-sys.path.insert(0, os.path.join(ROOT, "bench", "lib"))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
-
 
 def log(*args):
     print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)

@@ -17,10 +17,10 @@ import threading
 import time
 import urllib.parse
 
-from common import CACHE, CLI, MIB, content_file, cpu_seconds, log, reset_peak, status_kib
-import harness
-import hotspots
-from peers import tahoe
+from .common import CACHE, CLI, MIB, content_file, cpu_seconds, log, reset_peak, status_kib
+from ..faults import harness
+from . import hotspots
+from ..peers import tahoe
 
 SMALL = 4096
 THREADS = 8

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-from common import log
+from .common import log
 
 # First match wins; matched against "library symbol".
 CATEGORIES = [

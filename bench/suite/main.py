@@ -13,14 +13,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import ROOT, Report, log, machine  # noqa: E402
-import api  # noqa: E402
-import endtoend  # noqa: E402
-import hotspots  # noqa: E402
-import pipeline  # noqa: E402
-import wan  # noqa: E402
+from . import api, endtoend, hotspots, pipeline, wan
+from .common import ROOT, Report, log, machine
 
 ORDER = ["intro", "api", "pipeline", "endtoend", "profile", "wan", "other"]
 COMMAND = "bench/run"

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from common import ROOT, TARGET, log
+from .common import ROOT, TARGET, log
 
 GROUP = "store-pipeline-64MiB"
 TOTAL = 64 << 20

@@ -18,9 +18,9 @@ import os
 import tempfile
 import time
 
-from common import CLI, MIB, log, med, span
-import harness
-from netlab import Lab, Link
+from .common import CLI, MIB, log, med, span
+from ..faults import harness
+from ..lib.netlab import Lab, Link
 
 K, N = 6, 9
 

@@ -7,7 +7,7 @@
 //!   its agent serving;
 //! - [`node`]: a region's node: its status, and the store's view of it;
 //! - [`health`]: what is known about the shards' health;
-//! - [`fleet`]: every node's machinery, before a store is opened over them.
+//! - `fleet`: every node's machinery, before a store is opened over them.
 
 pub mod bootstrap;
 pub mod environment;

@@ -3,7 +3,7 @@
 //! - [`repair`]: rebuilds what a lost or wiped node held, retries
 //!   unfinished repairs;
 //! - [`scrub`]: the scrubber, which verifies every shard in place;
-//! - [`backup`]: the index backup after changes;
+//! - `backup`: the index backup after changes;
 //! - [`jobs`]: long operations the API starts and follows.
 
 pub(crate) mod backup;

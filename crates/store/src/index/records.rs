@@ -214,6 +214,6 @@ pub struct IndexContents {
     pub files: Vec<FileRecord>,
     /// Their manifests.
     pub manifests: Vec<Manifest>,
-    /// The extras ([`Index::set_extra`]), by name.
+    /// The extras ([`super::Index::set_extra`]), by name.
     pub extras: BTreeMap<String, Vec<u8>>,
 }

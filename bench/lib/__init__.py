@@ -1,0 +1,1 @@
+"""Shared pieces: a simulated wide-area network."""

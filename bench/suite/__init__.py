@@ -1,0 +1,1 @@
+"""The comparisons of docs/benchmarks.md (`python3 -m bench.suite.main`)."""
