@@ -11,7 +11,7 @@ use clap::Parser;
 use cloudshell_net::punch;
 use cloudshell_net::stun::{self, NatKind};
 use cloudshell_net::tls::{Fingerprint, Identity};
-use cloudshell_node::{ShardService, VERSION};
+use cloudshell_node::{Announcement, ShardService, VERSION};
 use cloudshell_store::LocalDirStore;
 
 /// Stores the file store's shards and serves them to one daemon over QUIC.
@@ -132,15 +132,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .try_clone()
         .context("cannot share the socket for hole punching")?;
     let endpoint = cloudshell_net::quic::server_endpoint(socket, &identity, daemon)?;
-    let line = serde_json::json!({
-        "fingerprint": identity.fingerprint().to_string(),
-        "local_addr": local.to_string(),
-        "public_addr": found.public.map(|a| a.to_string()),
-        "nat": found.nat.map_or("unknown", NatKind::as_str),
-        "pid": std::process::id(),
-        "version": VERSION,
-    });
-    println!("{line}");
+    let line = Announcement {
+        fingerprint: identity.fingerprint().to_string(),
+        local_addr: local,
+        public_addr: found.public,
+        nat: Some(found.nat.map_or("unknown", NatKind::as_str).to_owned()),
+        pid: std::process::id(),
+        version: Some(VERSION.to_owned()),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&line).context("cannot write the announcement")?
+    );
     let watched = endpoint.clone();
     tokio::spawn(punch::while_unconnected(
         punch_socket,

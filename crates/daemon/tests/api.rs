@@ -191,18 +191,8 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     let dir = tempfile::tempdir().unwrap();
     let _kill = KillAgentsUnder(dir.path().to_owned());
     let (_emulator, source) = emulator(dir.path()).await;
-    let regions = [
-        "us-east-1",
-        "us-east-2",
-        "us-west-2",
-        "eu-west-1",
-        "eu-central-1",
-        "eu-north-1",
-        "ap-southeast-1",
-        "ap-northeast-1",
-        "ap-south-1",
-    ];
-    let daemon = Daemon::start(config(dir.path(), &regions), source)
+    let regions = cloudshell_daemon::config::EMULATED_REGIONS;
+    let daemon = Daemon::start(config(dir.path(), regions), source)
         .await
         .unwrap();
     daemon.wait_ready(Duration::from_secs(300)).await.unwrap();

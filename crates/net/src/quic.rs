@@ -62,8 +62,8 @@ pub enum NetError {
         after: Duration,
     },
     /// The connection broke.
-    #[error("connection lost: {0}")]
-    Lost(String),
+    #[error("connection lost")]
+    Lost(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The peer sent bytes that are not the protocol.
     #[error("protocol error: {0}")]
     Wire(#[from] WireError),
@@ -100,7 +100,7 @@ pub fn server_endpoint(
     peer: Fingerprint,
 ) -> Result<quinn::Endpoint, NetError> {
     let crypto = QuicServerConfig::try_from(tls::server_config(identity, peer)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(|e| TlsError::Config(e.into()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
     let runtime = runtime()?;
@@ -167,7 +167,7 @@ async fn answer(
     let mut head = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut head)
         .await
-        .map_err(|e| NetError::Lost(e.to_string()))?;
+        .map_err(|e| NetError::Lost(e.into()))?;
     let response = match read_request(&head, &mut recv).await {
         Ok(Request::Hello { .. }) => Response::Hello {
             software: software.to_owned(),
@@ -184,7 +184,7 @@ async fn answer(
     };
     send.write_all(&response.encode())
         .await
-        .map_err(|e| NetError::Lost(e.to_string()))?;
+        .map_err(|e| NetError::Lost(e.into()))?;
     let _ = send.finish();
     // Wait until the peer has the answer (or gives up) before dropping.
     let _ = send.stopped().await;
@@ -201,7 +201,7 @@ async fn read_request(
     let mut body = vec![0u8; header.body_len as usize];
     recv.read_exact(&mut body)
         .await
-        .map_err(|e| NetError::Lost(e.to_string()))?;
+        .map_err(|e| NetError::Lost(e.into()))?;
     Ok(Request::decode(header, &body)?)
 }
 
@@ -365,7 +365,7 @@ impl Client {
 
     fn in_pool(pool: Pool, peer: Fingerprint, route: Route) -> Result<Self, NetError> {
         let crypto = QuicClientConfig::try_from(tls::client_config(&pool.inner.identity, peer)?)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+            .map_err(|e| TlsError::Config(e.into()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(transport());
         Ok(Self {
@@ -581,25 +581,29 @@ async fn hello(c: &quinn::Connection) -> Result<(), NetError> {
     {
         Response::Hello { .. } => Ok(()),
         Response::Error { message, .. } => Err(NetError::Version(message)),
-        other => Err(NetError::Lost(format!("unexpected hello answer {other:?}"))),
+        other => Err(NetError::Lost(
+            format!("unexpected hello answer {other:?}").into(),
+        )),
     }
 }
 
 async fn exchange(c: &quinn::Connection, request: &Request) -> Result<Response, NetError> {
-    let lost = |e: &dyn std::fmt::Display| NetError::Lost(e.to_string());
-    let (mut send, mut recv) = c.open_bi().await.map_err(|e| lost(&e))?;
+    fn lost<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> NetError {
+        NetError::Lost(e.into())
+    }
+    let (mut send, mut recv) = c.open_bi().await.map_err(lost)?;
     let (head, tail) = request.encode_split();
-    send.write_all(&head).await.map_err(|e| lost(&e))?;
+    send.write_all(&head).await.map_err(lost)?;
     if let Some(tail) = tail {
-        send.write_chunk(tail).await.map_err(|e| lost(&e))?;
+        send.write_chunk(tail).await.map_err(lost)?;
     }
     let _ = send.finish();
     let mut head = [0u8; FRAME_HEADER_LEN];
-    recv.read_exact(&mut head).await.map_err(|e| lost(&e))?;
+    recv.read_exact(&mut head).await.map_err(lost)?;
     let header = FrameHeader::decode(&head)?;
     let op: Op = request.op();
     header.check_response(op)?;
     let mut body = vec![0u8; header.body_len as usize];
-    recv.read_exact(&mut body).await.map_err(|e| lost(&e))?;
+    recv.read_exact(&mut body).await.map_err(lost)?;
     Ok(Response::decode(op, header, &body)?)
 }

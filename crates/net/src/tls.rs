@@ -28,8 +28,8 @@ pub const SERVER_NAME: &str = "cloudshell-agent";
 #[non_exhaustive]
 pub enum TlsError {
     /// Certificate generation failed.
-    #[error("cannot generate a certificate: {0}")]
-    Generate(String),
+    #[error("cannot generate a certificate")]
+    Generate(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Reading or writing identity files failed.
     #[error("identity file {path}")]
     Io {
@@ -43,8 +43,8 @@ pub enum TlsError {
     #[error("identity file {0} is not a PEM certificate or key")]
     Pem(String),
     /// rustls refused the configuration.
-    #[error("tls configuration: {0}")]
-    Config(String),
+    #[error("tls configuration")]
+    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The SHA-256 of a certificate (DER).
@@ -113,7 +113,7 @@ impl Identity {
     /// A fresh identity.
     pub fn generate() -> Result<Self, TlsError> {
         let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(|e| TlsError::Generate(e.into()))?;
         Ok(Self {
             cert: ck.cert.der().clone(),
             key: PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
@@ -138,7 +138,7 @@ impl Identity {
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
+            .map_err(|e| TlsError::Generate(e.into()))?;
         {
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;
@@ -289,8 +289,8 @@ impl ClientCertVerifier for Pinned {
     }
 }
 
-fn config_error<E: fmt::Display>(e: E) -> TlsError {
-    TlsError::Config(e.to_string())
+fn config_error<E: Into<Box<dyn std::error::Error + Send + Sync>>>(e: E) -> TlsError {
+    TlsError::Config(e.into())
 }
 
 /// A server (agent) configuration that accepts only the client `peer`.

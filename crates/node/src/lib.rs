@@ -21,6 +21,29 @@ use cloudshell_store::shard_store::{ShardError, ShardStore, StoreStats};
 use cloudshell_store::{LocalDirStore, ShardKey};
 use futures_util::future::BoxFuture;
 
+/// The line an agent prints on its standard output once it serves: how
+/// the daemon reaches it. One compact JSON object on one line (the
+/// daemon's start command reads it through the environment's shell, and
+/// finds the old agent's `"pid":N` in it to stop that one first); the
+/// agent writes it with this type and the daemon reads it with this type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Announcement {
+    /// The agent's certificate fingerprint, hex.
+    pub fingerprint: String,
+    /// Its local address.
+    pub local_addr: std::net::SocketAddr,
+    /// Its public address, when STUN answered.
+    pub public_addr: Option<std::net::SocketAddr>,
+    /// Its NAT as STUN saw it (`cloudshell_net::stun::NatKind`'s names).
+    #[serde(default)]
+    pub nat: Option<String>,
+    /// Its process id in the environment.
+    pub pid: u32,
+    /// Its software version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
 /// The node protocol's software version, reported in Hello and Stats.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

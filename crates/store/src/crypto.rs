@@ -48,8 +48,8 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// Argon2 refused its parameters.
-    #[error("bad key-derivation parameters: {0}")]
-    Kdf(String),
+    #[error("bad key-derivation parameters")]
+    Kdf(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A wrapped key or chunk did not authenticate.
     #[error("authentication failed: the data is corrupt or belongs elsewhere")]
     Authentication,
@@ -104,12 +104,12 @@ impl std::fmt::Debug for MasterKey {
 
 fn derive(passphrase: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32], KeyError> {
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
-        .map_err(|e| KeyError::Kdf(e.to_string()))?;
+        .map_err(|e| KeyError::Kdf(e.into()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
     argon
         .hash_password_into(passphrase, salt, &mut out)
-        .map_err(|e| KeyError::Kdf(e.to_string()))?;
+        .map_err(|e| KeyError::Kdf(e.into()))?;
     Ok(out)
 }
 

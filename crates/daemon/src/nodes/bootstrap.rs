@@ -196,23 +196,18 @@ pub fn parse_start(code: i32, output: &str) -> Result<AgentLine, BootstrapError>
 
 /// Parses the agent's JSON line.
 pub fn parse_line(json: &str) -> Result<AgentLine, BootstrapError> {
-    let bad = |what: &str| BootstrapError::Unexpected(format!("{what} in the agent's line {json}"));
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| bad("not JSON"))?;
-    let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
-    let addr = |k: &str| text(k).and_then(|s| s.parse::<SocketAddr>().ok());
+    let bad =
+        |what: String| BootstrapError::Unexpected(format!("{what} in the agent's line {json}"));
+    let line: cloudshell_node::Announcement =
+        serde_json::from_str(json).map_err(|e| bad(format!("not an announcement ({e})")))?;
     Ok(AgentLine {
-        fingerprint: text("fingerprint")
-            .and_then(Fingerprint::parse)
-            .ok_or_else(|| bad("no fingerprint"))?,
-        local_addr: addr("local_addr").ok_or_else(|| bad("no local address"))?,
-        public_addr: addr("public_addr"),
-        nat: text("nat").and_then(NatKind::parse),
-        pid: v
-            .get("pid")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|p| u32::try_from(p).ok())
-            .ok_or_else(|| bad("no pid"))?,
-        version: text("version").unwrap_or("unknown").to_owned(),
+        fingerprint: Fingerprint::parse(&line.fingerprint)
+            .ok_or_else(|| bad("no fingerprint".to_owned()))?,
+        local_addr: line.local_addr,
+        public_addr: line.public_addr,
+        nat: line.nat.as_deref().and_then(NatKind::parse),
+        pid: line.pid,
+        version: line.version.unwrap_or_else(|| "unknown".to_owned()),
     })
 }
 
