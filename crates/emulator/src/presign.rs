@@ -8,7 +8,7 @@
 //! memory: URLs stop working when the emulator restarts, as a rotated key
 //! would make them. The handlers that serve them are in [`crate::files`].
 
-use aws_lc_rs::{digest, hmac};
+use aws_lc_rs::hmac;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -17,8 +17,17 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::sigv4::same_secret;
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    UriPathNormalizationMode, sign,
+};
 use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+
+use crate::sigv4::same_secret;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// How long a presigned URL is good for (the Console's are short-lived).
@@ -118,10 +127,6 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
         .as_ref()
         .to_vec()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(digest::digest(&digest::SHA256, data))
 }
 
 /// What SigV4's canonical URI and query leave as is: RFC 3986's
@@ -235,12 +240,16 @@ impl FileSigner {
             "/_files/download/{environment_id}/{}",
             uri_encode(path, true)
         );
-        let query = format!(
-            "X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={}&X-Amz-Date={date}&X-Amz-Expires={URL_TTL_SECS}&X-Amz-SignedHeaders=host",
-            uri_encode(&Self::credential(&date[..8], region), false)
-        );
-        let signature = self
-            .query_signature(&uri_path, &query, host, &date, region)
+        let expires = std::time::Duration::from_secs(URL_TTL_SECS.unsigned_abs());
+        let query = self
+            .presign_get(host, &uri_path, "", region, now.into(), expires)
+            .map(|params| {
+                params
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", uri_encode(k, false), uri_encode(v, false)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            })
             .unwrap_or_default();
         let key = self.customer_key(&uri_path, &date);
         let key_md5 = {
@@ -248,29 +257,69 @@ impl FileSigner {
             BASE64.encode(md5::Md5::digest(&key))
         };
         json!({
-            "FileDownloadPresignedUrl": format!("http://{host}{uri_path}?{query}&X-Amz-Signature={signature}"),
+            "FileDownloadPresignedUrl": format!("http://{host}{uri_path}?{query}"),
             "FileDownloadPresignedKey": BASE64.encode(key),
             "FileDownloadPresignedKeyHash": key_md5,
         })
     }
 
-    /// The SigV4 query-string signature of a GET with only `host` signed.
-    fn query_signature(
+    /// The query parameters (`X-Amz-Algorithm` ... `X-Amz-Signature`) that
+    /// presign `GET uri_path?other_query` on `host` with only `host`
+    /// signed, made at `at` for `expires`: aws-sigv4's query signing with
+    /// S3's rules (the path, already percent-encoded, is neither encoded
+    /// again nor normalized; the payload is unsigned). `None` when the
+    /// signer refuses (a region or time it cannot sign for).
+    fn presign_get(
         &self,
-        uri_path: &str,
-        sorted_query: &str,
         host: &str,
-        date: &str,
+        uri_path: &str,
+        other_query: &str,
         region: &str,
-    ) -> Option<String> {
-        let canonical =
-            format!("GET\n{uri_path}\n{sorted_query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
-        let scope = format!("{}/{region}/s3/aws4_request", date.get(..8)?);
-        let to_sign = format!(
-            "{ALGORITHM}\n{date}\n{scope}\n{}",
-            sha256_hex(canonical.as_bytes())
-        );
-        self.sign(date.get(..8)?, region, to_sign.as_bytes())
+        at: SystemTime,
+        expires: std::time::Duration,
+    ) -> Option<Vec<(String, String)>> {
+        let identity: Identity = Credentials::new(
+            SIGNER_KEY_ID,
+            &self.secret,
+            None,
+            None,
+            "cloudshell-emulator-files",
+        )
+        .into();
+        let mut settings = SigningSettings::default();
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(expires);
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name("s3")
+            .time(at)
+            .settings(settings)
+            .build()
+            .ok()?
+            .into();
+        let uri = if other_query.is_empty() {
+            format!("http://{host}{uri_path}")
+        } else {
+            format!("http://{host}{uri_path}?{other_query}")
+        };
+        let request = SignableRequest::new(
+            "GET",
+            &uri,
+            std::iter::once(("host", host)),
+            SignableBody::UnsignedPayload,
+        )
+        .ok()?;
+        let (instructions, _) = sign(request, &params).ok()?.into_parts();
+        Some(
+            instructions
+                .params()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+                .collect(),
+        )
     }
 
     /// A 256-bit customer key bound to one URL: derived, so nothing is stored.
@@ -345,22 +394,35 @@ impl FileSigner {
         }
         let credential = param("X-Amz-Credential")?;
         let region = credential.split('/').nth(2).unwrap_or("");
-        let mut sorted: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| k != "X-Amz-Signature")
-            .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
-            .collect();
-        sorted.sort();
-        let query = sorted
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+        // Signed again as it came: its own parameters (all but the
+        // signer's) are part of the canonical query, so none can be added
+        // or changed after signing.
+        let others = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("X-Amz-"))
             .collect::<Vec<_>>()
             .join("&");
         let host = headers
             .get("host")
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        let expected = self.query_signature(uri_path, &query, host, date, region);
+        let expected = self
+            .presign_get(
+                host,
+                uri_path,
+                &others,
+                region,
+                signed_at.into(),
+                std::time::Duration::from_secs(expires.unsigned_abs()),
+            )
+            .and_then(|params| {
+                params
+                    .into_iter()
+                    .find(|(k, _)| k == "X-Amz-Signature")
+                    .map(|(_, v)| v)
+            });
         let given = param("X-Amz-Signature")?;
         if !expected.is_some_and(|e| same_secret(e.as_bytes(), given.as_bytes())) {
             return Err(S3Error::new(
@@ -645,11 +707,22 @@ mod tests {
             s.check_get(&uri, &headers, later).unwrap_err().message,
             "Request has expired"
         );
-        let tampered: Uri = uri.to_string().replace("a%20b", "c").parse().unwrap();
-        assert_eq!(
-            s.check_get(&tampered, &headers, now()).unwrap_err().code,
-            "SignatureDoesNotMatch"
-        );
+        // The path, a parameter added after signing, a longer life: each
+        // breaks the signature.
+        let text = uri.to_string();
+        for tampered in [
+            text.replace("a%20b", "c"),
+            format!("{text}&versionId=1"),
+            text.replace("X-Amz-Expires=900", "X-Amz-Expires=3600"),
+        ] {
+            assert_ne!(tampered, text);
+            let tampered: Uri = tampered.parse().unwrap();
+            assert_eq!(
+                s.check_get(&tampered, &headers, now()).unwrap_err().code,
+                "SignatureDoesNotMatch",
+                "{tampered}"
+            );
+        }
         let mut no_key = headers.clone();
         no_key.remove("x-amz-server-side-encryption-customer-key");
         assert_eq!(
