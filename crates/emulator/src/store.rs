@@ -37,10 +37,25 @@ pub struct Session {
 
 /// Why the state database could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("emulator state database {path}: {message}")]
-pub struct OpenError {
-    path: String,
-    message: String,
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another emulator holds it (redb locks the file).
+    #[error(
+        "emulator state database {path} is already in use by another emulator; stop it or pass another --data-dir"
+    )]
+    InUse {
+        /// The database file.
+        path: String,
+    },
+    /// It could not be opened or set up.
+    #[error("emulator state database {path}")]
+    Database {
+        /// The database file.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The emulator's state database.
@@ -52,21 +67,20 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let err = |message: String| OpenError {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| OpenError::Database {
             path: path.display().to_string(),
-            message,
+            source,
         };
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                err("already in use by another emulator; stop it or pass another --data-dir".into())
-            }
-            other => err(other.to_string()),
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
+                path: path.display().to_string(),
+            },
+            other => err(other.into()),
         })?;
-        let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
-        txn.open_table(ENVIRONMENTS)
-            .map_err(|e| err(e.to_string()))?;
-        txn.open_table(SESSIONS).map_err(|e| err(e.to_string()))?;
-        txn.commit().map_err(|e| err(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| err(e.into()))?;
+        txn.open_table(ENVIRONMENTS).map_err(|e| err(e.into()))?;
+        txn.open_table(SESSIONS).map_err(|e| err(e.into()))?;
+        txn.commit().map_err(|e| err(e.into()))?;
         Ok(Self { db })
     }
 

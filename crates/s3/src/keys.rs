@@ -21,10 +21,11 @@ pub struct AccessKey {
 
 /// Why the key file could not be used.
 #[derive(Debug, thiserror::Error)]
-#[error("S3 keys in {path}: {message}")]
+#[error("S3 keys in {}", path.display())]
 pub struct KeysError {
     path: PathBuf,
-    message: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// The keys, in memory and on disk.
@@ -47,27 +48,28 @@ impl Keys {
     /// Loads `path` (none yet is no keys). A file others can read is
     /// refused, as the store's key file is.
     pub fn open(path: &Path) -> Result<Self, KeysError> {
-        let err = |message: String| KeysError {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| KeysError {
             path: path.to_owned(),
-            message,
+            source,
         };
         let keys = match std::fs::read(path) {
             Ok(bytes) => {
                 use std::os::unix::fs::PermissionsExt as _;
                 let mode = std::fs::metadata(path)
-                    .map_err(|e| err(e.to_string()))?
+                    .map_err(|e| err(e.into()))?
                     .permissions()
                     .mode();
                 if mode & 0o077 != 0 {
                     return Err(err(format!(
                         "readable by others (mode {:o}); chmod 600 it",
                         mode & 0o777
-                    )));
+                    )
+                    .into()));
                 }
-                serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?
+                serde_json::from_slice(&bytes).map_err(|e| err(e.into()))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(err(e.to_string())),
+            Err(e) => return Err(err(e.into())),
         };
         Ok(Self {
             path: path.to_owned(),
@@ -80,7 +82,7 @@ impl Keys {
         use std::os::unix::fs::OpenOptionsExt as _;
         let err = |e: std::io::Error| KeysError {
             path: self.path.clone(),
-            message: e.to_string(),
+            source: e.into(),
         };
         let temp = self.path.with_extension("json.tmp");
         let mut f = std::fs::OpenOptions::new()
@@ -178,11 +180,9 @@ mod tests {
         assert!(!again.delete(&k.access_key_id).unwrap());
         assert!(Keys::open(&path).unwrap().list().is_empty());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(
-            Keys::open(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("chmod 600")
-        );
+        let e = Keys::open(&path).unwrap_err();
+        let why = std::error::Error::source(&e).unwrap().to_string();
+        assert!(e.to_string().contains("S3 keys in"), "{e}");
+        assert!(why.contains("chmod 600"), "{why}");
     }
 }
