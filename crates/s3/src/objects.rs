@@ -1,0 +1,304 @@
+//! Objects: put, get, head, delete (one or many), copy. Each resolves its
+//! key once and answers from that version; writes go through the staging
+//! and commit of [`crate::write`].
+
+use futures_util::TryStreamExt as _;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use crate::meta::{self, ObjectMeta};
+use crate::write::{self, Staged, WriteConditions};
+use crate::{StoreS3, now, secs_of, store_error, timestamp};
+
+pub(crate) async fn put_object(
+    s3: &StoreS3,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let input = req.input;
+    s3.require_bucket(&input.bucket)?;
+    let cond = WriteConditions {
+        if_match: input.if_match,
+        if_none_match: input.if_none_match,
+    };
+    // The conditions are evaluated once the body is in, as S3 does:
+    // refusing before it is read would leave its bytes on a connection
+    // the client may reuse.
+    let body = input
+        .body
+        .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?
+        .map_err(std::io::Error::other);
+    let staged = write::staging_name();
+    let (size, etag) = s3
+        .store_file(&staged, body, input.content_md5.as_deref())
+        .await?;
+    let m = ObjectMeta {
+        size,
+        etag: etag.clone(),
+        content_type: input.content_type.map(|c| c.to_string()),
+        metadata: input
+            .metadata
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
+        modified: now(),
+    };
+    s3.commit(&input.bucket, &input.key, Staged::File(&staged), &m, &cond)
+        .await?;
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        size: i64::try_from(size).ok(),
+        ..Default::default()
+    }))
+}
+
+pub(crate) async fn get_object(
+    s3: &StoreS3,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    let (version, m) = s3.open_object(&input.bucket, &input.key)?;
+    check_conditions(
+        &m,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+        input.if_modified_since.as_ref(),
+        input.if_unmodified_since.as_ref(),
+    )?;
+    let (range, content_range) = match &input.range {
+        Some(r) => {
+            let checked = r.check(m.size).map_err(|_| {
+                s3_error!(
+                    InvalidRange,
+                    "the range is not satisfiable for {} bytes",
+                    m.size
+                )
+            })?;
+            let cr = format!("bytes {}-{}/{}", checked.start, checked.end - 1, m.size);
+            (checked, Some(cr))
+        }
+        None => (0..m.size, None),
+    };
+    let length = range.end - range.start;
+    let body = s3.read_stream(version, range);
+    Ok(S3Response::new(GetObjectOutput {
+        body: Some(body),
+        content_length: i64::try_from(length).ok(),
+        content_range,
+        accept_ranges: Some("bytes".to_owned()),
+        content_type: m.content_type.clone(),
+        e_tag: Some(ETag::Strong(m.etag.clone())),
+        last_modified: Some(timestamp(m.modified)),
+        metadata: metadata_of(&m),
+        ..Default::default()
+    }))
+}
+
+pub(crate) async fn head_object(
+    s3: &StoreS3,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    let (_, m) = s3.open_object(&input.bucket, &input.key)?;
+    check_conditions(
+        &m,
+        input.if_match.as_ref(),
+        input.if_none_match.as_ref(),
+        input.if_modified_since.as_ref(),
+        input.if_unmodified_since.as_ref(),
+    )?;
+    Ok(S3Response::new(HeadObjectOutput {
+        content_length: i64::try_from(m.size).ok(),
+        accept_ranges: Some("bytes".to_owned()),
+        content_type: m.content_type.clone(),
+        e_tag: Some(ETag::Strong(m.etag.clone())),
+        last_modified: Some(timestamp(m.modified)),
+        metadata: metadata_of(&m),
+        ..Default::default()
+    }))
+}
+
+pub(crate) async fn delete_object(
+    s3: &StoreS3,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let input = req.input;
+    s3.require_bucket(&input.bucket)?;
+    delete_one(s3, &input.bucket, &input.key).await?;
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+pub(crate) async fn delete_objects(
+    s3: &StoreS3,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let input = req.input;
+    s3.require_bucket(&input.bucket)?;
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for o in input.delete.objects {
+        match delete_one(s3, &input.bucket, &o.key).await {
+            Ok(()) => deleted.push(DeletedObject {
+                key: Some(o.key),
+                ..Default::default()
+            }),
+            Err(e) => errors.push(Error {
+                key: Some(o.key),
+                code: Some(e.code().as_str().to_owned()),
+                message: e.message().map(str::to_owned),
+                ..Default::default()
+            }),
+        }
+    }
+    let quiet = input.delete.quiet.unwrap_or(false);
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: (!quiet).then_some(deleted),
+        errors: Some(errors),
+        ..Default::default()
+    }))
+}
+
+pub(crate) async fn copy_object(
+    s3: &StoreS3,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let input = req.input;
+    let CopySource::Bucket {
+        bucket: src_bucket,
+        key: src_key,
+        ..
+    } = &input.copy_source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "copies from access points are not supported"
+        ));
+    };
+    let (version, src) = s3.open_object(src_bucket, src_key)?;
+    // The copy-source conditions fail with 412 whichever it is.
+    check_conditions(
+        &src,
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    )
+    .map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed, "a copy-source condition failed")
+        } else {
+            e
+        }
+    })?;
+    s3.require_bucket(&input.bucket)?;
+    let body = s3
+        .read_stream(version, 0..src.size)
+        .map_err(std::io::Error::other);
+    let staged = write::staging_name();
+    let (size, etag) = s3.store_file(&staged, body, None).await?;
+    if size != src.size {
+        let _ = s3.store().delete(&staged).await;
+        return Err(S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            format!("{src_bucket}/{src_key} could not be read whole; nothing was copied"),
+        ));
+    }
+    let replace = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == "REPLACE");
+    let m = ObjectMeta {
+        size,
+        etag: etag.clone(),
+        content_type: if replace {
+            input.content_type.clone()
+        } else {
+            src.content_type.clone()
+        },
+        metadata: if replace {
+            input
+                .metadata
+                .clone()
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default()
+        } else {
+            src.metadata.clone()
+        },
+        modified: now(),
+    };
+    s3.commit(
+        &input.bucket,
+        &input.key,
+        Staged::File(&staged),
+        &m,
+        &WriteConditions::default(),
+    )
+    .await?;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp(m.modified)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// Evaluates If-Match, If-None-Match, If-Modified-Since and
+/// If-Unmodified-Since against an object, as S3 does for GET and HEAD.
+pub(crate) fn check_conditions(
+    meta: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let matches = |c: &ETagCondition| match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == meta.etag,
+    };
+    if let Some(c) = if_match
+        && !matches(c)
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    if if_match.is_none()
+        && let Some(t) = if_unmodified_since
+        && meta.modified > secs_of(t)
+    {
+        return Err(s3_error!(PreconditionFailed));
+    }
+    if let Some(c) = if_none_match
+        && matches(c)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    if if_none_match.is_none()
+        && let Some(t) = if_modified_since
+        && meta.modified <= secs_of(t)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+pub(crate) fn metadata_of(m: &ObjectMeta) -> Option<Metadata> {
+    (!m.metadata.is_empty()).then(|| {
+        m.metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    })
+}
+
+pub(crate) async fn delete_one(s3: &StoreS3, bucket: &str, key: &str) -> S3Result<()> {
+    let _lock = s3.s3.locks.lock(bucket, key).await;
+    // One index transaction takes the object and its parts; readers that
+    // opened it read on, and its shards go when they are done.
+    match s3.store().delete(&meta::file_name(bucket, key)).await {
+        Ok(()) => {
+            s3.host.changed();
+            Ok(())
+        }
+        Err(cloudshell_store::StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(store_error(e)),
+    }
+}
