@@ -14,12 +14,14 @@ use tokio::sync::mpsc;
 
 use crate::config::{ConfigError, DaemonConfig};
 use crate::error::{self, DaemonError, io};
-use crate::http::{self, framing, latency};
+use crate::http::{self, framing};
 use crate::nodes::fleet::{Fleet, wait_connected};
 use crate::nodes::health;
 use crate::nodes::node::NodeState;
+use crate::state::jobs;
+use crate::state::latency;
 use crate::state::{BackupStatus, RegionMaker, State, apply_quotas};
-use crate::upkeep::{self, jobs, scrub};
+use crate::upkeep::{self, scrub};
 use cloudshell_s3 as s3;
 
 /// The S3 endpoint: s3s behind axum, every request signed with one of the

@@ -4,9 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::latency::escape;
 use crate::nodes::node::NodeState;
 use crate::state::State;
+use crate::state::latency::escape;
 
 const STATES: [(NodeState, &str); 6] = [
     (NodeState::Provisioning, "provisioning"),

@@ -10,7 +10,6 @@ pub mod framing;
 mod guard;
 mod jobs;
 mod keys;
-pub mod latency;
 pub mod metrics;
 mod nodes;
 mod ui;

@@ -1,108 +1,69 @@
-//! Long operations (repair, redistribution) run as jobs: started by a POST
-//! that answers at once with the job, followed through `GET /api/jobs/{id}`
-//! as they progress.
+//! The work of the jobs the API starts: a repair of every file, and a
+//! redistribution. Each registers itself in the state's job registry,
+//! reports progress there, and leaves its result there.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-pub use cloudshell_store_api::{Job, JobKind, JobResult};
+use cloudshell_store_api as wire;
+use wire::{Job, JobKind, JobResult};
 
-/// Finished jobs remembered for `GET /api/jobs/{id}`.
-const KEEP: usize = 100;
+use crate::state::State;
 
-/// The daemon's jobs.
-#[derive(Debug, Default)]
-pub struct Jobs {
-    next: AtomicU64,
-    jobs: Mutex<BTreeMap<u64, Job>>,
-}
-
-impl Jobs {
-    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<u64, Job>) -> T) -> T {
-        f(&mut self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
-    /// Registers a job of `kind` and returns it.
-    pub fn start(&self, kind: JobKind, total: u64) -> Job {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let job = Job {
-            id,
-            kind,
-            running: true,
-            done: 0,
-            total,
-            result: None,
-            error: None,
-        };
-        self.with(|jobs| {
-            jobs.insert(id, job.clone());
-            while jobs.len() > KEEP {
-                let Some(oldest) = jobs.iter().find(|(_, j)| !j.running).map(|(id, _)| *id) else {
-                    break;
-                };
-                jobs.remove(&oldest);
-            }
-        });
-        job
-    }
-
-    /// Records progress.
-    pub fn progress(&self, id: u64, done: u64) {
-        self.with(|jobs| {
-            if let Some(j) = jobs.get_mut(&id) {
-                j.done = done;
-            }
-        });
-    }
-
-    /// Records the outcome.
-    pub fn finish(&self, id: u64, outcome: Result<JobResult, String>) {
-        self.with(|jobs| {
-            if let Some(j) = jobs.get_mut(&id) {
-                j.running = false;
-                j.done = j.total;
-                match outcome {
-                    Ok(v) => j.result = Some(v),
-                    Err(e) => j.error = Some(e),
-                }
-            }
-        });
-    }
-
-    /// A job by id.
-    pub fn get(&self, id: u64) -> Option<Job> {
-        self.with(|jobs| jobs.get(&id).cloned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_job_runs_progresses_and_finishes() {
-        let jobs = Jobs::default();
-        let j = jobs.start(JobKind::Repair, 10);
-        jobs.progress(j.id, 4);
-        assert_eq!(jobs.get(j.id).unwrap().done, 4);
-        let result = JobResult::Repair(cloudshell_store_api::RepairResult {
-            shards_rebuilt: 2,
+/// Starts repairing every file in `files`; returns the job at once.
+pub fn repair_all(state: &Arc<State>, files: Vec<cloudshell_store::FileRecord>) -> Job {
+    let job = state.jobs.start(JobKind::Repair, files.len() as u64);
+    let id = job.id;
+    let state2 = state.clone();
+    tokio::spawn(async move {
+        let state = state2;
+        let mut done = wire::RepairResult {
+            files: files.len(),
             ..Default::default()
-        });
-        jobs.finish(j.id, Ok(result.clone()));
-        let done = jobs.get(j.id).unwrap();
-        assert!(!done.running);
-        assert_eq!(done.done, 10);
-        assert_eq!(done.result, Some(result));
-        assert!(jobs.get(99).is_none());
-        for _ in 0..(KEEP + 5) {
-            let j = jobs.start(JobKind::Redistribute, 1);
-            jobs.finish(j.id, Err("no".into()));
+        };
+        for (n, f) in files.iter().enumerate() {
+            let result = state.repair_file(&f.name).await;
+            if let Ok(r) = &result {
+                done.chunks_repaired += r.chunks_repaired;
+                done.shards_rebuilt += r.shards_rebuilt;
+                done.shards_spread += r.shards_spread;
+            }
+            if let Some(problem) = crate::nodes::health::repair_problem(&f.name, &result) {
+                done.failed.push(wire::RepairFailure {
+                    name: f.name.clone(),
+                    error: problem,
+                    shards_left: result.as_ref().map_or(0, |r| r.left.len()),
+                });
+            }
+            state.jobs.progress(id, n as u64 + 1);
+            state.bump();
         }
-        assert!(jobs.get(j.id).is_none(), "old finished jobs are forgotten");
-    }
+        state.bump();
+        state.jobs.finish(id, Ok(JobResult::Repair(done)));
+        state.bump();
+    });
+    job
+}
+
+/// Starts evening out the nodes; returns the job at once.
+pub fn redistribute(state: &Arc<State>) -> Job {
+    let job = state.jobs.start(JobKind::Redistribute, 1);
+    let id = job.id;
+    let state2 = state.clone();
+    tokio::spawn(async move {
+        let state = state2;
+        let outcome = match state.store.redistribute().await {
+            Ok(r) => {
+                if r.shards_moved > 0 {
+                    state.touch();
+                }
+                Ok(JobResult::Redistribute(wire::RedistributeResult {
+                    shards_moved: r.shards_moved,
+                }))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        state.jobs.finish(id, outcome);
+        state.bump();
+    });
+    job
 }

@@ -4,7 +4,8 @@
 //!   unfinished repairs;
 //! - [`scrub`]: the scrubber, which verifies every shard in place;
 //! - `backup`: the index backup after changes;
-//! - [`jobs`]: long operations the API starts and follows.
+//! - [`jobs`]: the work of the jobs the API starts (repair of every file,
+//!   redistribution).
 
 pub(crate) mod backup;
 pub mod jobs;

@@ -1,7 +1,11 @@
 //! What the API handlers, the S3 endpoint and the background tasks share:
 //! the store, the nodes, and the daemon's view of both ([`State`]). On the
 //! ground floor with the error and the configuration; the modules that use
-//! it sit above.
+//! it sit above. Beside it, the registries it holds: [`jobs`] (long
+//! operations the API follows) and [`latency`] (request latencies).
+
+pub mod jobs;
+pub mod latency;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,11 +15,9 @@ use cloudshell_store::Store;
 
 use crate::config::{ConfigError, DaemonConfig};
 use crate::error::{DaemonError, io};
-use crate::http::latency;
 use crate::nodes::health;
 use crate::nodes::manager::{NodeManager, Shared};
 use crate::nodes::node::NodeHandle;
-use crate::upkeep::jobs;
 
 /// What the API handlers share.
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! API request latencies, kept as Prometheus histograms by method, route
-//! and status class. A leaf: the state holds one, the middleware fills it,
-//! [`super::metrics`] renders it.
+//! and status class. A leaf: the state holds one, the HTTP middleware
+//! fills it, `http::metrics` renders it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
