@@ -137,12 +137,8 @@ async fn raw(http: &reqwest::Client, base: &str, method: &str, path: &str) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_generated_openapi_document_matches_the_routes() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing answers there: the nodes stay down, the API answers anyway.
-    let source = ClientSource::endpoint("http://127.0.0.1:9", "AKIDEXAMPLE", "secret");
-    let mut config = config(dir.path(), &["us-east-1"]);
-    // Never uploaded: the nodes never come up.
-    config.agent_binary = Some(std::env::current_exe().unwrap());
-    let daemon = Daemon::start(config, source).await.unwrap();
+    // The nodes stay down; the API answers anyway.
+    let daemon = daemon_without_nodes(dir.path()).await;
     let api = Client::new(&daemon.url(), None).unwrap();
 
     let served: BTreeSet<String> = cloudshell_daemon::http::api::paths().into_iter().collect();
@@ -184,6 +180,79 @@ async fn the_generated_openapi_document_matches_the_routes() {
             }
         }
     }
+}
+
+/// A daemon whose nodes never come up (nothing answers at its endpoint):
+/// enough for what the HTTP side decides on its own.
+async fn daemon_without_nodes(dir: &Path) -> Daemon {
+    let source = ClientSource::endpoint("http://127.0.0.1:9", "AKIDEXAMPLE", "secret");
+    let mut config = config(dir, &["us-east-1"]);
+    // Never uploaded: the nodes never come up.
+    config.agent_binary = Some(std::env::current_exe().unwrap());
+    Daemon::start(config, source).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_web_pages_cannot_act_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon_without_nodes(dir.path()).await;
+    let http = reqwest::Client::new();
+    let repair = format!("{}/api/repair", daemon.url());
+    let own_origin = daemon.url();
+    let port = own_origin.rsplit(':').next().unwrap().to_owned();
+    let post = |headers: &[(&str, &str)]| {
+        let mut r = http.post(&repair).body("{}");
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // A form on another site posting to the daemon (a "simple" request,
+    // which CORS does not stop), a fetch marked cross-site, and a
+    // DNS-rebinding page (same origin as far as the browser knows, but not
+    // a loopback Host).
+    for (what, headers) in [
+        ("form POST", vec![("Origin", "https://evil.example")]),
+        ("cross-site", vec![("Sec-Fetch-Site", "cross-site")]),
+        (
+            "rebinding",
+            vec![
+                ("Host", "rebind.example:8080"),
+                ("Origin", "http://rebind.example:8080"),
+            ],
+        ),
+    ] {
+        let (status, body) = post(&headers).await;
+        assert_eq!(status, 403, "{what}: {body}");
+        let e: wire::ErrorBody = serde_json::from_str(&body).unwrap();
+        assert_eq!(e.error.code, "CrossOriginRefused", "{what}: {body}");
+        if what == "rebinding" {
+            // Refused for its Host, the rebinding tell, not its Origin.
+            assert!(e.error.message.contains("not a loopback name"), "{body}");
+        }
+    }
+    // The UI's own requests, and local programs, are served.
+    let (status, body) = post(&[
+        ("Origin", own_origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+    ])
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let job: wire::Job = serde_json::from_str(&body).unwrap();
+    assert_eq!(job.id, 1, "the refused requests started no job: {job:?}");
+    let (status, _) = post(&[("Host", &format!("localhost:{port}"))]).await;
+    assert_eq!(status, 202);
+    // The UI page itself opens from a link on any site.
+    let r = http
+        .get(format!("{}/", daemon.url()))
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
