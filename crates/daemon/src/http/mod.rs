@@ -1,7 +1,8 @@
 //! The daemon's HTTP side: the JSON API and the web UI on one listener
 //! ([`api`], its handlers by concern beside it), Prometheus metrics
-//! ([`metrics`], [`latency`]), and the strict framing every listener (S3's
-//! too) reads requests with ([`framing`]).
+//! ([`metrics`]; request latencies are kept in `state::latency`), and the
+//! strict framing every listener (S3's too) reads requests with
+//! ([`framing`]).
 
 pub mod api;
 mod error;
