@@ -47,17 +47,46 @@ pub async fn upgrade(
     ws.on_upgrade(move |socket| serve(state, session_id, socket))
 }
 
-async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) {
-    let open = match tokio::time::timeout(OPEN_TIMEOUT, socket.recv()).await {
-        Ok(Some(Ok(Message::Text(text)))) => {
-            serde_json::from_str::<OpenDataChannelInput>(&text).ok()
+/// Waits for the opening text frame. Pings and pongs may come first (AWS's
+/// session-manager-plugin starts its keep-alive pings as soon as it has
+/// dialled, racing its OpenDataChannelInput); they are answered and
+/// skipped, as the real service does.
+async fn opening(socket: &mut WebSocket) -> Result<OpenDataChannelInput, String> {
+    let deadline = tokio::time::Instant::now() + OPEN_TIMEOUT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.recv())
+            .await
+            .map_err(|_| format!("no OpenDataChannelInput within {OPEN_TIMEOUT:?}"))?;
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str::<OpenDataChannelInput>(&text).map_err(|e| {
+                    format!("the first text frame is not an OpenDataChannelInput: {e}")
+                });
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Binary(_))) => {
+                return Err("a binary frame came before the OpenDataChannelInput".to_owned());
+            }
+            Some(Ok(Message::Close(_))) | None => {
+                return Err("closed before sending an OpenDataChannelInput".to_owned());
+            }
+            Some(Err(e)) => return Err(format!("the WebSocket failed before opening: {e}")),
         }
-        _ => None,
-    };
-    let Some(open) = open else {
-        debug!(%session_id, "no OpenDataChannelInput; closing");
-        let _ = socket.send(Message::Close(None)).await;
-        return;
+    }
+}
+
+async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) {
+    let open = match opening(&mut socket).await {
+        Ok(open) => open,
+        Err(reason) => {
+            info!(%session_id, %reason, "data channel refused");
+            let frame = axum::extract::ws::CloseFrame {
+                code: 1008,
+                reason: reason.into(),
+            };
+            let _ = socket.send(Message::Close(Some(frame))).await;
+            return;
+        }
     };
     let service = Arc::clone(&state);
     let sid = session_id.clone();

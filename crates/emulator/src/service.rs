@@ -283,14 +283,20 @@ impl Service {
         now: Millis,
         host: &str,
     ) -> Result<Value, AwsError> {
-        let session_type = required_str(input, "SessionType")?;
-        if session_type.is_empty() {
+        // Public clients that work against CloudShell send EnvironmentId
+        // alone; the Console adds SessionType TMUX, a TabId and
+        // QCliDisabled. What is sent is checked; what is left out defaults.
+        if let Some(session_type) = optional_str(input, "SessionType")?
+            && session_type.is_empty()
+        {
             return Err(AwsError::validation(
                 "invalid SessionType: must not be empty (clients send TMUX)",
             ));
         }
-        let tab_id = required_str(input, "TabId")?;
-        cloudshell::TabId::parse(tab_id).map_err(|e| AwsError::validation(e.to_string()))?;
+        let tab_id = optional_str(input, "TabId")?.unwrap_or_default();
+        if !tab_id.is_empty() {
+            cloudshell::TabId::parse(tab_id).map_err(|e| AwsError::validation(e.to_string()))?;
+        }
         if let Some(v) = input.get("QCliDisabled")
             && !v.is_boolean()
             && !v.is_null()

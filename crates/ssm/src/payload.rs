@@ -9,7 +9,8 @@ use crate::codec::MessageType;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OpenDataChannelInput {
-    /// `"1.0"`.
+    /// `"1.0"`. Read as a string or a number: independent clients send `1`.
+    #[serde(deserialize_with = "string_or_number")]
     pub message_schema_version: String,
     /// A fresh UUID per connection.
     pub request_id: String,
@@ -21,6 +22,20 @@ pub struct OpenDataChannelInput {
     /// Client version; the agent gates features on it (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_version: Option<String>,
+}
+
+/// A JSON string, or a number read as its text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Text(s) => s,
+        Either::Number(n) => n.to_string(),
+    })
 }
 
 impl OpenDataChannelInput {
@@ -271,6 +286,12 @@ mod tests {
     #[test]
     fn open_data_channel_json() {
         let id = Uuid::nil();
+        // Independent clients send the schema version as a number.
+        let numeric: OpenDataChannelInput = serde_json::from_str(
+            r#"{"MessageSchemaVersion": 1, "RequestId": "r", "TokenValue": "t"}"#,
+        )
+        .unwrap();
+        assert_eq!(numeric.message_schema_version, "1");
         let open = OpenDataChannelInput::new("tok", id, id, "1.2.0.0");
         let json = serde_json::to_value(&open).unwrap();
         assert_eq!(json["MessageSchemaVersion"], "1.0");
