@@ -94,8 +94,11 @@ pub enum Command {
 
     /// Run one command in an environment and exit with its exit code.
     ///
-    /// Output is copied byte for byte (standard error is merged into standard
-    /// output by the remote terminal). Piped standard input is forwarded:
+    /// One argument after `--` is a shell command line, run as written
+    /// (`exec -- 'ls ~ | wc -l'`, as with ssh); several are a program and its
+    /// arguments, each passed as is (`exec -- sh -c 'exit 7'`). Output is
+    /// copied byte for byte (standard error is merged into standard output
+    /// by the remote terminal). Piped standard input is forwarded:
     /// `cat f | cloudshell exec -- 'cat > f'`. Exits 255 when the session fails.
     Exec(ExecArgs),
 
@@ -226,7 +229,7 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub env: EnvArg,
 
-    /// The command and its arguments, joined by spaces and run by the remote shell.
+    /// A shell command line (one argument), or a program and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -35,10 +35,25 @@ pub(crate) async fn shell_session(ctx: &Context, id: &EnvironmentId) -> anyhow::
         .context("could not open the session's data channel")
 }
 
+/// What `exec -- ARGS` runs: one argument is a shell command line, run as
+/// written (`exec -- 'cat > f'`, as `ssh host 'cmd'`); several are a
+/// program and its arguments, each passed as is (`exec -- sh -c 'exit 7'`
+/// runs `sh` with two arguments, `exec -- echo "it's"` prints it's).
+fn remote_command(args: &[String]) -> String {
+    match args {
+        [line] => line.clone(),
+        argv => argv
+            .iter()
+            .map(|a| cloudshell_ssm::transfer::shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
 pub async fn exec(ctx: &Context, args: &ExecArgs) -> anyhow::Result<i32> {
     let id = crate::commands::resolve(&ctx.client, &args.env).await?;
     let connected = shell_session(ctx, &id).await?;
-    let command = args.command.join(" ");
+    let command = remote_command(&args.command);
     let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);
     match run_command(connected, &command, stdin, tokio::io::stdout()).await {
         Ok(code) => Ok(code),
@@ -283,6 +298,20 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_argument_is_a_command_line_several_are_argv() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(remote_command(&args(&["cat > f"])), "cat > f");
+        assert_eq!(
+            remote_command(&args(&["sh", "-c", "exit 7"])),
+            "'sh' '-c' 'exit 7'"
+        );
+        assert_eq!(
+            remote_command(&args(&["echo", "it's"])),
+            r"'echo' 'it'\''s'"
+        );
+    }
 
     #[test]
     fn escape_sequences() {

@@ -83,6 +83,51 @@ fn exit_codes_pass_through() {
     }
 }
 
+/// Runs `cloudshell exec -- ARGS...`; fails instead of hanging.
+fn exec_argv(emu: &Emulator, argv: &[&str]) -> (i32, String) {
+    let mut args = vec!["exec", "--"];
+    args.extend_from_slice(argv);
+    let mut child = emu
+        .cmd(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("exec {argv:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn arguments_reach_the_remote_program_as_given() {
+    let emu = running(&[]);
+    // Several arguments are a program and its arguments, each as given.
+    assert_eq!(exec_argv(&emu, &["echo", "it's"]), (0, "it's\n".to_owned()));
+    assert_eq!(exec_argv(&emu, &["sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(
+        exec_argv(&emu, &["printf", "%s|", "a b", "$HOME", "\"q\""]),
+        (0, "a b|$HOME|\"q\"|".to_owned())
+    );
+    // One argument is a command line: quotes and newlines in it are the
+    // remote shell's to read, and an unbalanced quote is an error, not a hang.
+    assert_eq!(
+        exec_argv(&emu, &["printf '%s\\n' \"a'b\"\necho second"]),
+        (0, "a'b\nsecond\n".to_owned())
+    );
+    assert_ne!(exec_argv(&emu, &["echo \"unbalanced"]).0, 0);
+}
+
 #[test]
 fn output_is_byte_exact() {
     let emu = running(&[]);

@@ -4,8 +4,13 @@
 //! command is typed into the shell, framed by markers:
 //!
 //! ```text
-//! stty -echo -opost; printf '\036S%s\036' NONCE; INPUT { CMD; }; printf '\036E%s:%d\036' NONCE $?; exit
+//! stty -echo -opost; printf '\036S%s\036' NONCE; INPUT { eval "$(printf %s CMD64 | base64 -d)"; }; printf '\036E%s:%d\036' NONCE $?; exit
 //! ```
+//!
+//! The command travels base64-encoded and is decoded by the shell itself,
+//! so no quote, newline or control byte in it is ever typed: an unbalanced
+//! quote cannot leave the shell waiting for more, and a newline cannot end
+//! the typed line early.
 //!
 //! Everything before the start marker (the prompt, the echoed line) is
 //! discarded; everything up to the end marker is the command's output; the
@@ -52,6 +57,13 @@ impl ExecScript {
         } else {
             ("", " </dev/null")
         };
+        let encoded = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(command)
+        };
+        // `eval` in the session's shell, not `sh -c`: the command sees the
+        // same shell (functions, `cd`) it would if typed.
+        let command = format!("eval \"$(printf %s {encoded} | base64 -d)\"");
         // A leading space keeps the line out of history where HISTCONTROL
         // asks for it, and with no HISTFILE nothing is saved at exit; `exit`
         // ends the session when the command is done.
@@ -479,6 +491,28 @@ mod tests {
             }
         }
         (out, code)
+    }
+
+    #[test]
+    fn the_command_is_never_typed_raw() {
+        // Quotes, a newline, a control byte: none reaches the typed line.
+        let command = "echo \"it's\"\nprintf '\\001'; exit 7";
+        let s = ExecScript::with_nonce(command, false, "abc");
+        let line = String::from_utf8(s.line().to_vec()).unwrap();
+        assert_eq!(line.matches('\r').count(), 1, "one typed line: {line:?}");
+        assert!(!line.contains("it's") && !line.contains('\n'), "{line:?}");
+        let encoded = line
+            .split("printf %s ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(decoded, command.as_bytes());
     }
 
     #[test]
