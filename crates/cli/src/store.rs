@@ -534,8 +534,9 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let emulated = config.emulated;
+    let regions = config.regions()?;
     let (source, emulator) = client_source(global, &config).await?;
-    let daemon = Daemon::start(config, source)
+    let daemon = Daemon::start(config, source.clone())
         .await
         .context("the store daemon could not start")?;
     let nodes = daemon.state().nodes().len();
@@ -575,7 +576,7 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     // index is closed, not left for the next start to tidy.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot wait for SIGTERM")?;
-    tokio::select! {
+    let stopped: anyhow::Result<()> = tokio::select! {
         () = daemon.wait() => Ok(()),
         r = tokio::signal::ctrl_c() => {
             r.context("cannot wait for Ctrl-C")?;
@@ -585,6 +586,37 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         _ = terminate.recv() => {
             eprintln!("cloudshell store: stopping (SIGTERM)");
             Ok(())
+        }
+    };
+    // The emulator lives and dies with this process: its environments stop
+    // with it, and every process in them (the agents) ends, as when AWS
+    // suspends an environment. Against AWS the environments are left alone.
+    if emulator.is_some() {
+        stop_environments(&source, &regions).await;
+    }
+    drop(emulator);
+    stopped
+}
+
+/// Stops every environment of `regions`, through the control API. The
+/// node managers are stopped first, so nothing starts them again.
+async fn stop_environments(source: &cloudshell::ClientSource, regions: &[cloudshell::Region]) {
+    use cloudshell::operation::stop_environment::StopEnvironmentInput;
+    for region in regions {
+        let Ok(client) = source.client(region).await else {
+            continue;
+        };
+        let Ok(listed) = client.describe_environments().await else {
+            continue;
+        };
+        for env in listed.environments {
+            // Not running (already stopped) is an error too, and fine.
+            if let Err(e) = client
+                .stop_environment(&StopEnvironmentInput::new(env.environment_id.clone()))
+                .await
+            {
+                tracing::debug!(%region, environment = %env.environment_id, "not stopped: {e}");
+            }
         }
     }
 }

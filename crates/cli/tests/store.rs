@@ -121,10 +121,10 @@ impl Drop for Daemon {
     }
 }
 
-/// Kills every process whose working directory is under `root`: the agents
-/// run detached in their environments' homes and outlive the daemon, as
-/// they do in CloudShell.
-fn kill_agents_under(root: &Path) {
+/// The processes whose working directory is under `root`: the agents run
+/// detached in their environments' homes.
+fn processes_under(root: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
             continue;
@@ -132,8 +132,17 @@ fn kill_agents_under(root: &Path) {
         if cwd.starts_with(root)
             && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
         {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            pids.push(pid);
         }
+    }
+    pids
+}
+
+/// Kills every process whose working directory is under `root`: the agents
+/// outlive a killed daemon, as they outlive a lost one in CloudShell.
+fn kill_agents_under(root: &Path) {
+    for pid in processes_under(root) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
 }
 
@@ -475,6 +484,34 @@ fn placed_shards(daemon: &Daemon) -> usize {
                 .sum::<usize>()
         })
         .sum()
+}
+
+#[test]
+fn a_stopped_emulated_store_leaves_no_agent_running() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let mut daemon = Daemon::start(&data, &home, &[]);
+    let agents = processes_under(dir.path());
+    assert!(agents.len() >= 9, "nine agents run: {agents:?}");
+    // SIGTERM, as systemd or docker stop it: its emulator's environments
+    // stop, and every process in them ends, as in a suspended environment.
+    let pid = daemon.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = daemon.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    wait_until("the agents to end", Duration::from_secs(30), || {
+        processes_under(dir.path()).is_empty()
+    });
 }
 
 #[test]
