@@ -408,6 +408,9 @@ pub struct RepairFailure {
 pub struct RedistributeResult {
     /// Shards moved.
     pub shards_moved: usize,
+    /// Moves that failed (the shards stayed; running it again retries).
+    #[serde(default)]
+    pub shards_failed: usize,
 }
 
 /// The scrubber's progress.

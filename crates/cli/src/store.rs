@@ -94,7 +94,15 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             let Some(JobResult::Redistribute(r)) = &done else {
                 bail!("the daemon's redistribution finished without its result");
             };
-            print(json, r, &format!("moved {} shards", r.shards_moved));
+            let failed = if r.shards_failed > 0 {
+                format!(
+                    "; {} could not be moved (a node did not answer): run it again",
+                    r.shards_failed
+                )
+            } else {
+                String::new()
+            };
+            print(json, r, &format!("moved {} shards{failed}", r.shards_moved));
             Ok(())
         }
         StoreCommand::AddRegion { region } => {

@@ -58,6 +58,7 @@ pub fn redistribute(state: &Arc<State>) -> Job {
                 }
                 Ok(JobResult::Redistribute(wire::RedistributeResult {
                     shards_moved: r.shards_moved,
+                    shards_failed: r.shards_failed,
                 }))
             }
             Err(e) => Err(e.to_string()),

@@ -8,6 +8,9 @@ use super::*;
 pub struct RedistributeReport {
     /// Shards moved to less loaded nodes.
     pub shards_moved: usize,
+    /// Moves that failed (a node did not answer, or a copy did not check
+    /// out): those shards stayed where they were; running it again retries.
+    pub shards_failed: usize,
 }
 
 /// What a repair did, and what it could not do.
@@ -358,12 +361,15 @@ impl Store {
                         continue;
                     };
                     let Ok(blob) = src.shards.get(key).await else {
+                        report.shards_failed += 1;
                         continue;
                     };
                     if *blake3::hash(&blob).as_bytes() != manifest.chunks[c].shards[i].blake3 {
+                        report.shards_failed += 1;
                         continue;
                     }
                     if dst.shards.put(key, blob).await.is_err() {
+                        report.shards_failed += 1;
                         continue;
                     }
                     manifest.chunks[c].shards[i].node = dest.clone();
