@@ -229,6 +229,15 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub env: EnvArg,
 
+    /// Start the environment if it is suspended, as `connect` does (with no
+    /// ENV, create the region's default environment if there is none).
+    #[arg(long)]
+    pub start: bool,
+
+    /// Give up waiting for the environment after this long (with --start).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub wait_timeout: Duration,
+
     /// A shell command line (one argument), or a program and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,

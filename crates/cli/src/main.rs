@@ -188,7 +188,7 @@ fn hint(e: &SdkError<()>) -> Option<String> {
         (_, Some("AccessDeniedException")) => "the principal lacks a cloudshell:* permission for this action; check its IAM policy".into(),
         (_, Some("ThrottlingException")) => "the service is throttling requests; wait a little and try again".into(),
         (_, Some("ValidationException")) if message.contains("needs environment") => {
-            "see the environment's state with `cloudshell status`; `start --wait` resumes a suspended one".into()
+            "see the environment's state with `cloudshell status`; `start --wait` resumes a suspended one (or pass --start to exec and cp)".into()
         }
         (SdkError::DispatchFailure { .. } | SdkError::TimeoutError { .. }, _) => {
             "check the network and the endpoint (--endpoint-url, AWS_ENDPOINT_URL_CLOUDSHELL); for a local emulator use --emulated".into()

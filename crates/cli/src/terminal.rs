@@ -51,7 +51,11 @@ fn remote_command(args: &[String]) -> String {
 }
 
 pub async fn exec(ctx: &Context, args: &ExecArgs) -> anyhow::Result<i32> {
-    let id = crate::commands::resolve(&ctx.client, &args.env).await?;
+    let id = if args.start {
+        crate::commands::ensure_running(ctx, &args.env, args.wait_timeout).await?
+    } else {
+        crate::commands::resolve(&ctx.client, &args.env).await?
+    };
     let connected = shell_session(ctx, &id).await?;
     let command = remote_command(&args.command);
     let stdin = (!std::io::stdin().is_terminal()).then(tokio::io::stdin);

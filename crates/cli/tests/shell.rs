@@ -214,6 +214,17 @@ fn exec_needs_a_running_environment() {
         err.contains("needs environment") && err.contains("hint:"),
         "{err}"
     );
+    // --start resumes it first, as connect does.
+    let out = emu
+        .cmd(&["exec", "--start", "--", "echo", "resumed"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "resumed\n");
 }
 
 /// Reads the pty until `needle` shows up, or fails after 20 s.
