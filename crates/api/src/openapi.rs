@@ -141,22 +141,12 @@ fn delete_file() {}
 
 /// A file with its shard map, one page of chunks at a time.
 #[utoipa::path(get, path = "/api/stat/{name}", tag = "files",
-    params(("name" = String, Path, description = "The file's name; may contain `/`"), ChunkPageParams),
+    params(("name" = String, Path, description = "The file's name; may contain `/`"), ChunkPage),
     responses(
         (status = 200, body = Stat),
         (status = 404, description = "No such file", body = ErrorBody),
     ))]
 fn stat() {}
-
-/// The query of `GET /api/stat/{name}`.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ChunkPageParams {
-    /// The first chunk [default: 0].
-    offset: Option<usize>,
-    /// At most this many chunks [default: 1000, at most 10,000].
-    limit: Option<usize>,
-}
 
 /// The nodes: state, health and capacity.
 #[utoipa::path(get, path = "/api/nodes", tag = "nodes",

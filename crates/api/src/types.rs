@@ -196,12 +196,15 @@ pub struct ShardInfo {
 }
 
 /// Which chunks of a shard map to show: a file may have thousands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
 pub struct ChunkPage {
-    /// The first chunk.
+    /// The first chunk [default: 0].
     #[serde(default)]
     pub offset: usize,
-    /// At most this many (capped at 10,000).
+    /// At most this many chunks [default: 1000, at most 10,000].
     #[serde(default = "ChunkPage::default_limit")]
     pub limit: usize,
 }

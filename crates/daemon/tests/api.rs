@@ -55,14 +55,14 @@ impl Drop for KillAgentsUnder {
     }
 }
 
-fn config(dir: &Path, regions: &[&str]) -> DaemonConfig {
+fn config(dir: &Path, regions: &[&str], agent: PathBuf) -> DaemonConfig {
     DaemonConfig {
         data_dir: dir.join("store"),
         listen: "127.0.0.1:0".parse().unwrap(),
         s3_listen: None,
         quic_listen: "127.0.0.1:0".parse().unwrap(),
         regions: regions.iter().map(|r| Region::new(*r).unwrap()).collect(),
-        agent_binary: Some(agent_binary()),
+        agent_binary: Some(agent),
         ..DaemonConfig::default()
     }
 }
@@ -186,9 +186,8 @@ async fn the_generated_openapi_document_matches_the_routes() {
 /// enough for what the HTTP side decides on its own.
 async fn daemon_without_nodes(dir: &Path) -> Daemon {
     let source = ClientSource::endpoint("http://127.0.0.1:9", "AKIDEXAMPLE", "secret");
-    let mut config = config(dir, &["us-east-1"]);
-    // Never uploaded: the nodes never come up.
-    config.agent_binary = Some(std::env::current_exe().unwrap());
+    // Never uploaded (the nodes never come up): any file will do.
+    let config = config(dir, &["us-east-1"], std::env::current_exe().unwrap());
     Daemon::start(config, source).await.unwrap()
 }
 
@@ -261,7 +260,7 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     let _kill = KillAgentsUnder(dir.path().to_owned());
     let (_emulator, source) = emulator(dir.path()).await;
     let regions = cloudshell_daemon::config::EMULATED_REGIONS;
-    let daemon = Daemon::start(config(dir.path(), regions), source)
+    let daemon = Daemon::start(config(dir.path(), regions, agent_binary()), source)
         .await
         .unwrap();
     daemon.wait_ready(Duration::from_secs(300)).await.unwrap();

@@ -75,18 +75,21 @@ async fn opening(socket: &mut WebSocket) -> Result<OpenDataChannelInput, String>
     }
 }
 
+/// Closes a data channel that may not open, logging why: 1008 (policy
+/// violation), with the reason for the client to show.
+async fn refuse(mut socket: WebSocket, session_id: &str, reason: String) {
+    info!(%session_id, %reason, "data channel refused");
+    let frame = axum::extract::ws::CloseFrame {
+        code: 1008,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
 async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) {
     let open = match opening(&mut socket).await {
         Ok(open) => open,
-        Err(reason) => {
-            info!(%session_id, %reason, "data channel refused");
-            let frame = axum::extract::ws::CloseFrame {
-                code: 1008,
-                reason: reason.into(),
-            };
-            let _ = socket.send(Message::Close(Some(frame))).await;
-            return;
-        }
+        Err(reason) => return refuse(socket, &session_id, reason).await,
     };
     let service = Arc::clone(&state);
     let sid = session_id.clone();
@@ -99,16 +102,7 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
     .await;
     let (environment_id, region, home) = match authorized {
         Ok(Ok(v)) => v,
-        Ok(Err(reason)) => {
-            info!(%session_id, %reason, "data channel refused");
-            // 1008: policy violation, with the reason for the client to show.
-            let frame = axum::extract::ws::CloseFrame {
-                code: 1008,
-                reason: reason.into(),
-            };
-            let _ = socket.send(Message::Close(Some(frame))).await;
-            return;
-        }
+        Ok(Err(reason)) => return refuse(socket, &session_id, reason).await,
         Err(_) => return,
     };
 
