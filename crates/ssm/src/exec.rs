@@ -89,9 +89,14 @@ impl ExecScript {
             end_prefix: self.end_prefix.clone(),
             state: ScanState::BeforeStart,
             buf: Vec::new(),
+            preamble: Vec::new(),
         }
     }
 }
+
+/// How much of what the shell printed before the command started is kept,
+/// to say why a session that ended early did.
+const PREAMBLE_KEPT: usize = 400;
 
 /// The longest standard-input line, in bytes before base64: 3,000 bytes make
 /// 4,000 characters, under the 4,095 a Linux terminal holds in one canonical
@@ -155,6 +160,9 @@ pub struct OutputScanner {
     end_prefix: Vec<u8>,
     state: ScanState,
     buf: Vec<u8>,
+    /// The last bytes printed before the start marker (prompt, echo, or
+    /// whatever a startup file said before the shell went away).
+    preamble: Vec<u8>,
 }
 
 impl OutputScanner {
@@ -174,6 +182,10 @@ impl OutputScanner {
     /// Feeds session output; returns the command's output and exit, in order.
     pub fn feed(&mut self, data: &[u8]) -> Vec<ScanEvent> {
         let mut events = Vec::new();
+        if self.state == ScanState::BeforeStart {
+            self.preamble.extend_from_slice(data);
+            keep_tail(&mut self.preamble, PREAMBLE_KEPT);
+        }
         self.buf.extend_from_slice(data);
         loop {
             match self.state {
@@ -231,6 +243,30 @@ impl OutputScanner {
             }
         }
         events
+    }
+
+    /// Why the session ended early, in words: whether the command had
+    /// started, what the agent said, and, if it never started, the last
+    /// thing the shell printed (a startup file that exits, a shell that
+    /// cannot run the line).
+    pub fn ended_early(&self, agent_said: &str) -> String {
+        let mut why = match self.state {
+            ScanState::BeforeStart => "before the command started".to_owned(),
+            _ => "while the command ran".to_owned(),
+        };
+        if !agent_said.is_empty() {
+            why.push_str(&format!(" ({agent_said})"));
+        }
+        if self.state == ScanState::BeforeStart {
+            let shown = String::from_utf8_lossy(&self.preamble);
+            let shown = shown.trim();
+            if shown.is_empty() {
+                why.push_str("; the shell printed nothing");
+            } else {
+                why.push_str(&format!("; the shell's last words: {shown:?}"));
+            }
+        }
+        why
     }
 
     /// Feeds a channel event; only terminal output matters.
@@ -338,10 +374,10 @@ impl Exec {
                 ));
             }
             if let Some(output) = self.closed.take() {
-                return Err(ExecError::EndedEarly(output));
+                return Err(ExecError::EndedEarly(self.scanner.ended_early(&output)));
             }
             let Some(reader) = self.reader.as_mut() else {
-                return Err(ExecError::EndedEarly(String::new()));
+                return Err(ExecError::EndedEarly(self.scanner.ended_early("")));
             };
             let event = match self.pump.as_mut() {
                 Some(pump) => tokio::select! {
@@ -361,7 +397,7 @@ impl Exec {
                 if let Some(reader) = self.reader.take() {
                     reader.finish().await?;
                 }
-                return Err(ExecError::EndedEarly(String::new()));
+                return Err(ExecError::EndedEarly(self.scanner.ended_early("")));
             };
             self.pending.extend(self.scanner.feed_event(&event));
             // Input may flow only once the terminal is in the command's mode.
@@ -513,6 +549,29 @@ mod tests {
             .decode(encoded)
             .unwrap();
         assert_eq!(decoded, command.as_bytes());
+    }
+
+    #[test]
+    fn an_early_end_says_whether_the_command_started_and_what_the_shell_said() {
+        let s = script();
+        let mut never = s.scanner();
+        collect(&mut never, &[b"bash: .bashrc: line 3: ", b"oops\r\n"]);
+        let why = never.ended_early("");
+        assert!(why.starts_with("before the command started"), "{why}");
+        assert!(why.contains("line 3: oops"), "{why}");
+
+        let silent = s.scanner();
+        assert!(silent.ended_early("").contains("printed nothing"));
+
+        let mut started = s.scanner();
+        collect(&mut started, &[b"$ \x1eSabc\x1epartial out"]);
+        let why = started.ended_early("session deleted");
+        assert_eq!(why, "while the command ran (session deleted)");
+
+        // Only the tail is kept, however much the shell printed.
+        let mut chatty = s.scanner();
+        collect(&mut chatty, &[&vec![b'x'; 10_000]]);
+        assert!(chatty.ended_early("").len() < PREAMBLE_KEPT + 100);
     }
 
     #[test]
