@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
-use cloudshell_ssm::channel::{ChannelConfig, DataChannel, Event, Role};
+use cloudshell_ssm::channel::{ChannelConfig, DataChannel, Event, Role, session_type_action};
 use cloudshell_ssm::codec::{HeaderLayout, PayloadType};
 use cloudshell_ssm::payload::{Flag, OpenDataChannelInput, SizeData};
 use futures_util::{SinkExt, StreamExt};
@@ -37,6 +37,14 @@ const MAX_BACKLOG: usize = 2048;
 const MAX_PENDING_INPUT: usize = 4 << 20;
 /// How long a finished session waits for the client to acknowledge its output.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the agent waits for the client's HandshakeResponse (the real
+/// agent's `handshakeTimeout`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The agent version the handshake announces: a current SSM agent's form
+/// (clients compare it against thresholds such as `3.0.0.0`).
+pub const AGENT_VERSION: &str = "3.3.1802.0";
+/// The session type a shell session's handshake asks the client to agree to.
+const SHELL_SESSION_TYPE: &str = "Standard_Stream";
 
 /// `GET /v1/data-channel/{session_id}`: upgrades to the data channel.
 pub async fn upgrade(
@@ -257,11 +265,19 @@ impl ShellSession {
         let unix_ms = now_millis();
         let mut channel = DataChannel::new(
             Role::Agent,
-            ChannelConfig::default(),
+            ChannelConfig {
+                version: AGENT_VERSION.to_owned(),
+                ..ChannelConfig::default()
+            },
             started,
             unix_ms,
             rand::random(),
         );
+        // A current agent starts every session with a handshake and starts
+        // the shell's output only once it is complete; input that arrives
+        // before then is acknowledged and dropped (the channel does that).
+        channel.start_handshake(vec![session_type_action(SHELL_SESSION_TYPE)], started);
+        let mut handshake_until = Some(tokio::time::Instant::now() + HANDSHAKE_TIMEOUT);
         let mut faults = FaultInjector::new(config.data_channel_faults.clone());
         let mut link: Option<Attachment> = None;
         let keep_alive_every = (config.timings.inactivity / 4)
@@ -301,6 +317,12 @@ impl ShellSession {
                         reason = "terminated by the client".to_owned();
                         shell_done = true;
                     }
+                    Event::HandshakeComplete { .. } => handshake_until = None,
+                    Event::HandshakeFailed(why) => {
+                        info!(session_id = %self.session_id, "handshake failed: {why}");
+                        reason = format!("the handshake failed: {why}");
+                        shell_done = true;
+                    }
                     _ => {}
                 }
             }
@@ -308,7 +330,7 @@ impl ShellSession {
                 break;
             }
             let deadline = channel.poll_timeout().map(tokio::time::Instant::from_std);
-            let read_output = channel.backlog() < MAX_BACKLOG;
+            let read_output = handshake_until.is_none() && channel.backlog() < MAX_BACKLOG;
             tokio::select! {
                 attachment = attach_rx.recv() => reattach(&mut link, &mut channel, attachment),
                 frame = recv_frame(&mut link) => {
@@ -323,6 +345,11 @@ impl ShellSession {
                     Ok(n) => channel.send(PayloadType::OUTPUT, &buf[..n], Instant::now()),
                 },
                 () = sleep_until(deadline), if deadline.is_some() => channel.handle_timeout(Instant::now()),
+                () = sleep_until(handshake_until), if handshake_until.is_some() => {
+                    info!(session_id = %self.session_id, "the client never answered the handshake");
+                    reason = "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".to_owned();
+                    shell_done = true;
+                }
                 _ = keep_alive.tick() => {
                     let state = Arc::clone(&self.state);
                     let env = self.environment_id.clone();

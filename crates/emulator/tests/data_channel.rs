@@ -15,6 +15,7 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use cloudshell::operation::create_environment::CreateEnvironmentInput;
 use cloudshell::operation::create_session::CreateSessionInput;
 use cloudshell::{EnvironmentId, EnvironmentStatus};
+use cloudshell_ssm::codec::PayloadType;
 use cloudshell_ssm::driver::{ConnectOptions, Session};
 use cloudshell_ssm::{ClientMessage, MessageType};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -181,25 +182,36 @@ async fn pings_before_the_opening_frame_and_a_numeric_schema_version_are_accepte
     ws.send(Message::Text(open.to_string().into()))
         .await
         .unwrap();
-    // The channel is open: the shell's output arrives as agent frames.
-    let opened = tokio::time::timeout(Duration::from_secs(20), async {
+    // The channel is open, and the agent's first word is a HandshakeRequest
+    // naming a current agent version and the shell session type.
+    let first = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(message) = ws.next().await {
             match message.unwrap() {
                 Message::Binary(b) => {
                     let frame = ClientMessage::decode(&b).unwrap();
                     if frame.message_type == MessageType::OutputStreamData {
-                        return true;
+                        return Some(frame);
                     }
                 }
                 Message::Close(c) => panic!("closed: {c:?}"),
                 _ => {}
             }
         }
-        false
+        None
     })
     .await
-    .unwrap();
-    assert!(opened);
+    .unwrap()
+    .expect("an agent frame");
+    assert_eq!(first.payload_type, PayloadType::HANDSHAKE_REQUEST);
+    let request: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+    assert!(
+        request["AgentVersion"].as_str().unwrap().starts_with("3."),
+        "{request}"
+    );
+    assert_eq!(
+        request["RequestedClientActions"][0]["ActionParameters"]["SessionType"], "Standard_Stream",
+        "{request}"
+    );
 
     // A binary frame where the opening belongs is refused, with the reason.
     let (url, _) = stream(&env).await;

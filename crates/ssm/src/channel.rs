@@ -71,6 +71,13 @@ pub struct ChannelConfig {
     pub max_backoff_rto: Duration,
     /// Version sent in the handshake response or request.
     pub version: String,
+    /// Client: how long input waits for the agent's first word. A current
+    /// agent starts with a HandshakeRequest and drops input that arrives
+    /// before its handshake completes (acknowledged, never delivered), so
+    /// the client holds input until HandshakeComplete, or until the first
+    /// output of an agent too old to ask for one. Past this, input goes out
+    /// anyway.
+    pub input_hold: Duration,
 }
 
 impl Default for ChannelConfig {
@@ -85,6 +92,8 @@ impl Default for ChannelConfig {
             // Numeric only: the agent compares ClientVersion against
             // thresholds such as "1.1.70" to choose features.
             version: "1.2.0.0".to_owned(),
+            // Longer than the agent's own 15 s handshake timeout.
+            input_hold: Duration::from_secs(20),
         }
     }
 }
@@ -132,6 +141,8 @@ enum Handshake {
     NotStarted,
     /// Agent: request sent, waiting for the response.
     AwaitingResponse { started: Instant },
+    /// Client: request answered, waiting for HandshakeComplete.
+    Answered,
     /// Finished.
     Complete,
 }
@@ -197,6 +208,9 @@ pub struct DataChannel {
     paused: bool,
     closed: bool,
     handshake: Handshake,
+    /// Client: until when input is held back (see [`ChannelConfig::input_hold`]);
+    /// `None` once it flows.
+    input_held_until: Option<Instant>,
     retransmissions: u64,
 }
 
@@ -205,6 +219,7 @@ impl DataChannel {
     /// (frames carry creation dates). `seed` makes message ids reproducible.
     pub fn new(role: Role, config: ChannelConfig, now: Instant, unix_ms: u64, seed: u64) -> Self {
         let rto = config.initial_rto;
+        let config_hold = config.input_hold;
         Self {
             role,
             config,
@@ -227,6 +242,7 @@ impl DataChannel {
             paused: false,
             closed: false,
             handshake: Handshake::NotStarted,
+            input_held_until: (role == Role::Client).then(|| now + config_hold),
             retransmissions: 0,
         }
     }
@@ -356,6 +372,9 @@ impl DataChannel {
     /// Retransmits what has waited longer than the RTO, then backs the RTO
     /// off (RFC 6298 5.5): a slow receiver must not be flooded with copies.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.input_held_until.is_some_and(|until| until <= now) {
+            self.release_input(now);
+        }
         if self.paused || self.closed {
             return;
         }
@@ -406,20 +425,29 @@ impl DataChannel {
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        if self.paused || self.closed {
+        if self.closed {
             return None;
         }
+        let hold = self.input_held_until;
+        if self.paused {
+            return hold;
+        }
+        let mut resend = None;
         while let Some(&(sent_at, seq)) = self.timers.front() {
             if self
                 .unacked
                 .get(&seq)
                 .is_some_and(|s| s.last_sent == sent_at)
             {
-                return Some(sent_at + self.rtt.rto);
+                resend = Some(sent_at + self.rtt.rto);
+                break;
             }
             self.timers.pop_front();
         }
-        None
+        match (resend, hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next frame to send.
@@ -478,6 +506,7 @@ impl DataChannel {
             (Role::Client, PayloadType::HANDSHAKE_COMPLETE) => {
                 let done: Option<HandshakeComplete> = serde_json::from_slice(&message.payload).ok();
                 self.handshake = Handshake::Complete;
+                self.release_input(now);
                 self.events.push_back(Event::HandshakeComplete {
                     customer_message: done.map(|d| d.customer_message).unwrap_or_default(),
                 });
@@ -487,11 +516,29 @@ impl DataChannel {
             }
             // The agent discards input while its handshake is in progress.
             (Role::Agent, _) if matches!(self.handshake, Handshake::AwaitingResponse { .. }) => {}
-            _ => self.events.push_back(Event::Data {
-                payload_type: pt,
-                data: message.payload,
-            }),
+            _ => {
+                // Output before any handshake: an agent that does not ask for one.
+                if self.role == Role::Client && self.handshake == Handshake::NotStarted {
+                    self.release_input(now);
+                }
+                self.events.push_back(Event::Data {
+                    payload_type: pt,
+                    data: message.payload,
+                });
+            }
         }
+    }
+
+    /// Client: lets held input flow.
+    fn release_input(&mut self, now: Instant) {
+        if self.input_held_until.take().is_some() {
+            self.flush_queue(now);
+        }
+    }
+
+    /// Client: true while input waits for the agent's handshake.
+    pub fn input_held(&self) -> bool {
+        self.input_held_until.is_some()
     }
 
     /// Client: agree to the session type, decline encryption (no KMS support).
@@ -535,6 +582,7 @@ impl DataChannel {
             processed_client_actions: processed,
             errors: None,
         };
+        self.handshake = Handshake::Answered;
         self.events
             .push_back(Event::HandshakeRequested { session_type });
         let bytes = serde_json::to_vec(&response).unwrap_or_default();
@@ -610,7 +658,17 @@ impl DataChannel {
             return;
         }
         while self.unacked.len() < self.config.send_window {
-            let Some((payload_type, payload)) = self.queued.pop_front() else {
+            // Held input waits; the handshake's own answer goes first
+            // (sequence numbers are given here, so it may overtake).
+            let next = match self.input_held_until {
+                None => self.queued.pop_front(),
+                Some(_) => self
+                    .queued
+                    .iter()
+                    .position(|(t, _)| *t == PayloadType::HANDSHAKE_RESPONSE)
+                    .and_then(|at| self.queued.remove(at)),
+            };
+            let Some((payload_type, payload)) = next else {
                 break;
             };
             let seq = self.next_seq;

@@ -248,7 +248,6 @@ fn handshake_then_data() {
     let now = pair.now;
     pair.agent
         .start_handshake(vec![session_type_action("NonInteractiveCommands")], now);
-    // Input sent before the handshake completes is discarded by the agent, as the real one does.
     pair.run_until(|p| {
         p.agent_events
             .iter()
@@ -263,6 +262,56 @@ fn handshake_then_data() {
         session_type: Some("NonInteractiveCommands".into())
     }));
     transfer_both_ways(&mut pair, 5_000);
+}
+
+#[test]
+fn input_typed_before_the_handshake_waits_for_it_and_is_not_lost() {
+    let mut pair = Pair::perfect();
+    let now = pair.now;
+    // The client types at once, as `exec` does; the agent asks for a handshake.
+    pair.client.send(PayloadType::OUTPUT, b"echo hi\r", now);
+    assert!(
+        pair.client.poll_transmit().is_none(),
+        "input waits for the agent's first word"
+    );
+    pair.agent
+        .start_handshake(vec![session_type_action("Standard_Stream")], now);
+    pair.run_until(|p| data_of(&p.agent_events, PayloadType::OUTPUT) == b"echo hi\r");
+    // The agent delivered it after the handshake, not dropped it during.
+    let complete = pair
+        .agent_events
+        .iter()
+        .position(|e| matches!(e, Event::HandshakeComplete { .. }))
+        .expect("handshake completed");
+    let data = pair
+        .agent_events
+        .iter()
+        .position(|e| matches!(e, Event::Data { .. }))
+        .unwrap();
+    assert!(complete < data, "{:?}", pair.agent_events);
+}
+
+#[test]
+fn input_flows_after_an_old_agents_first_output_or_after_the_hold() {
+    // An agent that never asks for a handshake: its prompt opens the gate.
+    let mut pair = Pair::perfect();
+    let now = pair.now;
+    pair.client.send(PayloadType::OUTPUT, b"ls\r", now);
+    pair.agent.send(PayloadType::OUTPUT, b"$ ", now);
+    pair.run_until(|p| data_of(&p.agent_events, PayloadType::OUTPUT) == b"ls\r");
+    assert!(
+        pair.now < now + Duration::from_secs(1),
+        "no wait for the hold"
+    );
+
+    // An agent that says nothing at all: input goes out once the hold is over.
+    let mut pair = Pair::perfect();
+    let now = pair.now;
+    pair.client.send(PayloadType::OUTPUT, b"ls\r", now);
+    let hold = ChannelConfig::default().input_hold;
+    assert_eq!(pair.client.poll_timeout(), Some(now + hold));
+    pair.run_until(|p| data_of(&p.agent_events, PayloadType::OUTPUT) == b"ls\r");
+    assert!(pair.now >= now + hold);
 }
 
 #[test]
@@ -288,6 +337,10 @@ fn kms_handshake_is_declined_and_fails_cleanly() {
 #[test]
 fn pause_stops_sending_until_resumed() {
     let mut pair = Pair::perfect();
+    let now = pair.now;
+    // The shell's prompt: an agent without a handshake, so input may flow.
+    pair.agent.send(PayloadType::OUTPUT, b"$ ", now);
+    pair.run_until(|p| !p.client.input_held());
     let now = pair.now;
     pair.agent.publication(false, now);
     pair.run_until(|p| p.client_events.contains(&Event::Paused));
