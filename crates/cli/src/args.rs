@@ -173,6 +173,16 @@ pub enum Command {
     Store(Box<crate::store_args::StoreArgs>),
 }
 
+impl Command {
+    /// Whether Ctrl-C ends this command (exit code 130). Not while AWS's
+    /// session-manager-plugin runs: the terminal's Ctrl-C is for the remote
+    /// shell then, and the plugin forwards it; this process ending would
+    /// take the plugin down with it.
+    pub fn stops_on_ctrl_c(&self) -> bool {
+        !matches!(self, Self::Connect(a) if a.ssm_plugin)
+    }
+}
+
 /// An environment, by id or name; omitted, the region's default environment.
 #[derive(Debug, Args)]
 pub struct EnvArg {

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::Usage as u8);
         }
     };
+    let interruptible = cli.command.stops_on_ctrl_c();
     let code = runtime.block_on(async {
         tokio::select! {
             result = run(cli) => match result {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
                 Ok(None) => Exit::Success as u8,
                 Err(e) => report(&e) as u8,
             },
-            _ = tokio::signal::ctrl_c() => Exit::Interrupted as u8,
+            _ = tokio::signal::ctrl_c(), if interruptible => Exit::Interrupted as u8,
         }
     });
     // A read of the terminal may still block a runtime thread; do not wait for it.

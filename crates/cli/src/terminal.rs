@@ -73,7 +73,7 @@ pub async fn connect(ctx: &Context, args: &ConnectArgs) -> anyhow::Result<i32> {
     let id = ensure_running(ctx, &args.env, args.wait_timeout).await?;
     let session = open_session(ctx, &id).await?;
     if args.ssm_plugin {
-        return run_plugin(&session, ctx.client.config().region().as_str());
+        return run_plugin(ctx, &id, &session).await;
     }
     let credentials = if args.inject_credentials {
         Some(
@@ -206,18 +206,63 @@ fn credentials_line(c: &cloudshell::Credentials, region: &str) -> String {
     )
 }
 
-fn run_plugin(session: &CreateSessionOutput, region: &str) -> anyhow::Result<i32> {
+/// Hands the session to AWS's session-manager-plugin, as `aws ssm
+/// start-session` does: its seven-argument form, so that after a dropped
+/// socket it asks SSM's `ResumeSession` at the right endpoint, with this
+/// command's own credentials, for a token to redial with.
+async fn run_plugin(
+    ctx: &Context,
+    id: &EnvironmentId,
+    session: &CreateSessionOutput,
+) -> anyhow::Result<i32> {
+    let config = ctx.client.config();
+    let credentials = ctx
+        .client
+        .resolved_credentials()
+        .await
+        .map_err(anyhow::Error::new)?;
     let response = serde_json::json!({
         "SessionId": session.session_id,
         "StreamUrl": session.stream_url,
         "TokenValue": session.token_value,
     });
-    // The plugin's short form: response JSON, region, "StartSession".
-    let status = std::process::Command::new("session-manager-plugin")
+    let parameters = serde_json::json!({ "Target": id.as_str() });
+    let ssm_endpoint = std::env::var("AWS_ENDPOINT_URL_SSM")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| config.ssm_endpoint());
+    let mut plugin = tokio::process::Command::new("session-manager-plugin");
+    plugin
         .arg(response.to_string())
-        .arg(region)
+        .arg(config.region().as_str())
         .arg("StartSession")
-        .status();
+        // No profile: the credentials below are the ones to use.
+        .arg("")
+        .arg(parameters.to_string())
+        .arg(&ssm_endpoint)
+        .env("AWS_ACCESS_KEY_ID", credentials.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key())
+        .env_remove("AWS_PROFILE");
+    match credentials.session_token() {
+        Some(token) => plugin.env("AWS_SESSION_TOKEN", token),
+        None => plugin.env_remove("AWS_SESSION_TOKEN"),
+    };
+    // Ctrl-C, Ctrl-\ and Ctrl-Z at the terminal signal this process too
+    // (it shares the plugin's process group), and the plugin turns them into
+    // keystrokes for the remote shell: this process must survive them, or
+    // its exit hangs the plugin up with it. A handler, unlike SIG_IGN, is
+    // not inherited, so the plugin still receives them.
+    use tokio::signal::unix::{SignalKind, signal};
+    let _held: Vec<_> = [
+        SignalKind::interrupt(),
+        SignalKind::quit(),
+        SignalKind::from_raw(rustix::process::Signal::TSTP.as_raw()),
+    ]
+    .into_iter()
+    .map(signal)
+    .collect::<Result<_, _>>()
+    .context("could not hold the terminal's signals for session-manager-plugin")?;
+    let status = plugin.status().await;
     match status {
         Ok(s) => Ok(s.code().unwrap_or(1)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -447,3 +447,60 @@ async fn aws_session_manager_plugin_opens_a_hundred_sessions_in_a_row() {
         assert_eq!(status.code(), Some(0), "session {n}");
     }
 }
+
+/// The rest of what a user does through AWS's plugin: a resized window, a
+/// Ctrl-C that stops a command, a socket dropped under it (the emulator
+/// drops every WebSocket after three seconds; the plugin asks SSM's
+/// ResumeSession at the endpoint `connect --ssm-plugin` handed it for a
+/// new token and redials), and `exit` ending it with status 0.
+#[tokio::test]
+async fn aws_session_manager_plugin_resizes_interrupts_and_resumes_a_dropped_socket() {
+    let emu = running(&["--ssm-disconnect-every", "3s"]);
+    let path = format!(
+        "{}:{}",
+        aws_plugin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(30, 120)).unwrap();
+    let mut child = emu
+        .pty_cmd(&["connect", "--ssm-plugin"])
+        .env("PATH", &path)
+        .spawn_borrowed(&pts)
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut pty, &mut seen, "~]").await;
+
+    // The plugin polls the window size and sends it on.
+    pty.resize(pty_process::Size::new(40, 100)).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pty.write_all(b"echo size-$(stty size | tr ' ' x)\r")
+        .await
+        .unwrap();
+    read_until(&mut pty, &mut seen, "size-40x100").await;
+
+    // Ctrl-C reaches the remote foreground job.
+    pty.write_all(b"sleep 300\r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pty.write_all(b"\x03").await.unwrap();
+    // The plugin sends Ctrl-C from its SIGINT handler, a slower path than
+    // its keystrokes: a line typed at once would overtake it (and be
+    // discarded by it), as it would for a user typing that fast.
+    read_until(&mut pty, &mut seen, "^C").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pty.write_all(b"echo after-$((1+1))\r").await.unwrap();
+    read_until(&mut pty, &mut seen, "after-2").await;
+
+    // Several dropped sockets later, the same shell still answers.
+    pty.write_all(b"x=kept\r").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    pty.write_all(b"echo resumed-$x-$((6*7))\r").await.unwrap();
+    read_until(&mut pty, &mut seen, "resumed-kept-42").await;
+
+    pty.write_all(b"exit\r").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the plugin did not exit")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -98,6 +98,20 @@ impl Config {
         self.endpoint.as_str()
     }
 
+    /// Where a Session Manager client sends SSM's session calls
+    /// (`ResumeSession` after a dropped socket, `TerminateSession`) for
+    /// sessions this configuration opens: the region's SSM endpoint, or,
+    /// when the CloudShell endpoint was overridden, that same endpoint (a
+    /// local emulator serves both).
+    pub fn ssm_endpoint(&self) -> String {
+        let standard = default_endpoint(&self.region).ok();
+        if standard.as_ref() == Some(&self.endpoint) {
+            regional_endpoint("ssm", &self.region)
+        } else {
+            self.endpoint.as_str().trim_end_matches('/').to_owned()
+        }
+    }
+
     /// The retry policy.
     pub fn retry(&self) -> &RetryConfig {
         &self.retry
@@ -266,13 +280,18 @@ fn configured_endpoint_from_env(var: impl Fn(&str) -> Option<String>) -> Option<
 }
 
 fn default_endpoint(region: &Region) -> Result<reqwest::Url, ConfigError> {
+    parse_endpoint(&regional_endpoint(SERVICE_NAME, region))
+}
+
+/// `https://<service>.<region>.<suffix>`.
+fn regional_endpoint(service: &str, region: &Region) -> String {
     // China regions live under their own DNS suffix.
     let suffix = if region.as_str().starts_with("cn-") {
         "amazonaws.com.cn"
     } else {
         "amazonaws.com"
     };
-    parse_endpoint(&format!("https://{SERVICE_NAME}.{region}.{suffix}"))
+    format!("https://{service}.{region}.{suffix}")
 }
 
 fn parse_endpoint(url: &str) -> Result<reqwest::Url, ConfigError> {
@@ -326,6 +345,27 @@ mod tests {
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
         ]);
         assert_eq!(configured_endpoint_from_env(e), None);
+    }
+
+    #[test]
+    fn ssm_calls_follow_an_overridden_endpoint() {
+        let config = |endpoint: Option<&str>| {
+            let mut b = Config::builder()
+                .region(Region::new("eu-west-1").unwrap())
+                .credentials(Credentials::new("AK", "SK", None, None, "test"));
+            if let Some(e) = endpoint {
+                b = b.endpoint_url(e);
+            }
+            b.build().unwrap()
+        };
+        assert_eq!(
+            config(None).ssm_endpoint(),
+            "https://ssm.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            config(Some("http://127.0.0.1:4566")).ssm_endpoint(),
+            "http://127.0.0.1:4566"
+        );
     }
 
     #[test]

@@ -88,7 +88,11 @@ async fn control_api(
             e.into_response_with_id(&request_id)
         }
     };
-    info!(%method, path = uri.path(), status = response.status().as_u16(), %request_id, "request");
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    info!(%method, path = uri.path(), target, status = response.status().as_u16(), %request_id, "request");
     response
 }
 
@@ -99,7 +103,12 @@ async fn handle(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Value, AwsError> {
-    let operation = operation_name(uri.path(), headers)?;
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    let ssm_operation = crate::ssm::operation(target).transpose()?;
+    let operation = match ssm_operation {
+        Some(op) => op,
+        None => operation_name(uri.path(), headers)?,
+    };
     if method != Method::POST {
         return Err(AwsError::unknown_operation(&format!(
             "{method} {}",
@@ -121,7 +130,11 @@ async fn handle(
             body: &body,
         },
         &config.credentials,
-        cloudshell::config::SERVICE_NAME,
+        if ssm_operation.is_some() {
+            crate::ssm::SERVICE_NAME
+        } else {
+            cloudshell::config::SERVICE_NAME
+        },
         &config.regions,
         host_region(&host),
         SystemTime::now(),
@@ -135,8 +148,16 @@ async fn handle(
         serde_json::from_slice(&body)
             .map_err(|e| AwsError::validation(format!("the request body is not valid JSON: {e}")))?
     };
-    let service_state = Arc::clone(state);
     let now = now_millis();
+    if ssm_operation.is_some() {
+        let state = Arc::clone(state);
+        return tokio::task::spawn_blocking(move || {
+            crate::ssm::call(&state, operation, &caller, &input, now, &host)
+        })
+        .await
+        .map_err(|e| AwsError::internal(format!("operation task failed: {e}")))?;
+    }
+    let service_state = Arc::clone(state);
     let ended = ended_sessions(operation, &input);
     let output = tokio::task::spawn_blocking(move || {
         service_state

@@ -33,6 +33,11 @@ impl AwsError {
         Self::new(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
     }
 
+    /// 400 `DoesNotExistException` (SSM's word for an unknown session).
+    pub fn does_not_exist(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "DoesNotExistException", message)
+    }
+
     /// 402 `ServiceQuotaExceededException`.
     pub fn quota(message: impl Into<String>) -> Self {
         Self::new(

@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::config::DataChannelFaults;
 use crate::live::{Attachment, LiveSession};
@@ -86,7 +86,7 @@ async fn opening(socket: &mut WebSocket) -> Result<OpenDataChannelInput, String>
 /// Closes a data channel that may not open, logging why: 1008 (policy
 /// violation), with the reason for the client to show.
 async fn refuse(mut socket: WebSocket, session_id: &str, reason: String) {
-    info!(%session_id, %reason, "data channel refused");
+    warn!(%session_id, %reason, "data channel refused");
     let frame = axum::extract::ws::CloseFrame {
         code: 1008,
         reason: reason.into(),
@@ -319,7 +319,7 @@ impl ShellSession {
                     }
                     Event::HandshakeComplete { .. } => handshake_until = None,
                     Event::HandshakeFailed(why) => {
-                        info!(session_id = %self.session_id, "handshake failed: {why}");
+                        warn!(session_id = %self.session_id, "handshake failed: {why}");
                         reason = format!("the handshake failed: {why}");
                         shell_done = true;
                     }
@@ -346,7 +346,7 @@ impl ShellSession {
                 },
                 () = sleep_until(deadline), if deadline.is_some() => channel.handle_timeout(Instant::now()),
                 () = sleep_until(handshake_until), if handshake_until.is_some() => {
-                    info!(session_id = %self.session_id, "the client never answered the handshake");
+                    warn!(session_id = %self.session_id, "the client never answered the handshake");
                     reason = "Handshake timed out. Please ensure that you have the latest version of the session manager plugin.".to_owned();
                     shell_done = true;
                 }

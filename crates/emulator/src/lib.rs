@@ -37,6 +37,7 @@ pub mod presign;
 pub mod processes;
 pub mod service;
 pub mod sigv4;
+pub mod ssm;
 pub mod state;
 pub mod store;
 

@@ -307,7 +307,8 @@ impl Service {
         }
         let tab_id = tab_id.to_owned();
         self.with_environment(caller, input, now, |t, env| {
-            env.touch(now, "CreateSession").map_err(AwsError::validation)?;
+            env.touch(now, "CreateSession")
+                .map_err(AwsError::validation)?;
             let session = Session {
                 id: format!("{}-{}", session_user(&caller.principal), random_hex(8)),
                 environment_id: env.id.clone(),
@@ -320,9 +321,71 @@ impl Service {
             Ok(json!({
                 "SessionId": session.id,
                 "TokenValue": session.token,
-                "StreamUrl": format!("ws://{host}/v1/data-channel/{}?role=publish_subscribe", session.id),
+                "StreamUrl": stream_url(host, &session.id),
             }))
         })
+    }
+
+    /// SSM `ResumeSession`: a fresh token for a live session of the
+    /// caller's, to redial its stream URL with after a dropped socket (what
+    /// AWS's session-manager-plugin does). The old token stops working.
+    pub fn resume_session(
+        &self,
+        caller: &Verified,
+        session_id: &str,
+        now: Millis,
+        host: &str,
+    ) -> Result<Value, AwsError> {
+        self.store.write(|t| {
+            let mut session = self.callers_session(t, caller, session_id)?;
+            session.token = random_hex(32);
+            session.created = now;
+            session.opened = false;
+            t.put_session(&session)?;
+            Ok(json!({
+                "SessionId": session.id,
+                "TokenValue": session.token,
+                "StreamUrl": stream_url(host, &session.id),
+            }))
+        })
+    }
+
+    /// SSM `TerminateSession`: forgets a session of the caller's (its shell
+    /// is ended by the caller of this).
+    pub fn terminate_session(
+        &self,
+        caller: &Verified,
+        session_id: &str,
+    ) -> Result<Value, AwsError> {
+        self.store.write(|t| {
+            self.callers_session(t, caller, session_id)?;
+            t.remove_session(session_id)?;
+            Ok(json!({ "SessionId": session_id }))
+        })
+    }
+
+    /// A live session whose environment belongs to the caller; SSM's
+    /// `DoesNotExistException` otherwise (whether it never existed, has
+    /// ended, or is someone else's).
+    fn callers_session(
+        &self,
+        t: &mut Txn,
+        caller: &Verified,
+        session_id: &str,
+    ) -> Result<Session, AwsError> {
+        let missing = || {
+            AwsError::does_not_exist(format!(
+                "Session Id {session_id} does not exist or has ended."
+            ))
+        };
+        let session = t.session(session_id)?.ok_or_else(missing)?;
+        let env = t
+            .environment(&session.environment_id)?
+            .ok_or_else(missing)?;
+        if !owned_by(&env, caller) {
+            return Err(missing());
+        }
+        Ok(session)
     }
 
     fn file_urls(
@@ -485,6 +548,11 @@ impl Service {
         }
         Ok(Some(env))
     }
+}
+
+/// Where a session's data channel is dialled.
+fn stream_url(host: &str, session_id: &str) -> String {
+    format!("ws://{host}/v1/data-channel/{session_id}?role=publish_subscribe")
 }
 
 fn owned_by(env: &Environment, caller: &Verified) -> bool {

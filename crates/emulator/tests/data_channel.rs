@@ -77,6 +77,29 @@ async fn running_environment() -> Running {
 
 /// POSTs `body` to `path`, signed with SigV4 as any AWS client signs it.
 async fn signed_post(env: &Running, path: &str, body: &str) -> (u16, serde_json::Value) {
+    signed_call(env, "cloudshell", None, path, body).await
+}
+
+/// An SSM JSON 1.1 call (`X-Amz-Target: AmazonSSM.<operation>`), as the
+/// plugin's AWS SDK makes it.
+async fn ssm_call(env: &Running, operation: &str, body: &str) -> (u16, serde_json::Value) {
+    signed_call(
+        env,
+        "ssm",
+        Some(&format!("AmazonSSM.{operation}")),
+        "/",
+        body,
+    )
+    .await
+}
+
+async fn signed_call(
+    env: &Running,
+    service: &str,
+    target: Option<&str>,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     let cred = env.emulator.config().credentials[0].clone();
     let identity: Identity = Credentials::new(
         &cred.access_key_id,
@@ -89,7 +112,7 @@ async fn signed_post(env: &Running, path: &str, body: &str) -> (u16, serde_json:
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)
-        .name("cloudshell")
+        .name(service)
         .time(SystemTime::now())
         .settings(SigningSettings::default())
         .build()
@@ -102,10 +125,13 @@ async fn signed_post(env: &Running, path: &str, body: &str) -> (u16, serde_json:
         .next()
         .unwrap()
         .to_owned();
-    let headers = [
+    let mut headers = vec![
         ("host", host.as_str()),
         ("content-type", "application/json"),
     ];
+    if let Some(t) = target {
+        headers.push(("x-amz-target", t));
+    }
     let signable = SignableRequest::new(
         "POST",
         &url,
@@ -118,11 +144,18 @@ async fn signed_post(env: &Running, path: &str, body: &str) -> (u16, serde_json:
         .method("POST")
         .uri(&url)
         .header("content-type", "application/json")
+        .header("x-amz-target", target.unwrap_or_default())
         .body(body.to_owned())
         .unwrap();
     instructions.apply_to_request_http1x(&mut request);
     let mut out = reqwest::Client::new().post(&url).body(body.to_owned());
+    if let Some(t) = target {
+        out = out.header("x-amz-target", t);
+    }
     for (k, v) in request.headers() {
+        if k.as_str() == "x-amz-target" {
+            continue;
+        }
         out = out.header(k.as_str(), v.to_str().unwrap());
     }
     let response = out.send().await.unwrap();
@@ -235,4 +268,96 @@ async fn pings_before_the_opening_frame_and_a_numeric_schema_version_are_accepte
     .expect("a close frame with a reason");
     assert_eq!(u16::from(close.code), 1008);
     assert!(close.reason.contains("binary frame"), "{}", close.reason);
+}
+
+/// Opens `url` with `token` and says whether the shell's session got as far
+/// as the handshake (refusals close the socket with a reason instead).
+async fn opens(url: &str, token: &str) -> Result<(), String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let open = serde_json::json!({
+        "MessageSchemaVersion": "1.0",
+        "RequestId": "7f0f5a7e-3b52-4c43-9a9e-1c1f1d2a3b4c",
+        "TokenValue": token,
+    });
+    ws.send(Message::Text(open.to_string().into()))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(_))) => return Ok(()),
+                Some(Ok(Message::Close(c))) => {
+                    return Err(c.map(|c| c.reason.to_string()).unwrap_or_default());
+                }
+                Some(Ok(_)) => continue,
+                other => return Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// AWS's plugin asks SSM's ResumeSession for a new token after a dropped
+/// socket and redials with it: the emulator answers for its own sessions,
+/// signed for `ssm`, and only to their owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_session_gives_a_fresh_token_for_the_same_session() {
+    let env = running_environment().await;
+    let session = env
+        .client
+        .create_session(&CreateSessionInput::new(env.id.clone()))
+        .await
+        .unwrap();
+    opens(&session.stream_url, &session.token_value)
+        .await
+        .unwrap();
+
+    let body = serde_json::json!({ "SessionId": session.session_id }).to_string();
+    let (status, resumed) = ssm_call(&env, "ResumeSession", &body).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["SessionId"], session.session_id.as_str());
+    assert_eq!(resumed["StreamUrl"], session.stream_url.as_str());
+    let token = resumed["TokenValue"].as_str().unwrap();
+    assert_ne!(token, session.token_value);
+    opens(&session.stream_url, token).await.unwrap();
+    // The old token is spent.
+    let refused = opens(&session.stream_url, &session.token_value)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("token"), "{refused}");
+
+    // Signed for the wrong service, an unknown session, no session: refused with reasons.
+    let (status, answer) = signed_call(
+        &env,
+        "cloudshell",
+        Some("AmazonSSM.ResumeSession"),
+        "/",
+        &body,
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    let unknown = serde_json::json!({ "SessionId": "someone-else-0123" }).to_string();
+    let (status, answer) = ssm_call(&env, "ResumeSession", &unknown).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (400, Some("DoesNotExistException")),
+        "{answer}"
+    );
+    let (status, answer) = ssm_call(&env, "ResumeSession", "{}").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("SessionId"),
+        "{answer}"
+    );
+
+    // TerminateSession ends it: no more resuming.
+    let (status, answer) = ssm_call(&env, "TerminateSession", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = ssm_call(&env, "ResumeSession", &body).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (400, Some("DoesNotExistException")),
+        "{answer}"
+    );
 }
