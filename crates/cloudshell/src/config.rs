@@ -98,14 +98,20 @@ impl Config {
         self.endpoint.as_str()
     }
 
+    /// True when requests go to AWS's own endpoint for the region (not an
+    /// override such as a local emulator): the shells are real CloudShell
+    /// machines, whatever runs this.
+    pub fn is_aws_endpoint(&self) -> bool {
+        default_endpoint(&self.region).is_ok_and(|standard| standard == self.endpoint)
+    }
+
     /// Where a Session Manager client sends SSM's session calls
     /// (`ResumeSession` after a dropped socket, `TerminateSession`) for
     /// sessions this configuration opens: the region's SSM endpoint, or,
     /// when the CloudShell endpoint was overridden, that same endpoint (a
     /// local emulator serves both).
     pub fn ssm_endpoint(&self) -> String {
-        let standard = default_endpoint(&self.region).ok();
-        if standard.as_ref() == Some(&self.endpoint) {
+        if self.is_aws_endpoint() {
             regional_endpoint("ssm", &self.region)
         } else {
             self.endpoint.as_str().trim_end_matches('/').to_owned()

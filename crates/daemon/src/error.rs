@@ -45,6 +45,14 @@ pub enum DaemonError {
     /// Not a region name.
     #[error(transparent)]
     Region(#[from] cloudshell::ValidationError),
+    /// The agent binary cannot run where it would be sent.
+    #[error("the agent binary {} cannot run in CloudShell: {why}; {hint}", path.display(), hint = crate::nodes::agent_image::BUILD_HINT)]
+    AgentBinary {
+        /// Where it was read from.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A node for that region exists already.
     #[error("the region {0} has a node already")]
     Exists(String),

@@ -49,7 +49,9 @@ impl Fleet {
             crate::error::net("cannot load or make the daemon's identity"),
         )?;
         let (pool, endpoints) = quic(config, &identity).await?;
-        let agent = agent_binary(config)?;
+        // Real CloudShell machines, not this one: the binary must suit them.
+        let to_aws = clients.iter().any(|c| c.config().is_aws_endpoint());
+        let agent = agent_binary(config, to_aws)?;
         let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
         let nodes: Vec<NodeHandle> = regions
             .iter()
@@ -203,17 +205,103 @@ pub(crate) async fn quic(
 }
 
 /// The agent binary: the configured one, or `cloudshell-agent` next to
-/// this program.
-pub(crate) fn agent_binary(config: &DaemonConfig) -> Result<AgentBinary, DaemonError> {
+/// this program, checked before it is sent anywhere. A binary that is not
+/// a Linux x86-64 program is refused; one that needs a newer glibc than
+/// CloudShell's is refused when `to_aws` (the shells are real CloudShell
+/// machines) and only warned about otherwise (an emulator runs it here).
+pub(crate) fn agent_binary(
+    config: &DaemonConfig,
+    to_aws: bool,
+) -> Result<AgentBinary, DaemonError> {
+    use super::agent_image::{CLOUDSHELL_GLIBC, inspect};
     let path = match &config.agent_binary {
         Some(p) => p.clone(),
         None => std::env::current_exe()
             .map_err(io("cannot find this program"))?
             .with_file_name("cloudshell-agent"),
     };
-    AgentBinary::load(&path).map_err(io(format!(
-        "cannot read the agent binary {} (build it with `cargo build --release -p \
-         cloudshell-agent`, or point agent_binary / --agent-binary at it)",
+    let agent = AgentBinary::load(&path).map_err(io(format!(
+        "cannot read the agent binary {} (build it with `scripts/build-agent`, or \
+         point agent_binary / --agent-binary at it)",
         path.display()
-    )))
+    )))?;
+    let refuse = |why: String| DaemonError::AgentBinary {
+        path: path.clone(),
+        why,
+    };
+    let image = inspect(&agent.bytes).map_err(|e| refuse(e.to_string()))?;
+    if !image.runs_on_cloudshell_glibc() {
+        let needs = image.glibc.map(|v| v.to_string()).unwrap_or_default();
+        let why = format!(
+            "it needs glibc {needs}, newer than CloudShell's {CLOUDSHELL_GLIBC} (Amazon Linux 2)"
+        );
+        if to_aws {
+            return Err(refuse(why));
+        }
+        tracing::warn!(
+            agent = %path.display(),
+            "{why}: fine for an emulator on this machine, not for real CloudShell"
+        );
+    }
+    if to_aws && image.unstripped {
+        tracing::warn!(
+            agent = %path.display(),
+            bytes = image.size,
+            "the agent binary is not stripped; every byte goes to every region (`strip` it, or use `scripts/build-agent`)"
+        );
+    }
+    Ok(agent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with_agent(path: &std::path::Path) -> DaemonConfig {
+        DaemonConfig {
+            agent_binary: Some(path.to_owned()),
+            ..DaemonConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_agent_that_cannot_run_in_cloudshell_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a Mac build would hand over.
+        let script = dir.path().join("cloudshell-agent");
+        std::fs::write(&script, "#!/bin/sh\nexec true\n").unwrap();
+        for to_aws in [true, false] {
+            let e = agent_binary(&config_with_agent(&script), to_aws)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a Linux program (a script)"), "{e}");
+            assert!(e.contains("scripts/build-agent"), "{e}");
+        }
+
+        // A program linked on this machine: against real CloudShell its
+        // glibc is checked (this test binary needs a newer one than 2.26
+        // on any current Linux); against an emulator it runs here.
+        let here = std::env::current_exe().unwrap();
+        let image = super::super::agent_image::inspect(&std::fs::read(&here).unwrap()).unwrap();
+        let aws = agent_binary(&config_with_agent(&here), true);
+        if image.runs_on_cloudshell_glibc() {
+            assert!(aws.is_ok());
+        } else {
+            let e = aws.unwrap_err().to_string();
+            assert!(
+                e.contains("needs glibc 2.") && e.contains("Amazon Linux 2"),
+                "{e}"
+            );
+        }
+        assert!(agent_binary(&config_with_agent(&here), false).is_ok());
+
+        let missing = dir.path().join("nowhere");
+        let e = agent_binary(&config_with_agent(&missing), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read the agent binary") && e.contains("nowhere"),
+            "{e}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`environment`]: an environment made RUNNING, commands in its shell,
 //!   uploads into its home;
+//! - [`agent_image`]: whether an agent binary can run in CloudShell;
 //! - [`bootstrap`]: the shell commands that install and start the agent;
 //! - [`manager`]: [`manager::NodeManager`], one task per region that keeps
 //!   its agent serving;
@@ -9,6 +10,7 @@
 //! - [`health`]: what is known about the shards' health;
 //! - `fleet`: every node's machinery, before a store is opened over them.
 
+pub mod agent_image;
 pub mod bootstrap;
 pub mod environment;
 pub(crate) mod fleet;
