@@ -17,9 +17,6 @@ use crate::commands::{ApiResult, Context, ensure_running};
 /// Exit status of `exec` when the session itself failed, as ssh uses.
 pub const EXEC_SESSION_FAILED: i32 = 255;
 
-/// Marks the end of the credential set-up in the remote shell's output.
-const READY_MARK: &[u8] = b"\x1eR\x1e";
-
 async fn open_session(ctx: &Context, id: &EnvironmentId) -> anyhow::Result<CreateSessionOutput> {
     ctx.client
         .create_session(&CreateSessionInput::new(id.clone()))
@@ -99,11 +96,18 @@ pub async fn connect(ctx: &Context, args: &ConnectArgs) -> anyhow::Result<i32> {
     let region = ctx.client.config().region().as_str();
     let mut pending_credentials = credentials.as_ref().map(|c| credentials_line(c, region));
     let mut awaiting_ready = pending_credentials.is_some();
+    // Marks the end of the set-up in the shell's output: printable, as a
+    // Console (tmux) session drops control bytes from what it renders, and
+    // typed in two pieces, so the line's own echo cannot match it.
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    let ready_mark = format!("cloudshell-ready-{nonce}").into_bytes();
     if awaiting_ready {
         writer
             .input(
-                b" HISTCONTROL=ignorespace:$HISTCONTROL; stty -echo; printf '\\036R\\036'\r"
-                    .to_vec(),
+                format!(
+                    " HISTCONTROL=ignorespace:$HISTCONTROL; stty -echo; printf '%s-%s' cloudshell-ready {nonce}\r"
+                )
+                .into_bytes(),
             )
             .await?;
     }
@@ -122,14 +126,14 @@ pub async fn connect(ctx: &Context, args: &ConnectArgs) -> anyhow::Result<i32> {
                     let data = if awaiting_ready {
                         // Hide the set-up's marker from the screen.
                         pending.extend_from_slice(&data);
-                        match find(&pending, READY_MARK) {
+                        match find(&pending, &ready_mark) {
                             Some(at) => {
                                 awaiting_ready = false;
                                 if let Some(line) = pending_credentials.take() {
                                     writer.input(line.into_bytes()).await?;
                                 }
                                 let mut shown = pending[..at].to_vec();
-                                shown.extend_from_slice(&pending[at + READY_MARK.len()..]);
+                                shown.extend_from_slice(&pending[at + ready_mark.len()..]);
                                 pending.clear();
                                 shown
                             }

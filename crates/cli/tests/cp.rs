@@ -113,9 +113,12 @@ fn round_trip(emu: &Emulator, via_urls: bool) {
     }
 }
 
+/// Through a Console (`TMUX`) session, what this client asks for, and a
+/// plain one.
 #[test]
 fn files_of_every_size_round_trip_through_the_shell() {
     round_trip(&running(&[]), false);
+    round_trip(&running(&["--plain-sessions"]), false);
 }
 
 #[test]

@@ -65,16 +65,28 @@ fn random_bytes(n: usize) -> Vec<u8> {
     out.stdout
 }
 
+/// A Console session (`SessionType: TMUX`, what this client asks for)
+/// runs the shell inside tmux; `--plain-sessions` runs it straight in the
+/// pty. Byte-exact commands must work through both.
+fn for_each_session_kind(test: fn(&Emulator)) {
+    for kind in [&[][..], &["--plain-sessions"][..]] {
+        test(&running(kind));
+    }
+}
+
 #[test]
 fn exit_codes_pass_through() {
-    let emu = running(&[]);
+    for_each_session_kind(exit_codes_pass_through_in);
+}
+
+fn exit_codes_pass_through_in(emu: &Emulator) {
     for (command, code) in [
         ("true", 0),
         ("false", 1),
         ("exit 42", 42),
         ("sh -c 'kill -9 $$'", 137),
     ] {
-        let (got, out, err) = exec(&emu, command, None);
+        let (got, out, err) = exec(emu, command, None);
         assert_eq!(got, code, "{command}: {err}");
         assert!(
             out.is_empty(),
@@ -111,30 +123,36 @@ fn exec_argv(emu: &Emulator, argv: &[&str]) -> (i32, String) {
 
 #[test]
 fn arguments_reach_the_remote_program_as_given() {
-    let emu = running(&[]);
+    for_each_session_kind(arguments_reach_the_remote_program_as_given_in);
+}
+
+fn arguments_reach_the_remote_program_as_given_in(emu: &Emulator) {
     // Several arguments are a program and its arguments, each as given.
-    assert_eq!(exec_argv(&emu, &["echo", "it's"]), (0, "it's\n".to_owned()));
-    assert_eq!(exec_argv(&emu, &["sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(exec_argv(emu, &["echo", "it's"]), (0, "it's\n".to_owned()));
+    assert_eq!(exec_argv(emu, &["sh", "-c", "exit 7"]).0, 7);
     assert_eq!(
-        exec_argv(&emu, &["printf", "%s|", "a b", "$HOME", "\"q\""]),
+        exec_argv(emu, &["printf", "%s|", "a b", "$HOME", "\"q\""]),
         (0, "a b|$HOME|\"q\"|".to_owned())
     );
     // One argument is a command line: quotes and newlines in it are the
     // remote shell's to read, and an unbalanced quote is an error, not a hang.
     assert_eq!(
-        exec_argv(&emu, &["printf '%s\\n' \"a'b\"\necho second"]),
+        exec_argv(emu, &["printf '%s\\n' \"a'b\"\necho second"]),
         (0, "a'b\nsecond\n".to_owned())
     );
-    assert_ne!(exec_argv(&emu, &["echo \"unbalanced"]).0, 0);
+    assert_ne!(exec_argv(emu, &["echo \"unbalanced"]).0, 0);
 }
 
 #[test]
 fn output_is_byte_exact() {
-    let emu = running(&[]);
-    let (code, out, err) = exec(&emu, r"printf 'a\nb\r\n\000\377\376 end'", None);
+    for_each_session_kind(output_is_byte_exact_in);
+}
+
+fn output_is_byte_exact_in(emu: &Emulator) {
+    let (code, out, err) = exec(emu, r"printf 'a\nb\r\n\000\377\376 end'", None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, b"a\nb\r\n\x00\xff\xfe end");
-    let (_, home, _) = exec(&emu, "pwd", None);
+    let (_, home, _) = exec(emu, "pwd", None);
     assert!(
         home.ends_with(b"\n") && String::from_utf8_lossy(&home).contains("/homes/"),
         "{home:?}"
@@ -143,20 +161,26 @@ fn output_is_byte_exact() {
 
 #[test]
 fn twenty_megabytes_of_binary_output() {
-    let emu = running(&[]);
-    let (code, out, err) = exec(&emu, "head -c 20000000 /dev/urandom | tee f", None);
+    for_each_session_kind(twenty_megabytes_of_binary_output_in);
+}
+
+fn twenty_megabytes_of_binary_output_in(emu: &Emulator) {
+    let (code, out, err) = exec(emu, "head -c 20000000 /dev/urandom | tee f", None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.len(), 20_000_000);
-    let (_, remote, _) = exec(&emu, "sha256sum f | cut -c1-64", None);
+    let (_, remote, _) = exec(emu, "sha256sum f | cut -c1-64", None);
     assert_eq!(String::from_utf8_lossy(&remote).trim(), sha256(&out));
 }
 
 #[test]
 fn five_megabytes_piped_in() {
-    let emu = running(&[]);
+    for_each_session_kind(five_megabytes_piped_in_in);
+}
+
+fn five_megabytes_piped_in_in(emu: &Emulator) {
     let data = random_bytes(5_000_000);
     let (code, out, err) = exec(
-        &emu,
+        emu,
         "cat > f; sha256sum f | cut -c1-64; wc -c < f",
         Some(&data),
     );
@@ -166,7 +190,7 @@ fn five_megabytes_piped_in() {
     assert_eq!(lines.next(), Some(sha256(&data).as_str()));
     assert_eq!(lines.next(), Some("5000000"));
     // Empty input is end-of-file at once.
-    let (code, out, _) = exec(&emu, "wc -c", Some(b""));
+    let (code, out, _) = exec(emu, "wc -c", Some(b""));
     assert_eq!((code, String::from_utf8_lossy(&out).trim()), (0, "0"));
 }
 
@@ -274,8 +298,11 @@ async fn connect_in_a_real_terminal() {
 
     pty.resize(pty_process::Size::new(33, 101)).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    pty.write_all(b"stty size\r").await.unwrap();
-    read_until(&mut pty, &mut seen, "33 101").await;
+    // Inside tmux (a Console session) the pane is a row short: the status line.
+    pty.write_all(b"stty size | sed 's/^3[23] /rows-ok-/'\r")
+        .await
+        .unwrap();
+    read_until(&mut pty, &mut seen, "rows-ok-101").await;
 
     pty.write_all(b"exit\r").await.unwrap();
     read_until(&mut pty, &mut seen, "closed").await;
@@ -474,10 +501,11 @@ async fn aws_session_manager_plugin_resizes_interrupts_and_resumes_a_dropped_soc
     // The plugin polls the window size and sends it on.
     pty.resize(pty_process::Size::new(40, 100)).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    pty.write_all(b"echo size-$(stty size | tr ' ' x)\r")
+    // Inside tmux (a Console session) the pane is a row short: the status line.
+    pty.write_all(b"echo size-$(stty size | sed 's/^39 /40 /' | tr ' ' x)-$TMUX_PANE\r")
         .await
         .unwrap();
-    read_until(&mut pty, &mut seen, "size-40x100").await;
+    read_until(&mut pty, &mut seen, "size-40x100-%").await;
 
     // Ctrl-C reaches the remote foreground job.
     pty.write_all(b"sleep 300\r").await.unwrap();

@@ -96,6 +96,11 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "bash", value_name = "PATH")]
     pub shell: PathBuf,
 
+    /// Run shells straight in their pty even for `SessionType: TMUX`
+    /// sessions (which otherwise run inside tmux, as the Console's do).
+    #[arg(long)]
+    pub plain_sessions: bool,
+
     /// Bytes each home directory may hold through presigned uploads (suffixes
     /// K, M, G for powers of 1024).
     #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
@@ -141,6 +146,7 @@ impl EmulatorArgs {
             disconnect_every: self.ssm_disconnect_every.filter(|d| !d.is_zero()),
         };
         config.shell = self.shell;
+        config.plain_sessions = self.plain_sessions;
         config.home_quota = self.home_quota;
         config.faults = FaultConfig {
             throttle_every: self.throttle_every.filter(|n| *n > 0),

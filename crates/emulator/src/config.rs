@@ -125,6 +125,10 @@ pub struct EmulatorConfig {
     pub data_channel_faults: DataChannelFaults,
     /// The shell sessions run (`bash` in a pty).
     pub shell: PathBuf,
+    /// Run every session's shell straight in its pty, even when the client
+    /// asks for `SessionType: TMUX` (which otherwise runs it inside tmux,
+    /// as the Console's sessions are).
+    pub plain_sessions: bool,
     /// Bytes a home directory may hold, checked on presigned uploads.
     pub home_quota: u64,
 }
@@ -140,6 +144,7 @@ impl EmulatorConfig {
             faults: FaultConfig::default(),
             data_channel_faults: DataChannelFaults::default(),
             shell: PathBuf::from("bash"),
+            plain_sessions: false,
             home_quota: DEFAULT_HOME_QUOTA,
         }
     }

@@ -108,7 +108,7 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
             .open_data_channel(&sid, &token, now_millis())
     })
     .await;
-    let (environment_id, region, home) = match authorized {
+    let opened = match authorized {
         Ok(Ok(v)) => v,
         Ok(Err(reason)) => return refuse(socket, &session_id, reason).await,
         Err(_) => return,
@@ -122,7 +122,7 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
             state.live.insert(
                 &session_id,
                 LiveSession {
-                    environment_id: environment_id.clone(),
+                    environment_id: opened.environment_id.clone(),
                     attach: attach_tx.clone(),
                     end: end_tx,
                 },
@@ -130,9 +130,10 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
             let shell = ShellSession {
                 state: Arc::clone(&state),
                 session_id: session_id.clone(),
-                environment_id,
-                region,
-                home,
+                environment_id: opened.environment_id,
+                region: opened.region,
+                home: opened.home,
+                in_tmux: opened.in_tmux,
             };
             tokio::spawn(shell.run(attach_rx, end_rx));
             attach_tx
@@ -200,6 +201,8 @@ struct ShellSession {
     environment_id: String,
     region: String,
     home: PathBuf,
+    /// Run the shell inside tmux, as a Console (`TMUX`) session does.
+    in_tmux: bool,
 }
 
 impl ShellSession {
@@ -222,6 +225,11 @@ impl ShellSession {
         debug!(session_id = %self.session_id, %reason, "session over");
     }
 
+    /// The name of the environment's tmux server socket (`tmux -L`).
+    fn tmux_socket(&self) -> String {
+        format!("cloudshell-{}", self.environment_id)
+    }
+
     /// Runs the shell until it exits or the session is ended; returns why it ended.
     async fn drive(
         &self,
@@ -232,7 +240,25 @@ impl ShellSession {
         let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
         pty.resize(pty_process::Size::new(24, 80))
             .map_err(std::io::Error::other)?;
-        let mut child = pty_process::Command::new(&config.shell)
+        let mut command = if self.in_tmux {
+            // One tmux server per environment (its own socket name), one
+            // tmux session per SSM session, the shell in its only pane.
+            pty_process::Command::new("tmux")
+                .arg("-L")
+                .arg(self.tmux_socket())
+                .arg("new-session")
+                .arg("-s")
+                .arg(&self.session_id)
+                .arg("--")
+                .arg(&config.shell)
+                .arg("--noprofile")
+                .arg("--norc")
+        } else {
+            pty_process::Command::new(&config.shell)
+                .arg("--noprofile")
+                .arg("--norc")
+        };
+        command = command
             .env_clear()
             .env("HOME", &self.home)
             .env("PWD", &self.home)
@@ -248,12 +274,18 @@ impl ShellSession {
             .env("AWS_REGION", &self.region)
             .env("AWS_DEFAULT_REGION", &self.region)
             .env("PS1", r"[cloudshell-user@emulator \W]\$ ")
-            .arg("--noprofile")
-            .arg("--norc")
             .current_dir(&self.home)
-            .kill_on_drop(true)
-            .spawn(pts)
-            .map_err(std::io::Error::other)?;
+            .kill_on_drop(true);
+        let mut child = command.spawn(pts).map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: {e}",
+                if self.in_tmux {
+                    "cannot start tmux for a TMUX session (install tmux, or start the emulator with --plain-sessions)"
+                } else {
+                    "cannot start the shell"
+                }
+            ))
+        })?;
         let (mut pty_out, pty_in) = pty.into_split();
         // Writes to the terminal block while the shell does not read; they
         // happen on their own task so output and acknowledgements keep flowing.
@@ -304,9 +336,13 @@ impl ShellSession {
                         payload_type: PayloadType::SIZE,
                         data,
                     } => {
-                        if let Ok(size) = serde_json::from_slice::<SizeData>(&data) {
-                            let rows = u16::try_from(size.rows).unwrap_or(u16::MAX).max(1);
-                            let cols = u16::try_from(size.cols).unwrap_or(u16::MAX).max(1);
+                        // A client with no terminal sends 0x0: no size, not a 1x1 pane.
+                        if let Ok(size) = serde_json::from_slice::<SizeData>(&data)
+                            && size.rows > 0
+                            && size.cols > 0
+                        {
+                            let rows = u16::try_from(size.rows).unwrap_or(u16::MAX);
+                            let cols = u16::try_from(size.cols).unwrap_or(u16::MAX);
                             let _ = input_tx.send(TerminalInput::Resize(rows, cols));
                         }
                     }
@@ -367,6 +403,18 @@ impl ShellSession {
         writer.abort();
         let _ = child.start_kill();
         let _ = child.wait().await;
+        if self.in_tmux {
+            // The tmux client is gone, but its server would keep the pane's
+            // shell: the session's shell ends with the session here.
+            let _ = tokio::process::Command::new("tmux")
+                .arg("-L")
+                .arg(self.tmux_socket())
+                .args(["kill-session", "-t", &self.session_id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await;
+        }
 
         // Phase 2: let the client acknowledge everything, then say goodbye.
         let drain_until = Instant::now() + DRAIN_TIMEOUT;

@@ -306,6 +306,9 @@ impl Service {
             ));
         }
         let tab_id = tab_id.to_owned();
+        let session_type = optional_str(input, "SessionType")?
+            .unwrap_or_default()
+            .to_owned();
         self.with_environment(caller, input, now, |t, env| {
             env.touch(now, "CreateSession")
                 .map_err(AwsError::validation)?;
@@ -316,6 +319,7 @@ impl Service {
                 tab_id: tab_id.clone(),
                 created: now,
                 opened: false,
+                session_type: session_type.clone(),
             };
             t.put_session(&session)?;
             Ok(json!({
@@ -428,13 +432,13 @@ impl Service {
     /// Checks a data channel's token for a session and marks it used. A token
     /// is good for its session's life once used (reconnects present it again),
     /// and expires if unused for [`TOKEN_TTL_MS`]. Returns the environment id,
-    /// its region and its home directory.
+    /// what the shell runs in.
     pub fn open_data_channel(
         &self,
         session_id: &str,
         token: &str,
         now: Millis,
-    ) -> Result<(String, String, PathBuf), String> {
+    ) -> Result<OpenedChannel, String> {
         self.store
             .write(|t| {
                 let refused = || AwsError::validation("unknown session or bad token");
@@ -456,7 +460,14 @@ impl Service {
                 t.put_environment(&env)?;
                 session.opened = true;
                 t.put_session(&session)?;
-                Ok((env.id.clone(), env.region.clone(), self.home_dir(&env.id)))
+                Ok(OpenedChannel {
+                    environment_id: env.id.clone(),
+                    region: env.region.clone(),
+                    home: self.home_dir(&env.id),
+                    in_tmux: session.session_type
+                        == cloudshell::operation::create_session::SESSION_TYPE_TMUX
+                        && !self.config.plain_sessions,
+                })
             })
             .map_err(|e| e.message)
     }
@@ -548,6 +559,19 @@ impl Service {
         }
         Ok(Some(env))
     }
+}
+
+/// What a data channel opened onto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedChannel {
+    /// The session's environment.
+    pub environment_id: String,
+    /// Its region.
+    pub region: String,
+    /// Its home directory.
+    pub home: PathBuf,
+    /// The shell runs inside tmux (a `TMUX` session).
+    pub in_tmux: bool,
 }
 
 /// Where a session's data channel is dialled.

@@ -33,6 +33,9 @@ pub struct Session {
     /// Whether a data channel has presented the token; an unused token expires.
     #[serde(default)]
     pub opened: bool,
+    /// The SessionType asked for (`TMUX`, or empty when left out).
+    #[serde(default)]
+    pub session_type: String,
 }
 
 /// Why the state database could not be used.
@@ -233,6 +236,7 @@ mod tests {
                         tab_id: "x".into(),
                         created: 0,
                         opened: false,
+                        session_type: "TMUX".into(),
                     })
                 })
                 .unwrap();

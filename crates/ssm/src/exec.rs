@@ -12,6 +12,16 @@
 //! quote cannot leave the shell waiting for more, and a newline cannot end
 //! the typed line early.
 //!
+//! A Console session (`SessionType: TMUX`) runs the shell inside tmux,
+//! which re-renders everything the command prints (escape sequences,
+//! wrapping at the pane's width, frames skipped when the far end is slow):
+//! no byte-exact stream survives that. So before the command, one line is
+//! typed that, inside tmux, detaches the tmux client and has it run a shell
+//! in its place on the session's own terminal (`tmux detach-client -E`,
+//! the tmux session itself killed), and in a plain session does nothing;
+//! both then print a ready marker. Only once it is seen is the command's
+//! line typed (tmux's client discards pending input as it leaves).
+//!
 //! Everything before the start marker (the prompt, the echoed line) is
 //! discarded; everything up to the end marker is the command's output; the
 //! end marker carries its exit status. `-opost` stops the terminal turning
@@ -30,6 +40,19 @@ use crate::driver::{DriverError, Session, SessionWriter};
 
 /// Record separator: starts and ends both markers.
 const RS: u8 = 0x1e;
+
+/// Typed first: leaves tmux if the shell runs in it (see the module
+/// notes), then prints [`READY`]. The marker is typed only as `printf`
+/// escapes, so the line's echo cannot match it.
+pub const LEAVE_TMUX: &str = concat!(
+    " if [ -n \"$TMUX\" ]; then ",
+    "s=$(tmux display-message -p '#S'); k=${TMUX%%,*}; ",
+    "tmux detach-client -E \"tmux -S '$k' kill-session -t '$s' 2>/dev/null; printf '\\036T\\036'; exec \\\"\\${SHELL:-bash}\\\"\"; ",
+    "else printf '\\036T\\036'; fi\r"
+);
+
+/// What [`LEAVE_TMUX`] prints once the shell is on the session's own terminal.
+pub const READY: &[u8] = b"\x1eT\x1e";
 /// Bytes of stdin per base64 line (76 encoded characters, well under the
 /// 4095-byte canonical-mode line limit).
 const STDIN_CHUNK: usize = 57;
@@ -332,7 +355,8 @@ impl Exec {
         R: AsyncRead + Unpin + Send + 'static,
     {
         let script = ExecScript::new(command, stdin.is_some());
-        let Session { writer, reader } = session;
+        let Session { writer, mut reader } = session;
+        leave_tmux(&writer, &mut reader).await?;
         writer.input(script.line().to_vec()).await?;
         Ok(Self {
             writer,
@@ -455,6 +479,40 @@ pub async fn capture_command(session: Session, command: &str) -> Result<(i32, Ve
     let mut out = Vec::new();
     let code = run_command(session, command, None::<tokio::io::Empty>, &mut out).await?;
     Ok((code, out))
+}
+
+/// Types [`LEAVE_TMUX`] and waits for [`READY`].
+async fn leave_tmux(
+    writer: &SessionWriter,
+    reader: &mut crate::driver::SessionReader,
+) -> Result<(), ExecError> {
+    writer.input(LEAVE_TMUX.as_bytes().to_vec()).await?;
+    let mut seen: Vec<u8> = Vec::new();
+    loop {
+        match reader.next().await {
+            Some(Event::Data {
+                payload_type: PayloadType::OUTPUT | PayloadType::STDERR,
+                data,
+            }) => {
+                seen.extend_from_slice(&data);
+                if find(&seen, READY).is_some() {
+                    return Ok(());
+                }
+                keep_tail(&mut seen, PREAMBLE_KEPT);
+            }
+            Some(Event::Closed(closed)) => {
+                let mut scanner = ExecScript::new("", false).scanner();
+                scanner.feed(&seen);
+                return Err(ExecError::EndedEarly(scanner.ended_early(&closed.output)));
+            }
+            Some(_) => {}
+            None => {
+                return Err(ExecError::EndedEarly(
+                    "the data channel ended before the shell was ready".to_owned(),
+                ));
+            }
+        }
+    }
 }
 
 /// Copies local input to the command as base64 lines, then end-of-file.
