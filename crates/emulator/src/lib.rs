@@ -69,6 +69,14 @@ impl Emulator {
                 config.data_dir.display()
             )
         })?;
+        if !config.plain_sessions && !tmux_available() {
+            // The README's first command must work on a fresh machine.
+            tracing::warn!(
+                "tmux is not installed: TMUX sessions run their shell straight in the pty \
+                 (install tmux to run them inside it, as the Console's are)"
+            );
+            config.plain_sessions = true;
+        }
         let store = store::Store::open(&config.data_dir.join("emulator.redb"))?;
         let state = Arc::new(state::AppState {
             service: service::Service::new(store, config.clone()),
@@ -128,4 +136,14 @@ impl Drop for Emulator {
             task.abort();
         }
     }
+}
+
+/// Whether `tmux` can be run here.
+fn tmux_available() -> bool {
+    std::process::Command::new("tmux")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
