@@ -440,6 +440,26 @@ fn aws_plugin_dir() -> std::path::PathBuf {
     dir
 }
 
+/// `cloudshell connect --ssm-plugin` on a 30x120 terminal, with AWS's
+/// plugin on the PATH, once the remote prompt is on the screen.
+async fn plugin_session(emu: &Emulator) -> (pty_process::Pty, tokio::process::Child, Vec<u8>) {
+    let path = format!(
+        "{}:{}",
+        aws_plugin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(30, 120)).unwrap();
+    let child = emu
+        .pty_cmd(&["connect", "--ssm-plugin"])
+        .env("PATH", &path)
+        .spawn_borrowed(&pts)
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut pty, &mut seen, "~]").await;
+    (pty, child, seen)
+}
+
 /// The plugin pings as soon as it has dialled, racing its opening frame; an
 /// emulator that took the ping for a bad opening failed 15-30% of its
 /// sessions. A hundred in a row, each through `connect --ssm-plugin`, must
@@ -447,21 +467,8 @@ fn aws_plugin_dir() -> std::path::PathBuf {
 #[tokio::test]
 async fn aws_session_manager_plugin_opens_a_hundred_sessions_in_a_row() {
     let emu = running(&[]);
-    let path = format!(
-        "{}:{}",
-        aws_plugin_dir().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     for n in 0..100 {
-        let (mut pty, pts) = pty_process::open().unwrap();
-        pty.resize(pty_process::Size::new(30, 120)).unwrap();
-        let mut child = emu
-            .pty_cmd(&["connect", "--ssm-plugin"])
-            .env("PATH", &path)
-            .spawn_borrowed(&pts)
-            .unwrap();
-        let mut seen = Vec::new();
-        read_until(&mut pty, &mut seen, "~]").await;
+        let (mut pty, mut child, mut seen) = plugin_session(&emu).await;
         pty.write_all(format!("echo plugin-$(({n}*3))\r").as_bytes())
             .await
             .unwrap();
@@ -483,20 +490,7 @@ async fn aws_session_manager_plugin_opens_a_hundred_sessions_in_a_row() {
 #[tokio::test]
 async fn aws_session_manager_plugin_resizes_interrupts_and_resumes_a_dropped_socket() {
     let emu = running(&["--ssm-disconnect-every", "3s"]);
-    let path = format!(
-        "{}:{}",
-        aws_plugin_dir().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let (mut pty, pts) = pty_process::open().unwrap();
-    pty.resize(pty_process::Size::new(30, 120)).unwrap();
-    let mut child = emu
-        .pty_cmd(&["connect", "--ssm-plugin"])
-        .env("PATH", &path)
-        .spawn_borrowed(&pts)
-        .unwrap();
-    let mut seen = Vec::new();
-    read_until(&mut pty, &mut seen, "~]").await;
+    let (mut pty, mut child, mut seen) = plugin_session(&emu).await;
 
     // The plugin polls the window size and sends it on.
     pty.resize(pty_process::Size::new(40, 100)).unwrap();

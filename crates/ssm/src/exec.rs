@@ -273,23 +273,7 @@ impl OutputScanner {
     /// thing the shell printed (a startup file that exits, a shell that
     /// cannot run the line).
     pub fn ended_early(&self, agent_said: &str) -> String {
-        let mut why = match self.state {
-            ScanState::BeforeStart => "before the command started".to_owned(),
-            _ => "while the command ran".to_owned(),
-        };
-        if !agent_said.is_empty() {
-            why.push_str(&format!(" ({agent_said})"));
-        }
-        if self.state == ScanState::BeforeStart {
-            let shown = String::from_utf8_lossy(&self.preamble);
-            let shown = shown.trim();
-            if shown.is_empty() {
-                why.push_str("; the shell printed nothing");
-            } else {
-                why.push_str(&format!("; the shell's last words: {shown:?}"));
-            }
-        }
-        why
+        early_end(self.started(), agent_said, &self.preamble)
     }
 
     /// Feeds a channel event; only terminal output matters.
@@ -302,6 +286,29 @@ impl OutputScanner {
             _ => Vec::new(),
         }
     }
+}
+
+/// Says why a session ended early: whether the command had started, what
+/// the agent said, and, if it never started, the shell's last output.
+fn early_end(started: bool, agent_said: &str, preamble: &[u8]) -> String {
+    let mut why = if started {
+        "while the command ran".to_owned()
+    } else {
+        "before the command started".to_owned()
+    };
+    if !agent_said.is_empty() {
+        why.push_str(&format!(" ({agent_said})"));
+    }
+    if !started {
+        let shown = String::from_utf8_lossy(preamble);
+        let shown = shown.trim();
+        if shown.is_empty() {
+            why.push_str("; the shell printed nothing");
+        } else {
+            why.push_str(&format!("; the shell's last words: {shown:?}"));
+        }
+    }
+    why
 }
 
 /// Why a command's outcome is unknown.
@@ -501,9 +508,11 @@ async fn leave_tmux(
                 keep_tail(&mut seen, PREAMBLE_KEPT);
             }
             Some(Event::Closed(closed)) => {
-                let mut scanner = ExecScript::new("", false).scanner();
-                scanner.feed(&seen);
-                return Err(ExecError::EndedEarly(scanner.ended_early(&closed.output)));
+                return Err(ExecError::EndedEarly(early_end(
+                    false,
+                    &closed.output,
+                    &seen,
+                )));
             }
             Some(_) => {}
             None => {
