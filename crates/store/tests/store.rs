@@ -695,6 +695,47 @@ async fn redistribution_moves_shards_onto_new_nodes() {
     );
 }
 
+/// Nine nodes holding two shards each (two chunks, one shard of each per
+/// node) and a new empty one: a ceiling share (ceil(18 / 10) = 2) left them
+/// as they were; every node ends within one shard of the others.
+#[tokio::test]
+async fn redistribution_evens_out_nodes_already_at_their_ceiling_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        nodes(dir.path(), 9, 1 << 40),
+        settings(4096),
+    )
+    .unwrap();
+    let d = data(2 * 4096, 5);
+    store.put("a", &d[..]).await.unwrap();
+    let shards = LocalDirStore::open(dir.path().join("new9"), 1 << 40).unwrap();
+    store
+        .add_node(Node::new("new9", "region9", Arc::new(shards)))
+        .unwrap();
+    let report = store.redistribute().await.unwrap();
+    let count = |name: &str| {
+        std::fs::read_dir(dir.path().join(name))
+            .map(|d| {
+                d.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0)
+    };
+    let per_node: Vec<usize> = (0..9)
+        .map(|i| count(&format!("node{i}")))
+        .chain([count("new9")])
+        .collect();
+    assert!(report.shards_moved > 0, "{report:?} {per_node:?}");
+    let (lo, hi) = (
+        per_node.iter().min().unwrap(),
+        per_node.iter().max().unwrap(),
+    );
+    assert!(hi - lo <= 1, "uneven after redistribution: {per_node:?}");
+    assert_eq!(get(&store, "a").await.unwrap(), d);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
 

@@ -300,8 +300,9 @@ impl Store {
 
 impl Store {
     /// Moves shards from nodes holding more than their share (of the online
-    /// nodes) to nodes holding less, never onto a node that already holds a
-    /// shard of the same chunk: after adding nodes, usage evens out. Each
+    /// nodes) to nodes holding less, never onto a node that holds as many
+    /// shards of the same chunk as the source (so losing any one node never
+    /// costs a chunk more than before): after adding nodes, usage evens out. Each
     /// moved shard is read, checked against its BLAKE3, written, recorded,
     /// and only then removed from its old node. Shards on offline nodes and
     /// corrupt ones are left to repair.
@@ -326,8 +327,6 @@ impl Store {
                 files.push((rec, m));
             }
         }
-        let total: usize = counts.values().sum();
-        let target = total.div_ceil(counts.len());
         let mut report = RedistributeReport::default();
         for (rec, mut manifest) in files {
             let busy = self.busy(rec.file_id);
@@ -336,17 +335,26 @@ impl Store {
             for c in 0..manifest.chunks.len() {
                 for i in 0..manifest.chunks[c].shards.len() {
                     let from = manifest.chunks[c].shards[i].node.clone();
-                    if counts.get(&from).is_none_or(|n| *n <= target) {
+                    let Some(&from_count) = counts.get(&from) else {
                         continue;
-                    }
-                    let holders: Vec<String> = manifest.chunks[c]
-                        .shards
-                        .iter()
-                        .map(|s| s.node.clone())
-                        .collect();
+                    };
+                    let of_chunk = |node: &str| {
+                        manifest.chunks[c]
+                            .shards
+                            .iter()
+                            .filter(|s| s.node == node)
+                            .count()
+                    };
+                    let from_of_chunk = of_chunk(&from);
+                    // The emptiest node holding fewer of this chunk's shards
+                    // than the source (so no node ends up with more of one
+                    // chunk than before), if moving there narrows the gap:
+                    // nodes end within one shard of each other where chunks
+                    // allow. (A ceiling share alone left 3,3,3,3,3,3 and a
+                    // new empty node as they were.)
                     let Some(dest) = counts
                         .iter()
-                        .filter(|(id, n)| **n < target && !holders.contains(id))
+                        .filter(|(id, n)| **n + 1 < from_count && of_chunk(id) < from_of_chunk)
                         .min_by_key(|(_, n)| **n)
                         .map(|(id, _)| id.clone())
                     else {
