@@ -84,6 +84,8 @@ fi
 
 # --- s3cmd -------------------------------------------------------------------
 if want s3cmd; then
+# At its defaults: only the endpoint and the keys. It signs for region US
+# first and is told us-east-1 (AuthorizationHeaderMalformed), as S3 does.
 cat > s3cfg <<EOF
 [default]
 access_key = $key
@@ -91,8 +93,6 @@ secret_key = $secret
 host_base = $host
 host_bucket = $host
 use_https = False
-signature_v2 = False
-bucket_location = us-east-1
 EOF
 s3c() { s3cmd -c s3cfg --no-progress "$@"; }
 s3c mb s3://s3cmd >/dev/null

@@ -18,6 +18,7 @@ mod listing;
 pub mod meta;
 mod multipart;
 mod objects;
+pub mod region;
 pub mod write;
 
 use std::sync::Arc;
@@ -420,7 +421,9 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
+        let encoding = listing::KeyEncoding::of(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         let after = input
             .continuation_token
             .clone()
@@ -428,25 +431,91 @@ impl S3 for StoreS3 {
         let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
             .unwrap_or(MAX_KEYS)
             .min(MAX_KEYS);
+        let mut page = list_page(
+            self.store().index(),
+            &input.bucket,
+            &prefix,
+            delimiter.as_deref(),
+            after.as_deref(),
+            max,
+        )?;
+        if input.fetch_owner == Some(true) {
+            for o in &mut page.contents {
+                o.owner = Some(listing::owner());
+            }
+        }
+        let page = encoding.page(page);
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(encoding.apply(prefix)),
+            delimiter: delimiter.map(|d| encoding.apply(d)),
+            encoding_type: encoding.echo(),
+            max_keys: input.max_keys.or(Some(1000)),
+            key_count: i32::try_from(page.contents.len() + page.prefixes.len()).ok(),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after.map(|s| encoding.apply(s)),
+            is_truncated: Some(page.next.is_some()),
+            // The token is ours to read back, never encoded.
+            next_continuation_token: page.next,
+            contents: Some(page.contents),
+            common_prefixes: Some(page.prefixes),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        // Buckets are never versioned (yet): every object is its one
+        // "null" version, as S3 lists an unversioned bucket.
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        let encoding = listing::KeyEncoding::of(input.encoding_type.as_ref())?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
+            .unwrap_or(MAX_KEYS)
+            .min(MAX_KEYS);
         let page = list_page(
             self.store().index(),
             &input.bucket,
             &prefix,
-            input.delimiter.as_deref(),
-            after.as_deref(),
+            delimiter.as_deref(),
+            input.key_marker.as_deref().filter(|m| !m.is_empty()),
             max,
         )?;
-        Ok(S3Response::new(ListObjectsV2Output {
+        let next = page.next.clone();
+        let page = encoding.page(page);
+        let versions = page
+            .contents
+            .into_iter()
+            .map(|o| ObjectVersion {
+                key: o.key,
+                version_id: Some("null".to_owned()),
+                is_latest: Some(true),
+                size: o.size,
+                e_tag: o.e_tag,
+                last_modified: o.last_modified,
+                owner: Some(listing::owner()),
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectVersionsOutput {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            delimiter: input.delimiter,
+            prefix: Some(encoding.apply(prefix)),
+            delimiter: delimiter.map(|d| encoding.apply(d)),
+            encoding_type: encoding.echo(),
+            key_marker: Some(encoding.apply(input.key_marker.unwrap_or_default())),
+            version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
             max_keys: input.max_keys.or(Some(1000)),
-            key_count: i32::try_from(page.contents.len() + page.prefixes.len()).ok(),
-            continuation_token: input.continuation_token,
-            start_after: input.start_after,
-            is_truncated: Some(page.next.is_some()),
-            next_continuation_token: page.next,
-            contents: Some(page.contents),
+            is_truncated: Some(next.is_some()),
+            next_version_id_marker: next.as_ref().map(|_| "null".to_owned()),
+            next_key_marker: next.map(|n| encoding.apply(n)),
+            versions: Some(versions),
             common_prefixes: Some(page.prefixes),
             ..Default::default()
         }))
@@ -518,28 +587,39 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
+        let encoding = listing::KeyEncoding::of(input.encoding_type.as_ref())?;
         let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
             .unwrap_or(MAX_KEYS)
             .min(MAX_KEYS);
-        let page = list_page(
+        let mut page = list_page(
             self.store().index(),
             &input.bucket,
             &prefix,
-            input.delimiter.as_deref(),
-            input.marker.as_deref(),
+            delimiter.as_deref(),
+            input.marker.as_deref().filter(|m| !m.is_empty()),
             max,
         )?;
+        // Version 1 always names the owner.
+        for o in &mut page.contents {
+            o.owner = Some(listing::owner());
+        }
+        let next = page.next.clone();
+        let page = encoding.page(page);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            delimiter: input.delimiter.clone(),
-            marker: input.marker,
+            prefix: Some(encoding.apply(prefix)),
+            marker: Some(encoding.apply(input.marker.unwrap_or_default())),
+            encoding_type: encoding.echo(),
             max_keys: input.max_keys.or(Some(1000)),
-            is_truncated: Some(page.next.is_some()),
+            is_truncated: Some(next.is_some()),
             // S3 gives NextMarker only with a delimiter; clients use the
             // last key otherwise.
-            next_marker: page.next.clone().filter(|_| input.delimiter.is_some()),
+            next_marker: next
+                .filter(|_| delimiter.is_some())
+                .map(|n| encoding.apply(n)),
+            delimiter: delimiter.map(|d| encoding.apply(d)),
             contents: Some(page.contents),
             common_prefixes: Some(page.prefixes),
             ..Default::default()

@@ -1,9 +1,77 @@
-//! One page of a bucket listing, for ListObjects and ListObjectsV2.
+//! One page of a bucket listing, for ListObjects, ListObjectsV2 and
+//! ListObjectVersions, and how their keys are written back
+//! (`EncodingType=url`).
 
 use s3s::S3Result;
 use s3s::dto::*;
 
 use super::{MAX_KEYS, internal, meta, timestamp};
+
+/// What `EncodingType=url` leaves as it is: the unreserved characters and
+/// `/` (as S3 does); everything else, `+` and space included, is
+/// percent-encoded so that clients that decode with `unquote_plus` get the
+/// key back.
+const URL_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// How keys and prefixes go back to the client: as they are, or
+/// URL-encoded when the request asked for `EncodingType=url`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyEncoding {
+    url: bool,
+}
+
+impl KeyEncoding {
+    /// From the request's `EncodingType`; anything but `url` is refused.
+    pub fn of(encoding: Option<&EncodingType>) -> S3Result<Self> {
+        match encoding.map(EncodingType::as_str) {
+            None => Ok(Self { url: false }),
+            Some("url") => Ok(Self { url: true }),
+            Some(other) => Err(s3s::s3_error!(
+                InvalidArgument,
+                "invalid EncodingType {other:?}: the only one is url"
+            )),
+        }
+    }
+
+    /// `text` as the answer carries it.
+    pub fn apply(self, text: String) -> String {
+        if self.url {
+            percent_encoding::utf8_percent_encode(&text, URL_ENCODED).to_string()
+        } else {
+            text
+        }
+    }
+
+    /// The page's keys and prefixes, encoded.
+    pub fn page(self, mut page: Page) -> Page {
+        for o in &mut page.contents {
+            o.key = o.key.take().map(|k| self.apply(k));
+        }
+        for p in &mut page.prefixes {
+            p.prefix = p.prefix.take().map(|k| self.apply(k));
+        }
+        page
+    }
+
+    /// The `EncodingType` to echo.
+    pub fn echo(self) -> Option<EncodingType> {
+        self.url
+            .then(|| EncodingType::from_static(EncodingType::URL))
+    }
+}
+
+/// The one owner every bucket and object has (there are no users yet).
+pub(super) fn owner() -> Owner {
+    Owner {
+        display_name: Some("cloudshell".to_owned()),
+        id: Some("cloudshell".to_owned()),
+    }
+}
 
 pub(super) struct Page {
     pub contents: Vec<Object>,

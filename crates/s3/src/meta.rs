@@ -31,6 +31,9 @@ pub struct Upload {
     pub content_type: Option<String>,
     /// User metadata given at creation.
     pub metadata: BTreeMap<String, String>,
+    /// Standard headers given at creation.
+    #[serde(default)]
+    pub headers: StandardHeaders,
     /// Seconds since the epoch.
     pub initiated: i64,
     /// Parts received: number -> (MD5 hex, bytes).
@@ -74,8 +77,38 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// User metadata (`x-amz-meta-*`).
     pub metadata: BTreeMap<String, String>,
+    /// The standard headers given with it.
+    #[serde(default, skip_serializing_if = "StandardHeaders::is_empty")]
+    pub headers: StandardHeaders,
     /// Seconds since the epoch of the last write.
     pub modified: i64,
+}
+
+/// The standard HTTP headers S3 keeps with an object and returns with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandardHeaders {
+    /// `Cache-Control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// `Content-Encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// `Content-Language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `Expires`, as an HTTP date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+impl StandardHeaders {
+    /// True when none was given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl ObjectMeta {
@@ -95,6 +128,7 @@ impl ObjectMeta {
             etag: format!("{}-1", hex::encode(&record.blake3[..16])),
             content_type: None,
             metadata: BTreeMap::new(),
+            headers: StandardHeaders::default(),
             modified: record.created,
         });
         m.size = record.size;
@@ -362,6 +396,7 @@ mod tests {
             etag: "e".into(),
             content_type: None,
             metadata: BTreeMap::new(),
+            headers: Default::default(),
             modified: 0,
         }
     }
@@ -412,6 +447,7 @@ mod tests {
             key: "big".into(),
             content_type: None,
             metadata: BTreeMap::new(),
+            headers: Default::default(),
             initiated: 1,
             parts: BTreeMap::from([(1, ("e".into(), 5))]),
         };

@@ -30,6 +30,7 @@ pub async fn create(
     let upload = Upload {
         bucket: input.bucket.clone(),
         key: input.key.clone(),
+        headers: crate::objects::standard_headers_of!(input),
         content_type: input.content_type.map(|c| c.to_string()),
         metadata: input
             .metadata
@@ -169,6 +170,7 @@ pub async fn complete(
         etag: etag.clone(),
         content_type: upload.content_type.clone(),
         metadata: upload.metadata.clone(),
+        headers: upload.headers.clone(),
         modified: now(),
     };
     // A refused complete leaves the upload as it was, to retry or abort.

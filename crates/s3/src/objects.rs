@@ -6,9 +6,57 @@ use futures_util::TryStreamExt as _;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use crate::meta::{self, ObjectMeta};
+use crate::meta::{self, ObjectMeta, StandardHeaders};
 use crate::write::{self, Staged, WriteConditions};
 use crate::{StoreS3, now, secs_of, store_error, timestamp};
+
+/// The content type S3 gives an object stored without one.
+const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
+/// The standard headers a write request (put, copy with REPLACE, multipart
+/// create: they share the field names) asks to keep with the object.
+macro_rules! standard_headers_of {
+    ($input:expr) => {
+        $crate::meta::StandardHeaders {
+            cache_control: $input.cache_control.clone(),
+            content_disposition: $input.content_disposition.clone(),
+            content_encoding: $input.content_encoding.clone(),
+            content_language: $input.content_language.clone(),
+            expires: $input.expires.as_ref().and_then($crate::objects::http_date),
+        }
+    };
+}
+pub(crate) use standard_headers_of;
+
+/// Fills an answer's standard headers (GET and HEAD share the field names)
+/// from what was kept, and the content type S3 defaults to.
+macro_rules! answer_with {
+    ($output:expr, $m:expr) => {{
+        let mut out = $output;
+        let h: &StandardHeaders = &$m.headers;
+        out.cache_control = h.cache_control.clone();
+        out.content_disposition = h.content_disposition.clone();
+        out.content_encoding = h.content_encoding.clone();
+        out.content_language = h.content_language.clone();
+        out.expires = h
+            .expires
+            .as_deref()
+            .and_then(|d| Timestamp::parse(TimestampFormat::HttpDate, d).ok());
+        out.content_type = Some(
+            $m.content_type
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+        );
+        out
+    }};
+}
+
+/// An `Expires` as the HTTP date it travels as.
+pub(crate) fn http_date(t: &Timestamp) -> Option<String> {
+    let mut buf = Vec::new();
+    t.format(TimestampFormat::HttpDate, &mut buf).ok()?;
+    String::from_utf8(buf).ok()
+}
 
 pub(crate) async fn put_object(
     s3: &StoreS3,
@@ -34,6 +82,7 @@ pub(crate) async fn put_object(
     let m = ObjectMeta {
         size,
         etag: etag.clone(),
+        headers: standard_headers_of!(input),
         content_type: input.content_type.map(|c| c.to_string()),
         metadata: input
             .metadata
@@ -79,17 +128,19 @@ pub(crate) async fn get_object(
     };
     let length = range.end - range.start;
     let body = s3.read_stream(version, range);
-    Ok(S3Response::new(GetObjectOutput {
-        body: Some(body),
-        content_length: i64::try_from(length).ok(),
-        content_range,
-        accept_ranges: Some("bytes".to_owned()),
-        content_type: m.content_type.clone(),
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(timestamp(m.modified)),
-        metadata: metadata_of(&m),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(answer_with!(
+        GetObjectOutput {
+            body: Some(body),
+            content_length: i64::try_from(length).ok(),
+            content_range,
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: Some(ETag::Strong(m.etag.clone())),
+            last_modified: Some(timestamp(m.modified)),
+            metadata: metadata_of(&m),
+            ..Default::default()
+        },
+        m
+    )))
 }
 
 pub(crate) async fn head_object(
@@ -105,15 +156,17 @@ pub(crate) async fn head_object(
         input.if_modified_since.as_ref(),
         input.if_unmodified_since.as_ref(),
     )?;
-    Ok(S3Response::new(HeadObjectOutput {
-        content_length: i64::try_from(m.size).ok(),
-        accept_ranges: Some("bytes".to_owned()),
-        content_type: m.content_type.clone(),
-        e_tag: Some(ETag::Strong(m.etag.clone())),
-        last_modified: Some(timestamp(m.modified)),
-        metadata: metadata_of(&m),
-        ..Default::default()
-    }))
+    Ok(S3Response::new(answer_with!(
+        HeadObjectOutput {
+            content_length: i64::try_from(m.size).ok(),
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: Some(ETag::Strong(m.etag.clone())),
+            last_modified: Some(timestamp(m.modified)),
+            metadata: metadata_of(&m),
+            ..Default::default()
+        },
+        m
+    )))
 }
 
 pub(crate) async fn delete_object(
@@ -208,6 +261,11 @@ pub(crate) async fn copy_object(
     let m = ObjectMeta {
         size,
         etag: etag.clone(),
+        headers: if replace {
+            standard_headers_of!(input)
+        } else {
+            src.headers.clone()
+        },
         content_type: if replace {
             input.content_type.clone()
         } else {

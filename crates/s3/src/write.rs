@@ -299,6 +299,7 @@ mod tests {
             etag: etag.into(),
             content_type: None,
             metadata: Default::default(),
+            headers: Default::default(),
             modified: 0,
         }
     }
@@ -357,6 +358,7 @@ mod tests {
                 key: "k".into(),
                 content_type: None,
                 metadata: Default::default(),
+                headers: Default::default(),
                 initiated: 0,
                 parts: Default::default(),
             },

@@ -33,6 +33,17 @@ pub(crate) async fn one_length(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// On the S3 listener: a request signed for another region than the
+/// endpoint's gets S3's answer naming the right one, before the signature
+/// is checked (s3cmd at its defaults signs for `US` and tries again with
+/// what it is told).
+pub(crate) async fn s3_region(request: Request, next: Next) -> Response {
+    match cloudshell_s3::region::wrong_region(request.headers(), request.uri().query()) {
+        Some(answer) => answer.into_response(),
+        None => next.run(request).await,
+    }
+}
+
 /// Keeps other web pages out. Without a token the daemon trusts whatever
 /// reaches its loopback port, so a page from elsewhere open in the user's
 /// browser must not be able to act through it: a request that says it comes
