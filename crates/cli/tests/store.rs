@@ -1174,12 +1174,12 @@ fn s3_objects_survive_a_killed_daemon_and_a_recovery_from_the_nodes() {
 }
 
 #[test]
-fn the_s3_endpoint_serves_the_aws_cli_rclone_and_s3cmd() {
+fn the_s3_endpoint_serves_the_aws_cli_rclone_s3cmd_and_restic() {
     if std::env::var_os("CLOUDSHELL_SKIP_S3_CLIENTS").is_some() {
         eprintln!("skipped: CLOUDSHELL_SKIP_S3_CLIENTS is set");
         return;
     }
-    for tool in ["aws", "rclone", "s3cmd"] {
+    for tool in ["aws", "rclone", "s3cmd", "restic"] {
         assert!(
             Command::new(tool)
                 .arg("--version")
@@ -1187,8 +1187,8 @@ fn the_s3_endpoint_serves_the_aws_cli_rclone_and_s3cmd() {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok(),
-            "this test drives `{tool}`: `pip install awscli s3cmd` and `apt-get install rclone` \
-             (.ci/run does), or set CLOUDSHELL_SKIP_S3_CLIENTS=1"
+            "this test drives `{tool}`: `pip install awscli s3cmd` and `apt-get install rclone \
+             restic` (.ci/run does), or set CLOUDSHELL_SKIP_S3_CLIENTS=1"
         );
     }
     let Fresh {
@@ -1201,17 +1201,26 @@ fn the_s3_endpoint_serves_the_aws_cli_rclone_and_s3cmd() {
     let key = daemon.json(&["keys", "create"]);
     let id = key["key"]["access_key_id"].as_str().unwrap().to_owned();
     let secret = key["key"]["secret_access_key"].as_str().unwrap().to_owned();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/s3/clients.sh");
-    // The three clients at once, each in its own bucket and directory: a
-    // 200 MiB multipart upload and download, and a sync of 1,000 files.
-    let runs: Vec<(&str, Child)> = ["aws", "rclone", "s3cmd"]
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/s3");
+    // The clients at once, each in its own bucket and directory: for the
+    // AWS CLI, rclone and s3cmd a 200 MiB multipart upload and download
+    // and a sync of 1,000 files; restic's backup, check, restore and
+    // incremental backup of 3,000 files.
+    let runs: Vec<(&str, Child)> = ["aws", "rclone", "s3cmd", "restic"]
         .into_iter()
         .map(|client| {
-            let child = Command::new("bash")
-                .arg(&script)
-                .args([&daemon.s3, &id, &secret])
-                .arg(dir.path().join(format!("work-{client}")))
-                .arg(client)
+            let mut c = Command::new("bash");
+            if client == "restic" {
+                c.arg(scripts.join("restic.sh"));
+            } else {
+                c.arg(scripts.join("clients.sh"));
+            }
+            c.args([&daemon.s3, &id, &secret])
+                .arg(dir.path().join(format!("work-{client}")));
+            if client != "restic" {
+                c.arg(client);
+            }
+            let child = c
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
