@@ -268,6 +268,50 @@ def main():
     assert "Owner" not in s3.list_objects_v2(Bucket="photos", Prefix="odd/")["Contents"][0]
     assert "Delimiter" not in s3.list_objects_v2(Bucket="photos", Prefix="odd/", Delimiter="")
 
+    # Answers with what S3 sends alongside: a 304 names the ETag, a 416 the
+    # length; a copy onto itself that changes nothing is refused; a
+    # multi-delete names at most 1,000 keys.
+    def failure(call):
+        try:
+            call()
+        except botocore.exceptions.ClientError as e:
+            return e.response
+        raise AssertionError("expected an error")
+    r = failure(lambda: s3.get_object(Bucket="photos", Key="untyped", IfNoneMatch=s3.head_object(
+        Bucket="photos", Key="untyped")["ETag"]))
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 304, r
+    assert r["ResponseMetadata"]["HTTPHeaders"].get("etag", "").strip('"') == hashlib.md5(b"?").hexdigest(), r
+    r = failure(lambda: s3.get_object(Bucket="photos", Key="untyped", Range="bytes=5-9"))
+    assert r["Error"]["Code"] == "InvalidRange", r
+    assert r["ResponseMetadata"]["HTTPHeaders"].get("content-range") == "bytes */1", r
+    assert error_code(lambda: s3.copy_object(
+        Bucket="photos", Key="untyped", CopySource="photos/untyped")) == "InvalidRequest"
+    s3.copy_object(Bucket="photos", Key="untyped", CopySource="photos/untyped",
+                   MetadataDirective="REPLACE", ContentType="text/plain")
+    assert s3.head_object(Bucket="photos", Key="untyped")["ContentType"] == "text/plain"
+    assert error_code(lambda: s3.delete_objects(Bucket="photos", Delete={
+        "Objects": [{"Key": f"k{i}"} for i in range(1001)]})) == "MalformedXML"
+
+    # Presigned URLs live at most a week, and an expired one is denied.
+    import time
+    week = v4.generate_presigned_url(
+        "get_object", Params={"Bucket": "photos", "Key": "readme.txt"}, ExpiresIn=8 * 86400)
+    try:
+        urllib.request.urlopen(week)
+        raise AssertionError("an eight-day presigned URL was served")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and b"AuthorizationQueryParametersError" in e.read(), e.code
+    for signer in (s3, v4):
+        brief = signer.generate_presigned_url(
+            "get_object", Params={"Bucket": "photos", "Key": "readme.txt"}, ExpiresIn=1)
+        time.sleep(2.5)
+        try:
+            urllib.request.urlopen(brief)
+            raise AssertionError("an expired presigned URL was served")
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            assert e.code == 403 and b"AccessDenied" in body and b"expired" in body, (e.code, body)
+
     # ListObjectVersions on an unversioned bucket: every object is its one
     # "null" version (cleanup tools and conformance suites call it first).
     versions, marker = [], None

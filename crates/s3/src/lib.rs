@@ -18,6 +18,7 @@ mod listing;
 pub mod meta;
 mod multipart;
 mod objects;
+pub mod presigned;
 pub mod region;
 pub mod write;
 

@@ -10,6 +10,9 @@ use crate::meta::{self, ObjectMeta, StandardHeaders};
 use crate::write::{self, Staged, WriteConditions};
 use crate::{StoreS3, now, secs_of, store_error, timestamp};
 
+/// The most keys one DeleteObjects may name (S3's limit).
+const MAX_DELETE_KEYS: usize = 1000;
+
 /// The content type S3 gives an object stored without one.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
@@ -115,11 +118,18 @@ pub(crate) async fn get_object(
     let (range, content_range) = match &input.range {
         Some(r) => {
             let checked = r.check(m.size).map_err(|_| {
-                s3_error!(
+                let mut e = s3_error!(
                     InvalidRange,
                     "the range is not satisfiable for {} bytes",
                     m.size
-                )
+                );
+                // S3 says how long the object is, as RFC 9110 asks of a 416.
+                let mut headers = http::HeaderMap::new();
+                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{}", m.size)) {
+                    headers.insert(http::header::CONTENT_RANGE, v);
+                }
+                e.set_headers(headers);
+                e
             })?;
             let cr = format!("bytes {}-{}/{}", checked.start, checked.end - 1, m.size);
             (checked, Some(cr))
@@ -185,6 +195,13 @@ pub(crate) async fn delete_objects(
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
     let input = req.input;
     s3.require_bucket(&input.bucket)?;
+    if input.delete.objects.len() > MAX_DELETE_KEYS {
+        return Err(s3_error!(
+            MalformedXML,
+            "a multi-object delete names at most {MAX_DELETE_KEYS} keys; this one names {}",
+            input.delete.objects.len()
+        ));
+    }
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for o in input.delete.objects {
@@ -242,6 +259,16 @@ pub(crate) async fn copy_object(
         }
     })?;
     s3.require_bucket(&input.bucket)?;
+    let replace = input
+        .metadata_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == "REPLACE");
+    if **src_bucket == *input.bucket && **src_key == *input.key && !replace {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+        ));
+    }
     let body = s3
         .read_stream(version, 0..src.size)
         .map_err(std::io::Error::other);
@@ -254,10 +281,6 @@ pub(crate) async fn copy_object(
             format!("{src_bucket}/{src_key} could not be read whole; nothing was copied"),
         ));
     }
-    let replace = input
-        .metadata_directive
-        .as_ref()
-        .is_some_and(|d| d.as_str() == "REPLACE");
     let m = ObjectMeta {
         size,
         etag: etag.clone(),
@@ -327,15 +350,35 @@ pub(crate) fn check_conditions(
     if let Some(c) = if_none_match
         && matches(c)
     {
-        return Err(s3_error!(NotModified));
+        return Err(not_modified(meta));
     }
     if if_none_match.is_none()
         && let Some(t) = if_modified_since
         && meta.modified <= secs_of(t)
     {
-        return Err(s3_error!(NotModified));
+        return Err(not_modified(meta));
     }
     Ok(())
+}
+
+/// 304, with the ETag and Last-Modified S3 sends with it (caches need the
+/// ETag to revalidate).
+fn not_modified(meta: &ObjectMeta) -> S3Error {
+    let mut e = s3_error!(NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", meta.etag)) {
+        headers.insert(http::header::ETAG, v);
+    }
+    let mut date = Vec::new();
+    if timestamp(meta.modified)
+        .format(TimestampFormat::HttpDate, &mut date)
+        .is_ok()
+        && let Ok(v) = http::HeaderValue::from_bytes(&date)
+    {
+        headers.insert(http::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(headers);
+    e
 }
 
 pub(crate) fn metadata_of(m: &ObjectMeta) -> Option<Metadata> {

@@ -33,12 +33,19 @@ pub(crate) async fn one_length(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// On the S3 listener: a request signed for another region than the
-/// endpoint's gets S3's answer naming the right one, before the signature
-/// is checked (s3cmd at its defaults signs for `US` and tries again with
-/// what it is told).
-pub(crate) async fn s3_region(request: Request, next: Next) -> Response {
-    match cloudshell_s3::region::wrong_region(request.headers(), request.uri().query()) {
+/// On the S3 listener, what S3 answers before it checks a signature: a
+/// request signed for another region than the endpoint's is told the right
+/// one (s3cmd at its defaults signs for `US` and tries again with what it
+/// is told), and a presigned URL that lives too long or has expired is
+/// refused as S3 refuses it.
+pub(crate) async fn s3_precheck(request: Request, next: Next) -> Response {
+    let query = request.uri().query();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let answer = cloudshell_s3::region::wrong_region(request.headers(), query)
+        .or_else(|| cloudshell_s3::presigned::expiry_answer(query, now));
+    match answer {
         Some(answer) => answer.into_response(),
         None => next.run(request).await,
     }

@@ -16,4 +16,4 @@ mod nodes;
 mod ui;
 
 pub use error::ApiError;
-pub(crate) use guard::{one_length, s3_region};
+pub(crate) use guard::{one_length, s3_precheck};
