@@ -214,6 +214,32 @@ def main():
     s3.abort_multipart_upload(Bucket="photos", Key="small.bin", UploadId=up["UploadId"])
     assert error_code(lambda: s3.list_parts(
         Bucket="photos", Key="small.bin", UploadId=up["UploadId"])) == "NoSuchUpload"
+    # A part sent again after a later one finished, and two sends of one
+    # part at once: the send recorded (its ETag in ListParts) is the one
+    # read, never a mix.
+    import threading
+    up = s3.create_multipart_upload(Bucket="photos", Key="resent.bin")["UploadId"]
+    s3.upload_part(Bucket="photos", Key="resent.bin", UploadId=up, PartNumber=1,
+                   Body=b"a" * (5 << 20))
+    tail_etag = s3.upload_part(Bucket="photos", Key="resent.bin", UploadId=up, PartNumber=2,
+                               Body=b"tail")["ETag"]
+    sends = [b"x" * (5 << 20), b"y" * (5 << 20)]
+    threads = [threading.Thread(target=lambda b=b: s3.upload_part(
+        Bucket="photos", Key="resent.bin", UploadId=up, PartNumber=1, Body=b)) for b in sends]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recorded = s3.list_parts(Bucket="photos", Key="resent.bin", UploadId=up)["Parts"]
+    assert [p["PartNumber"] for p in recorded] == [1, 2], recorded
+    first = [b for b in sends if hashlib.md5(b).hexdigest() == recorded[0]["ETag"].strip('"')]
+    assert len(first) == 1, recorded
+    s3.complete_multipart_upload(Bucket="photos", Key="resent.bin", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": recorded[0]["ETag"]}, {"PartNumber": 2, "ETag": tail_etag}]})
+    got = s3.get_object(Bucket="photos", Key="resent.bin")["Body"].read()
+    assert got == first[0] + b"tail", (len(got), got[:2], got[-6:], recorded)
+    s3.delete_object(Bucket="photos", Key="resent.bin")
+
     # boto3's own transfer manager, multipart above 8 MiB.
     import boto3.s3.transfer as transfer
     import io

@@ -38,6 +38,22 @@ pub struct Upload {
     pub initiated: i64,
     /// Parts received: number -> (MD5 hex, bytes).
     pub parts: BTreeMap<i32, (String, u64)>,
+    /// The store file each part is in (number -> name), recorded with its
+    /// ETag in one transaction, so that of two sends of one part the one
+    /// recorded is the one read. A part not here is at [`part_file`]'s name
+    /// (uploads begun by earlier versions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<i32, String>,
+}
+
+impl Upload {
+    /// The store file that holds part `part` of this upload, `id`.
+    pub fn file_of(&self, id: &str, part: i32) -> String {
+        self.files
+            .get(&part)
+            .cloned()
+            .unwrap_or_else(|| part_file(id, part))
+    }
 }
 
 /// Where multipart uploads' parts are stored.
@@ -45,9 +61,15 @@ pub const UPLOADS_DIR: &str = ".s3-uploads/";
 /// Where single-part objects are stored.
 pub const OBJECTS_DIR: &str = "s3/";
 
-/// The store file that holds part `part` of upload `id`.
+/// The store file that held part `part` of upload `id` in earlier versions.
 pub fn part_file(id: &str, part: i32) -> String {
     format!("{UPLOADS_DIR}{id}/{part:05}")
+}
+
+/// A fresh store file for one send of part `part` of upload `id`: each send
+/// has its own, so sends of one part at once cannot mix their bytes.
+pub fn new_part_file(id: &str, part: i32) -> String {
+    format!("{UPLOADS_DIR}{id}/{part:05}-{:016x}", rand::random::<u64>())
 }
 
 /// Why the metadata database failed.
@@ -285,7 +307,17 @@ impl Meta {
 
     /// Adds (or replaces) a part of an upload, in one transaction so
     /// parts arriving at once are all kept. False if the upload is gone.
-    pub fn add_part(&self, id: &str, part: i32, etag: &str, size: u64) -> Result<bool, MetaError> {
+    /// Records part `part` of upload `id` as in `file`; `None` when the
+    /// upload is gone, else the file an earlier send of the part was in (to
+    /// delete), if any.
+    pub fn add_part(
+        &self,
+        id: &str,
+        part: i32,
+        etag: &str,
+        size: u64,
+        file: &str,
+    ) -> Result<Option<Option<String>>, MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         let found = {
             let mut t = txn.open_table(UPLOADS).map_err(db)?;
@@ -295,12 +327,14 @@ impl Meta {
             };
             match current {
                 Some(mut u) => {
+                    let before = u.parts.contains_key(&part).then(|| u.file_of(id, part));
                     u.parts.insert(part, (etag.to_owned(), size));
+                    u.files.insert(part, file.to_owned());
                     let bytes = serde_json::to_vec(&u).map_err(db)?;
                     t.insert(id, bytes.as_slice()).map_err(db)?;
-                    true
+                    Some(before.filter(|b| b != file))
                 }
-                None => false,
+                None => None,
             }
         };
         txn.commit().map_err(db)?;
@@ -450,6 +484,7 @@ mod tests {
             headers: Default::default(),
             initiated: 1,
             parts: BTreeMap::from([(1, ("e".into(), 5))]),
+            files: Default::default(),
         };
         m.put_upload("u1", &upload).unwrap();
         let blob = m.export().unwrap();

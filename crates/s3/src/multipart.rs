@@ -38,6 +38,7 @@ pub async fn create(
             .unwrap_or_default(),
         initiated: now(),
         parts: Default::default(),
+        files: Default::default(),
     };
     s3.meta().put_upload(&id, &upload).map_err(internal)?;
     s3.host.changed();
@@ -65,24 +66,26 @@ pub async fn upload_part(
         .body
         .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
     let body = futures_util::TryStreamExt::map_err(body, std::io::Error::other);
+    let file = meta::new_part_file(&input.upload_id, input.part_number);
     let (size, etag) = s3
-        .store_file(
-            &meta::part_file(&input.upload_id, input.part_number),
-            body,
-            input.content_md5.as_deref(),
-        )
+        .store_file(&file, body, input.content_md5.as_deref())
         .await?;
-    if !s3
+    match s3
         .meta()
-        .add_part(&input.upload_id, input.part_number, &etag, size)
+        .add_part(&input.upload_id, input.part_number, &etag, size, &file)
         .map_err(internal)?
     {
-        // Aborted meanwhile: the part is garbage.
-        let _ = s3
-            .store()
-            .delete(&meta::part_file(&input.upload_id, input.part_number))
-            .await;
-        return Err(s3_error!(NoSuchUpload));
+        None => {
+            // Aborted meanwhile: the part is garbage.
+            let _ = s3.store().delete(&file).await;
+            return Err(s3_error!(NoSuchUpload));
+        }
+        // Sent again: the last recorded send wins, as in S3; the earlier
+        // one's file goes (unless a complete made it an object's already).
+        Some(Some(earlier)) => {
+            let _ = s3.store().delete(&earlier).await;
+        }
+        Some(None) => {}
     }
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(etag)),
@@ -145,7 +148,7 @@ pub async fn complete(
     // for a copy would time out and retry).
     let files: Vec<String> = asked
         .iter()
-        .map(|(n, _)| meta::part_file(&input.upload_id, *n))
+        .map(|(n, _)| upload.file_of(&input.upload_id, *n))
         .collect();
     let size = asked
         .iter()
@@ -181,7 +184,7 @@ pub async fn complete(
     for n in upload.parts.keys().filter(|n| !used.contains(n)) {
         let _ = s3
             .store()
-            .delete(&meta::part_file(&input.upload_id, *n))
+            .delete(&upload.file_of(&input.upload_id, *n))
             .await;
     }
     s3.meta()
@@ -201,7 +204,7 @@ async fn discard(s3: &StoreS3, id: &str, upload: &Upload) -> S3Result<()> {
     use cloudshell_store::StoreError;
     use cloudshell_store::index::IndexError;
     for n in upload.parts.keys() {
-        match s3.store().delete(&meta::part_file(id, *n)).await {
+        match s3.store().delete(&upload.file_of(id, *n)).await {
             // A part an object is made of (the upload completed, and the
             // daemon stopped before it forgot the upload) stays with it.
             Ok(())

@@ -247,7 +247,7 @@ fn forget_completed_uploads(meta: &meta::Meta, in_use: &HashSet<String>) {
             let completed = upload
                 .parts
                 .keys()
-                .any(|n| in_use.contains(&meta::part_file(&id, *n)));
+                .any(|n| in_use.contains(&upload.file_of(&id, *n)));
             if completed && meta.remove_upload(&id).is_ok() {
                 tracing::info!(upload = %id, "forgot an upload that had completed");
             }
@@ -361,6 +361,7 @@ mod tests {
                 headers: Default::default(),
                 initiated: 0,
                 parts: Default::default(),
+                files: Default::default(),
             },
         )
         .unwrap();
