@@ -338,6 +338,40 @@ def main():
             body = e.read()
             assert e.code == 403 and b"AccessDenied" in body and b"expired" in body, (e.code, body)
 
+    # Settings the endpoint does not keep are answered as S3 answers a
+    # bucket without them (404 with S3's code), not 501; ACLs are private.
+    for call, code in [
+        (lambda: s3.get_bucket_cors(Bucket="photos"), "NoSuchCORSConfiguration"),
+        (lambda: s3.get_bucket_policy(Bucket="photos"), "NoSuchBucketPolicy"),
+        (lambda: s3.get_bucket_policy_status(Bucket="photos"), "NoSuchBucketPolicy"),
+        (lambda: s3.get_public_access_block(Bucket="photos"),
+         "NoSuchPublicAccessBlockConfiguration"),
+        (lambda: s3.get_bucket_ownership_controls(Bucket="photos"),
+         "OwnershipControlsNotFoundError"),
+        (lambda: s3.get_object_lock_configuration(Bucket="photos"),
+         "ObjectLockConfigurationNotFoundError"),
+        (lambda: s3.get_bucket_tagging(Bucket="photos"), "NoSuchTagSet"),
+        (lambda: s3.get_bucket_lifecycle_configuration(Bucket="photos"),
+         "NoSuchLifecycleConfiguration"),
+        (lambda: s3.get_bucket_website(Bucket="photos"), "NoSuchWebsiteConfiguration"),
+        (lambda: s3.get_bucket_cors(Bucket="nope"), "NoSuchBucket"),
+    ]:
+        r = failure(call)
+        assert (r["Error"]["Code"], r["ResponseMetadata"]["HTTPStatusCode"]) == (code, 404), r
+    acl = s3.get_bucket_acl(Bucket="photos")
+    assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"], acl
+    assert acl["Grants"][0]["Grantee"]["ID"] == acl["Owner"]["ID"], acl
+    assert s3.get_object_acl(Bucket="photos", Key="untyped")["Grants"][0]["Permission"] \
+        == "FULL_CONTROL"
+    s3.put_bucket_acl(Bucket="photos", ACL="private")
+    s3.put_object_acl(Bucket="photos", Key="untyped", ACL="private")
+    r = failure(lambda: s3.put_bucket_acl(Bucket="photos", ACL="public-read"))
+    assert r["Error"]["Code"] == "NotImplemented" and "presigned" in r["Error"]["Message"], r
+    assert error_code(lambda: s3.get_object_acl(Bucket="photos", Key="missing")) == "NoSuchKey"
+    assert s3.get_object_tagging(Bucket="photos", Key="untyped")["TagSet"] == []
+    assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket="photos")
+    assert s3.get_bucket_request_payment(Bucket="photos")["Payer"] == "BucketOwner"
+
     # ListObjectVersions on an unversioned bucket: every object is its one
     # "null" version (cleanup tools and conformance suites call it first).
     versions, marker = [], None

@@ -20,6 +20,7 @@ mod multipart;
 mod objects;
 pub mod presigned;
 pub mod region;
+mod unconfigured;
 pub mod write;
 
 use std::sync::Arc;
@@ -624,6 +625,179 @@ impl S3 for StoreS3 {
             contents: Some(page.contents),
             common_prefixes: Some(page.prefixes),
             ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> S3Result<S3Response<GetBucketAclOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        let (owner, grants) = unconfigured::private_acl();
+        Ok(S3Response::new(GetBucketAclOutput { grants, owner }))
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> S3Result<S3Response<PutBucketAclOutput>> {
+        let input = req.input;
+        self.require_bucket(&input.bucket)?;
+        let grants = input.access_control_policy.is_some()
+            || input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write.is_some()
+            || input.grant_write_acp.is_some();
+        unconfigured::accept_private(input.acl.as_ref().map(BucketCannedACL::as_str), grants)?;
+        Ok(S3Response::new(PutBucketAclOutput::default()))
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> S3Result<S3Response<GetObjectAclOutput>> {
+        self.open_object(&req.input.bucket, &req.input.key)?;
+        let (owner, grants) = unconfigured::private_acl();
+        Ok(S3Response::new(GetObjectAclOutput {
+            grants,
+            owner,
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> S3Result<S3Response<PutObjectAclOutput>> {
+        let input = req.input;
+        self.open_object(&input.bucket, &input.key)?;
+        let grants = input.access_control_policy.is_some()
+            || input.grant_full_control.is_some()
+            || input.grant_read.is_some()
+            || input.grant_read_acp.is_some()
+            || input.grant_write_acp.is_some();
+        unconfigured::accept_private(input.acl.as_ref().map(ObjectCannedACL::as_str), grants)?;
+        Ok(S3Response::new(PutObjectAclOutput::default()))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        // No object has tags (yet): S3 answers an empty set.
+        self.open_object(&req.input.bucket, &req.input.key)?;
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set: Vec::new(),
+            version_id: None,
+        }))
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none("NoSuchTagSet", "tag set"))
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none(
+            "NoSuchCORSConfiguration",
+            "CORS configuration",
+        ))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none("NoSuchBucketPolicy", "bucket policy"))
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none("NoSuchBucketPolicy", "bucket policy"))
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none(
+            "NoSuchPublicAccessBlockConfiguration",
+            "public access block configuration",
+        ))
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none(
+            "OwnershipControlsNotFoundError",
+            "ownership controls",
+        ))
+    }
+
+    async fn get_object_lock_configuration(
+        &self,
+        req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none(
+            "ObjectLockConfigurationNotFoundError",
+            "object lock configuration",
+        ))
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none(
+            "NoSuchLifecycleConfiguration",
+            "lifecycle configuration",
+        ))
+    }
+
+    async fn get_bucket_website(
+        &self,
+        req: S3Request<GetBucketWebsiteInput>,
+    ) -> S3Result<S3Response<GetBucketWebsiteOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Err(unconfigured::none(
+            "NoSuchWebsiteConfiguration",
+            "website configuration",
+        ))
+    }
+
+    async fn get_bucket_logging(
+        &self,
+        req: S3Request<GetBucketLoggingInput>,
+    ) -> S3Result<S3Response<GetBucketLoggingOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketLoggingOutput::default()))
+    }
+
+    async fn get_bucket_request_payment(
+        &self,
+        req: S3Request<GetBucketRequestPaymentInput>,
+    ) -> S3Result<S3Response<GetBucketRequestPaymentOutput>> {
+        self.require_bucket(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketRequestPaymentOutput {
+            payer: Some(Payer::from_static(Payer::BUCKET_OWNER)),
         }))
     }
 }
