@@ -423,16 +423,21 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
-        let encoding = listing::KeyEncoding::of(input.encoding_type.as_ref())?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let listing::Params {
+            encoding,
+            prefix,
+            delimiter,
+            max,
+        } = listing::Params::of(
+            input.encoding_type.as_ref(),
+            input.prefix.as_deref(),
+            input.delimiter.as_deref(),
+            input.max_keys,
+        )?;
         let after = input
             .continuation_token
             .clone()
             .or_else(|| input.start_after.clone());
-        let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
-            .unwrap_or(MAX_KEYS)
-            .min(MAX_KEYS);
         let mut page = list_page(
             self.store().index(),
             &input.bucket,
@@ -473,12 +478,17 @@ impl S3 for StoreS3 {
         // "null" version, as S3 lists an unversioned bucket.
         let input = req.input;
         self.require_bucket(&input.bucket)?;
-        let encoding = listing::KeyEncoding::of(input.encoding_type.as_ref())?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
-            .unwrap_or(MAX_KEYS)
-            .min(MAX_KEYS);
+        let listing::Params {
+            encoding,
+            prefix,
+            delimiter,
+            max,
+        } = listing::Params::of(
+            input.encoding_type.as_ref(),
+            input.prefix.as_deref(),
+            input.delimiter.as_deref(),
+            input.max_keys,
+        )?;
         let page = list_page(
             self.store().index(),
             &input.bucket,
@@ -589,12 +599,17 @@ impl S3 for StoreS3 {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         self.require_bucket(&input.bucket)?;
-        let encoding = listing::KeyEncoding::of(input.encoding_type.as_ref())?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
-        let max = usize::try_from(input.max_keys.unwrap_or(1000).max(0))
-            .unwrap_or(MAX_KEYS)
-            .min(MAX_KEYS);
+        let listing::Params {
+            encoding,
+            prefix,
+            delimiter,
+            max,
+        } = listing::Params::of(
+            input.encoding_type.as_ref(),
+            input.prefix.as_deref(),
+            input.delimiter.as_deref(),
+            input.max_keys,
+        )?;
         let mut page = list_page(
             self.store().index(),
             &input.bucket,
@@ -693,96 +708,6 @@ impl S3 for StoreS3 {
         }))
     }
 
-    async fn get_bucket_tagging(
-        &self,
-        req: S3Request<GetBucketTaggingInput>,
-    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none("NoSuchTagSet", "tag set"))
-    }
-
-    async fn get_bucket_cors(
-        &self,
-        req: S3Request<GetBucketCorsInput>,
-    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none(
-            "NoSuchCORSConfiguration",
-            "CORS configuration",
-        ))
-    }
-
-    async fn get_bucket_policy(
-        &self,
-        req: S3Request<GetBucketPolicyInput>,
-    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none("NoSuchBucketPolicy", "bucket policy"))
-    }
-
-    async fn get_bucket_policy_status(
-        &self,
-        req: S3Request<GetBucketPolicyStatusInput>,
-    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none("NoSuchBucketPolicy", "bucket policy"))
-    }
-
-    async fn get_public_access_block(
-        &self,
-        req: S3Request<GetPublicAccessBlockInput>,
-    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none(
-            "NoSuchPublicAccessBlockConfiguration",
-            "public access block configuration",
-        ))
-    }
-
-    async fn get_bucket_ownership_controls(
-        &self,
-        req: S3Request<GetBucketOwnershipControlsInput>,
-    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none(
-            "OwnershipControlsNotFoundError",
-            "ownership controls",
-        ))
-    }
-
-    async fn get_object_lock_configuration(
-        &self,
-        req: S3Request<GetObjectLockConfigurationInput>,
-    ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none(
-            "ObjectLockConfigurationNotFoundError",
-            "object lock configuration",
-        ))
-    }
-
-    async fn get_bucket_lifecycle_configuration(
-        &self,
-        req: S3Request<GetBucketLifecycleConfigurationInput>,
-    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none(
-            "NoSuchLifecycleConfiguration",
-            "lifecycle configuration",
-        ))
-    }
-
-    async fn get_bucket_website(
-        &self,
-        req: S3Request<GetBucketWebsiteInput>,
-    ) -> S3Result<S3Response<GetBucketWebsiteOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        Err(unconfigured::none(
-            "NoSuchWebsiteConfiguration",
-            "website configuration",
-        ))
-    }
-
     async fn get_bucket_logging(
         &self,
         req: S3Request<GetBucketLoggingInput>,
@@ -800,4 +725,69 @@ impl S3 for StoreS3 {
             payer: Some(Payer::from_static(Payer::BUCKET_OWNER)),
         }))
     }
+
+    // Settings no bucket has here, answered as S3 answers a bucket without them.
+    unconfigured::none_of!(
+        get_bucket_tagging,
+        GetBucketTaggingInput,
+        GetBucketTaggingOutput,
+        "NoSuchTagSet",
+        "tag set"
+    );
+    unconfigured::none_of!(
+        get_bucket_cors,
+        GetBucketCorsInput,
+        GetBucketCorsOutput,
+        "NoSuchCORSConfiguration",
+        "CORS configuration"
+    );
+    unconfigured::none_of!(
+        get_bucket_policy,
+        GetBucketPolicyInput,
+        GetBucketPolicyOutput,
+        "NoSuchBucketPolicy",
+        "bucket policy"
+    );
+    unconfigured::none_of!(
+        get_bucket_policy_status,
+        GetBucketPolicyStatusInput,
+        GetBucketPolicyStatusOutput,
+        "NoSuchBucketPolicy",
+        "bucket policy"
+    );
+    unconfigured::none_of!(
+        get_public_access_block,
+        GetPublicAccessBlockInput,
+        GetPublicAccessBlockOutput,
+        "NoSuchPublicAccessBlockConfiguration",
+        "public access block configuration"
+    );
+    unconfigured::none_of!(
+        get_bucket_ownership_controls,
+        GetBucketOwnershipControlsInput,
+        GetBucketOwnershipControlsOutput,
+        "OwnershipControlsNotFoundError",
+        "ownership controls"
+    );
+    unconfigured::none_of!(
+        get_object_lock_configuration,
+        GetObjectLockConfigurationInput,
+        GetObjectLockConfigurationOutput,
+        "ObjectLockConfigurationNotFoundError",
+        "object lock configuration"
+    );
+    unconfigured::none_of!(
+        get_bucket_lifecycle_configuration,
+        GetBucketLifecycleConfigurationInput,
+        GetBucketLifecycleConfigurationOutput,
+        "NoSuchLifecycleConfiguration",
+        "lifecycle configuration"
+    );
+    unconfigured::none_of!(
+        get_bucket_website,
+        GetBucketWebsiteInput,
+        GetBucketWebsiteOutput,
+        "NoSuchWebsiteConfiguration",
+        "website configuration"
+    );
 }

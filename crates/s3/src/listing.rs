@@ -65,6 +65,37 @@ impl KeyEncoding {
     }
 }
 
+/// What every listing request says the same way.
+pub(super) struct Params {
+    /// How keys go back.
+    pub encoding: KeyEncoding,
+    /// Keys start with this.
+    pub prefix: String,
+    /// Rolls keys up to it into common prefixes (an empty one is none).
+    pub delimiter: Option<String>,
+    /// Keys and prefixes per page, at most [`MAX_KEYS`].
+    pub max: usize,
+}
+
+impl Params {
+    /// From the request's `EncodingType`, `Prefix`, `Delimiter` and `MaxKeys`.
+    pub fn of(
+        encoding_type: Option<&EncodingType>,
+        prefix: Option<&str>,
+        delimiter: Option<&str>,
+        max_keys: Option<i32>,
+    ) -> S3Result<Self> {
+        Ok(Self {
+            encoding: KeyEncoding::of(encoding_type)?,
+            prefix: prefix.unwrap_or_default().to_owned(),
+            delimiter: delimiter.filter(|d| !d.is_empty()).map(str::to_owned),
+            max: usize::try_from(max_keys.unwrap_or(1000).max(0))
+                .unwrap_or(MAX_KEYS)
+                .min(MAX_KEYS),
+        })
+    }
+}
+
 /// The one owner every bucket and object has (there are no users yet).
 pub(super) fn owner() -> Owner {
     Owner {

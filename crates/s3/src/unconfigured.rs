@@ -18,6 +18,35 @@ pub(crate) fn none(code: &'static str, what: &str) -> S3Error {
     e
 }
 
+/// An `S3` trait method for a bucket setting nobody has here: the bucket
+/// must exist, and then the answer is [`none`]. Written in the form
+/// `#[async_trait]` gives its methods, since that attribute does not look
+/// inside macros.
+macro_rules! none_of {
+    ($method:ident, $input:ty, $output:ty, $code:literal, $what:literal) => {
+        fn $method<'life0, 'async_trait>(
+            &'life0 self,
+            req: S3Request<$input>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = S3Result<S3Response<$output>>>
+                    + Send
+                    + 'async_trait,
+            >,
+        >
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move {
+                self.require_bucket(&req.input.bucket)?;
+                Err(unconfigured::none($code, $what))
+            })
+        }
+    };
+}
+pub(crate) use none_of;
+
 /// The owner's full control, and no other grant: a private ACL.
 pub(crate) fn private_acl() -> (Option<Owner>, Option<Grants>) {
     let owner = listing::owner();

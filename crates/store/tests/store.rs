@@ -29,6 +29,27 @@ fn node_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!("node{i}"))
 }
 
+/// How many shards a node's directory holds (one subdirectory level).
+fn shards_in(node: &Path) -> usize {
+    std::fs::read_dir(node)
+        .map(|d| {
+            d.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count())
+                .sum::<usize>()
+        })
+        .unwrap_or(0)
+}
+
+/// A store without encryption over `n` fresh nodes, 4 KiB chunks.
+fn unencrypted(root: &Path, n: usize) -> Store {
+    Store::open(
+        &root.join("index.redb"),
+        &KeySource::NoEncryption,
+        nodes(root, n, 1 << 40),
+        settings(4096),
+    )
+    .unwrap()
+}
+
 fn nodes(root: &Path, n: usize, quota: u64) -> Vec<Node> {
     (0..n)
         .map(|i| {
@@ -462,13 +483,7 @@ async fn a_failed_write_leaves_nothing_visible_and_no_shards() {
 #[tokio::test]
 async fn fewer_nodes_than_shards_say_how_many_losses_they_survive() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        nodes(dir.path(), 3, 1 << 40),
-        settings(4096),
-    )
-    .unwrap();
+    let store = unencrypted(dir.path(), 3);
     let report = store.put("a", &data(10_000, 9)[..]).await.unwrap();
     assert_eq!(report.survivable_losses, 1);
     store.nodes()[0].set_online(false);
@@ -637,13 +652,7 @@ async fn renaming_moves_no_data_and_replaces_the_target() {
 #[tokio::test]
 async fn redistribution_moves_shards_onto_new_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        nodes(dir.path(), 9, 1 << 40),
-        settings(4096),
-    )
-    .unwrap();
+    let store = unencrypted(dir.path(), 9);
     let d = data(100_000, 12);
     store.put("a", &d[..]).await.unwrap();
     let before = shard_files(dir.path()).len();
@@ -664,14 +673,7 @@ async fn redistribution_moves_shards_onto_new_nodes() {
     );
     let report = store.redistribute().await.unwrap();
     assert!(report.shards_moved > 0, "{report:?}");
-    let count = |name: &str| {
-        std::fs::read_dir(dir.path().join(name))
-            .map(|d| {
-                d.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count())
-                    .sum::<usize>()
-            })
-            .unwrap_or(0)
-    };
+    let count = |name: &str| shards_in(&dir.path().join(name));
     let per_node: Vec<usize> = (0..9)
         .map(|i| count(&format!("node{i}")))
         .chain((9..12).map(|i| count(&format!("new{i}"))))
@@ -701,13 +703,7 @@ async fn redistribution_moves_shards_onto_new_nodes() {
 #[tokio::test]
 async fn redistribution_evens_out_nodes_already_at_their_ceiling_share() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        nodes(dir.path(), 9, 1 << 40),
-        settings(4096),
-    )
-    .unwrap();
+    let store = unencrypted(dir.path(), 9);
     let d = data(2 * 4096, 5);
     store.put("a", &d[..]).await.unwrap();
     let shards = LocalDirStore::open(dir.path().join("new9"), 1 << 40).unwrap();
@@ -715,14 +711,7 @@ async fn redistribution_evens_out_nodes_already_at_their_ceiling_share() {
         .add_node(Node::new("new9", "region9", Arc::new(shards)))
         .unwrap();
     let report = store.redistribute().await.unwrap();
-    let count = |name: &str| {
-        std::fs::read_dir(dir.path().join(name))
-            .map(|d| {
-                d.map(|e| std::fs::read_dir(e.unwrap().path()).unwrap().count())
-                    .sum::<usize>()
-            })
-            .unwrap_or(0)
-    };
+    let count = |name: &str| shards_in(&dir.path().join(name));
     let per_node: Vec<usize> = (0..9)
         .map(|i| count(&format!("node{i}")))
         .chain([count("new9")])
