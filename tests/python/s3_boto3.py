@@ -251,7 +251,20 @@ def main():
     s3.download_fileobj("photos", "managed.bin", out, Config=transfer.TransferConfig(
         multipart_threshold=8 << 20, multipart_chunksize=5 << 20))
     assert out.getvalue() == data
-    keys += ["big.bin", "managed.bin"]
+    # boto3's managed copy above the threshold copies in parts
+    # (UploadPartCopy with ranges), as `aws s3 cp s3://... s3://...` does.
+    s3.copy({"Bucket": "photos", "Key": "managed.bin"}, "photos", "managed-copy.bin",
+            Config=transfer.TransferConfig(multipart_threshold=8 << 20,
+                                           multipart_chunksize=5 << 20))
+    assert s3.head_object(Bucket="photos", Key="managed-copy.bin")["ETag"].endswith('-4"')
+    assert s3.get_object(Bucket="photos", Key="managed-copy.bin")["Body"].read() == data
+    up = s3.create_multipart_upload(Bucket="photos", Key="ranged.bin")["UploadId"]
+    for bad in ("bytes=5-2", "5-9", f"bytes=0-{len(data)}"):
+        assert error_code(lambda: s3.upload_part_copy(
+            Bucket="photos", Key="ranged.bin", UploadId=up, PartNumber=1,
+            CopySource="photos/managed.bin", CopySourceRange=bad)) == "InvalidArgument", bad
+    s3.abort_multipart_upload(Bucket="photos", Key="ranged.bin", UploadId=up)
+    keys += ["big.bin", "managed.bin", "managed-copy.bin"]
 
     # The standard headers are kept and returned; an object stored without
     # a content type is binary/octet-stream, as S3 says.

@@ -558,6 +558,13 @@ impl S3 for StoreS3 {
         multipart::create(self, req).await
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
+
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,

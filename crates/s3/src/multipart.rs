@@ -50,18 +50,128 @@ pub async fn create(
     }))
 }
 
+fn check_part_number(n: i32) -> S3Result<()> {
+    if (1..=10_000).contains(&n) {
+        Ok(())
+    } else {
+        Err(s3_error!(
+            InvalidArgument,
+            "part numbers go from 1 to 10000"
+        ))
+    }
+}
+
+/// Records a part stored in `file`; the upload may have gone meanwhile.
+async fn record_part(
+    s3: &StoreS3,
+    id: &str,
+    part: i32,
+    etag: &str,
+    size: u64,
+    file: &str,
+) -> S3Result<()> {
+    match s3
+        .meta()
+        .add_part(id, part, etag, size, file)
+        .map_err(internal)?
+    {
+        None => {
+            // Aborted meanwhile: the part is garbage.
+            let _ = s3.store().delete(file).await;
+            Err(s3_error!(NoSuchUpload))
+        }
+        // Sent again: the last recorded send wins, as in S3; the earlier
+        // one's file goes (unless a complete made it an object's already).
+        Some(Some(earlier)) => {
+            let _ = s3.store().delete(&earlier).await;
+            Ok(())
+        }
+        Some(None) => Ok(()),
+    }
+}
+
+/// `bytes=first-last` (both offsets included, as S3 asks of a copy
+/// source range) within an object of `size` bytes.
+fn copy_range(range: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let parsed = range
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    let Some((first, last)) = parsed.filter(|(a, b)| a <= b) else {
+        return Err(s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        ));
+    };
+    if last >= size {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Range specified is not valid for source object of size: {size}"
+        ));
+    }
+    Ok(first..last + 1)
+}
+
+pub async fn upload_part_copy(
+    s3: &StoreS3,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let input = req.input;
+    upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    check_part_number(input.part_number)?;
+    let CopySource::Bucket {
+        bucket: src_bucket,
+        key: src_key,
+        ..
+    } = &input.copy_source
+    else {
+        return Err(s3_error!(
+            NotImplemented,
+            "copies from access points are not supported"
+        ));
+    };
+    let (version, src) = s3.open_object(src_bucket, src_key)?;
+    crate::objects::check_copy_source(
+        &src,
+        input.copy_source_if_match.as_ref(),
+        input.copy_source_if_none_match.as_ref(),
+        input.copy_source_if_modified_since.as_ref(),
+        input.copy_source_if_unmodified_since.as_ref(),
+    )?;
+    let range = match &input.copy_source_range {
+        Some(r) => copy_range(r, src.size)?,
+        None => 0..src.size,
+    };
+    let wanted = range.end - range.start;
+    let body =
+        futures_util::TryStreamExt::map_err(s3.read_stream(version, range), std::io::Error::other);
+    let file = meta::new_part_file(&input.upload_id, input.part_number);
+    let (size, etag) = s3.store_file(&file, body, None).await?;
+    if size != wanted {
+        let _ = s3.store().delete(&file).await;
+        return Err(s3_error!(
+            ServiceUnavailable,
+            "{src_bucket}/{src_key} could not be read whole; nothing was copied"
+        ));
+    }
+    record_part(s3, &input.upload_id, input.part_number, &etag, size, &file).await?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(crate::timestamp(now())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
 pub async fn upload_part(
     s3: &StoreS3,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
     let input = req.input;
     upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
-    if !(1..=10_000).contains(&input.part_number) {
-        return Err(s3_error!(
-            InvalidArgument,
-            "part numbers go from 1 to 10000"
-        ));
-    }
+    check_part_number(input.part_number)?;
     let body = input
         .body
         .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
@@ -70,23 +180,7 @@ pub async fn upload_part(
     let (size, etag) = s3
         .store_file(&file, body, input.content_md5.as_deref())
         .await?;
-    match s3
-        .meta()
-        .add_part(&input.upload_id, input.part_number, &etag, size, &file)
-        .map_err(internal)?
-    {
-        None => {
-            // Aborted meanwhile: the part is garbage.
-            let _ = s3.store().delete(&file).await;
-            return Err(s3_error!(NoSuchUpload));
-        }
-        // Sent again: the last recorded send wins, as in S3; the earlier
-        // one's file goes (unless a complete made it an object's already).
-        Some(Some(earlier)) => {
-            let _ = s3.store().delete(&earlier).await;
-        }
-        Some(None) => {}
-    }
+    record_part(s3, &input.upload_id, input.part_number, &etag, size, &file).await?;
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(etag)),
         ..Default::default()
@@ -287,4 +381,21 @@ pub async fn list_uploads(
         uploads: Some(uploads),
         ..Default::default()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ranges_are_read_as_s3_reads_them() {
+        assert_eq!(copy_range("bytes=0-9", 10).unwrap(), 0..10);
+        assert_eq!(copy_range("bytes=5-5", 10).unwrap(), 5..6);
+        for bad in ["bytes=5-2", "5-9", "bytes=0-", "bytes=-5", "bytes=a-b"] {
+            let e = copy_range(bad, 10).unwrap_err();
+            assert_eq!(*e.code(), s3s::S3ErrorCode::InvalidArgument, "{bad}");
+        }
+        let e = copy_range("bytes=0-10", 10).unwrap_err();
+        assert!(e.message().unwrap().contains("size: 10"), "{e:?}");
+    }
 }

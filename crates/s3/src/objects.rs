@@ -243,21 +243,13 @@ pub(crate) async fn copy_object(
         ));
     };
     let (version, src) = s3.open_object(src_bucket, src_key)?;
-    // The copy-source conditions fail with 412 whichever it is.
-    check_conditions(
+    check_copy_source(
         &src,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
-    )
-    .map_err(|e| {
-        if *e.code() == S3ErrorCode::NotModified {
-            s3_error!(PreconditionFailed, "a copy-source condition failed")
-        } else {
-            e
-        }
-    })?;
+    )?;
     s3.require_bucket(&input.bucket)?;
     let replace = input
         .metadata_directive
@@ -321,6 +313,31 @@ pub(crate) async fn copy_object(
         }),
         ..Default::default()
     }))
+}
+
+/// Evaluates a copy's source conditions (CopyObject, UploadPartCopy): as
+/// GET's, but any that fails is 412.
+pub(crate) fn check_copy_source(
+    meta: &ObjectMeta,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    check_conditions(
+        meta,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+    )
+    .map_err(|e| {
+        if *e.code() == S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed, "a copy-source condition failed")
+        } else {
+            e
+        }
+    })
 }
 
 /// Evaluates If-Match, If-None-Match, If-Modified-Since and
