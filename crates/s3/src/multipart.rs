@@ -119,41 +119,20 @@ pub async fn upload_part_copy(
     let input = req.input;
     upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
     check_part_number(input.part_number)?;
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        ..
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "copies from access points are not supported"
-        ));
-    };
-    let (version, src) = s3.open_object(src_bucket, src_key)?;
-    crate::objects::check_copy_source(
-        &src,
+    let source = crate::objects::open_copy_source(
+        s3,
+        &input.copy_source,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
     )?;
     let range = match &input.copy_source_range {
-        Some(r) => copy_range(r, src.size)?,
-        None => 0..src.size,
+        Some(r) => copy_range(r, source.meta.size)?,
+        None => 0..source.meta.size,
     };
-    let wanted = range.end - range.start;
-    let body =
-        futures_util::TryStreamExt::map_err(s3.read_stream(version, range), std::io::Error::other);
     let file = meta::new_part_file(&input.upload_id, input.part_number);
-    let (size, etag) = s3.store_file(&file, body, None).await?;
-    if size != wanted {
-        let _ = s3.store().delete(&file).await;
-        return Err(s3_error!(
-            ServiceUnavailable,
-            "{src_bucket}/{src_key} could not be read whole; nothing was copied"
-        ));
-    }
+    let (size, etag) = source.copy_into(s3, range, &file).await?;
     record_part(s3, &input.upload_id, input.part_number, &etag, size, &file).await?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {

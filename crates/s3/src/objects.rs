@@ -231,20 +231,9 @@ pub(crate) async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let input = req.input;
-    let CopySource::Bucket {
-        bucket: src_bucket,
-        key: src_key,
-        ..
-    } = &input.copy_source
-    else {
-        return Err(s3_error!(
-            NotImplemented,
-            "copies from access points are not supported"
-        ));
-    };
-    let (version, src) = s3.open_object(src_bucket, src_key)?;
-    check_copy_source(
-        &src,
+    let source = open_copy_source(
+        s3,
+        &input.copy_source,
         input.copy_source_if_match.as_ref(),
         input.copy_source_if_none_match.as_ref(),
         input.copy_source_if_modified_since.as_ref(),
@@ -255,24 +244,15 @@ pub(crate) async fn copy_object(
         .metadata_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == "REPLACE");
-    if **src_bucket == *input.bucket && **src_key == *input.key && !replace {
+    if source.bucket == *input.bucket && source.key == *input.key && !replace {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
         ));
     }
-    let body = s3
-        .read_stream(version, 0..src.size)
-        .map_err(std::io::Error::other);
+    let src = source.meta.clone();
     let staged = write::staging_name();
-    let (size, etag) = s3.store_file(&staged, body, None).await?;
-    if size != src.size {
-        let _ = s3.store().delete(&staged).await;
-        return Err(S3Error::with_message(
-            S3ErrorCode::ServiceUnavailable,
-            format!("{src_bucket}/{src_key} could not be read whole; nothing was copied"),
-        ));
-    }
+    let (size, etag) = source.copy_into(s3, 0..src.size, &staged).await?;
     let m = ObjectMeta {
         size,
         etag: etag.clone(),
@@ -315,17 +295,34 @@ pub(crate) async fn copy_object(
     }))
 }
 
-/// Evaluates a copy's source conditions (CopyObject, UploadPartCopy): as
-/// GET's, but any that fails is 412.
-pub(crate) fn check_copy_source(
-    meta: &ObjectMeta,
+/// The object a copy reads (CopyObject, UploadPartCopy), held from when
+/// its conditions were checked until it is read.
+pub(crate) struct CopySourceObject {
+    pub bucket: String,
+    pub key: String,
+    pub version: cloudshell_store::Version,
+    pub meta: ObjectMeta,
+}
+
+/// Resolves a copy's source and checks its conditions: as GET's, but any
+/// that fails is 412.
+pub(crate) fn open_copy_source(
+    s3: &StoreS3,
+    source: &CopySource,
     if_match: Option<&ETagCondition>,
     if_none_match: Option<&ETagCondition>,
     if_modified_since: Option<&Timestamp>,
     if_unmodified_since: Option<&Timestamp>,
-) -> S3Result<()> {
+) -> S3Result<CopySourceObject> {
+    let CopySource::Bucket { bucket, key, .. } = source else {
+        return Err(s3_error!(
+            NotImplemented,
+            "copies from access points are not supported"
+        ));
+    };
+    let (version, meta) = s3.open_object(bucket, key)?;
     check_conditions(
-        meta,
+        &meta,
         if_match,
         if_none_match,
         if_modified_since,
@@ -337,7 +334,41 @@ pub(crate) fn check_copy_source(
         } else {
             e
         }
+    })?;
+    Ok(CopySourceObject {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version,
+        meta,
     })
+}
+
+impl CopySourceObject {
+    /// Copies `range` of the source into store file `to`: its size and
+    /// ETag. A source that cannot be read whole leaves nothing behind.
+    pub(crate) async fn copy_into(
+        self,
+        s3: &StoreS3,
+        range: std::ops::Range<u64>,
+        to: &str,
+    ) -> S3Result<(u64, String)> {
+        let wanted = range.end - range.start;
+        let body = s3
+            .read_stream(self.version, range)
+            .map_err(std::io::Error::other);
+        let (size, etag) = s3.store_file(to, body, None).await?;
+        if size != wanted {
+            let _ = s3.store().delete(to).await;
+            return Err(S3Error::with_message(
+                S3ErrorCode::ServiceUnavailable,
+                format!(
+                    "{}/{} could not be read whole; nothing was copied",
+                    self.bucket, self.key
+                ),
+            ));
+        }
+        Ok((size, etag))
+    }
 }
 
 /// Evaluates If-Match, If-None-Match, If-Modified-Since and
