@@ -12,13 +12,10 @@ pub const MAX_EXPIRES_SECS: i64 = 7 * 24 * 60 * 60;
 pub fn expiry_answer(query: Option<&str>, now: i64) -> Option<http::Response<String>> {
     let query = query?;
     let param = |name: &str| {
-        query.split('&').find_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            (n == name).then(|| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
+        query_param(query, name).map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
         })
     };
     if param("X-Amz-Algorithm").is_some() {
@@ -55,6 +52,14 @@ pub fn expiry_answer(query: Option<&str>, now: i64) -> Option<http::Response<Str
         return (now > expires).then(|| error(403, "AccessDenied", "Request has expired"));
     }
     None
+}
+
+/// The value of query parameter `name`, still percent-encoded.
+pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (n, v) = pair.split_once('=')?;
+        (n == name).then_some(v)
+    })
 }
 
 fn error(status: u16, code: &str, message: &str) -> http::Response<String> {

@@ -21,10 +21,7 @@ pub fn signed_region(headers: &http::HeaderMap, query: Option<&str>) -> Option<(
         let credential = auth.split("Credential=").nth(1)?.split(',').next()?;
         return scope_region(credential.trim()).map(|r| (r, false));
     }
-    let credential = query?.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        (name == "X-Amz-Credential").then_some(value)
-    })?;
+    let credential = crate::presigned::query_param(query?, "X-Amz-Credential")?;
     let decoded = percent_encoding::percent_decode_str(credential)
         .decode_utf8()
         .ok()?;
