@@ -40,6 +40,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the agent waits for the client's HandshakeResponse (the real
 /// agent's `handshakeTimeout`).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a shell whose terminal closed is given to be reaped, to learn
+/// whether it exited or was killed.
+const SHELL_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// The agent version the handshake announces: a current SSM agent's form
 /// (clients compare it against thresholds such as `3.0.0.0`).
 pub const AGENT_VERSION: &str = "3.3.1802.0";
@@ -401,6 +404,18 @@ impl ShellSession {
             }
         }
         writer.abort();
+        if reason.is_empty() {
+            // The terminal closed: the shell has exited (or is about to).
+            // A shell that was killed, not exited, is worth saying so: the
+            // client otherwise sees a session that just stopped.
+            if let Ok(Ok(status)) = tokio::time::timeout(SHELL_EXIT_WAIT, child.wait()).await {
+                use std::os::unix::process::ExitStatusExt as _;
+                if let Some(signal) = status.signal() {
+                    warn!(session_id = %self.session_id, signal, "the session's shell was killed");
+                    reason = format!("the shell was killed by signal {signal}");
+                }
+            }
+        }
         let _ = child.start_kill();
         let _ = child.wait().await;
         if self.in_tmux {

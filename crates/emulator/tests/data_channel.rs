@@ -187,6 +187,21 @@ async fn a_create_session_with_the_environment_id_alone_opens_a_working_session(
     assert_eq!(status, 400, "{answer}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_killed_mid_command_is_reported_as_killed() {
+    let env = running_environment().await;
+    let (url, token) = stream(&env).await;
+    let session = Session::connect(ConnectOptions::new(&url, &token))
+        .await
+        .unwrap();
+    let err = cloudshell_ssm::exec::capture_command(session, "kill -9 $$")
+        .await
+        .unwrap_err();
+    let said = err.to_string();
+    assert!(said.contains("while the command ran"), "{said}");
+    assert!(said.contains("the shell was killed by signal 9"), "{said}");
+}
+
 async fn stream(env: &Running) -> (String, String) {
     let s = env
         .client
