@@ -10,7 +10,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, NewKey, NewQuota, NewRegion, NodeAnswer,
+    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewQuota, NewRegion, NodeAnswer,
     NodeList, ScrubStatus, Stat, Stored,
 };
 
@@ -306,10 +306,17 @@ impl Client {
             .await
     }
 
-    /// `POST /api/s3/keys`: a new key, with its secret.
-    pub async fn create_key(&self) -> Result<NewKey, ClientError> {
-        self.json(self.http.post(self.url("/api/s3/keys")), "create key")
-            .await
+    /// `POST /api/s3/keys`: a new key acting as `user` (the default user
+    /// when `None`), with its secret.
+    pub async fn create_key(&self, user: Option<&str>) -> Result<NewKey, ClientError> {
+        let body = KeyRequest {
+            user: user.map(str::to_owned),
+        };
+        self.json(
+            self.http.post(self.url("/api/s3/keys")).json(&body),
+            "create key",
+        )
+        .await
     }
 
     /// `DELETE /api/s3/keys/{id}`.

@@ -33,7 +33,7 @@ use crate::types::{
     ),
     components(schemas(
         AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry,
-        FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeySummary,
+        FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary,
         NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
         RedistributeResult, Redundancy, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
         ShardState, Stat, Stored,
@@ -245,7 +245,11 @@ fn list_keys() {}
 
 /// Makes an access key; its secret is in this answer only.
 #[utoipa::path(post, path = "/api/s3/keys", tag = "s3",
-    responses((status = 201, body = NewKey)))]
+    request_body(content = KeyRequest, description = "The user the key acts as (optional)"),
+    responses(
+        (status = 201, body = NewKey),
+        (status = 400, description = "Not a valid user name", body = ErrorBody),
+    ))]
 fn create_key() {}
 
 /// Deletes an access key.

@@ -457,8 +457,30 @@ pub struct KeyList {
 pub struct KeySummary {
     /// Its id.
     pub access_key_id: String,
+    /// The S3 user it acts as (owner of what it creates).
+    #[serde(default = "default_user")]
+    pub user: String,
     /// Seconds since the epoch when it was made.
     pub created: u64,
+}
+
+/// The user a key belongs to when none is named: keys made before users
+/// existed belong to it, and so do buckets made with them.
+pub const DEFAULT_USER: &str = "default";
+
+fn default_user() -> String {
+    DEFAULT_USER.to_owned()
+}
+
+/// `POST /api/s3/keys`: what the new key is for (an empty body is the
+/// default user).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyRequest {
+    /// The S3 user the key acts as: 1 to 64 of `A-Z a-z 0-9 + = , . @ _ -`
+    /// (IAM's user-name characters) [default: `default`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "alice")]
+    pub user: Option<String>,
 }
 
 /// `POST /api/s3/keys`: the new key, with its secret (shown only now).
@@ -475,6 +497,9 @@ pub struct AccessKey {
     pub access_key_id: String,
     /// Its secret.
     pub secret_access_key: String,
+    /// The S3 user it acts as (owner of what it creates).
+    #[serde(default = "default_user")]
+    pub user: String,
     /// Seconds since the epoch when it was made.
     pub created: u64,
 }

@@ -631,8 +631,8 @@ async fn stop_environments(source: &cloudshell::ClientSource, regions: &[cloudsh
 
 async fn keys(api: &Client, action: &KeysAction, json: bool) -> anyhow::Result<()> {
     match action {
-        KeysAction::Create => {
-            let v = api.create_key().await.map_err(explain)?;
+        KeysAction::Create { user } => {
+            let v = api.create_key(user.as_deref()).await.map_err(explain)?;
             let listed = api.keys().await.map_err(explain)?;
             let endpoint = listed.endpoint.as_deref().unwrap_or("(no S3 endpoint)");
             let (id, secret) = (&v.key.access_key_id, &v.key.secret_access_key);
@@ -640,8 +640,9 @@ async fn keys(api: &Client, action: &KeysAction, json: bool) -> anyhow::Result<(
                 json,
                 &v,
                 &format!(
-                    "access key id:     {id}\nsecret access key: {secret}\n(the secret is shown only now)\n\n  \
+                    "access key id:     {id}\nsecret access key: {secret}\nuser:              {}\n(the secret is shown only now)\n\n  \
                      export AWS_ACCESS_KEY_ID={id} AWS_SECRET_ACCESS_KEY={secret}\n  aws --endpoint-url {endpoint} s3 ls",
+                    v.key.user,
                 ),
             );
         }
@@ -651,7 +652,7 @@ async fn keys(api: &Client, action: &KeysAction, json: bool) -> anyhow::Result<(
                 print(json, &v, "");
             } else {
                 for k in &v.keys {
-                    say!("{}", k.access_key_id);
+                    say!("{}  {}", k.access_key_id, k.user);
                 }
             }
         }

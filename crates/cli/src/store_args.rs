@@ -102,7 +102,12 @@ pub enum StoreCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
     /// Make an access key and print its secret (shown only now).
-    Create,
+    Create {
+        /// The S3 user the key acts as: what it creates is that user's,
+        /// and ACLs and bucket policies name users [default: default].
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// List the access keys (without secrets).
     List,
     /// Delete an access key.

@@ -399,7 +399,7 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     assert_eq!(scrub.shards_checked, 9 * stat.total_chunks);
 
     // S3 keys: the secret once, the list without it.
-    let key = api.create_key().await.unwrap().key;
+    let key = api.create_key(None).await.unwrap().key;
     let keys = api.keys().await.unwrap();
     assert_eq!(keys.keys.len(), 1);
     assert_eq!(keys.keys[0].access_key_id, key.access_key_id);

@@ -15,8 +15,33 @@ pub struct AccessKey {
     pub access_key_id: String,
     /// The secret (40 characters).
     pub secret_access_key: String,
+    /// The user it acts as: what it creates is that user's, and access
+    /// rules name users (keys made before users existed are the default
+    /// user's).
+    #[serde(default = "default_user")]
+    pub user: String,
     /// Seconds since the epoch.
     pub created: u64,
+}
+
+fn default_user() -> String {
+    crate::access::DEFAULT_USER.to_owned()
+}
+
+/// Whether `name` can name a user: IAM's user-name rules (1 to 64 of
+/// letters, digits and `+=,.@_-`), so a name here can be an IAM user's.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a user name: use 1 to 64 letters, digits or any of + = , . @ _ -"
+        ))
+    }
 }
 
 /// Why the key file could not be used.
@@ -106,11 +131,13 @@ impl Keys {
             .clone()
     }
 
-    /// Makes and saves a new key.
-    pub fn create(&self) -> Result<AccessKey, KeysError> {
+    /// Makes and saves a new key acting as `user` (checked with
+    /// [`check_user_name`] by the caller).
+    pub fn create(&self, user: &str) -> Result<AccessKey, KeysError> {
         let key = AccessKey {
             access_key_id: format!("CSK{}", random_string(ALPHABET, 17)),
             secret_access_key: random_string(SECRET_ALPHABET, 40),
+            user: user.to_owned(),
             created: crate::now_secs(),
         };
         let mut keys = self
@@ -143,6 +170,16 @@ impl Keys {
         Ok(true)
     }
 
+    /// The user `access_key_id` acts as.
+    pub fn user_of(&self, access_key_id: &str) -> Option<String> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|k| k.access_key_id == access_key_id)
+            .map(|k| k.user.clone())
+    }
+
     /// The secret of `access_key_id`.
     pub fn secret(&self, access_key_id: &str) -> Option<String> {
         self.keys
@@ -163,7 +200,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s3-keys.json");
         let keys = Keys::open(&path).unwrap();
-        let k = keys.create().unwrap();
+        let k = keys.create("alice").unwrap();
+        assert_eq!(keys.user_of(&k.access_key_id).as_deref(), Some("alice"));
         assert_eq!(k.access_key_id.len(), 20);
         assert_eq!(k.secret_access_key.len(), 40);
         use std::os::unix::fs::PermissionsExt as _;
@@ -179,6 +217,20 @@ mod tests {
         assert!(again.delete(&k.access_key_id).unwrap());
         assert!(!again.delete(&k.access_key_id).unwrap());
         assert!(Keys::open(&path).unwrap().list().is_empty());
+        // A key file from before users: its keys are the default user's.
+        std::fs::write(
+            &path,
+            r#"[{"access_key_id":"CSKOLD","secret_access_key":"s","created":1}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Keys::open(&path).unwrap().user_of("CSKOLD").as_deref(),
+            Some("default")
+        );
+        assert!(check_user_name("alice.b@example-1").is_ok());
+        for bad in ["", "a b", "x/y", &"n".repeat(65)] {
+            assert!(check_user_name(bad).is_err(), "{bad:?}");
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Keys::open(&path).unwrap_err();
         let why = std::error::Error::source(&e).unwrap().to_string();

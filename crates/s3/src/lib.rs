@@ -13,6 +13,8 @@
 //! (buckets and uploads in [`meta`], access keys in [`keys`]) is its
 //! [`S3State`]. [`service`] assembles the s3s service an HTTP server runs.
 
+pub mod access;
+mod guard;
 pub mod keys;
 mod listing;
 pub mod meta;
@@ -20,6 +22,7 @@ mod multipart;
 mod objects;
 pub mod presigned;
 pub mod region;
+mod settings;
 mod unconfigured;
 pub mod write;
 
@@ -52,8 +55,9 @@ pub trait Host: Send + Sync + 'static {
 /// The s3s service over `host`'s store, every request signed with one of
 /// `s3`'s access keys.
 pub fn service(host: Arc<dyn Host>, s3: Arc<S3State>) -> s3s::service::S3Service {
-    let mut builder = s3s::service::S3ServiceBuilder::new(StoreS3::new(host, s3.clone()));
-    builder.set_auth(KeyAuth::new(s3));
+    let mut builder = s3s::service::S3ServiceBuilder::new(StoreS3::new(host.clone(), s3.clone()));
+    builder.set_auth(KeyAuth::new(s3.clone()));
+    builder.set_access(guard::Guard::new(host, s3));
     builder.build()
 }
 
@@ -305,21 +309,30 @@ impl StoreS3 {
 impl S3 for StoreS3 {
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self
-            .meta()
-            .buckets()
-            .map_err(internal)?
-            .into_iter()
-            .map(|(name, created)| Bucket {
-                name: Some(name),
-                creation_date: Some(timestamp(i64::try_from(created).unwrap_or(0))),
-                ..Default::default()
-            })
-            .collect();
+        // The guard lets only signed requests here.
+        let caller = settings::caller_of(&req);
+        let user = caller.user().unwrap_or_default();
+        let mut buckets = Vec::new();
+        for (name, created) in self.meta().buckets().map_err(internal)? {
+            // Each user lists the buckets it owns, as in S3.
+            if self
+                .meta()
+                .bucket_config(&name)
+                .map_err(internal)?
+                .is_some_and(|c| c.owner == user)
+            {
+                buckets.push(Bucket {
+                    name: Some(name),
+                    creation_date: Some(timestamp(i64::try_from(created).unwrap_or(0))),
+                    ..Default::default()
+                });
+            }
+        }
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
+            owner: Some(settings::owner_of(user)),
             ..Default::default()
         }))
     }
@@ -328,16 +341,43 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let bucket = &req.input.bucket;
-        if !self
+        let caller = settings::caller_of(&req);
+        let input = &req.input;
+        let bucket = &input.bucket;
+        let user = caller.user().unwrap_or(access::DEFAULT_USER);
+        let mut config = meta::BucketConfig::new(user);
+        config.ownership = input
+            .object_ownership
+            .as_ref()
+            .map(|o| o.as_str().to_owned());
+        let asked = settings::acl_asked!(input,
+            grant_full_control => FullControl, grant_read => Read, grant_read_acp => ReadAcp,
+            grant_write => Write, grant_write_acp => WriteAcp);
+        if config.acls_disabled() && !matches!(asked.canned, None | Some("private")) {
+            return Err(S3Error::with_message(
+                S3ErrorCode::Custom("InvalidBucketAclWithObjectOwnership".into()),
+                "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
+            ));
+        }
+        config.acl = asked.resolve(user, &config)?;
+        match self
             .meta()
-            .create_bucket(bucket, now_secs())
+            .create_bucket(bucket, now_secs(), &config)
             .map_err(internal)?
         {
-            return Err(s3_error!(
-                BucketAlreadyOwnedByYou,
-                "you have a bucket named {bucket} already"
-            ));
+            Ok(()) => {}
+            Err(owner) if owner == user => {
+                return Err(s3_error!(
+                    BucketAlreadyOwnedByYou,
+                    "you have a bucket named {bucket} already"
+                ));
+            }
+            Err(_) => {
+                return Err(s3_error!(
+                    BucketAlreadyExists,
+                    "another user has a bucket named {bucket}; bucket names are shared by all users: choose another"
+                ));
+            }
         }
         self.host.changed();
         Ok(S3Response::new(CreateBucketOutput {
@@ -422,7 +462,7 @@ impl S3 for StoreS3 {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        self.require_bucket(&input.bucket)?;
+        let config = self.bucket_config(&input.bucket)?;
         let listing::Params {
             encoding,
             prefix,
@@ -441,14 +481,16 @@ impl S3 for StoreS3 {
         let mut page = list_page(
             self.store().index(),
             &input.bucket,
+            &config.owner,
             &prefix,
             delimiter.as_deref(),
             after.as_deref(),
             max,
         )?;
-        if input.fetch_owner == Some(true) {
+        // Version 2 names owners only when asked.
+        if input.fetch_owner != Some(true) {
             for o in &mut page.contents {
-                o.owner = Some(listing::owner());
+                o.owner = None;
             }
         }
         let page = encoding.page(page);
@@ -477,7 +519,7 @@ impl S3 for StoreS3 {
         // Buckets are never versioned (yet): every object is its one
         // "null" version, as S3 lists an unversioned bucket.
         let input = req.input;
-        self.require_bucket(&input.bucket)?;
+        let config = self.bucket_config(&input.bucket)?;
         let listing::Params {
             encoding,
             prefix,
@@ -492,6 +534,7 @@ impl S3 for StoreS3 {
         let page = list_page(
             self.store().index(),
             &input.bucket,
+            &config.owner,
             &prefix,
             delimiter.as_deref(),
             input.key_marker.as_deref().filter(|m| !m.is_empty()),
@@ -509,7 +552,7 @@ impl S3 for StoreS3 {
                 size: o.size,
                 e_tag: o.e_tag,
                 last_modified: o.last_modified,
-                owner: Some(listing::owner()),
+                owner: o.owner,
                 storage_class: Some(ObjectVersionStorageClass::from_static(
                     ObjectVersionStorageClass::STANDARD,
                 )),
@@ -605,7 +648,7 @@ impl S3 for StoreS3 {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        self.require_bucket(&input.bucket)?;
+        let config = self.bucket_config(&input.bucket)?;
         let listing::Params {
             encoding,
             prefix,
@@ -617,18 +660,15 @@ impl S3 for StoreS3 {
             input.delimiter.as_deref(),
             input.max_keys,
         )?;
-        let mut page = list_page(
+        let page = list_page(
             self.store().index(),
             &input.bucket,
+            &config.owner,
             &prefix,
             delimiter.as_deref(),
             input.marker.as_deref().filter(|m| !m.is_empty()),
             max,
         )?;
-        // Version 1 always names the owner.
-        for o in &mut page.contents {
-            o.owner = Some(listing::owner());
-        }
         let next = page.next.clone();
         let page = encoding.page(page);
         Ok(S3Response::new(ListObjectsOutput {
@@ -654,24 +694,16 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
-        self.require_bucket(&req.input.bucket)?;
-        let (owner, grants) = unconfigured::private_acl();
-        Ok(S3Response::new(GetBucketAclOutput { grants, owner }))
+        Ok(S3Response::new(
+            settings::get_bucket_acl(self, &req.input.bucket).await?,
+        ))
     }
 
     async fn put_bucket_acl(
         &self,
         req: S3Request<PutBucketAclInput>,
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
-        let input = req.input;
-        self.require_bucket(&input.bucket)?;
-        let grants = input.access_control_policy.is_some()
-            || input.grant_full_control.is_some()
-            || input.grant_read.is_some()
-            || input.grant_read_acp.is_some()
-            || input.grant_write.is_some()
-            || input.grant_write_acp.is_some();
-        unconfigured::accept_private(input.acl.as_ref().map(BucketCannedACL::as_str), grants)?;
+        settings::put_bucket_acl(self, &req.input).await?;
         Ok(S3Response::new(PutBucketAclOutput::default()))
     }
 
@@ -679,27 +711,16 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
-        self.open_object(&req.input.bucket, &req.input.key)?;
-        let (owner, grants) = unconfigured::private_acl();
-        Ok(S3Response::new(GetObjectAclOutput {
-            grants,
-            owner,
-            ..Default::default()
-        }))
+        Ok(S3Response::new(
+            settings::get_object_acl(self, &req.input.bucket, &req.input.key).await?,
+        ))
     }
 
     async fn put_object_acl(
         &self,
         req: S3Request<PutObjectAclInput>,
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
-        let input = req.input;
-        self.open_object(&input.bucket, &input.key)?;
-        let grants = input.access_control_policy.is_some()
-            || input.grant_full_control.is_some()
-            || input.grant_read.is_some()
-            || input.grant_read_acp.is_some()
-            || input.grant_write_acp.is_some();
-        unconfigured::accept_private(input.acl.as_ref().map(ObjectCannedACL::as_str), grants)?;
+        settings::put_object_acl(self, &req.input).await?;
         Ok(S3Response::new(PutObjectAclOutput::default()))
     }
 
@@ -707,12 +728,141 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
-        // No object has tags (yet): S3 answers an empty set.
-        self.open_object(&req.input.bucket, &req.input.key)?;
-        Ok(S3Response::new(GetObjectTaggingOutput {
-            tag_set: Vec::new(),
-            version_id: None,
-        }))
+        Ok(S3Response::new(
+            settings::get_object_tagging(self, &req.input.bucket, &req.input.key).await?,
+        ))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        settings::put_object_tagging(self, &req.input).await?;
+        Ok(S3Response::new(PutObjectTaggingOutput::default()))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        settings::delete_object_tagging(self, &req.input.bucket, &req.input.key).await?;
+        Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+        Ok(S3Response::new(
+            settings::get_bucket_tagging(self, &req.input.bucket).await?,
+        ))
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
+        settings::put_bucket_tagging(self, &req.input.bucket, &req.input.tagging).await?;
+        Ok(S3Response::new(PutBucketTaggingOutput::default()))
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
+        settings::delete_bucket_tagging(self, &req.input.bucket).await?;
+        Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+        Ok(S3Response::new(
+            settings::get_bucket_policy(self, &req.input.bucket).await?,
+        ))
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        settings::put_bucket_policy(self, &req.input).await?;
+        Ok(S3Response::new(PutBucketPolicyOutput::default()))
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        settings::delete_bucket_policy(self, &req.input.bucket).await?;
+        Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+    }
+
+    async fn get_bucket_policy_status(
+        &self,
+        req: S3Request<GetBucketPolicyStatusInput>,
+    ) -> S3Result<S3Response<GetBucketPolicyStatusOutput>> {
+        Ok(S3Response::new(
+            settings::get_bucket_policy_status(self, &req.input.bucket).await?,
+        ))
+    }
+
+    async fn get_public_access_block(
+        &self,
+        req: S3Request<GetPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
+        Ok(S3Response::new(
+            settings::get_public_access_block(self, &req.input.bucket).await?,
+        ))
+    }
+
+    async fn put_public_access_block(
+        &self,
+        req: S3Request<PutPublicAccessBlockInput>,
+    ) -> S3Result<S3Response<PutPublicAccessBlockOutput>> {
+        let input = &req.input;
+        settings::put_public_access_block(
+            self,
+            &input.bucket,
+            &input.public_access_block_configuration,
+        )
+        .await?;
+        Ok(S3Response::new(PutPublicAccessBlockOutput::default()))
+    }
+
+    async fn delete_public_access_block(
+        &self,
+        req: S3Request<DeletePublicAccessBlockInput>,
+    ) -> S3Result<S3Response<DeletePublicAccessBlockOutput>> {
+        settings::delete_public_access_block(self, &req.input.bucket).await?;
+        Ok(S3Response::new(DeletePublicAccessBlockOutput::default()))
+    }
+
+    async fn get_bucket_ownership_controls(
+        &self,
+        req: S3Request<GetBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<GetBucketOwnershipControlsOutput>> {
+        Ok(S3Response::new(
+            settings::get_ownership_controls(self, &req.input.bucket).await?,
+        ))
+    }
+
+    async fn put_bucket_ownership_controls(
+        &self,
+        req: S3Request<PutBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<PutBucketOwnershipControlsOutput>> {
+        let input = &req.input;
+        settings::put_ownership_controls(self, &input.bucket, &input.ownership_controls).await?;
+        Ok(S3Response::new(PutBucketOwnershipControlsOutput::default()))
+    }
+
+    async fn delete_bucket_ownership_controls(
+        &self,
+        req: S3Request<DeleteBucketOwnershipControlsInput>,
+    ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
+        settings::delete_ownership_controls(self, &req.input.bucket).await?;
+        Ok(S3Response::new(DeleteBucketOwnershipControlsOutput::default()))
     }
 
     async fn get_bucket_logging(
@@ -735,46 +885,11 @@ impl S3 for StoreS3 {
 
     // Settings no bucket has here, answered as S3 answers a bucket without them.
     unconfigured::none_of!(
-        get_bucket_tagging,
-        GetBucketTaggingInput,
-        GetBucketTaggingOutput,
-        "NoSuchTagSet",
-        "tag set"
-    );
-    unconfigured::none_of!(
         get_bucket_cors,
         GetBucketCorsInput,
         GetBucketCorsOutput,
         "NoSuchCORSConfiguration",
         "CORS configuration"
-    );
-    unconfigured::none_of!(
-        get_bucket_policy,
-        GetBucketPolicyInput,
-        GetBucketPolicyOutput,
-        "NoSuchBucketPolicy",
-        "bucket policy"
-    );
-    unconfigured::none_of!(
-        get_bucket_policy_status,
-        GetBucketPolicyStatusInput,
-        GetBucketPolicyStatusOutput,
-        "NoSuchBucketPolicy",
-        "bucket policy"
-    );
-    unconfigured::none_of!(
-        get_public_access_block,
-        GetPublicAccessBlockInput,
-        GetPublicAccessBlockOutput,
-        "NoSuchPublicAccessBlockConfiguration",
-        "public access block configuration"
-    );
-    unconfigured::none_of!(
-        get_bucket_ownership_controls,
-        GetBucketOwnershipControlsInput,
-        GetBucketOwnershipControlsOutput,
-        "OwnershipControlsNotFoundError",
-        "ownership controls"
     );
     unconfigured::none_of!(
         get_object_lock_configuration,

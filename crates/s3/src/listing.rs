@@ -96,14 +96,6 @@ impl Params {
     }
 }
 
-/// The one owner every bucket and object has (there are no users yet).
-pub(super) fn owner() -> Owner {
-    Owner {
-        display_name: Some("cloudshell".to_owned()),
-        id: Some("cloudshell".to_owned()),
-    }
-}
-
 pub(super) struct Page {
     pub contents: Vec<Object>,
     pub prefixes: Vec<CommonPrefix>,
@@ -139,6 +131,7 @@ fn objects(
 pub(super) fn list_page(
     index: &cloudshell_store::index::Index,
     bucket: &str,
+    bucket_owner: &str,
     prefix: &str,
     delimiter: Option<&str>,
     after: Option<&str>,
@@ -184,6 +177,9 @@ pub(super) fn list_page(
                     last_modified: Some(timestamp(m.modified)),
                     storage_class: Some(ObjectStorageClass::from_static(
                         ObjectStorageClass::STANDARD,
+                    )),
+                    owner: Some(crate::settings::owner_of(
+                        m.owner.as_deref().unwrap_or(bucket_owner),
                     )),
                     ..Default::default()
                 });

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::access::{Acl, DEFAULT_USER, PublicAccessBlock};
 use serde::{Deserialize, Serialize};
 
 const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
@@ -17,8 +19,65 @@ const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
 /// `BUCKET` NUL `KEY`. Read once to move it into the store's attributes,
 /// then emptied.
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// Each bucket's owner and settings ([`BucketConfig`] as JSON), by name.
+/// A bucket without a row here (made before owners existed) is the
+/// default user's, with nothing set.
+const BUCKET_CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("bucket_config");
 /// Multipart uploads in progress, by upload id.
 const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads");
+
+/// A bucket's owner and what is set on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketConfig {
+    /// The user who made it.
+    pub owner: String,
+    /// Its ACL; none is the owner's full control only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Acl>,
+    /// Its policy, as given (checked when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Its public access block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access_block: Option<PublicAccessBlock>,
+    /// Its object ownership rule (`ObjectWriter`, `BucketOwnerPreferred`,
+    /// `BucketOwnerEnforced`); none behaves as `ObjectWriter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ownership: Option<String>,
+    /// Its tags, in the order given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<(String, String)>>,
+}
+
+impl BucketConfig {
+    /// A new bucket of `owner`'s.
+    pub fn new(owner: &str) -> Self {
+        Self {
+            owner: owner.to_owned(),
+            acl: None,
+            policy: None,
+            public_access_block: None,
+            ownership: None,
+            tags: None,
+        }
+    }
+
+    /// Its ACL, the owner's full control when none was set.
+    pub fn acl(&self) -> Acl {
+        self.acl.clone().unwrap_or_else(|| Acl::private(&self.owner))
+    }
+
+    /// Its public access block, all off when none was set.
+    pub fn block(&self) -> PublicAccessBlock {
+        self.public_access_block.unwrap_or_default()
+    }
+
+    /// Whether object ACLs are switched off (`BucketOwnerEnforced`): the
+    /// bucket's owner owns every object and only the bucket's ACL counts.
+    pub fn acls_disabled(&self) -> bool {
+        self.ownership.as_deref() == Some("BucketOwnerEnforced")
+    }
+}
 
 /// A multipart upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +103,15 @@ pub struct Upload {
     /// (uploads begun by earlier versions).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<i32, String>,
+    /// Who the object will belong to (none: the bucket's owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The ACL asked at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Acl>,
+    /// The tags asked at creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
 }
 
 impl Upload {
@@ -89,7 +157,7 @@ fn db<E: std::fmt::Display>(e: E) -> MetaError {
 }
 
 /// One object's metadata: the attributes of its store file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     /// Bytes (the store file's size is what counts).
     pub size: u64,
@@ -104,6 +172,16 @@ pub struct ObjectMeta {
     pub headers: StandardHeaders,
     /// Seconds since the epoch of the last write.
     pub modified: i64,
+    /// The user who wrote it; none (objects from before owners) is the
+    /// bucket's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Its ACL; none is its owner's full control only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl: Option<Acl>,
+    /// Its tags, in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<(String, String)>,
 }
 
 /// The standard HTTP headers S3 keeps with an object and returns with it.
@@ -150,8 +228,8 @@ impl ObjectMeta {
             etag: format!("{}-1", hex::encode(&record.blake3[..16])),
             content_type: None,
             metadata: BTreeMap::new(),
-            headers: StandardHeaders::default(),
             modified: record.created,
+            ..Self::default()
         });
         m.size = record.size;
         m
@@ -186,6 +264,8 @@ fn object_key(bucket: &str, key: &str) -> String {
 struct Snapshot {
     buckets: Vec<(String, u64)>,
     #[serde(default)]
+    configs: Vec<(String, BucketConfig)>,
+    #[serde(default)]
     objects: Vec<(String, String, LegacyObject)>,
     uploads: Vec<(String, Upload)>,
 }
@@ -206,6 +286,7 @@ impl Meta {
             .map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
         txn.open_table(BUCKETS).map_err(db)?;
+        txn.open_table(BUCKET_CONFIG).map_err(db)?;
         txn.open_table(OBJECTS).map_err(db)?;
         txn.open_table(UPLOADS).map_err(db)?;
         txn.commit().map_err(db)?;
@@ -231,26 +312,95 @@ impl Meta {
         Ok(t.get(bucket).map_err(db)?.is_some())
     }
 
-    /// Creates `bucket`; false if it existed.
-    pub fn create_bucket(&self, bucket: &str, now: u64) -> Result<bool, MetaError> {
+    /// Creates `bucket` as `config` says; if it existed, its owner's
+    /// name instead.
+    pub fn create_bucket(
+        &self,
+        bucket: &str,
+        now: u64,
+        config: &BucketConfig,
+    ) -> Result<Result<(), String>, MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         let created = {
             let mut t = txn.open_table(BUCKETS).map_err(db)?;
+            let mut c = txn.open_table(BUCKET_CONFIG).map_err(db)?;
             if t.get(bucket).map_err(db)?.is_some() {
-                false
+                let owner = match c.get(bucket).map_err(db)? {
+                    Some(v) => serde_json::from_slice::<BucketConfig>(v.value())
+                        .map_err(db)?
+                        .owner,
+                    None => DEFAULT_USER.to_owned(),
+                };
+                Err(owner)
             } else {
                 t.insert(bucket, now).map_err(db)?;
-                true
+                let bytes = serde_json::to_vec(config).map_err(db)?;
+                c.insert(bucket, bytes.as_slice()).map_err(db)?;
+                Ok(())
             }
         };
         txn.commit().map_err(db)?;
         Ok(created)
     }
 
+    /// The owner and settings of `bucket`; none if there is no such bucket.
+    pub fn bucket_config(&self, bucket: &str) -> Result<Option<BucketConfig>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        if txn
+            .open_table(BUCKETS)
+            .map_err(db)?
+            .get(bucket)
+            .map_err(db)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        match txn.open_table(BUCKET_CONFIG).map_err(db)?.get(bucket).map_err(db)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(db)?)),
+            None => Ok(Some(BucketConfig::new(DEFAULT_USER))),
+        }
+    }
+
+    /// Changes the settings of `bucket` with `change`, in one transaction;
+    /// none if there is no such bucket.
+    pub fn update_bucket_config<T>(
+        &self,
+        bucket: &str,
+        change: impl FnOnce(&mut BucketConfig) -> T,
+    ) -> Result<Option<T>, MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let out = {
+            if txn
+                .open_table(BUCKETS)
+                .map_err(db)?
+                .get(bucket)
+                .map_err(db)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let mut c = txn.open_table(BUCKET_CONFIG).map_err(db)?;
+            let mut config = match c.get(bucket).map_err(db)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(db)?,
+                None => BucketConfig::new(DEFAULT_USER),
+            };
+            let out = change(&mut config);
+            let bytes = serde_json::to_vec(&config).map_err(db)?;
+            c.insert(bucket, bytes.as_slice()).map_err(db)?;
+            out
+        };
+        txn.commit().map_err(db)?;
+        Ok(Some(out))
+    }
+
     /// Deletes `bucket` (the caller checks that it is empty).
     pub fn delete_bucket(&self, bucket: &str) -> Result<(), MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         txn.open_table(BUCKETS)
+            .map_err(db)?
+            .remove(bucket)
+            .map_err(db)?;
+        txn.open_table(BUCKET_CONFIG)
             .map_err(db)?
             .remove(bucket)
             .map_err(db)?;
@@ -377,6 +527,11 @@ impl Meta {
             let (k, v) = row.map_err(db)?;
             snap.buckets.push((k.value().to_owned(), v.value()));
         }
+        for row in txn.open_table(BUCKET_CONFIG).map_err(db)?.iter().map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            let c: BucketConfig = serde_json::from_slice(v.value()).map_err(db)?;
+            snap.configs.push((k.value().to_owned(), c));
+        }
         for row in txn.open_table(UPLOADS).map_err(db)?.iter().map_err(db)? {
             let (k, v) = row.map_err(db)?;
             let u: Upload = serde_json::from_slice(v.value()).map_err(db)?;
@@ -401,6 +556,11 @@ impl Meta {
             }
             for (name, created) in &snap.buckets {
                 buckets.insert(name.as_str(), *created).map_err(db)?;
+            }
+            let mut configs = txn.open_table(BUCKET_CONFIG).map_err(db)?;
+            for (name, c) in &snap.configs {
+                let bytes = serde_json::to_vec(c).map_err(db)?;
+                configs.insert(name.as_str(), bytes.as_slice()).map_err(db)?;
             }
             let mut objects = txn.open_table(OBJECTS).map_err(db)?;
             for (bucket, key, m) in &snap.objects {
@@ -432,6 +592,7 @@ mod tests {
             metadata: BTreeMap::new(),
             headers: Default::default(),
             modified: 0,
+            ..Default::default()
         }
     }
 
@@ -439,12 +600,24 @@ mod tests {
     fn buckets_come_and_go() {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("s3.redb")).unwrap();
-        assert!(m.create_bucket("b", 1).unwrap());
-        assert!(!m.create_bucket("b", 2).unwrap());
-        assert!(m.create_bucket("ba", 1).unwrap());
+        let alice = BucketConfig::new("alice");
+        assert_eq!(m.create_bucket("b", 1, &alice).unwrap(), Ok(()));
+        assert_eq!(
+            m.create_bucket("b", 2, &BucketConfig::new("bob")).unwrap(),
+            Err("alice".to_owned())
+        );
+        assert_eq!(m.create_bucket("ba", 1, &alice).unwrap(), Ok(()));
         assert!(m.has_bucket("b").unwrap());
+        assert_eq!(m.bucket_config("b").unwrap(), Some(alice.clone()));
+        let tagged = m
+            .update_bucket_config("b", |c| c.tags = Some(vec![("k".into(), "v".into())]))
+            .unwrap();
+        assert_eq!(tagged, Some(()));
+        assert_eq!(m.bucket_config("b").unwrap().unwrap().tags.unwrap().len(), 1);
+        assert_eq!(m.update_bucket_config("nope", |_| ()).unwrap(), None);
         m.delete_bucket("b").unwrap();
         assert!(!m.has_bucket("b").unwrap());
+        assert_eq!(m.bucket_config("b").unwrap(), None);
         assert_eq!(m.buckets().unwrap(), [("ba".to_owned(), 1)]);
     }
 
@@ -475,7 +648,8 @@ mod tests {
     fn an_export_loads_into_an_empty_database_only_and_keeps_legacy_objects() {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("a.redb")).unwrap();
-        m.create_bucket("b", 7).unwrap();
+        m.create_bucket("b", 7, &BucketConfig::new("alice")).unwrap()
+            .unwrap();
         let upload = Upload {
             bucket: "b".into(),
             key: "big".into(),
@@ -485,6 +659,9 @@ mod tests {
             initiated: 1,
             parts: BTreeMap::from([(1, ("e".into(), 5))]),
             files: Default::default(),
+            owner: Some("alice".into()),
+            acl: None,
+            tags: Vec::new(),
         };
         m.put_upload("u1", &upload).unwrap();
         let blob = m.export().unwrap();
@@ -492,6 +669,7 @@ mod tests {
         let n = Meta::open(&dir.path().join("b.redb")).unwrap();
         assert_eq!(n.import(&blob).unwrap(), 1);
         assert_eq!(n.buckets().unwrap(), [("b".to_owned(), 7)]);
+        assert_eq!(n.bucket_config("b").unwrap().unwrap().owner, "alice");
         assert_eq!(n.upload("u1").unwrap(), Some(upload));
         let again = n.import(&blob).unwrap_err().to_string();
         assert!(again.contains("new data directory"), "{again}");

@@ -24,8 +24,15 @@ pub async fn create(
     s3: &StoreS3,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let caller = crate::settings::caller_of(&req);
     let input = req.input;
-    s3.require_bucket(&input.bucket)?;
+    let config = s3.bucket_config(&input.bucket)?;
+    let (owner, acl) = crate::settings::written_object(
+        &caller,
+        &config,
+        &crate::settings::object_acl_asked!(input),
+    )?;
+    let tags = crate::settings::tags_of_header(input.tagging.as_deref())?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let upload = Upload {
         bucket: input.bucket.clone(),
@@ -39,6 +46,9 @@ pub async fn create(
         initiated: now(),
         parts: Default::default(),
         files: Default::default(),
+        owner,
+        acl,
+        tags,
     };
     s3.meta().put_upload(&id, &upload).map_err(internal)?;
     s3.host.changed();
@@ -248,6 +258,9 @@ pub async fn complete(
         metadata: upload.metadata.clone(),
         headers: upload.headers.clone(),
         modified: now(),
+        owner: upload.owner.clone(),
+        acl: upload.acl.clone(),
+        tags: upload.tags.clone(),
     };
     // A refused complete leaves the upload as it was, to retry or abort.
     s3.commit(&input.bucket, &input.key, Staged::Parts(&files), &m, &cond)

@@ -65,8 +65,17 @@ pub(crate) async fn put_object(
     s3: &StoreS3,
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
+    let caller = crate::settings::caller_of(&req);
     let input = req.input;
-    s3.require_bucket(&input.bucket)?;
+    let config = s3.bucket_config(&input.bucket)?;
+    // ACL and tags are checked before the body is read: a refusal then
+    // costs nothing.
+    let (owner, acl) = crate::settings::written_object(
+        &caller,
+        &config,
+        &crate::settings::object_acl_asked!(input),
+    )?;
+    let tags = crate::settings::tags_of_header(input.tagging.as_deref())?;
     let cond = WriteConditions {
         if_match: input.if_match,
         if_none_match: input.if_none_match,
@@ -92,6 +101,9 @@ pub(crate) async fn put_object(
             .map(|m| m.into_iter().collect())
             .unwrap_or_default(),
         modified: now(),
+        owner,
+        acl,
+        tags,
     };
     s3.commit(&input.bucket, &input.key, Staged::File(&staged), &m, &cond)
         .await?;
@@ -147,6 +159,7 @@ pub(crate) async fn get_object(
             e_tag: Some(ETag::Strong(m.etag.clone())),
             last_modified: Some(timestamp(m.modified)),
             metadata: metadata_of(&m),
+            tag_count: (!m.tags.is_empty()).then(|| i32::try_from(m.tags.len()).unwrap_or(0)),
             ..Default::default()
         },
         m
@@ -230,6 +243,7 @@ pub(crate) async fn copy_object(
     s3: &StoreS3,
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
+    let caller = crate::settings::caller_of(&req);
     let input = req.input;
     let source = open_copy_source(
         s3,
@@ -239,12 +253,27 @@ pub(crate) async fn copy_object(
         input.copy_source_if_modified_since.as_ref(),
         input.copy_source_if_unmodified_since.as_ref(),
     )?;
-    s3.require_bucket(&input.bucket)?;
+    let config = s3.bucket_config(&input.bucket)?;
+    // A copy's ACL is what the request asks (the source's is not copied).
+    let (owner, acl) = crate::settings::written_object(
+        &caller,
+        &config,
+        &crate::settings::object_acl_asked!(input),
+    )?;
     let replace = input
         .metadata_directive
         .as_ref()
         .is_some_and(|d| d.as_str() == "REPLACE");
-    if source.bucket == *input.bucket && source.key == *input.key && !replace {
+    let replace_tags = input
+        .tagging_directive
+        .as_ref()
+        .is_some_and(|d| d.as_str() == "REPLACE");
+    let tags = if replace_tags {
+        crate::settings::tags_of_header(input.tagging.as_deref())?
+    } else {
+        source.meta.tags.clone()
+    };
+    if source.bucket == *input.bucket && source.key == *input.key && !replace && !replace_tags {
         return Err(s3_error!(
             InvalidRequest,
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -276,6 +305,9 @@ pub(crate) async fn copy_object(
             src.metadata.clone()
         },
         modified: now(),
+        owner,
+        acl,
+        tags,
     };
     s3.commit(
         &input.bucket,

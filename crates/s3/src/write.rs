@@ -301,6 +301,7 @@ mod tests {
             metadata: Default::default(),
             headers: Default::default(),
             modified: 0,
+            ..Default::default()
         }
     }
 
@@ -362,6 +363,9 @@ mod tests {
                 initiated: 0,
                 parts: Default::default(),
                 files: Default::default(),
+                owner: None,
+                acl: None,
+                tags: Vec::new(),
             },
         )
         .unwrap();

@@ -22,6 +22,7 @@ pub(super) async fn list_keys(AxumState(state): AxumState<Shared>) -> Json<wire:
         .into_iter()
         .map(|k| wire::KeySummary {
             access_key_id: k.access_key_id,
+            user: k.user,
             created: k.created,
         })
         .collect();
@@ -33,14 +34,31 @@ pub(super) async fn list_keys(AxumState(state): AxumState<Shared>) -> Json<wire:
 
 pub(super) async fn create_key(
     AxumState(state): AxumState<Shared>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<wire::NewKey>), ApiError> {
+    // No body (older clients) is the default user.
+    let request: wire::KeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        wire::KeyRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("the body must be {{\"user\": NAME}} or empty: {e}"),
+            )
+        })?
+    };
+    let user = request.user.as_deref().unwrap_or(wire::DEFAULT_USER);
+    cloudshell_s3::keys::check_user_name(user)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "InvalidUser", why))?;
     let key =
-        state.s3.keys.create().map_err(|e| {
+        state.s3.keys.create(user).map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal", e.to_string())
         })?;
     let key = wire::AccessKey {
         access_key_id: key.access_key_id,
         secret_access_key: key.secret_access_key,
+        user: key.user,
         created: key.created,
     };
     Ok((StatusCode::CREATED, Json(wire::NewKey { key })))
