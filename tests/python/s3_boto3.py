@@ -352,7 +352,7 @@ def main():
             assert e.code == 403 and b"AccessDenied" in body and b"expired" in body, (e.code, body)
 
     # Settings the endpoint does not keep are answered as S3 answers a
-    # bucket without them (404 with S3's code), not 501; ACLs are private.
+    # bucket without them (404 with S3's code), not 501; ACLs start private.
     for call, code in [
         (lambda: s3.get_bucket_cors(Bucket="photos"), "NoSuchCORSConfiguration"),
         (lambda: s3.get_bucket_policy(Bucket="photos"), "NoSuchBucketPolicy"),
@@ -378,10 +378,28 @@ def main():
         == "FULL_CONTROL"
     s3.put_bucket_acl(Bucket="photos", ACL="private")
     s3.put_object_acl(Bucket="photos", Key="untyped", ACL="private")
-    r = failure(lambda: s3.put_bucket_acl(Bucket="photos", ACL="public-read"))
-    assert r["Error"]["Code"] == "NotImplemented" and "presigned" in r["Error"]["Message"], r
     assert error_code(lambda: s3.get_object_acl(Bucket="photos", Key="missing")) == "NoSuchKey"
     assert s3.get_object_tagging(Bucket="photos", Key="untyped")["TagSet"] == []
+    # Tags, kept with objects (at most 10) and buckets (at most 50).
+    tags = [{"Key": "project", "Value": "x y"}, {"Key": "n", "Value": "1"}]
+    s3.put_object_tagging(Bucket="photos", Key="untyped", Tagging={"TagSet": tags})
+    assert s3.get_object_tagging(Bucket="photos", Key="untyped")["TagSet"] == tags
+    assert s3.get_object(Bucket="photos", Key="untyped")["TagCount"] == 2
+    s3.put_object(Bucket="photos", Key="tagged", Body=b"t", Tagging="a=1&b%20c=2")
+    assert s3.get_object_tagging(Bucket="photos", Key="tagged")["TagSet"] == [
+        {"Key": "a", "Value": "1"}, {"Key": "b c", "Value": "2"}]
+    s3.copy_object(Bucket="photos", Key="tagged2", CopySource="photos/tagged")
+    assert len(s3.get_object_tagging(Bucket="photos", Key="tagged2")["TagSet"]) == 2
+    s3.delete_objects(Bucket="photos", Delete={"Objects": [{"Key": "tagged"}, {"Key": "tagged2"}]})
+    s3.delete_object_tagging(Bucket="photos", Key="untyped")
+    assert s3.get_object_tagging(Bucket="photos", Key="untyped")["TagSet"] == []
+    eleven = [{"Key": f"k{i}", "Value": "v"} for i in range(11)]
+    assert error_code(lambda: s3.put_object_tagging(
+        Bucket="photos", Key="untyped", Tagging={"TagSet": eleven})) == "InvalidTag"
+    s3.put_bucket_tagging(Bucket="photos", Tagging={"TagSet": eleven})
+    assert len(s3.get_bucket_tagging(Bucket="photos")["TagSet"]) == 11
+    s3.delete_bucket_tagging(Bucket="photos")
+    assert error_code(lambda: s3.get_bucket_tagging(Bucket="photos")) == "NoSuchTagSet"
     assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket="photos")
     assert s3.get_bucket_request_payment(Bucket="photos")["Payer"] == "BucketOwner"
 

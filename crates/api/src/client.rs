@@ -10,8 +10,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewQuota, NewRegion, NodeAnswer,
-    NodeList, ScrubStatus, Stat, Stored,
+    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewQuota, NewRegion,
+    NodeAnswer, NodeList, ScrubStatus, Stat, Stored,
 };
 
 /// What a path segment keeps as is: RFC 3986's unreserved characters.

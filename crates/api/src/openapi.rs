@@ -11,9 +11,10 @@ use utoipa::{Modify, OpenApi};
 
 use crate::types::{
     AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry, FileHealth,
-    FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeySummary, NewKey, NewQuota,
-    NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, RedistributeResult,
-    Redundancy, RepairFailure, RepairResult, ScrubStatus, ShardInfo, ShardState, Stat, Stored,
+    FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary, NewKey,
+    NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
+    RedistributeResult, Redundancy, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
+    ShardState, Stat, Stored,
 };
 
 /// The whole API.

@@ -1048,6 +1048,42 @@ fn the_s3_endpoint_serves_boto3() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("boto3: ok"));
+
+    // Two users and nobody: every access rule, from both sides.
+    let mut users = Vec::new();
+    for user in ["alice", "bob"] {
+        let key = daemon.json(&["keys", "create", "--user", user]);
+        assert_eq!(key["key"]["user"], user);
+        users.push(key["key"]["access_key_id"].as_str().unwrap().to_owned());
+        users.push(key["key"]["secret_access_key"].as_str().unwrap().to_owned());
+    }
+    assert!(daemon.ok(&["keys", "list"]).contains("bob"));
+    let refused = daemon
+        .cli(&["keys", "create", "--user", "no such/user"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("not a user name"),
+        "{said}"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/python/s3_access.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&daemon.s3)
+        .args(&users)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("none"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("access: ok"));
     // A deleted key no longer signs anything.
     daemon.ok(&["keys", "delete", &id]);
     assert!(!daemon.ok(&["keys", "list"]).contains(&id));

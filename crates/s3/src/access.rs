@@ -173,7 +173,12 @@ impl Acl {
     /// `bucket-owner-*` ACLs.
     pub fn canned(name: &str, owner: &str, bucket_owner: &str) -> Result<Self, AclError> {
         let mut acl = Self::private(owner);
-        let mut grant = |grantee: Grantee, permission| acl.grants.push(Grant { grantee, permission });
+        let mut grant = |grantee: Grantee, permission| {
+            acl.grants.push(Grant {
+                grantee,
+                permission,
+            })
+        };
         match name {
             "private" => {}
             "public-read" => grant(Grantee::Group(ALL_USERS.into()), Permission::Read),
@@ -215,7 +220,10 @@ impl Acl {
     /// Grants from `x-amz-grant-*` headers: `(permission, header value)`,
     /// each value a comma-separated list of `id="..."`, `uri="..."` or
     /// `emailAddress="..."` (refused: there are no e-mail addresses here).
-    pub fn from_grant_headers(owner: &str, headers: &[(Permission, &str)]) -> Result<Self, AclError> {
+    pub fn from_grant_headers(
+        owner: &str,
+        headers: &[(Permission, &str)],
+    ) -> Result<Self, AclError> {
         let mut acl = Self {
             owner: owner.to_owned(),
             grants: Vec::new(),
@@ -223,7 +231,9 @@ impl Acl {
         for (permission, value) in headers {
             for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let (kind, quoted) = item.split_once('=').ok_or_else(|| {
-                    AclError(format!("{item:?} is not a grantee: write id=\"...\" or uri=\"...\""))
+                    AclError(format!(
+                        "{item:?} is not a grantee: write id=\"...\" or uri=\"...\""
+                    ))
                 })?;
                 let v = quoted.trim().trim_matches('"');
                 let grantee = match kind.trim().to_ascii_lowercase().as_str() {
@@ -390,7 +400,9 @@ fn one_or_many(v: &serde_json::Value, what: &str) -> Result<Vec<String>, PolicyE
                     .ok_or_else(|| PolicyError(format!("{what} must be strings")))
             })
             .collect(),
-        _ => Err(PolicyError(format!("{what} must be a string or a list of strings"))),
+        _ => Err(PolicyError(format!(
+            "{what} must be a string or a list of strings"
+        ))),
     }
 }
 
@@ -507,10 +519,10 @@ impl Policy {
             Some("Deny") => true,
             _ => return Err(PolicyError("Effect must be \"Allow\" or \"Deny\"".into())),
         };
-        let principals = principals(
-            obj.get("Principal")
-                .ok_or_else(|| PolicyError("a bucket policy statement needs a Principal".into()))?,
-        )?;
+        let principals =
+            principals(obj.get("Principal").ok_or_else(|| {
+                PolicyError("a bucket policy statement needs a Principal".into())
+            })?)?;
         let actions = one_or_many(
             obj.get("Action")
                 .ok_or_else(|| PolicyError("a statement needs an Action".into()))?,
@@ -591,9 +603,9 @@ impl Policy {
     /// narrows who (S3's notion of a public policy, simplified: any
     /// condition counts as narrowing).
     pub fn is_public(&self) -> bool {
-        self.statements.iter().any(|s| {
-            !s.deny && s.principals == PrincipalSet::Everyone && s.conditions.is_empty()
-        })
+        self.statements
+            .iter()
+            .any(|s| !s.deny && s.principals == PrincipalSet::Everyone && s.conditions.is_empty())
     }
 
     /// What the policy says about `caller` doing `facts`. With
@@ -616,7 +628,10 @@ impl Policy {
                 PrincipalSet::Users(users) => users.iter().any(|u| caller.is(u)),
             };
             if !who
-                || !s.actions.iter().any(|a| glob(&a.to_ascii_lowercase(), &facts.action.to_ascii_lowercase()))
+                || !s
+                    .actions
+                    .iter()
+                    .any(|a| glob(&a.to_ascii_lowercase(), &facts.action.to_ascii_lowercase()))
                 || !s.resources.iter().any(|r| glob(r, &facts.resource))
                 || !s.conditions.iter().all(|c| c.holds(caller, facts))
             {
@@ -662,7 +677,9 @@ impl Condition {
             "Bool" => any(&|w, v| w.eq_ignore_ascii_case(v)),
             "Null" => {
                 let absent = value.is_none();
-                self.values.iter().any(|w| w.eq_ignore_ascii_case(&absent.to_string()))
+                self.values
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(&absent.to_string()))
             }
             _ => false,
         }
@@ -763,9 +780,15 @@ mod tests {
         let p = Policy::parse(text, "b").unwrap();
         assert!(p.is_public());
         let get = |key: &str| facts("s3:GetObject", &format!("arn:aws:s3:::b/{key}"));
-        assert_eq!(p.evaluate(&Caller::Anonymous, &get("public/x"), None), Some(Effect::Allow));
+        assert_eq!(
+            p.evaluate(&Caller::Anonymous, &get("public/x"), None),
+            Some(Effect::Allow)
+        );
         assert_eq!(p.evaluate(&Caller::Anonymous, &get("other"), None), None);
-        assert_eq!(p.evaluate(&user("alice"), &get("secret/x"), None), Some(Effect::Deny));
+        assert_eq!(
+            p.evaluate(&user("alice"), &get("secret/x"), None),
+            Some(Effect::Deny)
+        );
         assert_eq!(
             p.evaluate(&Caller::Anonymous, &get("public/x"), Some("alice")),
             None,
@@ -781,12 +804,30 @@ mod tests {
 
         for (bad, says) in [
             ("{", "not JSON"),
-            (r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::other/*"}]}"#, "invalid resource"),
-            (r#"{"Statement":[{"Effect":"Allow","NotPrincipal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#, "NotPrincipal"),
-            (r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]}"#, "IpAddress"),
-            (r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"StringEquals":{"aws:Referer":"x"}}}]}"#, "aws:Referer"),
-            (r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"x"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#, "Service"),
-            (r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ec2:Run","Resource":"arn:aws:s3:::b/*"}]}"#, "not an S3 action"),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::other/*"}]}"#,
+                "invalid resource",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","NotPrincipal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#,
+                "NotPrincipal",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]}"#,
+                "IpAddress",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*","Condition":{"StringEquals":{"aws:Referer":"x"}}}]}"#,
+                "aws:Referer",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"x"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#,
+                "Service",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"ec2:Run","Resource":"arn:aws:s3:::b/*"}]}"#,
+                "not an S3 action",
+            ),
         ] {
             let e = Policy::parse(bad, "b").unwrap_err();
             assert!(e.0.contains(says), "{bad}: {e}");

@@ -40,10 +40,13 @@ fn rule(op: &str) -> (String, Needs) {
         "HeadBucket" | "ListObjects" | "ListObjectsV2" => ("ListBucket", Bucket(Read)),
         "ListObjectVersions" => ("ListBucketVersions", Bucket(Read)),
         "ListMultipartUploads" => ("ListBucketMultipartUploads", Bucket(Read)),
-        "PutObject" | "PostObject" | "CreateMultipartUpload" | "UploadPart"
-        | "UploadPartCopy" | "CompleteMultipartUpload" | "CopyObject" => {
-            ("PutObject", Bucket(Write))
-        }
+        "PutObject"
+        | "PostObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "CopyObject" => ("PutObject", Bucket(Write)),
         "DeleteObject" | "DeleteObjects" => ("DeleteObject", Bucket(Write)),
         "AbortMultipartUpload" => ("AbortMultipartUpload", Bucket(Write)),
         "ListParts" => ("ListMultipartUploadParts", Bucket(Write)),
@@ -120,9 +123,12 @@ impl Guard {
             None => None,
         };
         let owner = config.owner.as_str();
-        let restrict = (block.restrict_public_buckets && policy.as_ref().is_some_and(Policy::is_public))
-            .then_some(owner);
-        let said = policy.as_ref().and_then(|p| p.evaluate(caller, facts, restrict));
+        let restrict = (block.restrict_public_buckets
+            && policy.as_ref().is_some_and(Policy::is_public))
+        .then_some(owner);
+        let said = policy
+            .as_ref()
+            .and_then(|p| p.evaluate(caller, facts, restrict));
         if said == Some(Effect::Deny) {
             return Err(denied(caller, facts, "the bucket policy denies it"));
         }
@@ -144,14 +150,20 @@ impl Guard {
                     Some(acl) => acl.allows(caller, p_of(needs), ignore_public),
                     // No such object: who may list the bucket learns that
                     // (NoSuchKey); nobody else does.
-                    None => is_owner || config.acl().allows(caller, Permission::Read, ignore_public),
+                    None => {
+                        is_owner || config.acl().allows(caller, Permission::Read, ignore_public)
+                    }
                 }
             }
         };
         if allowed {
             Ok(())
         } else {
-            Err(denied(caller, facts, "no ACL grant or bucket policy allows it"))
+            Err(denied(
+                caller,
+                facts,
+                "no ACL grant or bucket policy allows it",
+            ))
         }
     }
 }
@@ -186,7 +198,11 @@ fn denied(caller: &Caller, facts: &RequestFacts, why: &str) -> S3Error {
 /// One query parameter of `uri`, decoded.
 fn query(uri: &http::Uri, name: &str) -> Option<String> {
     let raw = crate::presigned::query_param(uri.query()?, name)?.replace('+', " ");
-    Some(percent_encoding::percent_decode_str(&raw).decode_utf8_lossy().into_owned())
+    Some(
+        percent_encoding::percent_decode_str(&raw)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 /// The bucket and key a copy names in `x-amz-copy-source`.
@@ -204,7 +220,10 @@ impl S3Access for Guard {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
         let caller = match cx.credentials() {
             Some(c) => Caller::User(self.s3.keys.user_of(&c.access_key).ok_or_else(|| {
-                s3_error!(InvalidAccessKeyId, "no such access key; see `cloudshell store keys list`")
+                s3_error!(
+                    InvalidAccessKeyId,
+                    "no such access key; see `cloudshell store keys list`"
+                )
             })?),
             None => Caller::Anonymous,
         };
@@ -254,7 +273,13 @@ impl S3Access for Guard {
                     resource: format!("arn:aws:s3:::{src_bucket}/{src_key}"),
                     ..RequestFacts::default()
                 };
-                this.decide(&caller, src_bucket, Some(src_key), Needs::Object(Permission::Read), &read)?;
+                this.decide(
+                    &caller,
+                    src_bucket,
+                    Some(src_key),
+                    Needs::Object(Permission::Read),
+                    &read,
+                )?;
             }
             Ok(())
         })();
@@ -270,10 +295,19 @@ mod tests {
 
     #[test]
     fn operations_map_to_policy_actions_and_acl_permissions() {
-        assert_eq!(rule("ListObjectsV2"), ("s3:ListBucket".into(), Needs::Bucket(Permission::Read)));
-        assert_eq!(rule("HeadObject"), ("s3:GetObject".into(), Needs::Object(Permission::Read)));
+        assert_eq!(
+            rule("ListObjectsV2"),
+            ("s3:ListBucket".into(), Needs::Bucket(Permission::Read))
+        );
+        assert_eq!(
+            rule("HeadObject"),
+            ("s3:GetObject".into(), Needs::Object(Permission::Read))
+        );
         assert_eq!(rule("UploadPart").0, "s3:PutObject");
-        assert_eq!(rule("PutBucketPolicy"), ("s3:PutBucketPolicy".into(), Needs::BucketOwner));
+        assert_eq!(
+            rule("PutBucketPolicy"),
+            ("s3:PutBucketPolicy".into(), Needs::BucketOwner)
+        );
         assert_eq!(rule("DeleteBucketCors").0, "s3:PutBucketCORS");
     }
 

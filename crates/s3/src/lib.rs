@@ -862,7 +862,9 @@ impl S3 for StoreS3 {
         req: S3Request<DeleteBucketOwnershipControlsInput>,
     ) -> S3Result<S3Response<DeleteBucketOwnershipControlsOutput>> {
         settings::delete_ownership_controls(self, &req.input.bucket).await?;
-        Ok(S3Response::new(DeleteBucketOwnershipControlsOutput::default()))
+        Ok(S3Response::new(
+            DeleteBucketOwnershipControlsOutput::default(),
+        ))
     }
 
     async fn get_bucket_logging(

@@ -64,7 +64,9 @@ impl BucketConfig {
 
     /// Its ACL, the owner's full control when none was set.
     pub fn acl(&self) -> Acl {
-        self.acl.clone().unwrap_or_else(|| Acl::private(&self.owner))
+        self.acl
+            .clone()
+            .unwrap_or_else(|| Acl::private(&self.owner))
     }
 
     /// Its public access block, all off when none was set.
@@ -326,9 +328,11 @@ impl Meta {
             let mut c = txn.open_table(BUCKET_CONFIG).map_err(db)?;
             if t.get(bucket).map_err(db)?.is_some() {
                 let owner = match c.get(bucket).map_err(db)? {
-                    Some(v) => serde_json::from_slice::<BucketConfig>(v.value())
-                        .map_err(db)?
-                        .owner,
+                    Some(v) => {
+                        serde_json::from_slice::<BucketConfig>(v.value())
+                            .map_err(db)?
+                            .owner
+                    }
                     None => DEFAULT_USER.to_owned(),
                 };
                 Err(owner)
@@ -355,7 +359,12 @@ impl Meta {
         {
             return Ok(None);
         }
-        match txn.open_table(BUCKET_CONFIG).map_err(db)?.get(bucket).map_err(db)? {
+        match txn
+            .open_table(BUCKET_CONFIG)
+            .map_err(db)?
+            .get(bucket)
+            .map_err(db)?
+        {
             Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(db)?)),
             None => Ok(Some(BucketConfig::new(DEFAULT_USER))),
         }
@@ -527,7 +536,12 @@ impl Meta {
             let (k, v) = row.map_err(db)?;
             snap.buckets.push((k.value().to_owned(), v.value()));
         }
-        for row in txn.open_table(BUCKET_CONFIG).map_err(db)?.iter().map_err(db)? {
+        for row in txn
+            .open_table(BUCKET_CONFIG)
+            .map_err(db)?
+            .iter()
+            .map_err(db)?
+        {
             let (k, v) = row.map_err(db)?;
             let c: BucketConfig = serde_json::from_slice(v.value()).map_err(db)?;
             snap.configs.push((k.value().to_owned(), c));
@@ -560,7 +574,9 @@ impl Meta {
             let mut configs = txn.open_table(BUCKET_CONFIG).map_err(db)?;
             for (name, c) in &snap.configs {
                 let bytes = serde_json::to_vec(c).map_err(db)?;
-                configs.insert(name.as_str(), bytes.as_slice()).map_err(db)?;
+                configs
+                    .insert(name.as_str(), bytes.as_slice())
+                    .map_err(db)?;
             }
             let mut objects = txn.open_table(OBJECTS).map_err(db)?;
             for (bucket, key, m) in &snap.objects {
@@ -613,7 +629,10 @@ mod tests {
             .update_bucket_config("b", |c| c.tags = Some(vec![("k".into(), "v".into())]))
             .unwrap();
         assert_eq!(tagged, Some(()));
-        assert_eq!(m.bucket_config("b").unwrap().unwrap().tags.unwrap().len(), 1);
+        assert_eq!(
+            m.bucket_config("b").unwrap().unwrap().tags.unwrap().len(),
+            1
+        );
         assert_eq!(m.update_bucket_config("nope", |_| ()).unwrap(), None);
         m.delete_bucket("b").unwrap();
         assert!(!m.has_bucket("b").unwrap());
@@ -648,7 +667,8 @@ mod tests {
     fn an_export_loads_into_an_empty_database_only_and_keeps_legacy_objects() {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("a.redb")).unwrap();
-        m.create_bucket("b", 7, &BucketConfig::new("alice")).unwrap()
+        m.create_bucket("b", 7, &BucketConfig::new("alice"))
+            .unwrap()
             .unwrap();
         let upload = Upload {
             bucket: "b".into(),

@@ -85,10 +85,9 @@ fn acl_of_policy(owner: &str, policy: &AccessControlPolicy) -> S3Result<Acl> {
         let grantee = match grantee.type_.as_str() {
             Type::CANONICAL_USER => {
                 let id = grantee.id.as_deref().unwrap_or_default();
-                AclGrantee::User(
-                    access::user_of_id(id)
-                        .ok_or_else(|| bad_acl(format!("{id:?} is not the canonical id of a user here")))?,
-                )
+                AclGrantee::User(access::user_of_id(id).ok_or_else(|| {
+                    bad_acl(format!("{id:?} is not the canonical id of a user here"))
+                })?)
             }
             Type::GROUP => AclGrantee::Group(
                 access::check_group(grantee.uri.as_deref().unwrap_or_default())
@@ -97,7 +96,9 @@ fn acl_of_policy(owner: &str, policy: &AccessControlPolicy) -> S3Result<Acl> {
             other => {
                 return Err(S3Error::with_message(
                     S3ErrorCode::UnresolvableGrantByEmailAddress,
-                    format!("grantee type {other} is not supported: grant to a CanonicalUser or a Group"),
+                    format!(
+                        "grantee type {other} is not supported: grant to a CanonicalUser or a Group"
+                    ),
                 ));
             }
         };
@@ -193,7 +194,10 @@ pub(crate) fn written_object(
     if config.acls_disabled() {
         let harmless = asked.grants.is_empty()
             && asked.body.is_none()
-            && matches!(asked.canned, None | Some("private" | "bucket-owner-full-control"));
+            && matches!(
+                asked.canned,
+                None | Some("private" | "bucket-owner-full-control")
+            );
         if !harmless {
             return Err(S3Error::with_message(
                 S3ErrorCode::Custom("AccessControlListNotSupported".into()),
@@ -338,12 +342,18 @@ pub(crate) async fn put_object_acl(s3: &StoreS3, input: &PutObjectAclInput) -> S
     .await
 }
 
-pub(crate) async fn get_bucket_policy(s3: &StoreS3, bucket: &str) -> S3Result<GetBucketPolicyOutput> {
+pub(crate) async fn get_bucket_policy(
+    s3: &StoreS3,
+    bucket: &str,
+) -> S3Result<GetBucketPolicyOutput> {
     match s3.bucket_config(bucket)?.policy {
         Some(policy) => Ok(GetBucketPolicyOutput {
             policy: Some(policy),
         }),
-        None => Err(crate::unconfigured::none("NoSuchBucketPolicy", "bucket policy")),
+        None => Err(crate::unconfigured::none(
+            "NoSuchBucketPolicy",
+            "bucket policy",
+        )),
     }
 }
 
@@ -370,7 +380,10 @@ pub(crate) async fn get_bucket_policy_status(
     bucket: &str,
 ) -> S3Result<GetBucketPolicyStatusOutput> {
     let Some(text) = s3.bucket_config(bucket)?.policy else {
-        return Err(crate::unconfigured::none("NoSuchBucketPolicy", "bucket policy"));
+        return Err(crate::unconfigured::none(
+            "NoSuchBucketPolicy",
+            "bucket policy",
+        ));
     };
     let public = access::Policy::parse(&text, bucket).is_ok_and(|p| p.is_public());
     Ok(GetBucketPolicyStatusOutput {
@@ -443,10 +456,16 @@ pub(crate) async fn put_ownership_controls(
     controls: &OwnershipControls,
 ) -> S3Result<()> {
     let [rule] = controls.rules.as_slice() else {
-        return Err(s3_error!(MalformedXML, "ownership controls take exactly one rule"));
+        return Err(s3_error!(
+            MalformedXML,
+            "ownership controls take exactly one rule"
+        ));
     };
     let rule = rule.object_ownership.as_str();
-    if !matches!(rule, "ObjectWriter" | "BucketOwnerPreferred" | "BucketOwnerEnforced") {
+    if !matches!(
+        rule,
+        "ObjectWriter" | "BucketOwnerPreferred" | "BucketOwnerEnforced"
+    ) {
         return Err(s3_error!(
             MalformedXML,
             "{rule:?} is not an object ownership: use ObjectWriter, BucketOwnerPreferred or BucketOwnerEnforced"
@@ -465,18 +484,27 @@ pub(crate) async fn delete_ownership_controls(s3: &StoreS3, bucket: &str) -> S3R
 fn check_tags(tags: &[(String, String)], most: usize) -> S3Result<()> {
     let invalid = |m: String| S3Error::with_message(S3ErrorCode::InvalidTag, m);
     if tags.len() > most {
-        return Err(invalid(format!("at most {most} tags are allowed here, not {}", tags.len())));
+        return Err(invalid(format!(
+            "at most {most} tags are allowed here, not {}",
+            tags.len()
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
-            return Err(invalid(format!("the tag key {k:?} must be 1 to 128 characters")));
+            return Err(invalid(format!(
+                "the tag key {k:?} must be 1 to 128 characters"
+            )));
         }
         if v.chars().count() > 256 {
-            return Err(invalid(format!("the value of tag {k:?} is longer than 256 characters")));
+            return Err(invalid(format!(
+                "the value of tag {k:?} is longer than 256 characters"
+            )));
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(invalid(format!("the tag key {k:?} uses the reserved prefix aws:")));
+            return Err(invalid(format!(
+                "the tag key {k:?} uses the reserved prefix aws:"
+            )));
         }
         if !seen.insert(k) {
             return Err(invalid(format!("the tag key {k:?} is given twice")));
@@ -516,7 +544,9 @@ pub(crate) fn tags_of_header(header: Option<&str>) -> S3Result<Vec<(String, Stri
         percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8()
             .map(|c| c.into_owned())
-            .map_err(|_| S3Error::with_message(S3ErrorCode::InvalidTag, "x-amz-tagging is not UTF-8"))
+            .map_err(|_| {
+                S3Error::with_message(S3ErrorCode::InvalidTag, "x-amz-tagging is not UTF-8")
+            })
     };
     let mut tags = Vec::new();
     for pair in header.split('&') {
@@ -527,7 +557,10 @@ pub(crate) fn tags_of_header(header: Option<&str>) -> S3Result<Vec<(String, Stri
     Ok(tags)
 }
 
-pub(crate) async fn get_bucket_tagging(s3: &StoreS3, bucket: &str) -> S3Result<GetBucketTaggingOutput> {
+pub(crate) async fn get_bucket_tagging(
+    s3: &StoreS3,
+    bucket: &str,
+) -> S3Result<GetBucketTaggingOutput> {
     match s3.bucket_config(bucket)?.tags {
         Some(tags) => Ok(GetBucketTaggingOutput {
             tag_set: tag_set(&tags),
@@ -536,7 +569,11 @@ pub(crate) async fn get_bucket_tagging(s3: &StoreS3, bucket: &str) -> S3Result<G
     }
 }
 
-pub(crate) async fn put_bucket_tagging(s3: &StoreS3, bucket: &str, tagging: &Tagging) -> S3Result<()> {
+pub(crate) async fn put_bucket_tagging(
+    s3: &StoreS3,
+    bucket: &str,
+    tagging: &Tagging,
+) -> S3Result<()> {
     let tags = tags_of(tagging);
     check_tags(&tags, 50)?;
     s3.change_bucket(bucket, |c| c.tags = Some(tags))
@@ -558,7 +595,10 @@ pub(crate) async fn get_object_tagging(
     })
 }
 
-pub(crate) async fn put_object_tagging(s3: &StoreS3, input: &PutObjectTaggingInput) -> S3Result<()> {
+pub(crate) async fn put_object_tagging(
+    s3: &StoreS3,
+    input: &PutObjectTaggingInput,
+) -> S3Result<()> {
     let tags = tags_of(&input.tagging);
     check_tags(&tags, 10)?;
     s3.change_object(&input.bucket, &input.key, move |m| m.tags = tags)

@@ -5,7 +5,6 @@
 
 use s3s::{S3Error, S3ErrorCode};
 
-
 /// S3's 404 for a setting a bucket does not have.
 pub(crate) fn none(code: &'static str, what: &str) -> S3Error {
     let code = S3ErrorCode::from_bytes(code.as_bytes())
