@@ -4,10 +4,13 @@ Usage: python3 s3_boto3.py ENDPOINT ACCESS_KEY_ID SECRET_ACCESS_KEY
 Exits non-zero with the failing check on stderr.
 """
 
+import base64
 import hashlib
+import os
 import sys
 import urllib.error
 import urllib.request
+import zlib
 
 import boto3
 import botocore.config
@@ -306,6 +309,71 @@ def main():
     assert "Owner" in owned["Contents"][0], owned
     assert "Owner" not in s3.list_objects_v2(Bucket="photos", Prefix="odd/")["Contents"][0]
     assert "Delimiter" not in s3.list_objects_v2(Bucket="photos", Prefix="odd/", Delimiter="")
+
+    # Additional checksums: computed as the bytes come in, checked against
+    # what the client sent (boto3 sends a CRC32 trailer by default), kept,
+    # and returned when asked.
+    def b64(raw):
+        return base64.b64encode(raw).decode()
+
+    def crc32(data):
+        return b64(zlib.crc32(data).to_bytes(4, "big"))
+    data = b"checksummed bytes"
+    put = s3.put_object(Bucket="photos", Key="sums", Body=data, ChecksumAlgorithm="SHA256")
+    assert put["ChecksumSHA256"] == b64(hashlib.sha256(data).digest()), put
+    head = s3.head_object(Bucket="photos", Key="sums", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == put["ChecksumSHA256"] and head["ChecksumType"] == "FULL_OBJECT"
+    got = s3.get_object(Bucket="photos", Key="sums", ChecksumMode="ENABLED")
+    assert got["ChecksumSHA256"] == put["ChecksumSHA256"] and got["Body"].read() == data
+    assert "ChecksumSHA256" not in s3.head_object(Bucket="photos", Key="sums")
+    assert "ChecksumSHA256" not in s3.get_object(
+        Bucket="photos", Key="sums", Range="bytes=0-3", ChecksumMode="ENABLED")
+    s3.put_object(Bucket="photos", Key="sums", Body=data)
+    assert s3.head_object(Bucket="photos", Key="sums", ChecksumMode="ENABLED")["ChecksumCRC32"] \
+        == crc32(data)
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="bad-sum", Body=data, ChecksumCRC32=crc32(b"other"))) == "BadDigest"
+    assert error_code(lambda: s3.head_object(Bucket="photos", Key="bad-sum")) in ("404", "NoSuchKey")
+    assert error_code(lambda: s3.put_object(
+        Bucket="photos", Key="bad-sum", Body=data, ChecksumSHA1=b64(hashlib.sha1(b"x").digest()))) \
+        == "BadDigest"
+    # Multipart: COMPOSITE (the checksum of the parts' checksums, -N) and
+    # FULL_OBJECT (the CRC of the whole, combined from the parts').
+    first, last = os.urandom(5 << 20), b"tail"
+    for kind in ["COMPOSITE", "FULL_OBJECT"]:
+        up = s3.create_multipart_upload(Bucket="photos", Key="mp-sum", ChecksumAlgorithm="CRC32",
+                                        ChecksumType=kind)["UploadId"]
+        parts = []
+        for n, body in [(1, first), (2, last)]:
+            r = s3.upload_part(Bucket="photos", Key="mp-sum", UploadId=up, PartNumber=n,
+                               Body=body, ChecksumAlgorithm="CRC32")
+            assert r["ChecksumCRC32"] == crc32(body), r
+            parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]})
+        done = s3.complete_multipart_upload(Bucket="photos", Key="mp-sum", UploadId=up,
+                                            MultipartUpload={"Parts": parts})
+        if kind == "COMPOSITE":
+            want = b64(zlib.crc32(zlib.crc32(first).to_bytes(4, "big")
+                                  + zlib.crc32(last).to_bytes(4, "big")).to_bytes(4, "big")) + "-2"
+        else:
+            want = crc32(first + last)
+        assert done["ChecksumCRC32"] == want, (kind, done)
+        head = s3.head_object(Bucket="photos", Key="mp-sum", ChecksumMode="ENABLED")
+        assert (head["ChecksumCRC32"], head["ChecksumType"]) == (want, kind), head
+    up = s3.create_multipart_upload(Bucket="photos", Key="mp-sum", ChecksumAlgorithm="CRC32")["UploadId"]
+    r = s3.upload_part(Bucket="photos", Key="mp-sum", UploadId=up, PartNumber=1, Body=last,
+                       ChecksumAlgorithm="CRC32")
+    assert error_code(lambda: s3.complete_multipart_upload(
+        Bucket="photos", Key="mp-sum", UploadId=up, MultipartUpload={"Parts": [
+            {"PartNumber": 1, "ETag": r["ETag"], "ChecksumCRC32": crc32(b"not it")}]})) \
+        == "InvalidPart"
+    assert error_code(lambda: s3.upload_part(
+        Bucket="photos", Key="mp-sum", UploadId=up, PartNumber=2, Body=last,
+        ChecksumAlgorithm="SHA256")) == "InvalidRequest"
+    s3.abort_multipart_upload(Bucket="photos", Key="mp-sum", UploadId=up)
+    assert error_code(lambda: s3.create_multipart_upload(
+        Bucket="photos", Key="x", ChecksumAlgorithm="SHA256", ChecksumType="FULL_OBJECT")) \
+        == "InvalidRequest"
+    s3.delete_objects(Bucket="photos", Delete={"Objects": [{"Key": "sums"}, {"Key": "mp-sum"}]})
 
     # Answers with what S3 sends alongside: a 304 names the ETag, a 416 the
     # length; a copy onto itself that changes nothing is refused; a

@@ -14,6 +14,7 @@
 //! [`S3State`]. [`service`] assembles the s3s service an HTTP server runs.
 
 pub mod access;
+pub mod checksums;
 mod guard;
 pub mod keys;
 mod listing;
@@ -234,57 +235,80 @@ impl StoreS3 {
         }
     }
 
-    /// Streams `body` into the store file `name`, computing its MD5; with
-    /// a `Content-MD5` (base64), a body that does not match it is removed
+    /// Streams `body` into the store file `name`, computing its MD5 and
+    /// the additional checksum `checksum` asks for; with a `Content-MD5`
+    /// (base64) or a checksum sent, a body that does not match is removed
     /// again and refused with BadDigest, as S3 does.
     async fn store_file<S>(
         &self,
         name: &str,
         body: S,
         content_md5: Option<&str>,
-    ) -> S3Result<(u64, String)>
+        checksum: Option<checksums::Wanted>,
+    ) -> S3Result<(u64, String, Option<checksums::StoredChecksum>)>
     where
         S: futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
         use md5::Digest as _;
-        let hasher = std::sync::Arc::new(std::sync::Mutex::new(md5::Md5::new()));
-        let h = hasher.clone();
+        struct Sums {
+            md5: md5::Md5,
+            extra: Option<checksums::Running>,
+        }
+        let sums = std::sync::Arc::new(std::sync::Mutex::new(Sums {
+            md5: md5::Md5::new(),
+            extra: checksum.map(checksums::Running::new),
+        }));
+        let tap = sums.clone();
         let tapped = body.map(move |chunk| {
             if let Ok(b) = &chunk {
-                h.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .update(b);
+                let mut s = tap
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.md5.update(b);
+                if let Some(extra) = &mut s.extra {
+                    extra.update(b);
+                }
             }
             chunk
         });
         let reader = tokio_util::io::StreamReader::new(tapped);
         let report = self.store().put(name, reader).await.map_err(store_error)?;
-        let digest = std::mem::take(
-            &mut *hasher
+        let Sums { md5, extra } = std::mem::replace(
+            &mut *sums
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-        .finalize();
-        if let Some(expected) = content_md5 {
-            let refusal = match decode_md5(expected) {
-                None => Some(s3_error!(
-                    InvalidDigest,
-                    "Content-MD5 must be the base64 of 16 bytes"
-                )),
-                Some(e) if e[..] != digest[..] => Some(s3_error!(
-                    BadDigest,
-                    "the body does not match its Content-MD5; nothing was stored"
-                )),
-                Some(_) => None,
-            };
-            if let Some(e) = refusal {
-                let _ = self.store().delete(name).await;
-                return Err(e);
+            Sums {
+                md5: md5::Md5::new(),
+                extra: None,
+            },
+        );
+        let digest = md5.finalize();
+        let mut refusal = match content_md5.map(decode_md5) {
+            None => None,
+            Some(None) => Some(s3_error!(
+                InvalidDigest,
+                "Content-MD5 must be the base64 of 16 bytes"
+            )),
+            Some(Some(e)) if e[..] != digest[..] => Some(s3_error!(
+                BadDigest,
+                "the body does not match its Content-MD5; nothing was stored"
+            )),
+            Some(Some(_)) => None,
+        };
+        let checksum = match extra.map(checksums::Running::finish).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                refusal = refusal.or(Some(e));
+                None
             }
+        };
+        if let Some(e) = refusal {
+            let _ = self.store().delete(name).await;
+            return Err(e);
         }
         let etag = hex::encode(digest);
         self.host.changed();
-        Ok((report.record.size, etag))
+        Ok((report.record.size, etag, checksum))
     }
 
     /// A pipe the store writes `range` of `version` into, as a body.

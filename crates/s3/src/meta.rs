@@ -12,6 +12,7 @@ use std::path::Path;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::access::{Acl, DEFAULT_USER, PublicAccessBlock};
+use crate::checksums::{StoredChecksum, UploadChecksum};
 use serde::{Deserialize, Serialize};
 
 const BUCKETS: TableDefinition<&str, u64> = TableDefinition::new("buckets");
@@ -114,6 +115,12 @@ pub struct Upload {
     /// The tags asked at creation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<(String, String)>,
+    /// The checksum every part carries and how the object's is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<UploadChecksum>,
+    /// Each recorded part's checksum (base64), when the upload has one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub part_checksums: BTreeMap<i32, String>,
 }
 
 impl Upload {
@@ -184,6 +191,9 @@ pub struct ObjectMeta {
     /// Its tags, in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<(String, String)>,
+    /// Its additional checksum (objects from before checksums have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<StoredChecksum>,
 }
 
 /// The standard HTTP headers S3 keeps with an object and returns with it.
@@ -476,6 +486,7 @@ impl Meta {
         etag: &str,
         size: u64,
         file: &str,
+        checksum: Option<&str>,
     ) -> Result<Option<Option<String>>, MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         let found = {
@@ -489,6 +500,10 @@ impl Meta {
                     let before = u.parts.contains_key(&part).then(|| u.file_of(id, part));
                     u.parts.insert(part, (etag.to_owned(), size));
                     u.files.insert(part, file.to_owned());
+                    match checksum {
+                        Some(c) => u.part_checksums.insert(part, c.to_owned()),
+                        None => u.part_checksums.remove(&part),
+                    };
                     let bytes = serde_json::to_vec(&u).map_err(db)?;
                     t.insert(id, bytes.as_slice()).map_err(db)?;
                     Some(before.filter(|b| b != file))
@@ -682,6 +697,8 @@ mod tests {
             owner: Some("alice".into()),
             acl: None,
             tags: Vec::new(),
+            checksum: None,
+            part_checksums: Default::default(),
         };
         m.put_upload("u1", &upload).unwrap();
         let blob = m.export().unwrap();

@@ -4,8 +4,9 @@
 //! visible under the key until then; aborting deletes the parts.
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use super::checksums;
 use super::meta::{self, ObjectMeta, Upload};
 use super::write::{Staged, WriteConditions};
 use super::{StoreS3, internal, now, store_error, timestamp};
@@ -33,6 +34,10 @@ pub async fn create(
         &crate::settings::object_acl_asked!(input),
     )?;
     let tags = crate::settings::tags_of_header(input.tagging.as_deref())?;
+    let checksum = checksums::upload_checksum(
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        input.checksum_type.as_ref().map(|t| t.as_str()),
+    )?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let upload = Upload {
         bucket: input.bucket.clone(),
@@ -49,6 +54,8 @@ pub async fn create(
         owner,
         acl,
         tags,
+        checksum: checksum.clone(),
+        part_checksums: Default::default(),
     };
     s3.meta().put_upload(&id, &upload).map_err(internal)?;
     s3.host.changed();
@@ -56,6 +63,19 @@ pub async fn create(
         bucket: Some(input.bucket),
         key: Some(input.key),
         upload_id: Some(id),
+        checksum_algorithm: checksum
+            .as_ref()
+            .map(|c| ChecksumAlgorithm::from(c.algorithm.clone())),
+        checksum_type: checksum.as_ref().map(|c| {
+            ChecksumType::from(
+                if c.full_object {
+                    "FULL_OBJECT"
+                } else {
+                    "COMPOSITE"
+                }
+                .to_owned(),
+            )
+        }),
         ..Default::default()
     }))
 }
@@ -79,10 +99,18 @@ async fn record_part(
     etag: &str,
     size: u64,
     file: &str,
+    checksum: Option<&checksums::StoredChecksum>,
 ) -> S3Result<()> {
     match s3
         .meta()
-        .add_part(id, part, etag, size, file)
+        .add_part(
+            id,
+            part,
+            etag,
+            size,
+            file,
+            checksum.map(|c| c.value.as_str()),
+        )
         .map_err(internal)?
     {
         None => {
@@ -127,8 +155,9 @@ pub async fn upload_part_copy(
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let input = req.input;
-    upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
     check_part_number(input.part_number)?;
+    let wanted = part_checksum(&upload, &http::HeaderMap::new(), None, None)?;
     let source = crate::objects::open_copy_source(
         s3,
         &input.copy_source,
@@ -142,38 +171,109 @@ pub async fn upload_part_copy(
         None => 0..source.meta.size,
     };
     let file = meta::new_part_file(&input.upload_id, input.part_number);
-    let (size, etag) = source.copy_into(s3, range, &file).await?;
-    record_part(s3, &input.upload_id, input.part_number, &etag, size, &file).await?;
+    let (size, etag, checksum) = source.copy_into(s3, range, &file, wanted).await?;
+    record_part(
+        s3,
+        &input.upload_id,
+        input.part_number,
+        &etag,
+        size,
+        &file,
+        checksum.as_ref(),
+    )
+    .await?;
+    let mut result = CopyPartResult {
+        e_tag: Some(ETag::Strong(etag)),
+        last_modified: Some(crate::timestamp(now())),
+        ..Default::default()
+    };
+    if let Some(c) = &checksum {
+        let f = c.fields();
+        result.checksum_crc32 = f.crc32;
+        result.checksum_crc32c = f.crc32c;
+        result.checksum_crc64nvme = f.crc64nvme;
+        result.checksum_sha1 = f.sha1;
+        result.checksum_sha256 = f.sha256;
+    }
     Ok(S3Response::new(UploadPartCopyOutput {
-        copy_part_result: Some(CopyPartResult {
-            e_tag: Some(ETag::Strong(etag)),
-            last_modified: Some(crate::timestamp(now())),
-            ..Default::default()
-        }),
+        copy_part_result: Some(result),
         ..Default::default()
     }))
+}
+
+/// The checksum a part of `upload` is checked and kept with: what its
+/// request sends, which must be the upload's algorithm when the upload
+/// has one (a part of an upload without one may still send one, to have
+/// it checked).
+fn part_checksum(
+    upload: &Upload,
+    headers: &http::HeaderMap,
+    declared: Option<&str>,
+    trailers: Option<s3s::TrailingHeaders>,
+) -> S3Result<Option<checksums::Wanted>> {
+    let expected = upload
+        .checksum
+        .as_ref()
+        .map(|c| checksums::Algo::parse(&c.algorithm))
+        .transpose()?;
+    let wanted = checksums::wanted(headers, declared, trailers, expected)?;
+    if let (Some(e), Some(w)) = (expected, &wanted)
+        && w.algo() != e
+    {
+        return Err(s3_error!(
+            InvalidRequest,
+            "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+            e.name().to_ascii_lowercase(),
+            w.algo().name().to_ascii_lowercase()
+        ));
+    }
+    Ok(wanted)
 }
 
 pub async fn upload_part(
     s3: &StoreS3,
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
-    let input = req.input;
-    upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
+    let (headers, trailers, input) = (req.headers, req.trailing_headers, req.input);
+    let upload = upload_of(s3, &input.upload_id, &input.bucket, &input.key)?;
     check_part_number(input.part_number)?;
+    let wanted = part_checksum(
+        &upload,
+        &headers,
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        trailers,
+    )?;
     let body = input
         .body
         .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?;
     let body = futures_util::TryStreamExt::map_err(body, std::io::Error::other);
     let file = meta::new_part_file(&input.upload_id, input.part_number);
-    let (size, etag) = s3
-        .store_file(&file, body, input.content_md5.as_deref())
+    let (size, etag, checksum) = s3
+        .store_file(&file, body, input.content_md5.as_deref(), wanted)
         .await?;
-    record_part(s3, &input.upload_id, input.part_number, &etag, size, &file).await?;
-    Ok(S3Response::new(UploadPartOutput {
+    record_part(
+        s3,
+        &input.upload_id,
+        input.part_number,
+        &etag,
+        size,
+        &file,
+        checksum.as_ref(),
+    )
+    .await?;
+    let mut out = UploadPartOutput {
         e_tag: Some(ETag::Strong(etag)),
         ..Default::default()
-    }))
+    };
+    if let Some(c) = &checksum {
+        let f = c.fields();
+        out.checksum_crc32 = f.crc32;
+        out.checksum_crc32c = f.crc32c;
+        out.checksum_crc64nvme = f.crc64nvme;
+        out.checksum_sha1 = f.sha1;
+        out.checksum_sha256 = f.sha256;
+    }
+    Ok(S3Response::new(out))
 }
 
 pub async fn complete(
@@ -186,10 +286,36 @@ pub async fn complete(
         if_match: input.if_match,
         if_none_match: input.if_none_match,
     };
-    let asked: Vec<(i32, String)> = input
+    // A whole-object checksum sent with the complete (FULL_OBJECT).
+    let sent_whole = [
+        &input.checksum_crc32,
+        &input.checksum_crc32c,
+        &input.checksum_crc64nvme,
+        &input.checksum_sha1,
+        &input.checksum_sha256,
+    ]
+    .into_iter()
+    .find_map(Clone::clone);
+    let listed = input
         .multipart_upload
         .and_then(|m| m.parts)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // The checksum each listed part says it has, if any.
+    let sent_sums: Vec<Option<String>> = listed
+        .iter()
+        .map(|p| {
+            [
+                &p.checksum_crc32,
+                &p.checksum_crc32c,
+                &p.checksum_crc64nvme,
+                &p.checksum_sha1,
+                &p.checksum_sha256,
+            ]
+            .into_iter()
+            .find_map(Clone::clone)
+        })
+        .collect();
+    let asked: Vec<(i32, String)> = listed
         .into_iter()
         .map(|p| {
             (
@@ -226,6 +352,45 @@ pub async fn complete(
             ));
         }
     }
+    let checksum = match &upload.checksum {
+        None => None,
+        Some(how) => {
+            let mut sums = Vec::new();
+            for ((n, _), sent) in asked.iter().zip(&sent_sums) {
+                let Some(have) = upload.part_checksums.get(n) else {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "part {n} has no {} checksum; upload it again",
+                        how.algorithm
+                    ));
+                };
+                if let Some(sent) = sent
+                    && sent.trim() != have
+                {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "part {n} has {} {have}, not {sent}",
+                        how.algorithm
+                    ));
+                }
+                sums.push((have.clone(), upload.parts.get(n).map_or(0, |(_, s)| *s)));
+            }
+            let whole = checksums::combine(how, &sums)?;
+            if let Some(sent) = &sent_whole
+                && how.full_object
+                && sent.trim() != whole.value
+            {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    format!(
+                        "The {} you specified did not match the calculated checksum of the parts.",
+                        how.algorithm
+                    ),
+                ));
+            }
+            Some(whole)
+        }
+    };
     // The parts become the object's files as they are: completing takes no
     // copy, so it is instant whatever the size (a client waiting minutes
     // for a copy would time out and retry).
@@ -261,6 +426,7 @@ pub async fn complete(
         owner: upload.owner.clone(),
         acl: upload.acl.clone(),
         tags: upload.tags.clone(),
+        checksum,
     };
     // A refused complete leaves the upload as it was, to retry or abort.
     s3.commit(&input.bucket, &input.key, Staged::Parts(&files), &m, &cond)
@@ -276,13 +442,17 @@ pub async fn complete(
     s3.meta()
         .remove_upload(&input.upload_id)
         .map_err(internal)?;
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
+    let mut out = CompleteMultipartUploadOutput {
         bucket: Some(input.bucket.clone()),
         key: Some(input.key.clone()),
         e_tag: Some(ETag::Strong(etag)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
         ..Default::default()
-    }))
+    };
+    if let Some(c) = &m.checksum {
+        checksums::set_checksum!(out, c.fields());
+    }
+    Ok(S3Response::new(out))
 }
 
 /// Deletes an upload's parts and forgets it.

@@ -6,6 +6,7 @@ use futures_util::TryStreamExt as _;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
+use crate::checksums;
 use crate::meta::{self, ObjectMeta, StandardHeaders};
 use crate::write::{self, Staged, WriteConditions};
 use crate::{StoreS3, now, secs_of, store_error, timestamp};
@@ -66,9 +67,9 @@ pub(crate) async fn put_object(
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let caller = crate::settings::caller_of(&req);
-    let input = req.input;
+    let (headers, trailers, input) = (req.headers, req.trailing_headers, req.input);
     let config = s3.bucket_config(&input.bucket)?;
-    // ACL and tags are checked before the body is read: a refusal then
+    // ACL, tags and the checksum asked are checked before the body is read: a refusal then
     // costs nothing.
     let (owner, acl) = crate::settings::written_object(
         &caller,
@@ -76,6 +77,12 @@ pub(crate) async fn put_object(
         &crate::settings::object_acl_asked!(input),
     )?;
     let tags = crate::settings::tags_of_header(input.tagging.as_deref())?;
+    let wanted = checksums::wanted(
+        &headers,
+        input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        trailers,
+        Some(checksums::Algo::Crc64Nvme),
+    )?;
     let cond = WriteConditions {
         if_match: input.if_match,
         if_none_match: input.if_none_match,
@@ -88,8 +95,8 @@ pub(crate) async fn put_object(
         .ok_or_else(|| s3_error!(IncompleteBody, "no body"))?
         .map_err(std::io::Error::other);
     let staged = write::staging_name();
-    let (size, etag) = s3
-        .store_file(&staged, body, input.content_md5.as_deref())
+    let (size, etag, checksum) = s3
+        .store_file(&staged, body, input.content_md5.as_deref(), wanted)
         .await?;
     let m = ObjectMeta {
         size,
@@ -104,14 +111,19 @@ pub(crate) async fn put_object(
         owner,
         acl,
         tags,
+        checksum,
     };
     s3.commit(&input.bucket, &input.key, Staged::File(&staged), &m, &cond)
         .await?;
-    Ok(S3Response::new(PutObjectOutput {
+    let mut out = PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
         size: i64::try_from(size).ok(),
         ..Default::default()
-    }))
+    };
+    if let Some(c) = &m.checksum {
+        checksums::set_checksum!(out, c.fields());
+    }
+    Ok(S3Response::new(out))
 }
 
 pub(crate) async fn get_object(
@@ -149,8 +161,9 @@ pub(crate) async fn get_object(
         None => (0..m.size, None),
     };
     let length = range.end - range.start;
+    let whole = content_range.is_none();
     let body = s3.read_stream(version, range);
-    Ok(S3Response::new(answer_with!(
+    let mut out = answer_with!(
         GetObjectOutput {
             body: Some(body),
             content_length: i64::try_from(length).ok(),
@@ -163,7 +176,24 @@ pub(crate) async fn get_object(
             ..Default::default()
         },
         m
-    )))
+    );
+    // A checksum describes the whole object: a range gets none, as in S3.
+    if whole && let Some(fields) = asked_checksum(input.checksum_mode.as_ref(), &m) {
+        checksums::set_checksum!(out, fields);
+    }
+    Ok(S3Response::new(out))
+}
+
+/// The object's checksum, when the request asked for it
+/// (`x-amz-checksum-mode: ENABLED`) and the object has one.
+fn asked_checksum(
+    mode: Option<&ChecksumMode>,
+    m: &ObjectMeta,
+) -> Option<checksums::ChecksumFields> {
+    if !mode.is_some_and(|c| c.as_str().eq_ignore_ascii_case("ENABLED")) {
+        return None;
+    }
+    m.checksum.as_ref().map(checksums::StoredChecksum::fields)
 }
 
 pub(crate) async fn head_object(
@@ -179,7 +209,7 @@ pub(crate) async fn head_object(
         input.if_modified_since.as_ref(),
         input.if_unmodified_since.as_ref(),
     )?;
-    Ok(S3Response::new(answer_with!(
+    let mut out = answer_with!(
         HeadObjectOutput {
             content_length: i64::try_from(m.size).ok(),
             accept_ranges: Some("bytes".to_owned()),
@@ -189,7 +219,11 @@ pub(crate) async fn head_object(
             ..Default::default()
         },
         m
-    )))
+    );
+    if let Some(fields) = asked_checksum(input.checksum_mode.as_ref(), &m) {
+        checksums::set_checksum!(out, fields);
+    }
+    Ok(S3Response::new(out))
 }
 
 pub(crate) async fn delete_object(
@@ -280,8 +314,21 @@ pub(crate) async fn copy_object(
         ));
     }
     let src = source.meta.clone();
+    // The copy's checksum: the one asked, else the source's algorithm,
+    // else CRC64NVME; computed over the bytes as they are copied.
+    let algorithm = input
+        .checksum_algorithm
+        .as_ref()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| src.checksum.as_ref().map(|c| c.algorithm.clone()));
+    let wanted = checksums::wanted(
+        &http::HeaderMap::new(),
+        algorithm.as_deref(),
+        None,
+        Some(checksums::Algo::Crc64Nvme),
+    )?;
     let staged = write::staging_name();
-    let (size, etag) = source.copy_into(s3, 0..src.size, &staged).await?;
+    let (size, etag, checksum) = source.copy_into(s3, 0..src.size, &staged, wanted).await?;
     let m = ObjectMeta {
         size,
         etag: etag.clone(),
@@ -308,6 +355,7 @@ pub(crate) async fn copy_object(
         owner,
         acl,
         tags,
+        checksum,
     };
     s3.commit(
         &input.bucket,
@@ -383,12 +431,13 @@ impl CopySourceObject {
         s3: &StoreS3,
         range: std::ops::Range<u64>,
         to: &str,
-    ) -> S3Result<(u64, String)> {
+        checksum: Option<checksums::Wanted>,
+    ) -> S3Result<(u64, String, Option<checksums::StoredChecksum>)> {
         let wanted = range.end - range.start;
         let body = s3
             .read_stream(self.version, range)
             .map_err(std::io::Error::other);
-        let (size, etag) = s3.store_file(to, body, None).await?;
+        let (size, etag, checksum) = s3.store_file(to, body, None, checksum).await?;
         if size != wanted {
             let _ = s3.store().delete(to).await;
             return Err(S3Error::with_message(
@@ -399,7 +448,7 @@ impl CopySourceObject {
                 ),
             ));
         }
-        Ok((size, etag))
+        Ok((size, etag, checksum))
     }
 }
 

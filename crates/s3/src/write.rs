@@ -366,6 +366,8 @@ mod tests {
                 owner: None,
                 acl: None,
                 tags: Vec::new(),
+                checksum: None,
+                part_checksums: Default::default(),
             },
         )
         .unwrap();
