@@ -172,6 +172,13 @@ def main():
     assert error_code(lambda: s3.head_object(Bucket="photos", Key="shared/other.txt")) \
         in ("404", "NoSuchKey")
     s3.delete_object(Bucket="photos", Key="shared/drop.txt")
+    # SigV2 in the Authorization header (`AWS KEY:SIGNATURE`), as the AWS
+    # CLI v1 and older SDKs sign.
+    v2 = client(endpoint, key, secret, signature_version="s3")
+    v2.put_object(Bucket="photos", Key="shared/v2.txt", Body=b"signed the old way")
+    assert v2.get_object(Bucket="photos", Key="shared/v2.txt")["Body"].read() == b"signed the old way"
+    assert "shared/v2.txt" in [o["Key"] for o in v2.list_objects(Bucket="photos")["Contents"]]
+    v2.delete_object(Bucket="photos", Key="shared/v2.txt")
     # Anonymous and badly signed requests are refused.
     try:
         urllib.request.urlopen(f"{endpoint}/photos/readme.txt")

@@ -28,7 +28,7 @@ use cloudshell_s3 as s3;
 /// daemon's access keys.
 fn s3_router(state: Arc<State>) -> axum::Router {
     let s3 = state.s3.clone();
-    let service = s3::service(state, s3);
+    let service = s3::service(state, s3.clone());
     axum::Router::new()
         .fallback_service(axum::error_handling::HandleError::new(
             service,
@@ -38,6 +38,7 @@ fn s3_router(state: Arc<State>) -> axum::Router {
             },
         ))
         .layer(axum::middleware::from_fn(http::s3_precheck))
+        .layer(axum::middleware::from_fn_with_state(s3, http::s3_cors))
         .layer(axum::middleware::from_fn(http::one_length))
 }
 

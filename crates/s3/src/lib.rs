@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod checksums;
+pub mod cors;
 mod guard;
 pub mod keys;
 mod listing;
@@ -798,6 +799,32 @@ impl S3 for StoreS3 {
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
     }
 
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<GetBucketCorsInput>,
+    ) -> S3Result<S3Response<GetBucketCorsOutput>> {
+        Ok(S3Response::new(
+            settings::get_bucket_cors(self, &req.input.bucket).await?,
+        ))
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<PutBucketCorsInput>,
+    ) -> S3Result<S3Response<PutBucketCorsOutput>> {
+        let input = &req.input;
+        settings::put_bucket_cors(self, &input.bucket, &input.cors_configuration).await?;
+        Ok(S3Response::new(PutBucketCorsOutput::default()))
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
+        settings::delete_bucket_cors(self, &req.input.bucket).await?;
+        Ok(S3Response::new(DeleteBucketCorsOutput::default()))
+    }
+
     async fn get_bucket_policy(
         &self,
         req: S3Request<GetBucketPolicyInput>,
@@ -910,13 +937,6 @@ impl S3 for StoreS3 {
     }
 
     // Settings no bucket has here, answered as S3 answers a bucket without them.
-    unconfigured::none_of!(
-        get_bucket_cors,
-        GetBucketCorsInput,
-        GetBucketCorsOutput,
-        "NoSuchCORSConfiguration",
-        "CORS configuration"
-    );
     unconfigured::none_of!(
         get_object_lock_configuration,
         GetObjectLockConfigurationInput,

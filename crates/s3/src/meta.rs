@@ -48,6 +48,9 @@ pub struct BucketConfig {
     /// Its tags, in the order given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<(String, String)>>,
+    /// Its CORS rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Vec<crate::cors::CorsRule>>,
 }
 
 impl BucketConfig {
@@ -60,6 +63,7 @@ impl BucketConfig {
             public_access_block: None,
             ownership: None,
             tags: None,
+            cors: None,
         }
     }
 

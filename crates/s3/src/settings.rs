@@ -609,6 +609,31 @@ pub(crate) async fn delete_object_tagging(s3: &StoreS3, bucket: &str, key: &str)
     s3.change_object(bucket, key, |m| m.tags.clear()).await
 }
 
+pub(crate) async fn get_bucket_cors(s3: &StoreS3, bucket: &str) -> S3Result<GetBucketCorsOutput> {
+    match s3.bucket_config(bucket)?.cors {
+        Some(rules) => Ok(GetBucketCorsOutput {
+            cors_rules: Some(crate::cors::dto_of(&rules)),
+        }),
+        None => Err(crate::unconfigured::none(
+            "NoSuchCORSConfiguration",
+            "CORS configuration",
+        )),
+    }
+}
+
+pub(crate) async fn put_bucket_cors(
+    s3: &StoreS3,
+    bucket: &str,
+    config: &CORSConfiguration,
+) -> S3Result<()> {
+    let rules = crate::cors::rules_of(config)?;
+    s3.change_bucket(bucket, |c| c.cors = Some(rules))
+}
+
+pub(crate) async fn delete_bucket_cors(s3: &StoreS3, bucket: &str) -> S3Result<()> {
+    s3.change_bucket(bucket, |c| c.cors = None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,35 @@ pub(crate) async fn s3_precheck(request: Request, next: Next) -> Response {
     }
 }
 
+/// Cross-origin requests to the S3 endpoint, as the bucket's CORS rules
+/// say: a preflight is answered here (s3s does not route `OPTIONS`), and
+/// an answer to a request with an `Origin` carries the matching rule's
+/// headers.
+pub(crate) async fn s3_cors(
+    axum::extract::State(s3): axum::extract::State<std::sync::Arc<cloudshell_s3::S3State>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(origin) = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path().to_owned();
+    if request.method() == axum::http::Method::OPTIONS {
+        return cloudshell_s3::cors::preflight(&s3, &path, request.headers()).into_response();
+    }
+    let method = request.method().as_str().to_owned();
+    let mut response = next.run(request).await;
+    if let Some(headers) = cloudshell_s3::cors::response_headers(&s3, &path, &method, &origin) {
+        response.headers_mut().extend(headers);
+    }
+    response
+}
+
 /// Keeps other web pages out. Without a token the daemon trusts whatever
 /// reaches its loopback port, so a page from elsewhere open in the user's
 /// browser must not be able to act through it: a request that says it comes
