@@ -10,14 +10,14 @@
 // the daemon. Screenshots go to tests/web/screenshots/ (or
 // $UI_SCREENSHOTS).
 
-import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { createHash } from "node:crypto";
-import { mkdtempSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { killAgentsUnder, startDaemon } from "./daemon.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
@@ -54,44 +54,11 @@ function pseudoRandom(n, seed) {
   return out;
 }
 
-/** Kills the agents the emulated environments started (their working
- * directories are under `dir`): they outlive the daemon by design. */
-function killAgentsUnder(dir) {
-  for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (readlinkSync(`/proc/${pid}/cwd`).startsWith(dir)) process.kill(Number(pid), "SIGKILL");
-    } catch {}
-  }
-}
-
-async function startDaemon(dir) {
-  const daemon = spawn(cli, ["store", "serve", "--emulated", "--data-dir", join(dir, "store"), "--listen", "127.0.0.1:0", "--s3-listen", "127.0.0.1:0"], {
-    env: { ...process.env, HOME: dir, AWS_EC2_METADATA_DISABLED: "true", AWS_CONFIG_FILE: join(dir, "none"), AWS_SHARED_CREDENTIALS_FILE: join(dir, "none") },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let log = "";
-  const url = await new Promise((resolveUrl, reject) => {
-    let found = null;
-    const timer = setTimeout(() => reject(new Error(`the daemon was not ready in 180 s:\n${log}`)), 180_000);
-    daemon.stderr.on("data", (d) => {
-      log += d;
-      const m = log.match(/API at (http:\/\/[0-9.:]+)\/api/);
-      if (m) found = m[1];
-      if (found && log.includes("ready:")) {
-        clearTimeout(timer);
-        resolveUrl(found);
-      }
-    });
-    daemon.on("exit", (code) => reject(new Error(`the daemon exited (${code}):\n${log}`)));
-  });
-  return { daemon, url };
-}
-
 let failureShot = null;
 
 async function main() {
   const dir = mkdtempSync(join(tmpdir(), "store-ui-"));
-  const { daemon, url } = await startDaemon(dir);
+  const { daemon, url } = await startDaemon(cli, dir);
   const browser = await chromium.launch({
     executablePath: browserPath,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],

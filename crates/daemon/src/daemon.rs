@@ -37,6 +37,7 @@ fn s3_router(state: Arc<State>) -> axum::Router {
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR
             },
         ))
+        .layer(axum::middleware::from_fn(http::s3_post_form))
         .layer(axum::middleware::from_fn(http::s3_precheck))
         .layer(axum::middleware::from_fn_with_state(s3, http::s3_cors))
         .layer(axum::middleware::from_fn(http::one_length))

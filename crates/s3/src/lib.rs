@@ -22,6 +22,7 @@ mod listing;
 pub mod meta;
 mod multipart;
 mod objects;
+pub mod post_form;
 pub mod presigned;
 pub mod region;
 mod settings;

@@ -80,6 +80,78 @@ pub(crate) async fn s3_cors(
     response
 }
 
+/// A browser form upload whose key says `${filename}` gets the file's
+/// name there before s3s reads the form (see `cloudshell_s3::post_form`):
+/// only the fields before the file are held and rewritten.
+pub(crate) async fn s3_post_form(request: Request, next: Next) -> Response {
+    use cloudshell_s3::post_form::{self, Found};
+    use futures_util::StreamExt as _;
+    let path = request.uri().path().trim_matches('/');
+    let names_a_bucket = !path.is_empty() && !path.contains('/');
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(post_form::boundary);
+    let (true, Some(boundary)) = (
+        request.method() == axum::http::Method::POST && names_a_bucket,
+        boundary,
+    ) else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut start: Vec<u8> = Vec::new();
+    let rewritten = loop {
+        match post_form::rewrite(&start, &boundary) {
+            Found::Ready(out) => break out,
+            // Too long or cut short: s3s says what is wrong with it.
+            Found::NeedMore if start.len() > post_form::MAX_FIELDS => break start.clone(),
+            Found::NeedMore => match stream.next().await {
+                Some(Ok(bytes)) => start.extend_from_slice(&bytes),
+                Some(Err(e)) => {
+                    return ApiError::new(StatusCode::BAD_REQUEST, "IncompleteBody", e.to_string())
+                        .into_response();
+                }
+                None => break start.clone(),
+            },
+        }
+    };
+    if let Some(length) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let length = (length + rewritten.len()).saturating_sub(start.len());
+        parts.headers.insert(header::CONTENT_LENGTH, length.into());
+    }
+    let head =
+        futures_util::stream::once(
+            async move { Ok::<_, axum::Error>(bytes::Bytes::from(rewritten)) },
+        );
+    let body = axum::body::Body::from_stream(head.chain(stream));
+    let response = next.run(Request::from_parts(parts, body)).await;
+    if response.status() != StatusCode::BAD_REQUEST {
+        return response;
+    }
+    // A form that breaks its policy's conditions is 403 AccessDenied
+    // "Invalid according to Policy" in S3; s3s says 400 InvalidPolicyDocument.
+    let (mut head, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    match cloudshell_s3::post_form::policy_refusal(&text) {
+        Some(answer) => {
+            head.status = StatusCode::FORBIDDEN;
+            head.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(head, axum::body::Body::from(answer))
+        }
+        None => Response::from_parts(head, axum::body::Body::from(bytes)),
+    }
+}
+
 /// Keeps other web pages out. Without a token the daemon trusts whatever
 /// reaches its loopback port, so a page from elsewhere open in the user's
 /// browser must not be able to act through it: a request that says it comes
