@@ -478,6 +478,73 @@ def main():
     assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket="photos")
     assert s3.get_bucket_request_payment(Bucket="photos")["Payer"] == "BucketOwner"
 
+    # Versioning: each write a version, the one it replaces kept; delete
+    # markers; reads, copies and deletes by version id; the null version;
+    # paged version listings; suspension.
+    vb = "versions"
+    s3.create_bucket(Bucket=vb)
+    assert "Status" not in s3.get_bucket_versioning(Bucket=vb)
+    s3.put_object(Bucket=vb, Key="k", Body=b"from before versioning")
+    s3.put_bucket_versioning(Bucket=vb, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.get_bucket_versioning(Bucket=vb)["Status"] == "Enabled"
+    v1 = s3.put_object(Bucket=vb, Key="k", Body=b"one")["VersionId"]
+    v2 = s3.put_object(Bucket=vb, Key="k", Body=b"two")["VersionId"]
+    assert len({v1, v2, "null"}) == 3, (v1, v2)
+    assert s3.get_object(Bucket=vb, Key="k")["Body"].read() == b"two"
+    got = s3.get_object(Bucket=vb, Key="k", VersionId=v1)
+    assert (got["Body"].read(), got["VersionId"]) == (b"one", v1)
+    assert s3.get_object(Bucket=vb, Key="k", VersionId="null")["Body"].read() \
+        == b"from before versioning"
+    assert s3.head_object(Bucket=vb, Key="k", VersionId=v1)["ContentLength"] == 3
+    assert error_code(lambda: s3.get_object(Bucket=vb, Key="k", VersionId="0" * 32)) \
+        == "NoSuchVersion"
+    listed = s3.list_object_versions(Bucket=vb)
+    assert [(v["VersionId"], v["IsLatest"]) for v in listed["Versions"]] \
+        == [(v2, True), (v1, False), ("null", False)], listed["Versions"]
+    gone = s3.delete_object(Bucket=vb, Key="k")
+    assert gone["DeleteMarker"] is True, gone
+    marker = gone["VersionId"]
+    assert error_code(lambda: s3.get_object(Bucket=vb, Key="k")) == "NoSuchKey"
+    assert "Contents" not in s3.list_objects_v2(Bucket=vb)
+    listed = s3.list_object_versions(Bucket=vb)
+    assert [(m["VersionId"], m["IsLatest"]) for m in listed["DeleteMarkers"]] == [(marker, True)]
+    assert [v["IsLatest"] for v in listed["Versions"]] == [False, False, False]
+    assert error_code(lambda: s3.get_object(Bucket=vb, Key="k", VersionId=marker)) \
+        == "MethodNotAllowed"
+    s3.copy_object(Bucket=vb, Key="copy", CopySource={"Bucket": vb, "Key": "k", "VersionId": v1})
+    assert s3.get_object(Bucket=vb, Key="copy")["Body"].read() == b"one"
+    s3.delete_object(Bucket=vb, Key="k", VersionId=marker)
+    assert s3.get_object(Bucket=vb, Key="k")["Body"].read() == b"two"
+    s3.delete_object(Bucket=vb, Key="k", VersionId=v2)
+    assert s3.get_object(Bucket=vb, Key="k")["Body"].read() == b"one"
+    for i in range(4):
+        s3.put_object(Bucket=vb, Key=f"page/{i % 2}", Body=str(i).encode())
+    every = [(v["Key"], v["VersionId"]) for v in s3.list_object_versions(Bucket=vb)["Versions"]]
+    seen, kwargs = [], {}
+    while True:
+        page = s3.list_object_versions(Bucket=vb, MaxKeys=2, **kwargs)
+        seen += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        seen += [(m["Key"], m["VersionId"]) for m in page.get("DeleteMarkers", [])]
+        if not page["IsTruncated"]:
+            break
+        kwargs = {"KeyMarker": page["NextKeyMarker"]}
+        if page.get("NextVersionIdMarker"):
+            kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+    assert sorted(seen) == sorted(every) and len(seen) == len(set(seen)), (seen, every)
+    # Suspended: writes are the null version, which replaces the null one.
+    s3.put_bucket_versioning(Bucket=vb, VersioningConfiguration={"Status": "Suspended"})
+    assert s3.put_object(Bucket=vb, Key="k", Body=b"s1")["VersionId"] == "null"
+    s3.put_object(Bucket=vb, Key="k", Body=b"s2")
+    ids = [v["VersionId"] for v in s3.list_object_versions(Bucket=vb, Prefix="k")["Versions"]]
+    assert ids == ["null", v1], ids
+    assert s3.get_object(Bucket=vb, Key="k", VersionId="null")["Body"].read() == b"s2"
+    assert error_code(lambda: s3.delete_bucket(Bucket=vb)) == "BucketNotEmpty"
+    listed = s3.list_object_versions(Bucket=vb)
+    for v in listed.get("Versions", []) + listed.get("DeleteMarkers", []):
+        s3.delete_object(Bucket=vb, Key=v["Key"], VersionId=v["VersionId"])
+    assert "Versions" not in s3.list_object_versions(Bucket=vb)
+    s3.delete_bucket(Bucket=vb)
+
     # ListObjectVersions on an unversioned bucket: every object is its one
     # "null" version (cleanup tools and conformance suites call it first).
     versions, marker = [], None

@@ -27,6 +27,7 @@ pub mod presigned;
 pub mod region;
 mod settings;
 mod unconfigured;
+pub mod versions;
 pub mod write;
 
 use std::sync::Arc;
@@ -222,19 +223,10 @@ impl StoreS3 {
         }
     }
 
-    /// The current version of `bucket/key`, held, with its metadata.
+    /// The current version of `bucket/key`, held, with its metadata (a
+    /// current delete marker reads as no object).
     fn open_object(&self, bucket: &str, key: &str) -> S3Result<(Version, ObjectMeta)> {
-        self.require_bucket(bucket)?;
-        match self.store().version(&meta::file_name(bucket, key)) {
-            Ok(v) => {
-                let m = ObjectMeta::of(v.record());
-                Ok((v, m))
-            }
-            Err(cloudshell_store::StoreError::NotFound(_)) => {
-                Err(s3_error!(NoSuchKey, "no key {key} in {bucket}"))
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        self.open_version(bucket, key, None)
     }
 
     /// Streams `body` into the store file `name`, computing its MD5 and
@@ -436,6 +428,17 @@ impl S3 for StoreS3 {
                 "{bucket} still holds objects; delete them first"
             ));
         }
+        let kept = self
+            .store()
+            .index()
+            .files_from(&versions::bucket_prefix(bucket), None, 1)
+            .map_err(internal)?;
+        if !kept.is_empty() {
+            return Err(s3_error!(
+                BucketNotEmpty,
+                "{bucket} still holds earlier versions of objects; delete them by version id first"
+            ));
+        }
         self.meta().delete_bucket(bucket).map_err(internal)?;
         self.host.changed();
         Ok(S3Response::new(DeleteBucketOutput::default()))
@@ -512,6 +515,7 @@ impl S3 for StoreS3 {
             delimiter.as_deref(),
             after.as_deref(),
             max,
+            false,
         )?;
         // Version 2 names owners only when asked.
         if input.fetch_owner != Some(true) {
@@ -542,73 +546,53 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<ListObjectVersionsInput>,
     ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
-        // Buckets are never versioned (yet): every object is its one
-        // "null" version, as S3 lists an unversioned bucket.
-        let input = req.input;
-        let config = self.bucket_config(&input.bucket)?;
-        let listing::Params {
-            encoding,
-            prefix,
-            delimiter,
-            max,
-        } = listing::Params::of(
-            input.encoding_type.as_ref(),
-            input.prefix.as_deref(),
-            input.delimiter.as_deref(),
-            input.max_keys,
-        )?;
-        let page = list_page(
-            self.store().index(),
-            &input.bucket,
-            &config.owner,
-            &prefix,
-            delimiter.as_deref(),
-            input.key_marker.as_deref().filter(|m| !m.is_empty()),
-            max,
-        )?;
-        let next = page.next.clone();
-        let page = encoding.page(page);
-        let versions = page
-            .contents
-            .into_iter()
-            .map(|o| ObjectVersion {
-                key: o.key,
-                version_id: Some("null".to_owned()),
-                is_latest: Some(true),
-                size: o.size,
-                e_tag: o.e_tag,
-                last_modified: o.last_modified,
-                owner: o.owner,
-                storage_class: Some(ObjectVersionStorageClass::from_static(
-                    ObjectVersionStorageClass::STANDARD,
-                )),
-                ..Default::default()
-            })
-            .collect();
-        Ok(S3Response::new(ListObjectVersionsOutput {
-            name: Some(input.bucket),
-            prefix: Some(encoding.apply(prefix)),
-            delimiter: delimiter.map(|d| encoding.apply(d)),
-            encoding_type: encoding.echo(),
-            key_marker: Some(encoding.apply(input.key_marker.unwrap_or_default())),
-            version_id_marker: Some(input.version_id_marker.unwrap_or_default()),
-            max_keys: input.max_keys.or(Some(1000)),
-            is_truncated: Some(next.is_some()),
-            next_version_id_marker: next.as_ref().map(|_| "null".to_owned()),
-            next_key_marker: next.map(|n| encoding.apply(n)),
-            versions: Some(versions),
-            common_prefixes: Some(page.prefixes),
-            ..Default::default()
-        }))
+        Ok(S3Response::new(versions::list(self, req.input)?))
     }
 
     async fn get_bucket_versioning(
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        // Never versioned: S3 answers an empty configuration.
-        self.require_bucket(&req.input.bucket)?;
-        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+        // A bucket never versioned answers an empty configuration.
+        let config = self.bucket_config(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketVersioningOutput {
+            status: config.versioning.map(BucketVersioningStatus::from),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+        let input = &req.input;
+        let asked = &input.versioning_configuration;
+        if asked
+            .mfa_delete
+            .as_ref()
+            .is_some_and(|m| m.as_str() == "Enabled")
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "MFA delete is not supported: there are no MFA devices here"
+            ));
+        }
+        let status = match asked.status.as_ref().map(BucketVersioningStatus::as_str) {
+            Some(s @ ("Enabled" | "Suspended")) => s.to_owned(),
+            other => {
+                return Err(s3_error!(
+                    MalformedXML,
+                    "versioning Status must be Enabled or Suspended, not {other:?}"
+                ));
+            }
+        };
+        // A bucket never versioned stays so when asked to suspend.
+        self.change_bucket(&input.bucket, |c| {
+            if c.versioning.is_some() || status == "Enabled" {
+                c.versioning = Some(status);
+            }
+        })?;
+        Ok(S3Response::new(PutBucketVersioningOutput::default()))
     }
 
     async fn get_bucket_location(
@@ -694,6 +678,7 @@ impl S3 for StoreS3 {
             delimiter.as_deref(),
             input.marker.as_deref().filter(|m| !m.is_empty()),
             max,
+            false,
         )?;
         let next = page.next.clone();
         let page = encoding.page(page);

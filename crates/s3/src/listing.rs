@@ -128,6 +128,7 @@ fn objects(
 
 /// One page of a listing: keys under `prefix` after `after`, with keys that
 /// share a segment up to `delimiter` rolled into common prefixes.
+#[allow(clippy::too_many_arguments)] // The listing's parameters, as S3 names them.
 pub(super) fn list_page(
     index: &cloudshell_store::index::Index,
     bucket: &str,
@@ -136,6 +137,7 @@ pub(super) fn list_page(
     delimiter: Option<&str>,
     after: Option<&str>,
     max: usize,
+    with_delete_markers: bool,
 ) -> S3Result<Page> {
     let mut contents = Vec::new();
     let mut prefixes: Vec<CommonPrefix> = Vec::new();
@@ -147,6 +149,11 @@ pub(super) fn list_page(
         let full = batch.len() == MAX_KEYS;
         for (key, m) in batch {
             cursor = Some(key.clone());
+            // A key whose current version is a delete marker is not listed
+            // (only ListObjectVersions shows it).
+            if m.delete_marker && !with_delete_markers {
+                continue;
+            }
             let rolled = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
                 key[prefix.len()..]
                     .find(d)

@@ -51,6 +51,9 @@ pub struct BucketConfig {
     /// Its CORS rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Vec<crate::cors::CorsRule>>,
+    /// `Enabled` or `Suspended`; none for a bucket never versioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<String>,
 }
 
 impl BucketConfig {
@@ -64,7 +67,18 @@ impl BucketConfig {
             ownership: None,
             tags: None,
             cors: None,
+            versioning: None,
         }
+    }
+
+    /// Whether new writes get version ids.
+    pub fn versioning_enabled(&self) -> bool {
+        self.versioning.as_deref() == Some("Enabled")
+    }
+
+    /// Whether versions are kept at all (enabled now or before).
+    pub fn keeps_versions(&self) -> bool {
+        self.versioning.is_some()
     }
 
     /// Its ACL, the owner's full control when none was set.
@@ -198,6 +212,28 @@ pub struct ObjectMeta {
     /// Its additional checksum (objects from before checksums have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<StoredChecksum>,
+    /// Its version id; none is the `null` version (every object of a
+    /// bucket never versioned, and writes while versioning is suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    /// A delete marker: the key reads as deleted while this is current.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_marker: bool,
+    /// When it was written, in nanoseconds since the epoch: orders the
+    /// versions of a key (0 for objects from before versions).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl ObjectMeta {
+    /// The version id as S3 shows it (`null` for the null version).
+    pub fn version(&self) -> &str {
+        self.version_id.as_deref().unwrap_or("null")
+    }
 }
 
 /// The standard HTTP headers S3 keeps with an object and returns with it.

@@ -427,9 +427,11 @@ pub async fn complete(
         acl: upload.acl.clone(),
         tags: upload.tags.clone(),
         checksum,
+        ..Default::default()
     };
     // A refused complete leaves the upload as it was, to retry or abort.
-    s3.commit(&input.bucket, &input.key, Staged::Parts(&files), &m, &cond)
+    let (m, version_id) = s3
+        .commit(&input.bucket, &input.key, Staged::Parts(&files), &m, &cond)
         .await?;
     // Parts uploaded but left out of the object are garbage.
     let used: std::collections::HashSet<i32> = asked.iter().map(|(n, _)| *n).collect();
@@ -447,6 +449,7 @@ pub async fn complete(
         key: Some(input.key.clone()),
         e_tag: Some(ETag::Strong(etag)),
         location: Some(format!("/{}/{}", input.bucket, input.key)),
+        version_id,
         ..Default::default()
     };
     if let Some(c) = &m.checksum {

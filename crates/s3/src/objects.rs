@@ -112,12 +112,15 @@ pub(crate) async fn put_object(
         acl,
         tags,
         checksum,
+        ..Default::default()
     };
-    s3.commit(&input.bucket, &input.key, Staged::File(&staged), &m, &cond)
+    let (m, version_id) = s3
+        .commit(&input.bucket, &input.key, Staged::File(&staged), &m, &cond)
         .await?;
     let mut out = PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
         size: i64::try_from(size).ok(),
+        version_id,
         ..Default::default()
     };
     if let Some(c) = &m.checksum {
@@ -131,7 +134,7 @@ pub(crate) async fn get_object(
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
     let input = req.input;
-    let (version, m) = s3.open_object(&input.bucket, &input.key)?;
+    let (version, m) = s3.open_version(&input.bucket, &input.key, input.version_id.as_deref())?;
     check_conditions(
         &m,
         input.if_match.as_ref(),
@@ -173,6 +176,7 @@ pub(crate) async fn get_object(
             last_modified: Some(timestamp(m.modified)),
             metadata: metadata_of(&m),
             tag_count: (!m.tags.is_empty()).then(|| i32::try_from(m.tags.len()).unwrap_or(0)),
+            version_id: m.version_id.clone(),
             ..Default::default()
         },
         m
@@ -201,7 +205,7 @@ pub(crate) async fn head_object(
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
     let input = req.input;
-    let (_, m) = s3.open_object(&input.bucket, &input.key)?;
+    let (_, m) = s3.open_version(&input.bucket, &input.key, input.version_id.as_deref())?;
     check_conditions(
         &m,
         input.if_match.as_ref(),
@@ -216,6 +220,7 @@ pub(crate) async fn head_object(
             e_tag: Some(ETag::Strong(m.etag.clone())),
             last_modified: Some(timestamp(m.modified)),
             metadata: metadata_of(&m),
+            version_id: m.version_id.clone(),
             ..Default::default()
         },
         m
@@ -232,8 +237,12 @@ pub(crate) async fn delete_object(
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let input = req.input;
     s3.require_bucket(&input.bucket)?;
-    delete_one(s3, &input.bucket, &input.key).await?;
-    Ok(S3Response::new(DeleteObjectOutput::default()))
+    let done = delete_one(s3, &input.bucket, &input.key, input.version_id.as_deref()).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        delete_marker: done.delete_marker.then_some(true),
+        version_id: done.version_id,
+        ..Default::default()
+    }))
 }
 
 pub(crate) async fn delete_objects(
@@ -252,10 +261,15 @@ pub(crate) async fn delete_objects(
     let mut deleted = Vec::new();
     let mut errors = Vec::new();
     for o in input.delete.objects {
-        match delete_one(s3, &input.bucket, &o.key).await {
-            Ok(()) => deleted.push(DeletedObject {
+        match delete_one(s3, &input.bucket, &o.key, o.version_id.as_deref()).await {
+            Ok(done) => deleted.push(DeletedObject {
                 key: Some(o.key),
-                ..Default::default()
+                version_id: o.version_id.clone(),
+                delete_marker: done.delete_marker.then_some(true),
+                delete_marker_version_id: done
+                    .delete_marker
+                    .then(|| done.version_id.clone())
+                    .flatten(),
             }),
             Err(e) => errors.push(Error {
                 key: Some(o.key),
@@ -328,6 +342,7 @@ pub(crate) async fn copy_object(
         Some(checksums::Algo::Crc64Nvme),
     )?;
     let staged = write::staging_name();
+    let source_version = source_version_of(&source);
     let (size, etag, checksum) = source.copy_into(s3, 0..src.size, &staged, wanted).await?;
     let m = ObjectMeta {
         size,
@@ -356,23 +371,33 @@ pub(crate) async fn copy_object(
         acl,
         tags,
         checksum,
+        ..Default::default()
     };
-    s3.commit(
-        &input.bucket,
-        &input.key,
-        Staged::File(&staged),
-        &m,
-        &WriteConditions::default(),
-    )
-    .await?;
+    let (m, version_id) = s3
+        .commit(
+            &input.bucket,
+            &input.key,
+            Staged::File(&staged),
+            &m,
+            &WriteConditions::default(),
+        )
+        .await?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(m.modified)),
             ..Default::default()
         }),
+        version_id,
+        copy_source_version_id: source_version,
         ..Default::default()
     }))
+}
+
+/// The source's version id, as a copy's answer names it (none for a
+/// source that is the null version of a bucket never versioned).
+fn source_version_of(source: &CopySourceObject) -> Option<String> {
+    source.meta.version_id.clone()
 }
 
 /// The object a copy reads (CopyObject, UploadPartCopy), held from when
@@ -394,13 +419,18 @@ pub(crate) fn open_copy_source(
     if_modified_since: Option<&Timestamp>,
     if_unmodified_since: Option<&Timestamp>,
 ) -> S3Result<CopySourceObject> {
-    let CopySource::Bucket { bucket, key, .. } = source else {
+    let CopySource::Bucket {
+        bucket,
+        key,
+        version_id,
+    } = source
+    else {
         return Err(s3_error!(
             NotImplemented,
             "copies from access points are not supported"
         ));
     };
-    let (version, meta) = s3.open_object(bucket, key)?;
+    let (version, meta) = s3.open_version(bucket, key, version_id.as_deref())?;
     check_conditions(
         &meta,
         if_match,
@@ -519,16 +549,67 @@ pub(crate) fn metadata_of(m: &ObjectMeta) -> Option<Metadata> {
     })
 }
 
-pub(crate) async fn delete_one(s3: &StoreS3, bucket: &str, key: &str) -> S3Result<()> {
+/// What a delete did: the version it deleted, or the delete marker it
+/// made (with that marker's version id).
+pub(crate) struct Deleted {
+    pub delete_marker: bool,
+    pub version_id: Option<String>,
+}
+
+/// Deletes `bucket/key`: with a version id, that version; in a bucket that
+/// keeps versions, by putting a delete marker on top (the versions stay);
+/// otherwise the object itself. Deleting what is not there succeeds.
+pub(crate) async fn delete_one(
+    s3: &StoreS3,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> S3Result<Deleted> {
+    if let Some(v) = version_id {
+        let gone = s3.delete_version(bucket, key, v).await?;
+        return Ok(Deleted {
+            delete_marker: gone.as_ref().is_some_and(|m| m.delete_marker),
+            version_id: Some(v.to_owned()),
+        });
+    }
+    let config = s3.bucket_config(bucket)?;
+    if config.keeps_versions() {
+        let staged = write::staging_name();
+        s3.store()
+            .put(&staged, &b""[..])
+            .await
+            .map_err(store_error)?;
+        let marker = ObjectMeta {
+            etag: String::new(),
+            modified: now(),
+            owner: None,
+            delete_marker: true,
+            ..Default::default()
+        };
+        let (m, _) = s3
+            .commit(
+                bucket,
+                key,
+                Staged::File(&staged),
+                &marker,
+                &WriteConditions::default(),
+            )
+            .await?;
+        return Ok(Deleted {
+            delete_marker: true,
+            version_id: Some(m.version().to_owned()),
+        });
+    }
     let _lock = s3.s3.locks.lock(bucket, key).await;
     // One index transaction takes the object and its parts; readers that
     // opened it read on, and its shards go when they are done.
     match s3.store().delete(&meta::file_name(bucket, key)).await {
-        Ok(()) => {
-            s3.host.changed();
-            Ok(())
-        }
-        Err(cloudshell_store::StoreError::NotFound(_)) => Ok(()),
-        Err(e) => Err(store_error(e)),
+        Ok(()) => s3.host.changed(),
+        Err(cloudshell_store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(store_error(e)),
     }
+    Ok(Deleted {
+        delete_marker: false,
+        version_id: None,
+    })
 }

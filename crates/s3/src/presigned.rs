@@ -54,6 +54,23 @@ pub fn expiry_answer(query: Option<&str>, now: i64) -> Option<http::Response<Str
     None
 }
 
+/// The path a SigV2-signed request to a bucket itself (`/BUCKET`, no
+/// trailing slash) is signed for: botocore (the AWS CLI v1, boto3 with
+/// `signature_version="s3"`) sends `/BUCKET` but signs `/BUCKET/`, the
+/// bucket's canonical resource, which S3 accepts; s3s signs the path as
+/// sent. Returns the path to give s3s, none when nothing changes (SigV4
+/// signs the path as sent, and so does every request to an object).
+pub fn sigv2_bucket_path(
+    path: &str,
+    query: Option<&str>,
+    authorization: Option<&str>,
+) -> Option<String> {
+    let sigv2 = authorization.is_some_and(|a| a.starts_with("AWS "))
+        || query.is_some_and(|q| query_param(q, "AWSAccessKeyId").is_some());
+    let bucket = path.strip_prefix('/')?;
+    (sigv2 && !bucket.is_empty() && !bucket.contains('/')).then(|| format!("{path}/"))
+}
+
 /// The value of query parameter `name`, still percent-encoded.
 pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| {
@@ -105,6 +122,26 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigv2_bucket_requests_are_signed_with_the_trailing_slash() {
+        let v2 = Some("AWS CSKX:sig");
+        assert_eq!(
+            sigv2_bucket_path("/photos", None, v2).as_deref(),
+            Some("/photos/")
+        );
+        assert_eq!(
+            sigv2_bucket_path("/photos", Some("AWSAccessKeyId=CSKX&Signature=s"), None).as_deref(),
+            Some("/photos/")
+        );
+        assert_eq!(sigv2_bucket_path("/photos/", None, v2), None);
+        assert_eq!(sigv2_bucket_path("/photos/key", None, v2), None);
+        assert_eq!(sigv2_bucket_path("/", None, v2), None);
+        assert_eq!(
+            sigv2_bucket_path("/photos", None, Some("AWS4-HMAC-SHA256 Credential=x")),
+            None
+        );
+    }
 
     const NOW: i64 = 1_796_075_100; // 2026-11-30T21:45:00Z
 

@@ -14,7 +14,7 @@ use s3s::dto::ETagCondition;
 use s3s::{S3Result, s3_error};
 
 use super::meta::{self, ObjectMeta};
-use super::{StoreS3, internal, store_error};
+use super::{StoreS3, internal, store_error, versions};
 use crate::{Host, S3State};
 
 /// Where staged bytes live until their write commits.
@@ -123,8 +123,14 @@ impl StoreS3 {
     /// Makes a write visible as `bucket/key` with metadata `m`: under the
     /// key's lock, checks `cond` against the current object, then renames
     /// the staged file onto the object's name with `m` as its attributes,
-    /// or composes the parts into it, in one index transaction. On refusal
-    /// a staged file is deleted and the object left as it was.
+    /// or composes the parts into it, in one index transaction. In a bucket
+    /// that keeps versions, the write gets a version id (versioning
+    /// enabled) or is the null version (suspended), and the version it
+    /// replaces is kept in that same transaction (see [`crate::versions`]).
+    /// Returns the metadata as committed, and the version id to report
+    /// (`null` for the null version of a bucket that keeps versions, none
+    /// in a bucket never versioned). On refusal a staged file is deleted
+    /// and the object left as it was.
     pub(super) async fn commit(
         &self,
         bucket: &str,
@@ -132,29 +138,54 @@ impl StoreS3 {
         staged: Staged<'_>,
         m: &ObjectMeta,
         cond: &WriteConditions,
-    ) -> S3Result<()> {
+    ) -> S3Result<(ObjectMeta, Option<String>)> {
         let result = async {
             let _lock = self.s3.locks.lock(bucket, key).await;
             // The bucket may have gone while the bytes came in.
-            self.require_bucket(bucket)?;
-            cond.check(self.current(bucket, key)?.as_ref())?;
+            let config = self.bucket_config(bucket)?;
+            let current = self.current(bucket, key)?;
+            cond.check(current.as_ref().filter(|c| !c.delete_marker))?;
+            let mut m = m.clone();
+            m.seq = versions::now_seq();
+            m.version_id = config.versioning_enabled().then(versions::new_version_id);
+            // The version replaced is kept, unless it is the null version
+            // and the new one is null too (suspended: it replaces it).
+            let keep = current
+                .as_ref()
+                .filter(|c| {
+                    config.keeps_versions() && (c.version_id.is_some() || m.version_id.is_some())
+                })
+                .map(|c| versions::kept_name(bucket, key, c));
+            // A new null version also replaces a kept null version.
+            let stale_null = if config.keeps_versions() && m.version_id.is_none() {
+                self.kept_versions(bucket, key)?
+                    .into_iter()
+                    .find(|(_, v)| v.version_id.is_none())
+                    .map(|(name, _)| name)
+            } else {
+                None
+            };
             let name = meta::file_name(bucket, key);
             let attrs = m.to_attrs();
             match staged {
                 Staged::File(file) => self
                     .store()
-                    .rename(file, &name, Some(&attrs))
+                    .rename_keeping(file, &name, Some(&attrs), keep.as_deref())
                     .await
                     .map_err(store_error)?,
                 Staged::Parts(parts) => {
                     self.store()
-                        .compose(&name, parts, &attrs)
+                        .compose_keeping(&name, parts, &attrs, keep.as_deref())
                         .await
                         .map_err(store_error)?;
                 }
             }
+            if let Some(stale) = stale_null {
+                let _ = self.store().delete(&stale).await;
+            }
             self.host.changed();
-            Ok(())
+            let reported = config.keeps_versions().then(|| m.version().to_owned());
+            Ok((m, reported))
         }
         .await;
         if result.is_err()

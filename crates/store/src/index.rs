@@ -114,6 +114,31 @@ fn displace(
     Ok(out)
 }
 
+/// Keeps a replaced file under another name (an earlier version of an
+/// object), with its parts: in the same transaction as its replacement,
+/// so the file is never both gone and not yet kept.
+fn keep_under(
+    files: &mut FilesTable<'_>,
+    owners: &mut OwnersTable<'_>,
+    mut old: FileRecord,
+    name: &str,
+) -> Result<(), IndexError> {
+    if files.get(name).map_err(db)?.is_some() {
+        return Err(IndexError::Corrupt(format!(
+            "cannot keep {} as {name}: that name is taken",
+            old.name
+        )));
+    }
+    for part in &old.parts {
+        owners.insert(part.as_str(), name).map_err(db)?;
+    }
+    name.clone_into(&mut old.name);
+    files
+        .insert(name, encode_file(&old).as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
 /// What one name reads as at one moment: its record, and the files its
 /// bytes are in, in order (itself, or its parts), with their manifests.
 pub type Resolved = (FileRecord, Vec<(FileRecord, Manifest)>);
@@ -204,7 +229,11 @@ impl Index {
     /// file made of those parts, in one transaction. Returns what it
     /// replaced; a part that is missing is an error and changes nothing.
     /// Its size is the sum of the parts' sizes, as they are in the index.
-    pub fn compose(&self, record: &FileRecord) -> Result<(FileRecord, Vec<Displaced>), IndexError> {
+    pub fn compose(
+        &self,
+        record: &FileRecord,
+        keep_replaced_as: Option<&str>,
+    ) -> Result<(FileRecord, Vec<Displaced>), IndexError> {
         let mut record = record.clone();
         record.size = 0;
         let txn = self.db.begin_write().map_err(db)?;
@@ -238,9 +267,15 @@ impl Index {
                 }
             }
             let old = stored_file(files.get(record.name.as_str()).map_err(db)?)?;
-            displaced = match old {
-                Some(old) => displace(&mut files, &mut manifests, &mut owners, old, &record.parts)?,
-                None => Vec::new(),
+            displaced = match (old, keep_replaced_as) {
+                (Some(old), Some(keep)) => {
+                    keep_under(&mut files, &mut owners, old, keep)?;
+                    Vec::new()
+                }
+                (Some(old), None) => {
+                    displace(&mut files, &mut manifests, &mut owners, old, &record.parts)?
+                }
+                (None, _) => Vec::new(),
             };
             for part in &record.parts {
                 owners
@@ -496,6 +531,7 @@ impl Index {
         from: &str,
         to: &str,
         attrs: Option<&[u8]>,
+        keep_replaced_as: Option<&str>,
     ) -> Result<Vec<Displaced>, IndexError> {
         let txn = self.db.begin_write().map_err(db)?;
         let displaced;
@@ -509,8 +545,12 @@ impl Index {
                 return Err(IndexError::NoSuchFile(from.to_owned()));
             };
             let old = stored_file(files.get(to).map_err(db)?)?;
-            displaced = match old {
-                Some(old) if old.file_id != rec.file_id => {
+            displaced = match (old, keep_replaced_as) {
+                (Some(old), Some(keep)) if old.file_id != rec.file_id => {
+                    keep_under(&mut files, &mut owners, old, keep)?;
+                    Vec::new()
+                }
+                (Some(old), None) if old.file_id != rec.file_id => {
                     displace(&mut files, &mut manifests, &mut owners, old, &[])?
                 }
                 _ => Vec::new(),

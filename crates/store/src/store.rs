@@ -402,7 +402,23 @@ impl Store {
         to: &str,
         attrs: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let replaced = self.index.rename_file(from, to, attrs).map_err(not_found)?;
+        self.rename_keeping(from, to, attrs, None).await
+    }
+
+    /// [`Store::rename`], keeping the file it replaces (if any) under the
+    /// name `keep_replaced_as` instead of deleting it, in the same index
+    /// transaction: how a versioned object's earlier version is kept.
+    pub async fn rename_keeping(
+        &self,
+        from: &str,
+        to: &str,
+        attrs: Option<&[u8]>,
+        keep_replaced_as: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let replaced = self
+            .index
+            .rename_file(from, to, attrs, keep_replaced_as)
+            .map_err(not_found)?;
         self.reclaim(replaced).await;
         Ok(())
     }
@@ -417,6 +433,18 @@ impl Store {
         parts: &[String],
         attrs: &[u8],
     ) -> Result<FileRecord, StoreError> {
+        self.compose_keeping(name, parts, attrs, None).await
+    }
+
+    /// [`Store::compose`], keeping the file it replaces (if any) under the
+    /// name `keep_replaced_as`, in the same index transaction.
+    pub async fn compose_keeping(
+        &self,
+        name: &str,
+        parts: &[String],
+        attrs: &[u8],
+        keep_replaced_as: Option<&str>,
+    ) -> Result<FileRecord, StoreError> {
         let record = FileRecord {
             name: name.to_owned(),
             file_id: FileId::random(),
@@ -430,7 +458,10 @@ impl Store {
             attrs: attrs.to_vec(),
             parts: parts.to_vec(),
         };
-        let (record, replaced) = self.index.compose(&record).map_err(not_found)?;
+        let (record, replaced) = self
+            .index
+            .compose(&record, keep_replaced_as)
+            .map_err(not_found)?;
         self.reclaim(replaced).await;
         Ok(record)
     }

@@ -1199,6 +1199,55 @@ async fn attributes_switch_with_the_data_in_one_step() {
 }
 
 #[tokio::test]
+async fn a_replaced_file_can_be_kept_under_another_name_in_the_same_step() {
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let (v1, v2, v3) = (data(5000, 7), data(3000, 8), data(4200, 9));
+    f.store.put("staged/1", &v1[..]).await.unwrap();
+    f.store
+        .rename("staged/1", "obj", Some(b"v1"))
+        .await
+        .unwrap();
+    f.store.put("staged/2", &v2[..]).await.unwrap();
+    f.store
+        .rename_keeping("staged/2", "obj", Some(b"v2"), Some("versions/1"))
+        .await
+        .unwrap();
+    assert_eq!(get(&f.store, "obj").await.unwrap(), v2);
+    assert_eq!(get(&f.store, "versions/1").await.unwrap(), v1);
+    assert_eq!(f.store.version("versions/1").unwrap().attrs(), b"v1");
+    // A multipart replacement keeps the earlier one too, and a kept
+    // composed file keeps its parts.
+    f.store.put("parts/a", &v3[..2000]).await.unwrap();
+    f.store.put("parts/b", &v3[2000..]).await.unwrap();
+    let parts = ["parts/a".to_owned(), "parts/b".to_owned()];
+    f.store
+        .compose_keeping("obj", &parts, b"v3", Some("versions/2"))
+        .await
+        .unwrap();
+    assert_eq!(get(&f.store, "versions/2").await.unwrap(), v2);
+    f.store.put("staged/4", &v1[..10]).await.unwrap();
+    f.store
+        .rename_keeping("staged/4", "obj", None, Some("versions/3"))
+        .await
+        .unwrap();
+    assert_eq!(get(&f.store, "versions/3").await.unwrap(), v3);
+    let e = f.store.delete("parts/a").await.unwrap_err().to_string();
+    assert!(e.contains("is a part of versions/3"), "{e}");
+    // A name that is taken is refused, and nothing changes.
+    f.store.put("staged/5", &v2[..10]).await.unwrap();
+    assert!(
+        f.store
+            .rename_keeping("staged/5", "obj", None, Some("versions/1"))
+            .await
+            .is_err()
+    );
+    assert_eq!(get(&f.store, "obj").await.unwrap(), v1[..10]);
+    // Deleting the kept file reclaims it, parts and all.
+    f.store.delete("versions/3").await.unwrap();
+    assert!(f.store.version("parts/a").is_err());
+}
+
+#[tokio::test]
 async fn a_composed_file_reads_its_parts_in_order_and_takes_them_with_it() {
     let f = fixture(KeySource::Passphrase("pw".into()), 4096);
     let (p1, p2) = (data(9000, 5), data(4100, 6));

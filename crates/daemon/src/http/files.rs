@@ -58,10 +58,11 @@ pub(super) fn check_name(name: &str) -> Result<(), ApiError> {
 
 /// Names the S3 endpoint keeps for itself: written or deleted from here,
 /// they would no longer match the S3 metadata.
-pub(super) const S3_PREFIXES: [&str; 3] = [
+pub(super) const S3_PREFIXES: [&str; 4] = [
     cloudshell_s3::meta::OBJECTS_DIR,
     cloudshell_s3::meta::UPLOADS_DIR,
     cloudshell_s3::write::STAGING,
+    cloudshell_s3::versions::VERSIONS_DIR,
 ];
 
 pub(super) fn check_not_s3(name: &str) -> Result<(), ApiError> {

@@ -45,10 +45,27 @@ pub(crate) async fn s3_precheck(request: Request, next: Next) -> Response {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let answer = cloudshell_s3::region::wrong_region(request.headers(), query)
         .or_else(|| cloudshell_s3::presigned::expiry_answer(query, now));
-    match answer {
-        Some(answer) => answer.into_response(),
-        None => next.run(request).await,
+    if let Some(answer) = answer {
+        return answer.into_response();
     }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some(path) =
+        cloudshell_s3::presigned::sigv2_bucket_path(request.uri().path(), query, authorization)
+    {
+        let mut request = request;
+        let uri = match request.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        if let Ok(uri) = uri.parse() {
+            *request.uri_mut() = uri;
+        }
+        return next.run(request).await;
+    }
+    next.run(request).await
 }
 
 /// Cross-origin requests to the S3 endpoint, as the bucket's CORS rules
