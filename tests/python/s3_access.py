@@ -229,6 +229,31 @@ def main():
     alice.delete_bucket_ownership_controls(Bucket=b)
     assert plain_get(endpoint, b, "pub")[0] == 200
 
+    # Versions are their own actions: s3:GetObject reads the current one,
+    # s3:GetObjectVersion any by its id.
+    vb = "alice-versions"
+    alice.create_bucket(Bucket=vb)
+    alice.put_bucket_versioning(Bucket=vb, VersioningConfiguration={"Status": "Enabled"})
+    old = alice.put_object(Bucket=vb, Key="doc", Body=b"draft")["VersionId"]
+    alice.put_object(Bucket=vb, Key="doc", Body=b"final")
+    bob_arn = "arn:aws:iam::000000000000:user/bob"
+
+    def allow(*actions):
+        alice.put_bucket_policy(Bucket=vb, Policy=json.dumps({"Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": bob_arn}, "Action": list(actions),
+            "Resource": f"arn:aws:s3:::{vb}/*"}]}))
+    allow("s3:GetObject")
+    assert bob.get_object(Bucket=vb, Key="doc")["Body"].read() == b"final"
+    denied(lambda: bob.get_object(Bucket=vb, Key="doc", VersionId=old), "an old version, unallowed")
+    allow("s3:GetObject", "s3:GetObjectVersion")
+    assert bob.get_object(Bucket=vb, Key="doc", VersionId=old)["Body"].read() == b"draft"
+    denied(lambda: bob.delete_object(Bucket=vb, Key="doc", VersionId=old), "deleting a version")
+    denied(lambda: bob.list_object_versions(Bucket=vb), "listing versions")
+    alice.delete_bucket_policy(Bucket=vb)
+    for v in alice.list_object_versions(Bucket=vb)["Versions"]:
+        alice.delete_object(Bucket=vb, Key=v["Key"], VersionId=v["VersionId"])
+    alice.delete_bucket(Bucket=vb)
+
     # Cleanup, by the owners.
     for k in ["secret", "pub", "shared/a", "shared/closed/b", "public/c"]:
         alice.delete_object(Bucket=b, Key=k)

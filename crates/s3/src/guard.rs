@@ -227,7 +227,17 @@ impl S3Access for Guard {
             })?),
             None => Caller::Anonymous,
         };
-        let (action, needs) = rule(cx.s3_op().name());
+        let (mut action, needs) = rule(cx.s3_op().name());
+        // A request for one version of an object is its own action in
+        // policies (s3:GetObjectVersion, s3:DeleteObjectVersion, ...).
+        if query(cx.uri(), "versionId").is_some()
+            && let Some(rest) = action.strip_prefix("s3:")
+            && let Some(verb) = ["Get", "Put", "Delete"]
+                .into_iter()
+                .find(|v| rest.starts_with(&format!("{v}Object")))
+        {
+            action = format!("s3:{verb}ObjectVersion{}", &rest[verb.len() + 6..]);
+        }
         let (bucket, key) = match cx.s3_path() {
             S3Path::Root => (None, None),
             S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
@@ -309,6 +319,7 @@ mod tests {
             ("s3:PutBucketPolicy".into(), Needs::BucketOwner)
         );
         assert_eq!(rule("DeleteBucketCors").0, "s3:PutBucketCORS");
+        assert_eq!(rule("GetObjectAcl").0, "s3:GetObjectAcl");
     }
 
     #[test]
