@@ -1,6 +1,6 @@
 //! Who may do what, decided without I/O: users, ACLs (canned and explicit
 //! grants), bucket policies and the public access block, combined as S3
-//! combines them. [`crate::guard`] feeds it what a request is and what the
+//! combines them. The guard (`guard.rs`) feeds it what a request is and what the
 //! bucket and object say.
 //!
 //! A user is a name; its canonical id (what S3 XML calls `ID`) is the
