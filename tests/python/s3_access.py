@@ -39,6 +39,14 @@ def code(call):
     return "ok"
 
 
+def status(call):
+    try:
+        call()
+    except botocore.exceptions.ClientError as e:
+        return e.response["ResponseMetadata"]["HTTPStatusCode"]
+    return 200
+
+
 def denied(call, what):
     got = code(call)
     # A HEAD's answer has no body: botocore reports its status.
@@ -225,6 +233,10 @@ def main():
         {"ObjectOwnership": "BucketOwnerEnforced"}]
     assert code(lambda: alice.put_object(Bucket=b, Key="y", Body=b"y", ACL="public-read")) \
         == "AccessControlListNotSupported"
+    assert status(lambda: alice.put_object_acl(Bucket=b, Key="pub", ACL="public-read")) == 400
+    assert code(lambda: alice.create_bucket(
+        Bucket="enforced", ObjectOwnership="BucketOwnerEnforced", ACL="public-read")) \
+        == "InvalidBucketAclWithObjectOwnership"
     assert plain_get(endpoint, b, "pub")[0] == 403, "object ACLs no longer count"
     alice.delete_bucket_ownership_controls(Bucket=b)
     assert plain_get(endpoint, b, "pub")[0] == 200

@@ -14,6 +14,7 @@
 //! [`S3State`]. [`service`] assembles the s3s service an HTTP server runs.
 
 pub mod access;
+mod acls;
 pub mod checksums;
 pub mod cors;
 mod guard;
@@ -26,6 +27,7 @@ pub mod post_form;
 pub mod presigned;
 pub mod region;
 mod settings;
+mod tagging;
 mod unconfigured;
 pub mod versions;
 pub mod write;
@@ -368,12 +370,12 @@ impl S3 for StoreS3 {
             .object_ownership
             .as_ref()
             .map(|o| o.as_str().to_owned());
-        let asked = settings::acl_asked!(input,
+        let asked = acls::acl_asked!(input,
             grant_full_control => FullControl, grant_read => Read, grant_read_acp => ReadAcp,
             grant_write => Write, grant_write_acp => WriteAcp);
         if config.acls_disabled() && !matches!(asked.canned, None | Some("private")) {
             return Err(S3Error::with_message(
-                S3ErrorCode::Custom("InvalidBucketAclWithObjectOwnership".into()),
+                S3ErrorCode::InvalidBucketAclWithObjectOwnership,
                 "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting",
             ));
         }
@@ -706,7 +708,7 @@ impl S3 for StoreS3 {
         req: S3Request<GetBucketAclInput>,
     ) -> S3Result<S3Response<GetBucketAclOutput>> {
         Ok(S3Response::new(
-            settings::get_bucket_acl(self, &req.input.bucket).await?,
+            acls::get_bucket_acl(self, &req.input.bucket).await?,
         ))
     }
 
@@ -714,7 +716,7 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<PutBucketAclInput>,
     ) -> S3Result<S3Response<PutBucketAclOutput>> {
-        settings::put_bucket_acl(self, &req.input).await?;
+        acls::put_bucket_acl(self, &req.input).await?;
         Ok(S3Response::new(PutBucketAclOutput::default()))
     }
 
@@ -723,7 +725,7 @@ impl S3 for StoreS3 {
         req: S3Request<GetObjectAclInput>,
     ) -> S3Result<S3Response<GetObjectAclOutput>> {
         Ok(S3Response::new(
-            settings::get_object_acl(self, &req.input.bucket, &req.input.key).await?,
+            acls::get_object_acl(self, &req.input.bucket, &req.input.key).await?,
         ))
     }
 
@@ -731,7 +733,7 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<PutObjectAclInput>,
     ) -> S3Result<S3Response<PutObjectAclOutput>> {
-        settings::put_object_acl(self, &req.input).await?;
+        acls::put_object_acl(self, &req.input).await?;
         Ok(S3Response::new(PutObjectAclOutput::default()))
     }
 
@@ -740,7 +742,7 @@ impl S3 for StoreS3 {
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         Ok(S3Response::new(
-            settings::get_object_tagging(self, &req.input.bucket, &req.input.key).await?,
+            tagging::get_object_tagging(self, &req.input.bucket, &req.input.key).await?,
         ))
     }
 
@@ -748,7 +750,7 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<PutObjectTaggingInput>,
     ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
-        settings::put_object_tagging(self, &req.input).await?;
+        tagging::put_object_tagging(self, &req.input).await?;
         Ok(S3Response::new(PutObjectTaggingOutput::default()))
     }
 
@@ -756,7 +758,7 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
-        settings::delete_object_tagging(self, &req.input.bucket, &req.input.key).await?;
+        tagging::delete_object_tagging(self, &req.input.bucket, &req.input.key).await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
 
@@ -765,7 +767,7 @@ impl S3 for StoreS3 {
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
         Ok(S3Response::new(
-            settings::get_bucket_tagging(self, &req.input.bucket).await?,
+            tagging::get_bucket_tagging(self, &req.input.bucket).await?,
         ))
     }
 
@@ -773,7 +775,7 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<PutBucketTaggingInput>,
     ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
-        settings::put_bucket_tagging(self, &req.input.bucket, &req.input.tagging).await?;
+        tagging::put_bucket_tagging(self, &req.input.bucket, &req.input.tagging).await?;
         Ok(S3Response::new(PutBucketTaggingOutput::default()))
     }
 
@@ -781,7 +783,7 @@ impl S3 for StoreS3 {
         &self,
         req: S3Request<DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-        settings::delete_bucket_tagging(self, &req.input.bucket).await?;
+        tagging::delete_bucket_tagging(self, &req.input.bucket).await?;
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
     }
 

@@ -28,12 +28,9 @@ pub async fn create(
     let caller = crate::settings::caller_of(&req);
     let input = req.input;
     let config = s3.bucket_config(&input.bucket)?;
-    let (owner, acl) = crate::settings::written_object(
-        &caller,
-        &config,
-        &crate::settings::object_acl_asked!(input),
-    )?;
-    let tags = crate::settings::tags_of_header(input.tagging.as_deref())?;
+    let (owner, acl) =
+        crate::acls::written_object(&caller, &config, &crate::acls::object_acl_asked!(input))?;
+    let tags = crate::tagging::tags_of_header(input.tagging.as_deref())?;
     let checksum = checksums::upload_checksum(
         input.checksum_algorithm.as_ref().map(|a| a.as_str()),
         input.checksum_type.as_ref().map(|t| t.as_str()),

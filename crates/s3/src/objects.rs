@@ -71,12 +71,9 @@ pub(crate) async fn put_object(
     let config = s3.bucket_config(&input.bucket)?;
     // ACL, tags and the checksum asked are checked before the body is read: a refusal then
     // costs nothing.
-    let (owner, acl) = crate::settings::written_object(
-        &caller,
-        &config,
-        &crate::settings::object_acl_asked!(input),
-    )?;
-    let tags = crate::settings::tags_of_header(input.tagging.as_deref())?;
+    let (owner, acl) =
+        crate::acls::written_object(&caller, &config, &crate::acls::object_acl_asked!(input))?;
+    let tags = crate::tagging::tags_of_header(input.tagging.as_deref())?;
     let wanted = checksums::wanted(
         &headers,
         input.checksum_algorithm.as_ref().map(|a| a.as_str()),
@@ -303,11 +300,8 @@ pub(crate) async fn copy_object(
     )?;
     let config = s3.bucket_config(&input.bucket)?;
     // A copy's ACL is what the request asks (the source's is not copied).
-    let (owner, acl) = crate::settings::written_object(
-        &caller,
-        &config,
-        &crate::settings::object_acl_asked!(input),
-    )?;
+    let (owner, acl) =
+        crate::acls::written_object(&caller, &config, &crate::acls::object_acl_asked!(input))?;
     let replace = input
         .metadata_directive
         .as_ref()
@@ -317,7 +311,7 @@ pub(crate) async fn copy_object(
         .as_ref()
         .is_some_and(|d| d.as_str() == "REPLACE");
     let tags = if replace_tags {
-        crate::settings::tags_of_header(input.tagging.as_deref())?
+        crate::tagging::tags_of_header(input.tagging.as_deref())?
     } else {
         source.meta.tags.clone()
     };
