@@ -14,6 +14,22 @@ use serde::{Deserialize, Serialize};
 /// before users existed are this user's).
 pub const DEFAULT_USER: &str = "default";
 
+/// Whether `name` can name a user: IAM's user-name rules (1 to 64 of
+/// letters, digits and `+=,.@_-`), so a name here can be an IAM user's.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a user name: use 1 to 64 letters, digits or any of + = , . @ _ -"
+        ))
+    }
+}
+
 /// The group of everyone, signed or not.
 pub const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 /// The group of every signed request.
@@ -52,7 +68,7 @@ pub fn canonical_id(user: &str) -> String {
 /// The user a canonical id names, if it is one of ours.
 pub fn user_of_id(id: &str) -> Option<String> {
     let name = String::from_utf8(hex::decode(id).ok()?).ok()?;
-    crate::keys::check_user_name(&name).ok()?;
+    check_user_name(&name).ok()?;
     Some(name)
 }
 
@@ -415,7 +431,7 @@ fn user_of_principal(p: &str) -> Result<Option<String>, PolicyError> {
     {
         // An IAM path (`user/path/NAME`) ends in the name.
         let name = name.rsplit('/').next().unwrap_or(name);
-        crate::keys::check_user_name(name).map_err(PolicyError)?;
+        check_user_name(name).map_err(PolicyError)?;
         return Ok(Some(name.to_owned()));
     }
     Err(PolicyError(format!(
@@ -831,6 +847,14 @@ mod tests {
         ] {
             let e = Policy::parse(bad, "b").unwrap_err();
             assert!(e.0.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn user_names_follow_iam() {
+        assert!(check_user_name("alice.b@example-1").is_ok());
+        for bad in ["", "a b", "x/y", &"n".repeat(65)] {
+            assert!(check_user_name(bad).is_err(), "{bad:?}");
         }
     }
 

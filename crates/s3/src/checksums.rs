@@ -140,16 +140,21 @@ pub(crate) struct ChecksumFields {
     pub kind: Option<String>,
 }
 
-/// Sets an output's checksum fields from a [`ChecksumFields`].
+/// Sets an output's checksum fields from a [`ChecksumFields`]; `values`
+/// for outputs without a checksum type (a part's).
 macro_rules! set_checksum {
-    ($out:expr, $fields:expr) => {{
+    (values $out:expr, $fields:expr) => {{
         let f: $crate::checksums::ChecksumFields = $fields;
         $out.checksum_crc32 = f.crc32;
         $out.checksum_crc32c = f.crc32c;
         $out.checksum_crc64nvme = f.crc64nvme;
         $out.checksum_sha1 = f.sha1;
         $out.checksum_sha256 = f.sha256;
-        $out.checksum_type = f.kind.map(s3s::dto::ChecksumType::from);
+        f.kind
+    }};
+    ($out:expr, $fields:expr) => {{
+        let kind = $crate::checksums::set_checksum!(values $out, $fields);
+        $out.checksum_type = kind.map(s3s::dto::ChecksumType::from);
     }};
 }
 pub(crate) use set_checksum;

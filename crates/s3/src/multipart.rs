@@ -185,12 +185,7 @@ pub async fn upload_part_copy(
         ..Default::default()
     };
     if let Some(c) = &checksum {
-        let f = c.fields();
-        result.checksum_crc32 = f.crc32;
-        result.checksum_crc32c = f.crc32c;
-        result.checksum_crc64nvme = f.crc64nvme;
-        result.checksum_sha1 = f.sha1;
-        result.checksum_sha256 = f.sha256;
+        checksums::set_checksum!(values result, c.fields());
     }
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(result),
@@ -263,12 +258,7 @@ pub async fn upload_part(
         ..Default::default()
     };
     if let Some(c) = &checksum {
-        let f = c.fields();
-        out.checksum_crc32 = f.crc32;
-        out.checksum_crc32c = f.crc32c;
-        out.checksum_crc64nvme = f.crc64nvme;
-        out.checksum_sha1 = f.sha1;
-        out.checksum_sha256 = f.sha256;
+        checksums::set_checksum!(values out, c.fields());
     }
     Ok(S3Response::new(out))
 }

@@ -49,7 +49,7 @@ pub(super) async fn create_key(
         })?
     };
     let user = request.user.as_deref().unwrap_or(wire::DEFAULT_USER);
-    cloudshell_s3::keys::check_user_name(user)
+    cloudshell_s3::access::check_user_name(user)
         .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "InvalidUser", why))?;
     let key =
         state.s3.keys.create(user).map_err(|e| {
