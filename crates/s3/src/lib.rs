@@ -5,8 +5,14 @@
 //! ([`meta`]), streamed in and out through the store pipeline, so memory
 //! stays bounded whatever the size. A GET or HEAD resolves the key once to
 //! a held version and answers with that version's metadata and bytes to the
-//! end, whatever writes or deletes come meanwhile. Anonymous requests are
-//! refused.
+//! end, whatever writes or deletes come meanwhile.
+//!
+//! Every request is checked before its operation runs and before its body
+//! is read: keys act as users, buckets and objects have owners, and ACLs,
+//! bucket policies and the public access block say who else may do what
+//! ([`access`] decides; an unsigned request gets what they grant everyone).
+//! Versions, CORS, tags and checksums are kept as S3 keeps them
+//! ([`versions`], [`cors`], [`checksums`]).
 //!
 //! It reaches its host (the store daemon) through a narrow port, [`Host`]:
 //! the store, and a hook told after every change. What it keeps itself
