@@ -29,8 +29,20 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    http: reqwest::Client,
+    /// For `http://` URLs (an emulator, a local proxy): no TLS roots.
+    plain: reqwest::Client,
+    /// For `https://` URLs, made at the first one: loading the system's
+    /// trust roots parses every certificate on the machine (most of a
+    /// short command's CPU), which a call over plain HTTP never needs.
+    tls: std::sync::OnceLock<reqwest::Client>,
     credentials: Mutex<Option<Credentials>>,
+}
+
+/// How every HTTP client of a [`Client`] is set up.
+fn http_builder(config: &Config) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(config.timeouts.connect)
+        .user_agent(concat!("cloudshell-rs/", env!("CARGO_PKG_VERSION")))
 }
 
 /// One attempt's result, before the retry decision.
@@ -61,26 +73,39 @@ enum AttemptError {
 }
 
 impl Client {
-    /// The HTTP client, shared with the presigned transfers.
-    pub(crate) fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The HTTP client for `url`, shared with the presigned transfers.
+    pub(crate) fn http_for(&self, url: &str) -> &reqwest::Client {
+        if url.starts_with("http://") {
+            return &self.inner.plain;
+        }
+        self.inner.tls.get_or_init(|| {
+            // Should the system's roots fail to load, the client without
+            // them: every TLS connection then fails saying the certificate
+            // is not trusted, which is what is wrong.
+            http_builder(&self.inner.config)
+                .build()
+                .unwrap_or_else(|e| {
+                    tracing::warn!("cannot load the system's TLS trust roots: {e}");
+                    self.inner.plain.clone()
+                })
+        })
     }
 
     /// A client with this configuration.
     pub fn new(config: Config) -> Self {
         // Invariant: the builder fails only when the TLS backend cannot be
         // initialised, and rustls with aws-lc-rs is compiled in and needs no
-        // system library, so this cannot fail at run time.
+        // system library; without roots it loads nothing at all.
         #[allow(clippy::expect_used)]
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.timeouts.connect)
-            .user_agent(concat!("cloudshell-rs/", env!("CARGO_PKG_VERSION")))
+        let plain = http_builder(&config)
+            .tls_certs_only(std::iter::empty())
             .build()
             .expect("the compiled-in TLS backend initialises");
         Self {
             inner: Arc::new(Inner {
                 config,
-                http,
+                plain,
+                tls: std::sync::OnceLock::new(),
                 credentials: Mutex::new(None),
             }),
         }
@@ -391,7 +416,8 @@ impl Client {
     }
 
     async fn attempt(&self, request: reqwest::Request) -> Result<Attempt, AttemptError> {
-        let response = self.inner.http.execute(request).await.map_err(|e| {
+        let http = self.http_for(request.url().as_str());
+        let response = http.execute(request).await.map_err(|e| {
             if e.is_connect() {
                 AttemptError::NotSent(e)
             } else if e.is_timeout() {

@@ -6,6 +6,11 @@
 //! process, web identity, IMDS), with the endpoint taken from, in order: an
 //! explicit URL, `AWS_ENDPOINT_URL_CLOUDSHELL`, `AWS_ENDPOINT_URL`, the
 //! profile's `endpoint_url`, then `https://cloudshell.<region>.amazonaws.com`.
+//! When the environment alone decides everything (keys and region in
+//! environment variables, no profile named, no shared config or
+//! credentials file to read), the chain is not started: it would give the
+//! same answer, and setting it up (its HTTP client loads every trust root
+//! on the machine) is most of what a short command costs.
 
 use std::time::Duration;
 
@@ -237,6 +242,24 @@ impl EnvLoader {
 
     /// Runs the resolution. Credentials themselves are fetched lazily, at the first call.
     pub async fn load(self) -> Result<Config, ConfigError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(env) = EnvAlone::of(self.profile.as_deref(), self.region.as_ref(), var, |p| {
+            p.exists()
+        }) {
+            let retry = self.retry.unwrap_or_else(|| RetryConfig {
+                max_attempts: env.max_attempts,
+                ..RetryConfig::default()
+            });
+            let mut builder = Config::builder()
+                .region(env.region)
+                .credentials_provider(SharedCredentialsProvider::new(env.credentials))
+                .retry(retry)
+                .timeouts(self.timeouts);
+            if let Some(url) = self.endpoint_url.or(env.endpoint) {
+                builder = builder.endpoint_url(url);
+            }
+            return builder.build();
+        }
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(p) = &self.profile {
             loader = loader.profile_name(p);
@@ -271,6 +294,65 @@ impl EnvLoader {
             builder = builder.endpoint_url(url);
         }
         builder.build()
+    }
+}
+
+/// What the environment alone says, when it says everything the default
+/// chain would find: keys, a region, and no profile or shared file that
+/// could add to or override them (the chain reads environment keys first).
+#[derive(Debug)]
+struct EnvAlone {
+    region: Region,
+    credentials: Credentials,
+    max_attempts: u32,
+    endpoint: Option<String>,
+}
+
+impl EnvAlone {
+    fn of(
+        profile: Option<&str>,
+        region: Option<&Region>,
+        var: impl Fn(&str) -> Option<String>,
+        exists: impl Fn(&std::path::Path) -> bool,
+    ) -> Option<Self> {
+        if profile.is_some() || var("AWS_PROFILE").is_some() {
+            return None;
+        }
+        let home = dirs::home_dir();
+        let shared_file = |variable: &str, default: &str| match var(variable) {
+            Some(p) => Some(std::path::PathBuf::from(p)),
+            None => home.as_ref().map(|h| h.join(".aws").join(default)),
+        };
+        let files = [
+            shared_file("AWS_CONFIG_FILE", "config"),
+            shared_file("AWS_SHARED_CREDENTIALS_FILE", "credentials"),
+        ];
+        // Without a home there is no default file either.
+        if files.iter().flatten().any(|f| exists(f)) {
+            return None;
+        }
+        let region = match region {
+            Some(r) => r.clone(),
+            None => Region::new(var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"))?).ok()?,
+        };
+        let credentials = Credentials::new(
+            var("AWS_ACCESS_KEY_ID")?,
+            var("AWS_SECRET_ACCESS_KEY")?,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "Environment",
+        );
+        // As the chain reads it: a number of at least one, else 3.
+        let max_attempts = match var("AWS_MAX_ATTEMPTS") {
+            None => 3,
+            Some(n) => n.parse::<u32>().ok().filter(|n| *n >= 1)?,
+        };
+        Some(Self {
+            region,
+            credentials,
+            max_attempts,
+            endpoint: configured_endpoint_from_env(var),
+        })
     }
 }
 
@@ -321,6 +403,47 @@ fn parse_endpoint(url: &str) -> Result<reqwest::Url, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_alone_decides_only_when_nothing_else_could() {
+        let keys: &[(&str, &str)] = &[
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "SK"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_CONFIG_FILE", "/none/config"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/none/credentials"),
+            ("AWS_ENDPOINT_URL_CLOUDSHELL", "http://127.0.0.1:1"),
+        ];
+        let no_files = |_: &std::path::Path| false;
+        let e = EnvAlone::of(None, None, env(keys), no_files).unwrap();
+        assert_eq!(e.region.as_str(), "eu-west-1");
+        assert_eq!(e.credentials.access_key_id(), "AK");
+        assert_eq!(e.max_attempts, 3);
+        assert_eq!(e.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        // A shared file, a profile, or a missing key or region: the chain.
+        assert!(EnvAlone::of(None, None, env(keys), |p| p.ends_with("config")).is_none());
+        assert!(EnvAlone::of(Some("work"), None, env(keys), no_files).is_none());
+        let no_region: &[(&str, &str)] =
+            &[("AWS_ACCESS_KEY_ID", "AK"), ("AWS_SECRET_ACCESS_KEY", "SK")];
+        assert!(EnvAlone::of(None, None, env(no_region), no_files).is_none());
+        let region = Region::new("us-east-2").unwrap();
+        let flag = EnvAlone::of(None, Some(&region), env(no_region), no_files).unwrap();
+        assert_eq!(flag.region.as_str(), "us-east-2");
+        let profile: &[(&str, &str)] = &[
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "SK"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_PROFILE", "work"),
+        ];
+        assert!(EnvAlone::of(None, None, env(profile), no_files).is_none());
+        let bad_attempts: &[(&str, &str)] = &[
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "SK"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_MAX_ATTEMPTS", "zero"),
+        ];
+        assert!(EnvAlone::of(None, None, env(bad_attempts), no_files).is_none());
+    }
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

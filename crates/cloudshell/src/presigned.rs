@@ -127,7 +127,7 @@ impl Client {
                 .file_name(file_name.to_owned());
         form = form.part("file", part);
         let response = self
-            .http()
+            .http_for(&post.url)
             .post(&post.url)
             .multipart(form)
             .send()
@@ -141,7 +141,7 @@ impl Client {
         &self,
         get: &PresignedGet,
     ) -> Result<PresignedDownload, PresignedError> {
-        let mut request = self.http().get(&get.url);
+        let mut request = self.http_for(&get.url).get(&get.url);
         if let (Some(key), Some(md5)) = (&get.customer_key, &get.customer_key_md5) {
             request = request
                 .header("x-amz-server-side-encryption-customer-algorithm", "AES256")
