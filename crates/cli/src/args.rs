@@ -181,6 +181,28 @@ impl Command {
     pub fn stops_on_ctrl_c(&self) -> bool {
         !matches!(self, Self::Connect(a) if a.ssm_plugin)
     }
+
+    /// Whether the command is a few API calls in a row, which one thread
+    /// serves as well as many (starting worker threads is a noticeable
+    /// part of so short a run). Sessions, copies, the daemon and the
+    /// emulator get the multi-threaded runtime: they move data both ways
+    /// at once and read the terminal on a thread of their own.
+    pub fn is_api_only(&self) -> bool {
+        matches!(
+            self,
+            Self::List
+                | Self::Create(_)
+                | Self::Status(_)
+                | Self::Start(_)
+                | Self::Stop(_)
+                | Self::Delete(_)
+                | Self::DeleteSession(_)
+                | Self::Heartbeat(_)
+                | Self::UploadUrls(_)
+                | Self::DownloadUrls(_)
+                | Self::Completions { .. }
+        )
+    }
 }
 
 /// An environment, by id or name; omitted, the region's default environment.

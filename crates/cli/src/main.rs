@@ -39,10 +39,14 @@ const EMULATED_DEFAULT_REGION: &str = "us-east-1";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // With --emulated the emulator serves in this process: it gets the
+    // full runtime whatever the command.
+    let mut builder = if cli.command.is_api_only() && !cli.global.emulated {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cloudshell: error: could not start the async runtime: {e}");
