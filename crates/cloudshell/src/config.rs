@@ -243,23 +243,34 @@ impl EnvLoader {
     /// Runs the resolution. Credentials themselves are fetched lazily, at the first call.
     pub async fn load(self) -> Result<Config, ConfigError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        if let Some(env) = EnvAlone::of(self.profile.as_deref(), self.region.as_ref(), var, |p| {
+        let found = match EnvAlone::of(self.profile.as_deref(), self.region.as_ref(), var, |p| {
             p.exists()
         }) {
-            let retry = self.retry.unwrap_or_else(|| RetryConfig {
+            Some(env) => Found {
+                region: env.region,
+                credentials: SharedCredentialsProvider::new(env.credentials),
                 max_attempts: env.max_attempts,
-                ..RetryConfig::default()
-            });
-            let mut builder = Config::builder()
-                .region(env.region)
-                .credentials_provider(SharedCredentialsProvider::new(env.credentials))
-                .retry(retry)
-                .timeouts(self.timeouts);
-            if let Some(url) = self.endpoint_url.or(env.endpoint) {
-                builder = builder.endpoint_url(url);
-            }
-            return builder.build();
+                endpoint: env.endpoint,
+            },
+            None => self.ask_chain().await?,
+        };
+        let retry = self.retry.unwrap_or_else(|| RetryConfig {
+            max_attempts: found.max_attempts,
+            ..RetryConfig::default()
+        });
+        let mut builder = Config::builder()
+            .region(found.region)
+            .credentials_provider(found.credentials)
+            .retry(retry)
+            .timeouts(self.timeouts);
+        if let Some(url) = self.endpoint_url.or(found.endpoint) {
+            builder = builder.endpoint_url(url);
         }
+        builder.build()
+    }
+
+    /// What `aws-config`'s default chain finds, for what was not given.
+    async fn ask_chain(&self) -> Result<Found, ConfigError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(p) = &self.profile {
             loader = loader.profile_name(p);
@@ -268,33 +279,28 @@ impl EnvLoader {
             loader = loader.region(aws_config::Region::new(r.as_str().to_owned()));
         }
         let sdk = loader.load().await;
-
-        let region = match self.region {
-            Some(r) => r,
+        let region = match &self.region {
+            Some(r) => r.clone(),
             None => Region::new(sdk.region().ok_or(ConfigError::NoRegion)?.as_ref())?,
         };
-        let credentials = sdk
-            .credentials_provider()
-            .ok_or(ConfigError::NoCredentials)?;
-        let retry = self.retry.unwrap_or_else(|| RetryConfig {
+        Ok(Found {
+            region,
+            credentials: sdk
+                .credentials_provider()
+                .ok_or(ConfigError::NoCredentials)?,
             max_attempts: sdk.retry_config().map_or(3, |r| r.max_attempts()).max(1),
-            ..RetryConfig::default()
-        });
-        let endpoint = self
-            .endpoint_url
-            .or_else(|| configured_endpoint_from_env(|k| std::env::var(k).ok()))
-            .or_else(|| sdk.endpoint_url().map(str::to_owned));
-
-        let mut builder = Config::builder()
-            .region(region)
-            .credentials_provider(credentials)
-            .retry(retry)
-            .timeouts(self.timeouts);
-        if let Some(url) = endpoint {
-            builder = builder.endpoint_url(url);
-        }
-        builder.build()
+            endpoint: configured_endpoint_from_env(|k| std::env::var(k).ok())
+                .or_else(|| sdk.endpoint_url().map(str::to_owned)),
+        })
     }
+}
+
+/// What the environment, or the default chain, settled.
+struct Found {
+    region: Region,
+    credentials: SharedCredentialsProvider,
+    max_attempts: u32,
+    endpoint: Option<String>,
 }
 
 /// What the environment alone says, when it says everything the default
