@@ -34,17 +34,25 @@ pub const CHUNKS_IN_FLIGHT: usize = 16;
 /// [`CHUNKS_IN_FLIGHT`], so memory stays about this many chunks (times
 /// (k+m)/k) however many clients there are.
 pub const STORE_CHUNK_BUDGET: usize = 64;
+/// How long a put waits for its nodes to say how much room they have
+/// before going on without those that have not (when the rest suffice).
+pub const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub mod error;
 pub mod node;
 mod put;
 mod repair;
+mod write;
 
 pub use error::{SkippedBackup, StoreError};
-pub use node::{NO_QUOTA, Node, SUSPECT_FOR};
+pub use node::{
+    NO_QUOTA, Node, SUSPECT_FOR, WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST, WRITE_HEDGE_MAX,
+    WRITE_HEDGE_MIN,
+};
 pub(crate) use put::shard_blob;
 pub use put::{EncodedChunk, PutReport, encode_chunk, largest_shard};
 pub use repair::{RedistributeReport, RepairReport, ShardGap};
+pub use write::LATE_WRITE_LIMIT;
 
 /// How the master key is given.
 #[derive(Debug, Clone)]
@@ -286,23 +294,50 @@ impl Store {
             .cloned()
     }
 
-    /// The online nodes that answer, with the room each has.
+    /// The online nodes that answer, with the room each has. Asked all at
+    /// once (one round trip to the farthest, not the sum); those that have
+    /// not answered within [`STATS_WAIT`] are left out (and suspect) when
+    /// the others can take a chunk between them, so a node that stopped
+    /// answering does not hold up every put.
     pub(crate) async fn candidates(&self) -> Vec<Candidate> {
-        // All at once: one round trip to the farthest node, not the sum.
         let online: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
-        let stats = futures_util::future::join_all(online.iter().map(|n| n.shards.stats())).await;
-        online
+        let mut asked: FuturesUnordered<_> = online
             .iter()
-            .zip(stats)
-            .filter_map(|(n, s)| {
-                let s = s.ok()?;
-                Some(Candidate {
-                    id: n.id.clone(),
-                    region: n.region.clone(),
-                    free: n.room(&s),
-                })
-            })
-            .collect()
+            .map(|n| async move { (n, n.shards.stats().await) })
+            .collect();
+        let mut out = Vec::new();
+        let mut answered = Vec::new();
+        let wait = tokio::time::sleep(STATS_WAIT);
+        tokio::pin!(wait);
+        let mut waited = false;
+        loop {
+            tokio::select! {
+                next = asked.next() => match next {
+                    Some((n, result)) => {
+                        answered.push(n.id.clone());
+                        if let Ok(s) = result {
+                            out.push(Candidate {
+                                id: n.id.clone(),
+                                region: n.region.clone(),
+                                free: n.room(&s),
+                            });
+                        }
+                    }
+                    None => break,
+                },
+                () = &mut wait, if !waited => {
+                    waited = true;
+                    if out.len() >= self.coding.n() {
+                        for n in online.iter().filter(|n| !answered.contains(&n.id)) {
+                            tracing::debug!(node = %n.id, "no answer to stats: left out of this put");
+                            n.suspect();
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Bytes of the largest shard a chunk makes (a full, encrypted one).

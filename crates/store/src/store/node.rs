@@ -25,6 +25,9 @@ pub struct Node {
     /// Bytes the store may keep on it, whatever its agent allows
     /// ([`NO_QUOTA`]: none set).
     quota: Arc<AtomicU64>,
+    /// How long a shard write to it usually takes, in microseconds,
+    /// smoothed (0: none measured yet).
+    write_us: Arc<AtomicU64>,
 }
 
 /// A node's quota when none is set.
@@ -35,6 +38,18 @@ pub const NO_QUOTA: u64 = u64::MAX;
 /// not each wait out the hedge on a node that has just died, short enough
 /// that a node merely busy for a moment is soon preferred again.
 pub const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A shard write is hedged after this many times its node's usual write
+/// time: well past the variation of a node that is merely loaded (its
+/// queue of shards is in the mean already), soon for one that stopped.
+pub const WRITE_HEDGE_FACTOR: u64 = 4;
+/// Never hedge a write sooner than this: a spare write costs a shard's
+/// bytes on another link, and a busy disk's fsync can take this long.
+pub const WRITE_HEDGE_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// Never wait longer than this on a write before hedging it.
+pub const WRITE_HEDGE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+/// The hedge deadline of a node whose writes were never measured.
+pub const WRITE_HEDGE_FIRST: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Milliseconds on a process-wide monotonic clock.
 pub(crate) fn clock_ms() -> u64 {
@@ -72,6 +87,7 @@ impl Node {
             online: Arc::new(AtomicBool::new(true)),
             suspect_until: Arc::new(AtomicU64::new(0)),
             quota: Arc::new(AtomicU64::new(NO_QUOTA)),
+            write_us: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -106,6 +122,33 @@ impl Node {
         self.suspect_until.store(until, Ordering::Relaxed);
     }
 
+    /// Takes the time one shard write took into its usual write time
+    /// (an exponentially weighted mean, a quarter to the newest).
+    pub(crate) fn wrote(&self, took: std::time::Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        // Concurrent updates may lose one sample: the mean stays a mean.
+        let old = self.write_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 4 + sample / 4
+        };
+        self.write_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// How long a shard write to it may take before a put places the
+    /// same shard on a spare node as well: a few times its usual write
+    /// time, within [`WRITE_HEDGE_MIN`] and [`WRITE_HEDGE_MAX`]; a node
+    /// not measured yet gets [`WRITE_HEDGE_FIRST`].
+    pub fn write_deadline(&self) -> std::time::Duration {
+        let us = self.write_us.load(Ordering::Relaxed);
+        if us == 0 {
+            return WRITE_HEDGE_FIRST;
+        }
+        std::time::Duration::from_micros(us.saturating_mul(WRITE_HEDGE_FACTOR))
+            .clamp(WRITE_HEDGE_MIN, WRITE_HEDGE_MAX)
+    }
+
     pub(crate) fn trust(&self) {
         self.suspect_until.store(0, Ordering::Relaxed);
     }
@@ -135,5 +178,37 @@ impl Node {
     /// Takes it offline or brings it back.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_write_deadline_follows_the_usual_write_time_within_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let shards = crate::shard_store::LocalDirStore::open(dir.path(), 1 << 20).unwrap();
+        let n = Node::new("n", "r", Arc::new(shards));
+        assert_eq!(n.write_deadline(), WRITE_HEDGE_FIRST);
+        // Fast writes: never sooner than the floor.
+        n.wrote(Duration::from_millis(5));
+        assert_eq!(n.write_deadline(), WRITE_HEDGE_MIN);
+        // A node that is usually slow gets a few times its usual time.
+        for _ in 0..40 {
+            n.wrote(Duration::from_millis(800));
+        }
+        let d = n.write_deadline();
+        assert!(
+            d > Duration::from_millis(3000) && d <= Duration::from_millis(3200),
+            "{d:?}"
+        );
+        // And never more than the ceiling.
+        for _ in 0..40 {
+            n.wrote(Duration::from_secs(30));
+        }
+        assert_eq!(n.write_deadline(), WRITE_HEDGE_MAX);
     }
 }

@@ -2,6 +2,7 @@
 //! and written to its nodes (several chunks in flight within the store's
 //! budget), room accounted per node, the file switched in at the end.
 
+use super::write::Room;
 use super::*;
 
 /// What a put stored.
@@ -24,14 +25,18 @@ impl Store {
         mut input: R,
     ) -> Result<PutReport, StoreError> {
         let file_id = FileId::random();
-        let _busy = self.busy(file_id);
+        let busy = self.busy(file_id);
         let data_key = self.master.as_ref().map(|_| DataKey::random());
         let cipher = data_key.as_ref().map(|k| Arc::new(k.cipher(file_id)));
         let candidates = self.candidates().await;
         if candidates.is_empty() {
             return Err(StoreError::NoNodes);
         }
-        let room = Arc::new(Room::new(self.with_room(candidates)?, self.largest_shard()));
+        let room = Arc::new(Room::new(
+            self.with_room(candidates)?,
+            self.nodes(),
+            self.largest_shard(),
+        ));
         let chunk_size = self.settings.chunk_size as usize;
         let mut in_flight = FuturesOrdered::new();
         let mut chunks: Vec<ChunkEntry> = Vec::new();
@@ -99,6 +104,8 @@ impl Store {
         }
         if let Some(e) = failure {
             self.delete_shards(&written).await;
+            // The copies hedging left are deleted before the error is said.
+            busy.release().await;
             return Err(e);
         }
         let record = FileRecord {
@@ -122,174 +129,16 @@ impl Store {
             Ok(r) => r,
             Err(e) => {
                 self.delete_shards(&written).await;
+                busy.release().await;
                 return Err(e.into());
             }
         };
         self.reclaim(replaced).await;
+        drop(busy);
         Ok(PutReport {
             survivable_losses: survivable_losses(&manifest, self.coding.k()),
             record,
         })
-    }
-
-    /// Encrypts, codes, hashes and stores one chunk. Returns its entry (or
-    /// the error) and the shards that were written either way.
-    pub(crate) async fn store_chunk(
-        &self,
-        file_id: FileId,
-        chunk: u64,
-        plain: Vec<u8>,
-        cipher: Option<Arc<ChunkCipher>>,
-        mut targets: Vec<String>,
-        room: Arc<Room>,
-    ) -> StoredChunk {
-        let coding = self.coding;
-        let blobs = tokio::task::spawn_blocking(move || {
-            encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
-        })
-        .await;
-        let EncodedChunk {
-            payload_len,
-            blobs,
-            hashes,
-        } = match blobs {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return (None, Vec::new(), Some(e)),
-            Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.into()))),
-        };
-        let put = |index: usize, node_id: String| {
-            let key = ShardKey {
-                file_id,
-                chunk,
-                index: index as u8,
-            };
-            let node = self.node(&node_id);
-            let blob = blobs[index].clone();
-            async move {
-                let result = match node {
-                    Some(n) => n.shards.put(key, blob).await,
-                    None => Err(ShardError::Unavailable(format!(
-                        "node {node_id} is not known"
-                    ))),
-                };
-                (index, node_id, key, result)
-            }
-        };
-        let mut puts = FuturesUnordered::new();
-        for (index, node_id) in targets.iter().enumerate() {
-            puts.push(put(index, node_id.clone()));
-        }
-        let mut written = Vec::new();
-        let mut error = None;
-        while let Some((index, node, key, result)) = puts.next().await {
-            match result {
-                Ok(()) => written.push((node, key)),
-                // A node that filled up since the put began: the shard
-                // goes to another node with room, as if it had been full
-                // from the start.
-                Err(source)
-                    if source.is_full()
-                        && let Some(other) = room.instead_of(&node, &targets) =>
-                {
-                    tracing::debug!(%node, to = %other, "node full: shard placed elsewhere");
-                    targets[index].clone_from(&other);
-                    puts.push(put(index, other));
-                }
-                Err(source) => {
-                    error.get_or_insert(StoreError::ShardWrite {
-                        shard: key.name(),
-                        node: node.clone(),
-                        source,
-                    });
-                    // It may have landed before failing: try to remove it too.
-                    written.push((node, key));
-                }
-            }
-        }
-        if let Some(e) = error {
-            return (None, written, Some(e));
-        }
-        let shards = hashes
-            .into_iter()
-            .zip(targets)
-            .map(|(blake3, node)| ShardLocation { node, blake3 })
-            .collect();
-        (
-            Some(ChunkEntry {
-                payload_len,
-                shards,
-            }),
-            written,
-            None,
-        )
-    }
-}
-
-/// The room a put has on its nodes: placement takes a node's room down by
-/// each shard it sends there, and a node that fills up anyway (another
-/// writer, another use of the disk) is given up for the rest of the put.
-pub(crate) struct Room {
-    candidates: std::sync::Mutex<Vec<Candidate>>,
-    shard: u64,
-}
-
-impl Room {
-    fn new(candidates: Vec<Candidate>, shard: u64) -> Self {
-        Self {
-            candidates: std::sync::Mutex::new(candidates),
-            shard,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Candidate>> {
-        self.candidates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The nodes for a chunk's `n` shards, among those with room left.
-    fn place(&self, file_id: FileId, chunk: u64, n: usize) -> Vec<String> {
-        let mut candidates = self.lock();
-        let with_room: Vec<Candidate> = candidates
-            .iter()
-            .filter(|c| c.free >= self.shard)
-            .cloned()
-            .collect();
-        // Nobody has room left by this put's count: place as before and
-        // let the nodes say (another put may have freed room).
-        let pool = if with_room.is_empty() {
-            candidates.clone()
-        } else {
-            with_room
-        };
-        let targets = place(&pool, file_id, chunk, n);
-        for t in &targets {
-            if let Some(c) = candidates.iter_mut().find(|c| c.id == *t) {
-                c.free = c.free.saturating_sub(self.shard);
-            }
-        }
-        targets
-    }
-
-    /// Marks `full` as out of room and picks another node with room for a
-    /// shard, preferring one that holds none of `chunk_targets`.
-    fn instead_of(&self, full: &str, chunk_targets: &[String]) -> Option<String> {
-        let mut candidates = self.lock();
-        if let Some(c) = candidates.iter_mut().find(|c| c.id == full) {
-            c.free = 0;
-        }
-        let best = |fresh: bool| {
-            candidates
-                .iter()
-                .filter(|c| c.free >= self.shard && (!fresh || !chunk_targets.contains(&c.id)))
-                .max_by_key(|c| c.free)
-                .map(|c| c.id.clone())
-        };
-        let other = best(true).or_else(|| best(false))?;
-        if let Some(c) = candidates.iter_mut().find(|c| c.id == other) {
-            c.free = c.free.saturating_sub(self.shard);
-        }
-        Some(other)
     }
 }
 
@@ -299,14 +148,15 @@ pub fn largest_shard(settings: &StoreSettings) -> u64 {
     (HEADER_LEN + crate::format::shard_len(settings.chunk_size as usize + 16, settings.k)) as u64
 }
 
-/// Reads until `limit` bytes or end of input; returns how many.
-/// What [`Store::store_chunk`] returns.
+/// What [`Store::store_chunk`] returns: the chunk's entry (or why not),
+/// and the shards it left on nodes (to delete when the put fails).
 pub(crate) type StoredChunk = (
     Option<ChunkEntry>,
     Vec<(String, ShardKey)>,
     Option<StoreError>,
 );
 
+/// Reads until `limit` bytes or end of input; returns how many.
 pub(crate) async fn read_full<R: AsyncRead + Unpin>(
     input: &mut R,
     buf: &mut Vec<u8>,

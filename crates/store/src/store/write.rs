@@ -1,0 +1,465 @@
+//! A chunk's shards written to their nodes, hedged: a shard its node has
+//! not acknowledged within that node's deadline ([`Node::write_deadline`])
+//! is written to a spare node as well (one holding no shard of the chunk),
+//! and so is one whose write failed; the first copy acknowledged is the one
+//! the manifest records. The other copies are garbage: deleted once the put
+//! lets go of its file, those still being written once they end (or are
+//! given up after [`LATE_WRITE_LIMIT`]). So a put does not wait on a node
+//! that stopped answering, or fail because one died, while enough others
+//! serve; and no copy the manifest does not name stays behind.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+
+use super::put::StoredChunk;
+use super::*;
+
+/// Tries at most per shard: its planned node and two spares.
+const TRIES_PER_SHARD: usize = 3;
+
+/// How long a copy that lost the race may go on being written before it
+/// is given up (and deleted regardless: it may land as it is dropped).
+/// Longer than a remote request's own timeout, so this bounds only a
+/// store that never answers.
+pub const LATE_WRITE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What one try at writing a shard came to.
+struct Tried {
+    index: usize,
+    node: Node,
+    key: ShardKey,
+    result: Result<(), ShardError>,
+    took: Duration,
+}
+
+/// One try at writing shard `index` (`blob`) to `node`.
+fn try_write(index: usize, node: Node, key: ShardKey, blob: Bytes) -> BoxFuture<'static, Tried> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let result = node.shards.put(key, blob).await;
+        Tried {
+            index,
+            node,
+            key,
+            result,
+            took: started.elapsed(),
+        }
+    })
+}
+
+/// When shard `index`'s try on `node` is due.
+fn due(index: usize, node: &Node) -> BoxFuture<'static, (usize, String)> {
+    let (deadline, id) = (node.write_deadline(), node.id.clone());
+    Box::pin(async move {
+        tokio::time::sleep(deadline).await;
+        (index, id)
+    })
+}
+
+/// The shards of one chunk as they are being written.
+struct Chunk<'a> {
+    store: &'a Store,
+    room: &'a Room,
+    file_id: FileId,
+    chunk: u64,
+    blobs: &'a [Bytes],
+    /// The node each shard goes to: planned, then where it landed.
+    targets: Vec<String>,
+    /// Whether each shard has a copy acknowledged (on `targets[i]`).
+    landed: Vec<bool>,
+    /// Nodes with a try running, per shard.
+    running: Vec<Vec<Node>>,
+    /// Tries started, per shard.
+    tries: Vec<usize>,
+    /// Every node a shard of this chunk was sent to.
+    used: Vec<String>,
+    writes: FuturesUnordered<BoxFuture<'static, Tried>>,
+    timers: FuturesUnordered<BoxFuture<'static, (usize, String)>>,
+    /// Copies that are not the recorded one (or may have landed although
+    /// their write failed).
+    garbage: Vec<Garbage>,
+    error: Option<StoreError>,
+}
+
+impl Chunk<'_> {
+    fn key(&self, index: usize) -> ShardKey {
+        ShardKey {
+            file_id: self.file_id,
+            chunk: self.chunk,
+            index: index as u8,
+        }
+    }
+
+    /// Starts a try of shard `index` on node `id`.
+    fn start(&mut self, index: usize, id: &str) -> bool {
+        let Some(node) = self.store.node(id) else {
+            return false;
+        };
+        self.tries[index] += 1;
+        if !self.used.iter().any(|u| u == id) {
+            self.used.push(id.to_owned());
+        }
+        self.timers.push(due(index, &node));
+        self.writes.push(try_write(
+            index,
+            node.clone(),
+            self.key(index),
+            self.blobs[index].clone(),
+        ));
+        self.running[index].push(node);
+        true
+    }
+
+    /// Writes shard `index` to a spare node too; false when there is none
+    /// (or the shard had its tries).
+    fn hedge(&mut self, index: usize, why: &str, from: &str) -> bool {
+        if self.tries[index] >= TRIES_PER_SHARD {
+            return false;
+        }
+        let Some(spare) = self.room.spare(&self.used) else {
+            return false;
+        };
+        tracing::debug!(
+            shard = %self.key(index).name(),
+            from,
+            to = %spare,
+            "shard write {why}: written to a spare node too"
+        );
+        self.start(index, &spare)
+    }
+
+    fn finished(&mut self, done: Tried) {
+        let Tried {
+            index,
+            node,
+            key,
+            result,
+            took,
+        } = done;
+        self.running[index].retain(|n| n.id != node.id);
+        match result {
+            Ok(()) => {
+                node.wrote(took);
+                if self.landed[index] {
+                    // A slower copy of a shard another node acknowledged.
+                    self.garbage.push(node.garbage(key));
+                } else {
+                    self.landed[index] = true;
+                    self.targets[index].clone_from(&node.id);
+                }
+            }
+            // A node that filled up since the put began: the shard goes to
+            // another node with room, as if it had been full from the start.
+            Err(source) if source.is_full() => {
+                if self.landed[index] || !self.running[index].is_empty() {
+                    return;
+                }
+                match self.room.instead_of(&node.id, &self.used) {
+                    Some(other) => {
+                        tracing::debug!(node = %node.id, to = %other, "node full: shard placed elsewhere");
+                        if self.start(index, &other) {
+                            return;
+                        }
+                        self.fail(index, &node.id, source);
+                    }
+                    None => self.fail(index, &node.id, source),
+                }
+            }
+            Err(source) => {
+                // It may have landed before failing: remove it either way.
+                self.garbage.push(node.garbage(key));
+                node.suspect();
+                if self.landed[index] || !self.running[index].is_empty() {
+                    return;
+                }
+                if !self.hedge(index, "failed", &node.id) {
+                    self.fail(index, &node.id, source);
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, index: usize, node: &str, source: ShardError) {
+        self.error.get_or_insert(StoreError::ShardWrite {
+            shard: self.key(index).name(),
+            node: node.to_owned(),
+            source,
+        });
+    }
+
+    /// Shard `index`'s try on `node` passed its deadline.
+    fn overdue(&mut self, index: usize, node: &str) {
+        let only_try = self.running[index].len() == 1 && self.running[index][0].id == node;
+        if self.landed[index] || !only_try {
+            return;
+        }
+        // Asked last by reads and by the next chunks' placement meanwhile.
+        self.running[index][0].suspect();
+        self.hedge(index, "late", node);
+    }
+
+    fn done(&self) -> bool {
+        self.error.is_some() || self.landed.iter().all(|l| *l)
+    }
+}
+
+impl Store {
+    /// Encrypts, codes, hashes and stores one chunk. Returns its entry (or
+    /// the error) and the shards that were written either way.
+    pub(crate) async fn store_chunk(
+        &self,
+        file_id: FileId,
+        chunk: u64,
+        plain: Vec<u8>,
+        cipher: Option<Arc<ChunkCipher>>,
+        targets: Vec<String>,
+        room: Arc<Room>,
+    ) -> StoredChunk {
+        let coding = self.coding;
+        let blobs = tokio::task::spawn_blocking(move || {
+            encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
+        })
+        .await;
+        let EncodedChunk {
+            payload_len,
+            blobs,
+            hashes,
+        } = match blobs {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return (None, Vec::new(), Some(e)),
+            Err(e) => return (None, Vec::new(), Some(StoreError::Task(e.into()))),
+        };
+        let n = targets.len();
+        let mut c = Chunk {
+            store: self,
+            room: &room,
+            file_id,
+            chunk,
+            blobs: &blobs,
+            targets: targets.clone(),
+            landed: vec![false; n],
+            running: vec![Vec::new(); n],
+            tries: vec![0; n],
+            used: Vec::new(),
+            writes: FuturesUnordered::new(),
+            timers: FuturesUnordered::new(),
+            garbage: Vec::new(),
+            error: None,
+        };
+        for (index, node) in targets.iter().enumerate() {
+            if !c.start(index, node) && !c.hedge(index, "impossible", node) {
+                c.fail(
+                    index,
+                    node,
+                    ShardError::Unavailable(format!("node {node} is not known")),
+                );
+            }
+        }
+        while !c.done() {
+            tokio::select! {
+                Some(tried) = c.writes.next() => c.finished(tried),
+                Some((index, node)) = c.timers.next(), if !c.timers.is_empty() => {
+                    c.overdue(index, &node);
+                }
+                else => break,
+            }
+        }
+        if c.error.is_some() {
+            // The put fails: what the other tries leave is deleted before
+            // it says so, unless a node holds its answer back.
+            let drain = async {
+                while let Some(t) = c.writes.next().await {
+                    c.running[t.index].retain(|n| n.id != t.node.id);
+                    c.garbage.push(t.node.garbage(t.key));
+                }
+            };
+            let _ = tokio::time::timeout(WRITE_HEDGE_MIN, drain).await;
+        }
+        let landed: Vec<(String, ShardKey)> = (0..n)
+            .filter(|i| c.landed[*i])
+            .map(|i| (c.targets[i].clone(), c.key(i)))
+            .collect();
+        let late: Vec<Garbage> = (0..n)
+            .flat_map(|i| c.running[i].iter().map(move |node| (i, node)))
+            .map(|(i, node)| node.garbage(c.key(i)))
+            .collect();
+        let Chunk {
+            targets,
+            writes,
+            garbage,
+            error,
+            ..
+        } = c;
+        // Deleted once the put lets go of the file, when the manifest (if
+        // committed) says which copy is the one.
+        self.discard(garbage).await;
+        if !late.is_empty() {
+            self.collect_late(writes, late);
+        }
+        if let Some(e) = error {
+            return (None, landed, Some(e));
+        }
+        let shards = hashes
+            .into_iter()
+            .zip(targets)
+            .map(|(blake3, node)| ShardLocation { node, blake3 })
+            .collect();
+        (
+            Some(ChunkEntry {
+                payload_len,
+                shards,
+            }),
+            landed,
+            None,
+        )
+    }
+
+    /// Lets the copies still being written finish (or gives them up after
+    /// [`LATE_WRITE_LIMIT`]) in the background, then deletes them.
+    fn collect_late(
+        &self,
+        mut writes: FuturesUnordered<BoxFuture<'static, Tried>>,
+        late: Vec<Garbage>,
+    ) {
+        let holds = Arc::clone(&self.holds);
+        tokio::spawn(async move {
+            let finish = async {
+                while let Some(tried) = writes.next().await {
+                    if tried.result.is_ok() {
+                        tried.node.wrote(tried.took);
+                    }
+                }
+            };
+            if tokio::time::timeout(LATE_WRITE_LIMIT, finish)
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    copies = late.len(),
+                    "late shard writes given up; deleting what they may have left"
+                );
+            }
+            let now = holds.discard(late);
+            if !now.is_empty() {
+                holds.delete(now).await;
+            }
+        });
+    }
+}
+
+/// The room a put has on its nodes: placement takes a node's room down by
+/// each shard it sends there, and a node that fills up anyway (another
+/// writer, another use of the disk) is given up for the rest of the put.
+/// Nodes that are suspect (a write or read lagged or failed on them lately)
+/// are left out of placement while enough others can take a chunk.
+pub(crate) struct Room {
+    candidates: std::sync::Mutex<Vec<Candidate>>,
+    nodes: Vec<Node>,
+    shard: u64,
+}
+
+impl Room {
+    pub(crate) fn new(candidates: Vec<Candidate>, nodes: Vec<Node>, shard: u64) -> Self {
+        Self {
+            candidates: std::sync::Mutex::new(candidates),
+            nodes,
+            shard,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Candidate>> {
+        self.candidates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_suspect(&self, id: &str) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.is_suspect())
+    }
+
+    /// The nodes for a chunk's `n` shards, among those with room left.
+    pub(crate) fn place(&self, file_id: FileId, chunk: u64, n: usize) -> Vec<String> {
+        let mut candidates = self.lock();
+        let with_room: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| c.free >= self.shard)
+            .cloned()
+            .collect();
+        // Nobody has room left by this put's count: place as before and
+        // let the nodes say (another put may have freed room).
+        let pool = if with_room.is_empty() {
+            candidates.clone()
+        } else {
+            with_room
+        };
+        let trusted: Vec<Candidate> = pool
+            .iter()
+            .filter(|c| !self.is_suspect(&c.id))
+            .cloned()
+            .collect();
+        let pool = if trusted.len() >= n { trusted } else { pool };
+        let targets = place(&pool, file_id, chunk, n);
+        for t in &targets {
+            if let Some(c) = candidates.iter_mut().find(|c| c.id == *t) {
+                c.free = c.free.saturating_sub(self.shard);
+            }
+        }
+        targets
+    }
+
+    /// A node with room for one more shard that is not in `used` (the
+    /// nodes a chunk's shards went to), taking its room: trusted nodes
+    /// first, then those in a region none of `used` is in, then the
+    /// roomiest.
+    pub(crate) fn spare(&self, used: &[String]) -> Option<String> {
+        let mut candidates = self.lock();
+        let used_regions: Vec<String> = candidates
+            .iter()
+            .filter(|c| used.contains(&c.id))
+            .map(|c| c.region.clone())
+            .collect();
+        let best = candidates
+            .iter()
+            .filter(|c| c.free >= self.shard && !used.contains(&c.id))
+            .max_by_key(|c| {
+                (
+                    !self.is_suspect(&c.id),
+                    !used_regions.contains(&c.region),
+                    c.free,
+                )
+            })?
+            .id
+            .clone();
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == best) {
+            c.free = c.free.saturating_sub(self.shard);
+        }
+        Some(best)
+    }
+
+    /// Marks `full` as out of room and picks another node with room for a
+    /// shard: a spare if there is one, else any node with room (a chunk
+    /// crowded onto fewer nodes is spread out by repair later).
+    pub(crate) fn instead_of(&self, full: &str, used: &[String]) -> Option<String> {
+        {
+            let mut candidates = self.lock();
+            if let Some(c) = candidates.iter_mut().find(|c| c.id == full) {
+                c.free = 0;
+            }
+        }
+        if let Some(spare) = self.spare(used) {
+            return Some(spare);
+        }
+        let mut candidates = self.lock();
+        let other = candidates
+            .iter()
+            .filter(|c| c.free >= self.shard)
+            .max_by_key(|c| c.free)?
+            .id
+            .clone();
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == other) {
+            c.free = c.free.saturating_sub(self.shard);
+        }
+        Some(other)
+    }
+}
