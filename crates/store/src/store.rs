@@ -34,9 +34,18 @@ pub const CHUNKS_IN_FLIGHT: usize = 16;
 /// [`CHUNKS_IN_FLIGHT`], so memory stays about this many chunks (times
 /// (k+m)/k) however many clients there are.
 pub const STORE_CHUNK_BUDGET: usize = 64;
+/// Nodes beyond a chunk's k + m that a put wants among its candidates
+/// before it stops waiting for suspect nodes to say how much room they
+/// have: hedged writes need somewhere to go.
+const SPARES_WANTED: usize = 2;
 /// How long a put waits for its nodes to say how much room they have
 /// before going on without those that have not (when the rest suffice).
-pub const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A node's answer to stats younger than this stands for a new one: many
+/// puts at once ask each node about once in this time, not once each.
+/// Room a put takes is counted by the put itself, and a node that fills
+/// up meanwhile says so when written to (the shard then goes elsewhere).
+pub const STATS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub mod error;
 pub mod node;
@@ -295,15 +304,16 @@ impl Store {
     }
 
     /// The online nodes that answer, with the room each has. Asked all at
-    /// once (one round trip to the farthest, not the sum); those that have
-    /// not answered within [`STATS_WAIT`] are left out (and suspect) when
-    /// the others can take a chunk between them, so a node that stopped
-    /// answering does not hold up every put.
+    /// once (one round trip to the farthest, not the sum); suspect nodes
+    /// that have not answered when the others have, and any that have not
+    /// within [`STATS_WAIT`], are left out (and suspect) when the others
+    /// can take a chunk between them, so a node that stopped answering
+    /// does not hold up every put.
     pub(crate) async fn candidates(&self) -> Vec<Candidate> {
         let online: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
         let mut asked: FuturesUnordered<_> = online
             .iter()
-            .map(|n| async move { (n, n.shards.stats().await) })
+            .map(|n| async move { (n, n.stats(STATS_FRESH).await) })
             .collect();
         let mut out = Vec::new();
         let mut answered = Vec::new();
@@ -321,6 +331,15 @@ impl Store {
                                 region: n.region.clone(),
                                 free: n.room(&s),
                             });
+                        }
+                        // Nodes already suspect (a write or read lagged on
+                        // them just now) are not waited for once the others
+                        // can take a chunk with spares to hedge to.
+                        let waiting_on_trusted = online
+                            .iter()
+                            .any(|n| !n.is_suspect() && !answered.contains(&n.id));
+                        if !waiting_on_trusted && out.len() >= self.coding.n() + SPARES_WANTED {
+                            break;
                         }
                     }
                     None => break,

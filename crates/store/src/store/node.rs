@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use super::now_secs;
 use crate::format::ShardKey;
 use crate::holds::Garbage;
-use crate::shard_store::ShardStore;
+use crate::shard_store::{ShardStore, StoreStats};
 
 /// A node: an id, a region, and where its shards are.
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct Node {
     /// How long a shard write to it usually takes, in microseconds,
     /// smoothed (0: none measured yet).
     write_us: Arc<AtomicU64>,
+    /// Its last answer to stats, and when it came.
+    last_stats: Arc<std::sync::Mutex<Option<(std::time::Instant, StoreStats)>>>,
 }
 
 /// A node's quota when none is set.
@@ -88,6 +90,7 @@ impl Node {
             suspect_until: Arc::new(AtomicU64::new(0)),
             quota: Arc::new(AtomicU64::new(NO_QUOTA)),
             write_us: Arc::new(AtomicU64::new(0)),
+            last_stats: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -112,6 +115,27 @@ impl Node {
         stats.room().min(ours)
     }
 
+    /// Its stats, from its last answer if that is younger than `fresh`,
+    /// else asked now (and kept).
+    pub(crate) async fn stats(
+        &self,
+        fresh: std::time::Duration,
+    ) -> Result<StoreStats, crate::shard_store::ShardError> {
+        let lock = || {
+            self.last_stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((at, stats)) = *lock()
+            && at.elapsed() < fresh
+        {
+            return Ok(stats);
+        }
+        let stats = self.shards.stats().await?;
+        *lock() = Some((std::time::Instant::now(), stats));
+        Ok(stats)
+    }
+
     /// Whether a recent read failed or lagged on it (see [`SUSPECT_FOR`]).
     pub fn is_suspect(&self) -> bool {
         self.suspect_until.load(Ordering::Relaxed) > clock_ms()
@@ -124,7 +148,19 @@ impl Node {
 
     /// Takes the time one shard write took into its usual write time
     /// (an exponentially weighted mean, a quarter to the newest).
-    pub(crate) fn wrote(&self, took: std::time::Duration) {
+    /// Its last stats answer is brought up to date too, so the next puts
+    /// count the room this one took before the node is asked again.
+    pub(crate) fn wrote(&self, took: std::time::Duration, bytes: u64) {
+        if let Some((_, stats)) = self
+            .last_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            stats.used = stats.used.saturating_add(bytes);
+            stats.shards = stats.shards.saturating_add(1);
+            stats.disk_free = stats.disk_free.saturating_sub(bytes);
+        }
         let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
         // Concurrent updates may lose one sample: the mean stays a mean.
         let old = self.write_us.load(Ordering::Relaxed);
@@ -194,11 +230,11 @@ mod tests {
         let n = Node::new("n", "r", Arc::new(shards));
         assert_eq!(n.write_deadline(), WRITE_HEDGE_FIRST);
         // Fast writes: never sooner than the floor.
-        n.wrote(Duration::from_millis(5));
+        n.wrote(Duration::from_millis(5), 0);
         assert_eq!(n.write_deadline(), WRITE_HEDGE_MIN);
         // A node that is usually slow gets a few times its usual time.
         for _ in 0..40 {
-            n.wrote(Duration::from_millis(800));
+            n.wrote(Duration::from_millis(800), 0);
         }
         let d = n.write_deadline();
         assert!(
@@ -207,7 +243,7 @@ mod tests {
         );
         // And never more than the ceiling.
         for _ in 0..40 {
-            n.wrote(Duration::from_secs(30));
+            n.wrote(Duration::from_secs(30), 0);
         }
         assert_eq!(n.write_deadline(), WRITE_HEDGE_MAX);
     }

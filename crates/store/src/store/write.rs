@@ -27,6 +27,7 @@ pub const LATE_WRITE_LIMIT: Duration = Duration::from_secs(60);
 /// What one try at writing a shard came to.
 struct Tried {
     index: usize,
+    bytes: u64,
     node: Node,
     key: ShardKey,
     result: Result<(), ShardError>,
@@ -37,9 +38,11 @@ struct Tried {
 fn try_write(index: usize, node: Node, key: ShardKey, blob: Bytes) -> BoxFuture<'static, Tried> {
     Box::pin(async move {
         let started = Instant::now();
+        let bytes = blob.len() as u64;
         let result = node.shards.put(key, blob).await;
         Tried {
             index,
+            bytes,
             node,
             key,
             result,
@@ -132,6 +135,7 @@ impl Chunk<'_> {
     fn finished(&mut self, done: Tried) {
         let Tried {
             index,
+            bytes,
             node,
             key,
             result,
@@ -140,7 +144,7 @@ impl Chunk<'_> {
         self.running[index].retain(|n| n.id != node.id);
         match result {
             Ok(()) => {
-                node.wrote(took);
+                node.wrote(took, bytes);
                 if self.landed[index] {
                     // A slower copy of a shard another node acknowledged.
                     self.garbage.push(node.garbage(key));
@@ -327,7 +331,7 @@ impl Store {
             let finish = async {
                 while let Some(tried) = writes.next().await {
                     if tried.result.is_ok() {
-                        tried.node.wrote(tried.took);
+                        tried.node.wrote(tried.took, tried.bytes);
                     }
                 }
             };
