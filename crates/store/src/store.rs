@@ -41,11 +41,14 @@ const SPARES_WANTED: usize = 2;
 /// How long a put waits for its nodes to say how much room they have
 /// before going on without those that have not (when the rest suffice).
 pub const STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-/// A node's answer to stats younger than this stands for a new one: many
-/// puts at once ask each node about once in this time, not once each.
-/// Room a put takes is counted by the put itself, and a node that fills
-/// up meanwhile says so when written to (the shard then goes elsewhere).
+/// A node's answer to stats older than this is asked again (in the
+/// background: the put goes on with the answer it has).
 pub const STATS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// A node's answer to stats older than this is not used: the put asks.
+/// Writes through this store keep the answer up to date meanwhile, and a
+/// node that fills up anyway says so when written to (the shard then goes
+/// elsewhere).
+pub const STATS_STALE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub mod error;
 pub mod node;
@@ -303,47 +306,58 @@ impl Store {
             .cloned()
     }
 
-    /// The online nodes that answer, with the room each has. Asked all at
-    /// once (one round trip to the farthest, not the sum); suspect nodes
-    /// that have not answered when the others have, and any that have not
-    /// within [`STATS_WAIT`], are left out (and suspect) when the others
-    /// can take a chunk between them, so a node that stopped answering
-    /// does not hold up every put.
+    /// The online nodes, with the room each has. A node's last answer to
+    /// stats stands for [`STATS_STALE`] (a write through this store keeps
+    /// it up to date), asked again in the background once it is older
+    /// than [`STATS_FRESH`]; so a put does not wait on a round trip to
+    /// every node, nor on a node that stopped answering. Nodes without a
+    /// usable answer are asked all at once; suspect nodes that have not
+    /// answered when the others have, and any that have not within
+    /// [`STATS_WAIT`], are left out (and suspect) when the others can take
+    /// a chunk between them.
     pub(crate) async fn candidates(&self) -> Vec<Candidate> {
         let online: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
-        let mut asked: FuturesUnordered<_> = online
-            .iter()
-            .map(|n| async move { (n, n.stats(STATS_FRESH).await) })
-            .collect();
+        let candidate = |n: &Node, s: &crate::shard_store::StoreStats| Candidate {
+            id: n.id.clone(),
+            region: n.region.clone(),
+            free: n.room(s),
+        };
         let mut out = Vec::new();
         let mut answered = Vec::new();
+        let mut asked = FuturesUnordered::new();
+        for n in &online {
+            match n.cached_stats() {
+                Some((age, stats)) if age < STATS_STALE => {
+                    out.push(candidate(n, &stats));
+                    answered.push(n.id.clone());
+                    if age >= STATS_FRESH {
+                        n.refresh_stats();
+                    }
+                }
+                _ => asked.push(async move { (n, n.ask_stats().await) }),
+            }
+        }
         let wait = tokio::time::sleep(STATS_WAIT);
         tokio::pin!(wait);
         let mut waited = false;
-        loop {
+        while !asked.is_empty() {
             tokio::select! {
-                next = asked.next() => match next {
-                    Some((n, result)) => {
-                        answered.push(n.id.clone());
-                        if let Ok(s) = result {
-                            out.push(Candidate {
-                                id: n.id.clone(),
-                                region: n.region.clone(),
-                                free: n.room(&s),
-                            });
-                        }
-                        // Nodes already suspect (a write or read lagged on
-                        // them just now) are not waited for once the others
-                        // can take a chunk with spares to hedge to.
-                        let waiting_on_trusted = online
-                            .iter()
-                            .any(|n| !n.is_suspect() && !answered.contains(&n.id));
-                        if !waiting_on_trusted && out.len() >= self.coding.n() + SPARES_WANTED {
-                            break;
-                        }
+                next = asked.next() => {
+                    let Some((n, result)) = next else { break };
+                    answered.push(n.id.clone());
+                    if let Ok(s) = result {
+                        out.push(candidate(n, &s));
                     }
-                    None => break,
-                },
+                    // Nodes already suspect (a write or read lagged on
+                    // them just now) are not waited for once the others
+                    // can take a chunk with spares to hedge to.
+                    let waiting_on_trusted = online
+                        .iter()
+                        .any(|n| !n.is_suspect() && !answered.contains(&n.id));
+                    if !waiting_on_trusted && out.len() >= self.coding.n() + SPARES_WANTED {
+                        break;
+                    }
+                }
                 () = &mut wait, if !waited => {
                     waited = true;
                     if out.len() >= self.coding.n() {

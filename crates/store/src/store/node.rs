@@ -30,6 +30,8 @@ pub struct Node {
     write_us: Arc<AtomicU64>,
     /// Its last answer to stats, and when it came.
     last_stats: Arc<std::sync::Mutex<Option<(std::time::Instant, StoreStats)>>>,
+    /// Whether a background stats request is under way.
+    refreshing: Arc<AtomicBool>,
 }
 
 /// A node's quota when none is set.
@@ -91,6 +93,7 @@ impl Node {
             quota: Arc::new(AtomicU64::new(NO_QUOTA)),
             write_us: Arc::new(AtomicU64::new(0)),
             last_stats: Arc::new(std::sync::Mutex::new(None)),
+            refreshing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -115,25 +118,47 @@ impl Node {
         stats.room().min(ours)
     }
 
-    /// Its stats, from its last answer if that is younger than `fresh`,
-    /// else asked now (and kept).
-    pub(crate) async fn stats(
-        &self,
-        fresh: std::time::Duration,
-    ) -> Result<StoreStats, crate::shard_store::ShardError> {
-        let lock = || {
-            self.last_stats
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        if let Some((at, stats)) = *lock()
-            && at.elapsed() < fresh
-        {
-            return Ok(stats);
+    /// Its last answer to stats and how old it is.
+    pub(crate) fn cached_stats(&self) -> Option<(std::time::Duration, StoreStats)> {
+        let last = *self.last_stats_lock();
+        last.map(|(at, stats)| (at.elapsed(), stats))
+    }
+
+    /// Asks it for its stats now, and keeps the answer (an error forgets
+    /// the last one, so the next put asks again rather than trusting it).
+    pub(crate) async fn ask_stats(&self) -> Result<StoreStats, crate::shard_store::ShardError> {
+        let answer = self.shards.stats().await;
+        *self.last_stats_lock() = answer
+            .as_ref()
+            .ok()
+            .map(|stats| (std::time::Instant::now(), *stats));
+        answer
+    }
+
+    /// Asks it for its stats in the background, unless that is under way.
+    pub(crate) fn refresh_stats(&self) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
         }
-        let stats = self.shards.stats().await?;
-        *lock() = Some((std::time::Instant::now(), stats));
-        Ok(stats)
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let node = self.clone();
+        runtime.spawn(async move {
+            if node.ask_stats().await.is_err() {
+                node.suspect();
+            }
+            node.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    fn last_stats_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, StoreStats)>> {
+        self.last_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether a recent read failed or lagged on it (see [`SUSPECT_FOR`]).
@@ -151,12 +176,7 @@ impl Node {
     /// Its last stats answer is brought up to date too, so the next puts
     /// count the room this one took before the node is asked again.
     pub(crate) fn wrote(&self, took: std::time::Duration, bytes: u64) {
-        if let Some((_, stats)) = self
-            .last_stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_mut()
-        {
+        if let Some((_, stats)) = self.last_stats_lock().as_mut() {
             stats.used = stats.used.saturating_add(bytes);
             stats.shards = stats.shards.saturating_add(1);
             stats.disk_free = stats.disk_free.saturating_sub(bytes);

@@ -15,8 +15,8 @@ use futures_util::future::BoxFuture;
 use super::put::StoredChunk;
 use super::*;
 
-/// Tries at most per shard: its planned node and two spares.
-const TRIES_PER_SHARD: usize = 3;
+/// Tries at most per shard: its planned node and three spares.
+const TRIES_PER_SHARD: usize = 4;
 
 /// How long a copy that lost the race may go on being written before it
 /// is given up (and deleted regardless: it may land as it is dropped).
@@ -71,10 +71,10 @@ struct Chunk<'a> {
     targets: Vec<String>,
     /// Whether each shard has a copy acknowledged (on `targets[i]`).
     landed: Vec<bool>,
-    /// Nodes with a try running, per shard.
-    running: Vec<Vec<Node>>,
-    /// Tries started, per shard.
-    tries: Vec<usize>,
+    /// Tries running, per shard: the node, and whether its deadline passed.
+    running: Vec<Vec<(Node, bool)>>,
+    /// The nodes each shard's tries went to.
+    tried: Vec<Vec<String>>,
     /// Every node a shard of this chunk was sent to.
     used: Vec<String>,
     writes: FuturesUnordered<BoxFuture<'static, Tried>>,
@@ -82,6 +82,9 @@ struct Chunk<'a> {
     /// Copies that are not the recorded one (or may have landed although
     /// their write failed).
     garbage: Vec<Garbage>,
+    /// Shards whose every try failed with no node left to try: the next
+    /// shard acknowledged offers one. With the node and error of the last.
+    stranded: Vec<(usize, String, ShardError)>,
     error: Option<StoreError>,
 }
 
@@ -99,7 +102,7 @@ impl Chunk<'_> {
         let Some(node) = self.store.node(id) else {
             return false;
         };
-        self.tries[index] += 1;
+        self.tried[index].push(id.to_owned());
         if !self.used.iter().any(|u| u == id) {
             self.used.push(id.to_owned());
         }
@@ -110,17 +113,29 @@ impl Chunk<'_> {
             self.key(index),
             self.blobs[index].clone(),
         ));
-        self.running[index].push(node);
+        self.running[index].push((node, false));
         true
     }
 
     /// Writes shard `index` to a spare node too; false when there is none
-    /// (or the shard had its tries).
+    /// (or the shard had its tries). With no node left that holds nothing
+    /// of the chunk, a node that has just acknowledged another of its
+    /// shards takes this one as well: the put succeeds surviving one loss
+    /// fewer for that chunk, and repair spreads it out later.
     fn hedge(&mut self, index: usize, why: &str, from: &str) -> bool {
-        if self.tries[index] >= TRIES_PER_SHARD {
+        if self.tried[index].len() >= TRIES_PER_SHARD {
             return false;
         }
-        let Some(spare) = self.room.spare(&self.used) else {
+        let spare = self.room.spare(&self.used).or_else(|| {
+            let tried = &self.tried[index];
+            let alive: Vec<&String> = (0..self.targets.len())
+                .filter(|j| self.landed[*j])
+                .map(|j| &self.targets[j])
+                .filter(|id| !tried.contains(id))
+                .collect();
+            alive.into_iter().find(|id| self.room.take(id)).cloned()
+        });
+        let Some(spare) = spare else {
             return false;
         };
         tracing::debug!(
@@ -141,7 +156,7 @@ impl Chunk<'_> {
             result,
             took,
         } = done;
-        self.running[index].retain(|n| n.id != node.id);
+        self.running[index].retain(|(n, _)| n.id != node.id);
         match result {
             Ok(()) => {
                 node.wrote(took, bytes);
@@ -151,6 +166,13 @@ impl Chunk<'_> {
                 } else {
                     self.landed[index] = true;
                     self.targets[index].clone_from(&node.id);
+                    // A node that just acknowledged can take the shards
+                    // that had nowhere left to go.
+                    for waiting in std::mem::take(&mut self.stranded) {
+                        if !self.hedge(waiting.0, "failed", &waiting.1) {
+                            self.stranded.push(waiting);
+                        }
+                    }
                 }
             }
             // A node that filled up since the put began: the shard goes to
@@ -174,11 +196,14 @@ impl Chunk<'_> {
                 // It may have landed before failing: remove it either way.
                 self.garbage.push(node.garbage(key));
                 node.suspect();
-                if self.landed[index] || !self.running[index].is_empty() {
+                // Another try still in time may yet land it.
+                if self.landed[index] || self.running[index].iter().any(|(_, late)| !late) {
                     return;
                 }
-                if !self.hedge(index, "failed", &node.id) {
-                    self.fail(index, &node.id, source);
+                // With no spare left, a late try may still land it, or
+                // a node that acknowledges another shard may take it.
+                if !self.hedge(index, "failed", &node.id) && self.running[index].is_empty() {
+                    self.stranded.push((index, node.id.clone(), source));
                 }
             }
         }
@@ -192,18 +217,28 @@ impl Chunk<'_> {
         });
     }
 
-    /// Shard `index`'s try on `node` passed its deadline.
+    /// Shard `index`'s try on `node` passed its deadline: when no try of
+    /// that shard is in time any more, one more goes to a spare.
     fn overdue(&mut self, index: usize, node: &str) {
-        let only_try = self.running[index].len() == 1 && self.running[index][0].id == node;
-        if self.landed[index] || !only_try {
+        let Some(try_) = self.running[index].iter_mut().find(|(n, _)| n.id == node) else {
+            return;
+        };
+        try_.1 = true;
+        // Asked last by reads and by the next chunks' placement meanwhile.
+        try_.0.suspect();
+        if self.landed[index] || self.running[index].iter().any(|(_, late)| !late) {
             return;
         }
-        // Asked last by reads and by the next chunks' placement meanwhile.
-        self.running[index][0].suspect();
         self.hedge(index, "late", node);
     }
 
-    fn done(&self) -> bool {
+    fn done(&mut self) -> bool {
+        if self.writes.is_empty()
+            && let Some((index, node, source)) = self.stranded.pop()
+        {
+            // Nothing is being written that could land it any more.
+            self.fail(index, &node, source);
+        }
         self.error.is_some() || self.landed.iter().all(|l| *l)
     }
 }
@@ -244,11 +279,12 @@ impl Store {
             targets: targets.clone(),
             landed: vec![false; n],
             running: vec![Vec::new(); n],
-            tries: vec![0; n],
+            tried: vec![Vec::new(); n],
             used: Vec::new(),
             writes: FuturesUnordered::new(),
             timers: FuturesUnordered::new(),
             garbage: Vec::new(),
+            stranded: Vec::new(),
             error: None,
         };
         for (index, node) in targets.iter().enumerate() {
@@ -274,7 +310,7 @@ impl Store {
             // it says so, unless a node holds its answer back.
             let drain = async {
                 while let Some(t) = c.writes.next().await {
-                    c.running[t.index].retain(|n| n.id != t.node.id);
+                    c.running[t.index].retain(|(n, _)| n.id != t.node.id);
                     c.garbage.push(t.node.garbage(t.key));
                 }
             };
@@ -285,7 +321,7 @@ impl Store {
             .map(|i| (c.targets[i].clone(), c.key(i)))
             .collect();
         let late: Vec<Garbage> = (0..n)
-            .flat_map(|i| c.running[i].iter().map(move |node| (i, node)))
+            .flat_map(|i| c.running[i].iter().map(move |(node, _)| (i, node)))
             .map(|(i, node)| node.garbage(c.key(i)))
             .collect();
         let Chunk {
@@ -439,6 +475,22 @@ impl Room {
             c.free = c.free.saturating_sub(self.shard);
         }
         Some(best)
+    }
+
+    /// Takes room for one more shard on `id`; false when it has none (or
+    /// is suspect).
+    pub(crate) fn take(&self, id: &str) -> bool {
+        if self.is_suspect(id) {
+            return false;
+        }
+        let mut candidates = self.lock();
+        match candidates.iter_mut().find(|c| c.id == id) {
+            Some(c) if c.free >= self.shard => {
+                c.free -= self.shard;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Marks `full` as out of room and picks another node with room for a
