@@ -323,6 +323,10 @@ def reclaimed(cli, work, opts):
 
 # --- 5. a node full, a node slow, a node flapping ---------------------------
 
+# Files up to this size in the slow and flapping runs: small enough that
+# the twelve agents' default quotas hold everything the clients manage to
+# upload, at any speed the store reaches here.
+UPLOAD_LARGEST = 2 * MIB
 # Twelve emulated regions: nine shards a chunk and three spares.
 TWELVE = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "af-south-1", "ap-east-1",
           "ap-south-1", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
@@ -447,7 +451,7 @@ def node_trouble(cli, work, opts):
     try:
         d.wait_connected(len(TWELVE))
         # Slow: the same uploads, healthy and then with one node frozen 3 s in 4.
-        base_acked, base_attempted, base_refused = keep_uploading(d, "healthy", 20, r)
+        base_acked, base_attempted, base_refused = keep_uploading(d, "healthy", 20, r, largest=UPLOAD_LARGEST)
         slow = r.choice(d.connected())
         freezing = threading.Event()
 
@@ -461,7 +465,7 @@ def node_trouble(cli, work, opts):
         t = threading.Thread(target=freezer)
         t.start()
         try:
-            acked, attempted, refused = keep_uploading(d, "slow", 20, r)
+            acked, attempted, refused = keep_uploading(d, "slow", 20, r, largest=UPLOAD_LARGEST)
             reads = {k: acked[k] for k in list(acked)[:20]}
             nbytes, secs, bad = read_all(d, reads)
         finally:
@@ -474,7 +478,7 @@ def node_trouble(cli, work, opts):
                            f"{refused[0][2] if refused else ''}")
         healthy_rate = len(base_acked) / 20
         figures += [
-            ("healthy", f"{len(base_acked)} uploads in 20 s by 4 clients (0-8 MiB files), "
+            ("healthy", f"{len(base_acked)} uploads in 20 s by 4 clients (0-{UPLOAD_LARGEST // MIB} MiB files), "
                         f"12 regions"),
             ("slow", f"{slow['region']} frozen 3 s in 4: {len(acked)} uploads in 20 s, "
                      f"{len(acked) / 20 / healthy_rate:.2f} of the healthy rate; refused: "
@@ -498,7 +502,7 @@ def node_trouble(cli, work, opts):
         t = threading.Thread(target=flapper)
         t.start()
         try:
-            acked, attempted, refused = keep_uploading(d, "flapping", 60, r)
+            acked, attempted, refused = keep_uploading(d, "flapping", 60, r, largest=UPLOAD_LARGEST)
         finally:
             flapping.set()
             t.join()

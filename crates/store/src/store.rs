@@ -392,10 +392,12 @@ impl Store {
             candidates.into_iter().partition(|c| c.free >= shard);
         let slots: u64 = room.iter().map(|c| (c.free / shard).min(need as u64)).sum();
         if slots < need as u64 {
+            let mut full: Vec<String> = full.into_iter().map(|c| c.id).collect();
+            full.sort();
             return Err(StoreError::StoreFull {
                 room: usize::try_from(slots).unwrap_or(need),
                 need,
-                full: full.into_iter().map(|c| c.id).collect(),
+                full,
             });
         }
         Ok(room)

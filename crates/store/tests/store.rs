@@ -1684,3 +1684,36 @@ async fn a_node_that_fills_up_during_a_put_loses_its_shards_to_the_others() {
     );
     assert_eq!(get(&store, "f").await.unwrap(), d);
 }
+
+/// Puts go by the nodes' last answers about their room (asked again in
+/// the background); a put that those answers say cannot fit asks again
+/// before refusing, so room freed by a delete is used at once.
+#[tokio::test]
+async fn room_freed_by_a_delete_takes_the_next_put_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        nodes(dir.path(), 9, 200_000),
+        settings(64 * 1024),
+    )
+    .unwrap();
+    let d = data(300_000, 21);
+    let mut stored = 0;
+    let refused = loop {
+        match store.put(&format!("f{stored}"), &d[..]).await {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 50, "nine 200 kB nodes took 50 files of 300 kB");
+    };
+    assert!(
+        matches!(&refused, StoreError::StoreFull { .. })
+            || matches!(&refused, StoreError::ShardWrite { source, .. } if source.is_full()),
+        "{refused:?}"
+    );
+    assert!(stored > 0);
+    store.delete("f0").await.unwrap();
+    store.put("again", &d[..]).await.unwrap();
+    assert_eq!(get(&store, "again").await.unwrap(), d);
+}

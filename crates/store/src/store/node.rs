@@ -135,6 +135,11 @@ impl Node {
         answer
     }
 
+    /// Forgets its last answer to stats: the next put asks.
+    pub(crate) fn forget_stats(&self) {
+        *self.last_stats_lock() = None;
+    }
+
     /// Asks it for its stats in the background, unless that is under way.
     pub(crate) fn refresh_stats(&self) {
         if self.refreshing.swap(true, Ordering::AcqRel) {

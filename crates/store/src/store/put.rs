@@ -32,11 +32,19 @@ impl Store {
         if candidates.is_empty() {
             return Err(StoreError::NoNodes);
         }
-        let room = Arc::new(Room::new(
-            self.with_room(candidates)?,
-            self.nodes(),
-            self.largest_shard(),
-        ));
+        let with_room = match self.with_room(candidates) {
+            Ok(room) => room,
+            // The nodes' last answers may predate deletes: ask them again
+            // before refusing.
+            Err(StoreError::StoreFull { .. }) => {
+                for n in self.nodes() {
+                    n.forget_stats();
+                }
+                self.with_room(self.candidates().await)?
+            }
+            Err(e) => return Err(e),
+        };
+        let room = Arc::new(Room::new(with_room, self.nodes(), self.largest_shard()));
         let chunk_size = self.settings.chunk_size as usize;
         let mut in_flight = FuturesOrdered::new();
         let mut chunks: Vec<ChunkEntry> = Vec::new();
