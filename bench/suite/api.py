@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from .common import CLI, EMULATOR, ROOT, log, med, span
+from .common import CLI, DIST_CLI, EMULATOR, ROOT, log, med, span
 
 GNU_TIME = "/usr/bin/time"
 
@@ -56,7 +56,8 @@ def run(python, aws, runs=30):
             env.pop(k, None)
         subprocess.run([CLI, "create", "--name", "bench"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        commands = [("cloudshell list", [CLI, "list"]),
+        commands = [("cloudshell list", [DIST_CLI, "list"]),
+                    ("cloudshell list (release build)", [CLI, "list"]),
                     ("boto3 describe_environments",
                      [python, os.path.join(ROOT, "bench", "boto3_list.py")]),
                     ("aws cloudshell describe-environments",

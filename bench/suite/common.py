@@ -13,6 +13,8 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 CLI = os.path.join(TARGET, "release", "cloudshell")
+# What users install (`cargo build --profile dist`): stripped, LTO.
+DIST_CLI = os.path.join(TARGET, "dist", "cloudshell")
 EMULATOR = os.path.join(TARGET, "release", "cloudshell-emulator")
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "cloudshell-bench")
 MIB = 1 << 20

@@ -3,7 +3,7 @@
 Usage (through bench/run, which builds and installs what this needs):
     main.py --python PY --aws AWS [--only SECTION ...] [--quick] [--out FILE]
 
-Sections: api, pipeline, endtoend, wan. `--only` reruns some and keeps
+Sections: api, binaries, pipeline, endtoend, wan. `--only` reruns some and keeps
 the others as they are in the report; `--quick` runs small sizes into a
 scratch report (a smoke test of the harness, not figures to publish).
 """
@@ -13,10 +13,10 @@ import os
 import sys
 import time
 
-from . import api, endtoend, hotspots, pipeline, wan
+from . import api, binaries, endtoend, hotspots, pipeline, wan
 from .common import ROOT, Report, log, machine
 
-ORDER = ["intro", "api", "pipeline", "endtoend", "profile", "wan", "other"]
+ORDER = ["intro", "api", "binaries", "pipeline", "endtoend", "profile", "wan", "other"]
 COMMAND = "bench/run"
 
 
@@ -25,7 +25,8 @@ def section_api(args):
     return f"""## API client: `cloudshell list` against boto3 and the AWS CLI
 
 One emulator, one environment to list, and the same DescribeEnvironments
-call made three ways: `cloudshell list` (release build), a five-line boto3
+call made three ways: `cloudshell list` (the `dist` build users install;
+the release build, with line tables, on the next row), a five-line boto3
 script using the model shipped in `models/` (`bench/boto3_list.py`), and
 `aws cloudshell describe-environments` (AWS CLI v1 from PyPI, the same
 model on `AWS_DATA_PATH`). Each figure is a whole process: start-up,
@@ -180,7 +181,21 @@ says when it was measured. Machine: {machine()}.
 """
 
 
-SECTIONS = {"api": section_api, "pipeline": section_pipeline,
+def section_binaries(args):
+    rows = binaries.run()
+    return f"""## What we ship: binary sizes
+
+`cargo build --profile dist` is what a user installs and what the daemon
+uploads to each CloudShell environment (the agent sits next to the
+`cloudshell` it runs with): stripped, one codegen unit, link-time
+optimisation across crates. The release profile keeps line tables for
+profiling and backtraces; its stripped size is shown for comparison.
+
+{binaries.markdown(rows)}
+"""
+
+
+SECTIONS = {"api": section_api, "binaries": section_binaries, "pipeline": section_pipeline,
             "endtoend": section_endtoend, "wan": section_wan}
 
 

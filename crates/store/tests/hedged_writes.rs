@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 
+mod common;
+use common::data;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -137,18 +140,6 @@ fn setup(n: usize, trouble: Trouble) -> Setup {
 
 fn node_dir(root: &Path, i: usize) -> PathBuf {
     root.join(format!("node{i}"))
-}
-
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// The shards on node `i`'s disk, by key name.

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 
+mod common;
+use common::data;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,18 +90,6 @@ fn open_with_passphrase(root: &Path, passphrase: &str) -> Result<Store, StoreErr
         nodes(root, 9, 1 << 40),
         settings(4096),
     )
-}
-
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 async fn get(store: &Store, name: &str) -> Result<Vec<u8>, StoreError> {
