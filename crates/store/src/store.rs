@@ -61,10 +61,10 @@ pub use node::{
     NO_QUOTA, Node, SUSPECT_FOR, WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST, WRITE_HEDGE_MAX,
     WRITE_HEDGE_MIN,
 };
-pub(crate) use put::shard_blob;
-pub use put::{EncodedChunk, PutReport, encode_chunk, largest_shard};
+pub use put::{PutReport, largest_shard};
 pub use repair::{RedistributeReport, RepairReport, ShardGap};
-pub use write::LATE_WRITE_LIMIT;
+pub(crate) use write::shard_blob;
+pub use write::{EncodedChunk, LATE_WRITE_LIMIT, encode_chunk};
 
 /// How the master key is given.
 #[derive(Debug, Clone)]

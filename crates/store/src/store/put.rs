@@ -2,7 +2,7 @@
 //! and written to its nodes (several chunks in flight within the store's
 //! budget), room accounted per node, the file switched in at the end.
 
-use super::write::Room;
+use super::write::{Room, StoredChunk};
 use super::*;
 
 /// What a put stored.
@@ -156,14 +156,6 @@ pub fn largest_shard(settings: &StoreSettings) -> u64 {
     (HEADER_LEN + crate::format::shard_len(settings.chunk_size as usize + 16, settings.k)) as u64
 }
 
-/// What [`Store::store_chunk`] returns: the chunk's entry (or why not),
-/// and the shards it left on nodes (to delete when the put fails).
-pub(crate) type StoredChunk = (
-    Option<ChunkEntry>,
-    Vec<(String, ShardKey)>,
-    Option<StoreError>,
-);
-
 /// Reads until `limit` bytes or end of input; returns how many.
 pub(crate) async fn read_full<R: AsyncRead + Unpin>(
     input: &mut R,
@@ -180,85 +172,6 @@ pub(crate) async fn read_full<R: AsyncRead + Unpin>(
         }
     }
     Ok(buf.len())
-}
-
-/// One shard's header.
-pub(crate) fn shard_header(
-    coding: &Coding,
-    key: ShardKey,
-    payload_len: u32,
-    encrypted: bool,
-    shard_len: usize,
-) -> [u8; HEADER_LEN] {
-    ShardHeader {
-        flags: if encrypted { FLAG_ENCRYPTED } else { 0 },
-        k: coding.k() as u8,
-        m: coding.m() as u8,
-        key,
-        payload_len,
-        shard_len: shard_len as u32,
-    }
-    .encode()
-}
-
-/// One shard with its header, as stored.
-pub(crate) fn shard_blob(
-    coding: &Coding,
-    key: ShardKey,
-    payload_len: u32,
-    encrypted: bool,
-    data: &[u8],
-) -> Bytes {
-    let mut blob = Vec::with_capacity(HEADER_LEN + data.len());
-    blob.extend_from_slice(&shard_header(
-        coding,
-        key,
-        payload_len,
-        encrypted,
-        data.len(),
-    ));
-    blob.extend_from_slice(data);
-    Bytes::from(blob)
-}
-
-/// A chunk ready to store: its payload length, and each shard with its BLAKE3.
-#[derive(Debug, Clone)]
-pub struct EncodedChunk {
-    /// Bytes of payload before padding.
-    pub payload_len: u32,
-    /// Shard `i`, header included.
-    pub blobs: Vec<Bytes>,
-    /// BLAKE3 of each blob.
-    pub hashes: Vec<[u8; 32]>,
-}
-
-/// The CPU part of a put for one chunk: encrypt, code, frame, hash.
-pub fn encode_chunk(
-    coding: Coding,
-    file_id: FileId,
-    chunk: u64,
-    mut payload: Vec<u8>,
-    cipher: Option<&ChunkCipher>,
-) -> Result<EncodedChunk, StoreError> {
-    if let Some(c) = cipher {
-        c.seal(chunk, &mut payload);
-    }
-    let payload_len = payload.len() as u32;
-    let len = crate::format::shard_len(payload.len(), coding.k());
-    let blobs = coding.encode_framed(&payload, |i| {
-        let key = ShardKey {
-            file_id,
-            chunk,
-            index: i as u8,
-        };
-        shard_header(&coding, key, payload_len, cipher.is_some(), len)
-    })?;
-    let hashes = blobs.iter().map(|b| *blake3::hash(b).as_bytes()).collect();
-    Ok(EncodedChunk {
-        payload_len,
-        blobs: blobs.into_iter().map(Bytes::from).collect(),
-        hashes,
-    })
 }
 
 /// Takes a stored chunk's outcome into a put's running state: chunks are

@@ -1,18 +1,18 @@
-//! A chunk's shards written to their nodes, hedged: a shard its node has
-//! not acknowledged within that node's deadline ([`Node::write_deadline`])
-//! is written to a spare node as well (one holding no shard of the chunk),
-//! and so is one whose write failed; the first copy acknowledged is the one
-//! the manifest records. The other copies are garbage: deleted once the put
-//! lets go of its file, those still being written once they end (or are
-//! given up after [`LATE_WRITE_LIMIT`]). So a put does not wait on a node
-//! that stopped answering, or fail because one died, while enough others
-//! serve; and no copy the manifest does not name stays behind.
+//! A chunk encoded (encrypted, coded, framed, hashed) and its shards
+//! written to their nodes, hedged: a shard its node has not acknowledged
+//! within that node's deadline ([`Node::write_deadline`]) is written to a
+//! spare node as well (one holding no shard of the chunk), and so is one
+//! whose write failed; the first copy acknowledged is the one the manifest
+//! records. The other copies are garbage: deleted once the put lets go of
+//! its file, those still being written once they end (or are given up
+//! after [`LATE_WRITE_LIMIT`]). So a put does not wait on a node that
+//! stopped answering, or fail because one died, while enough others serve;
+//! and no copy the manifest does not name stays behind.
 
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use super::put::StoredChunk;
 use super::*;
 
 /// Tries at most per shard: its planned node and three spares.
@@ -23,6 +23,93 @@ const TRIES_PER_SHARD: usize = 4;
 /// Longer than a remote request's own timeout, so this bounds only a
 /// store that never answers.
 pub const LATE_WRITE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What [`Store::store_chunk`] returns: the chunk's entry (or why not),
+/// and the shards it left on nodes (to delete when the put fails).
+pub(crate) type StoredChunk = (
+    Option<ChunkEntry>,
+    Vec<(String, ShardKey)>,
+    Option<StoreError>,
+);
+
+/// One shard's header.
+pub(crate) fn shard_header(
+    coding: &Coding,
+    key: ShardKey,
+    payload_len: u32,
+    encrypted: bool,
+    shard_len: usize,
+) -> [u8; HEADER_LEN] {
+    ShardHeader {
+        flags: if encrypted { FLAG_ENCRYPTED } else { 0 },
+        k: coding.k() as u8,
+        m: coding.m() as u8,
+        key,
+        payload_len,
+        shard_len: shard_len as u32,
+    }
+    .encode()
+}
+
+/// One shard with its header, as stored.
+pub(crate) fn shard_blob(
+    coding: &Coding,
+    key: ShardKey,
+    payload_len: u32,
+    encrypted: bool,
+    data: &[u8],
+) -> Bytes {
+    let mut blob = Vec::with_capacity(HEADER_LEN + data.len());
+    blob.extend_from_slice(&shard_header(
+        coding,
+        key,
+        payload_len,
+        encrypted,
+        data.len(),
+    ));
+    blob.extend_from_slice(data);
+    Bytes::from(blob)
+}
+
+/// A chunk ready to store: its payload length, and each shard with its BLAKE3.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    /// Bytes of payload before padding.
+    pub payload_len: u32,
+    /// Shard `i`, header included.
+    pub blobs: Vec<Bytes>,
+    /// BLAKE3 of each blob.
+    pub hashes: Vec<[u8; 32]>,
+}
+
+/// The CPU part of a put for one chunk: encrypt, code, frame, hash.
+pub fn encode_chunk(
+    coding: Coding,
+    file_id: FileId,
+    chunk: u64,
+    mut payload: Vec<u8>,
+    cipher: Option<&ChunkCipher>,
+) -> Result<EncodedChunk, StoreError> {
+    if let Some(c) = cipher {
+        c.seal(chunk, &mut payload);
+    }
+    let payload_len = payload.len() as u32;
+    let len = crate::format::shard_len(payload.len(), coding.k());
+    let blobs = coding.encode_framed(&payload, |i| {
+        let key = ShardKey {
+            file_id,
+            chunk,
+            index: i as u8,
+        };
+        shard_header(&coding, key, payload_len, cipher.is_some(), len)
+    })?;
+    let hashes = blobs.iter().map(|b| *blake3::hash(b).as_bytes()).collect();
+    Ok(EncodedChunk {
+        payload_len,
+        blobs: blobs.into_iter().map(Bytes::from).collect(),
+        hashes,
+    })
+}
 
 /// What one try at writing a shard came to.
 struct Tried {
