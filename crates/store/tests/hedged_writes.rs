@@ -353,3 +353,19 @@ async fn a_node_that_answers_nothing_is_left_out_when_the_others_suffice() {
     assert_eq!(s.get("f").await, d);
     s.open_gate.send(true).unwrap();
 }
+
+#[tokio::test]
+async fn with_no_spare_a_slow_node_is_waited_for_not_doubled_up() {
+    // Late, not failed: its shards stay its own and every chunk keeps
+    // nine distinct nodes.
+    let s = setup(9, Trouble::Slow(cloudshell_store::WRITE_HEDGE_FIRST * 2));
+    let d = data(8 * 4096, 6);
+    let report = s.store.put("f", &d[..]).await.unwrap();
+    assert!(s.troubled.puts.load(SeqCst) > 0);
+    assert_eq!(report.survivable_losses, 3);
+    for (c, nodes) in s.manifest_nodes("f").iter().enumerate() {
+        assert!(nodes.iter().any(|n| n == "node8"), "chunk {c}: {nodes:?}");
+    }
+    s.only_what_is_placed().await;
+    assert_eq!(s.get("f").await, d);
+}

@@ -147,6 +147,24 @@ fn due(index: usize, node: &Node) -> BoxFuture<'static, (usize, String)> {
     })
 }
 
+/// Why a shard is written to another node too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hedge {
+    /// Its tries so far are past their deadlines.
+    Late,
+    /// Its last try failed and none is running.
+    Failed,
+}
+
+impl Hedge {
+    fn as_str(self) -> &'static str {
+        match self {
+            Hedge::Late => "late",
+            Hedge::Failed => "failed",
+        }
+    }
+}
+
 /// The shards of one chunk as they are being written.
 struct Chunk<'a> {
     store: &'a Store,
@@ -205,15 +223,21 @@ impl Chunk<'_> {
     }
 
     /// Writes shard `index` to a spare node too; false when there is none
-    /// (or the shard had its tries). With no node left that holds nothing
-    /// of the chunk, a node that has just acknowledged another of its
-    /// shards takes this one as well: the put succeeds surviving one loss
-    /// fewer for that chunk, and repair spreads it out later.
-    fn hedge(&mut self, index: usize, why: &str, from: &str) -> bool {
+    /// (or the shard had its tries). When its write failed (`Hedge::Failed`)
+    /// and no node that holds nothing of the chunk is left, a node that
+    /// has just acknowledged another of its shards takes this one as well:
+    /// the put succeeds surviving one loss fewer for that chunk, and repair
+    /// spreads it out later. A write that is only late is waited for
+    /// instead: a slow link is not a lost node, and doubling up would cost
+    /// redundancy for good.
+    fn hedge(&mut self, index: usize, why: Hedge, from: &str) -> bool {
         if self.tried[index].len() >= TRIES_PER_SHARD {
             return false;
         }
         let spare = self.room.spare(&self.used).or_else(|| {
+            if why == Hedge::Late {
+                return None;
+            }
             let tried = &self.tried[index];
             let alive: Vec<&String> = (0..self.targets.len())
                 .filter(|j| self.landed[*j])
@@ -229,7 +253,8 @@ impl Chunk<'_> {
             shard = %self.key(index).name(),
             from,
             to = %spare,
-            "shard write {why}: written to a spare node too"
+            "shard write {}: written to a spare node too",
+            why.as_str()
         );
         self.start(index, &spare)
     }
@@ -256,7 +281,7 @@ impl Chunk<'_> {
                     // A node that just acknowledged can take the shards
                     // that had nowhere left to go.
                     for waiting in std::mem::take(&mut self.stranded) {
-                        if !self.hedge(waiting.0, "failed", &waiting.1) {
+                        if !self.hedge(waiting.0, Hedge::Failed, &waiting.1) {
                             self.stranded.push(waiting);
                         }
                     }
@@ -289,7 +314,7 @@ impl Chunk<'_> {
                 }
                 // With no spare left, a late try may still land it, or
                 // a node that acknowledges another shard may take it.
-                if !self.hedge(index, "failed", &node.id) && self.running[index].is_empty() {
+                if !self.hedge(index, Hedge::Failed, &node.id) && self.running[index].is_empty() {
                     self.stranded.push((index, node.id.clone(), source));
                 }
             }
@@ -316,7 +341,7 @@ impl Chunk<'_> {
         if self.landed[index] || self.running[index].iter().any(|(_, late)| !late) {
             return;
         }
-        self.hedge(index, "late", node);
+        self.hedge(index, Hedge::Late, node);
     }
 
     fn done(&mut self) -> bool {
@@ -375,7 +400,7 @@ impl Store {
             error: None,
         };
         for (index, node) in targets.iter().enumerate() {
-            if !c.start(index, node) && !c.hedge(index, "impossible", node) {
+            if !c.start(index, node) && !c.hedge(index, Hedge::Failed, node) {
                 c.fail(
                     index,
                     node,
