@@ -171,7 +171,8 @@ command, on this machine:
     {COMMAND}
 
 (`bench/run --only wan` reruns one section; `bench/run --quick` is a small
-smoke run into a scratch file.) It builds the release binaries, makes
+smoke run into a scratch file.) It builds the release binaries and the
+`dist` ones users install, makes
 virtualenvs under `~/.cache/cloudshell-bench` for boto3 with the AWS CLI
 and for Tahoe-LAFS, and needs root for the network namespaces. Ratios are
 what to read; absolute figures are context, from a shared 2-core machine.
