@@ -231,13 +231,20 @@ impl Setup {
     }
 }
 
-/// Nine distinct nodes per chunk, none of them `not`.
-fn spread_without(chunks: &[Vec<String>], not: &str) {
+/// Nine distinct nodes per chunk.
+fn on_nine_nodes(chunks: &[Vec<String>]) {
     for (c, nodes) in chunks.iter().enumerate() {
         let mut distinct = nodes.clone();
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), 9, "chunk {c} is on {nodes:?}");
+    }
+}
+
+/// Nine distinct nodes per chunk, none of them `not`.
+fn spread_without(chunks: &[Vec<String>], not: &str) {
+    on_nine_nodes(chunks);
+    for (c, nodes) in chunks.iter().enumerate() {
         assert!(
             !nodes.iter().any(|n| n == not),
             "chunk {c} has a shard on {not}: {nodes:?}"
@@ -284,12 +291,7 @@ async fn a_shard_written_twice_is_recorded_once_and_the_other_copy_deleted() {
     assert!(sent > 0, "no shard was sent to the slow node");
     // Recorded once per shard, on nine distinct nodes; the slow node's
     // copies (or, had a spare been slower still, the spare's) are deleted.
-    for (c, nodes) in s.manifest_nodes("f").iter().enumerate() {
-        let mut distinct = nodes.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert_eq!(distinct.len(), 9, "chunk {c} is on {nodes:?}");
-    }
+    on_nine_nodes(&s.manifest_nodes("f"));
     tokio::time::sleep(slow).await;
     s.only_what_is_placed().await;
     assert_eq!(s.get("f").await, d);

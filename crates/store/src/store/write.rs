@@ -308,8 +308,7 @@ impl Chunk<'_> {
                 // It may have landed before failing: remove it either way.
                 self.garbage.push(node.garbage(key));
                 node.suspect();
-                // Another try still in time may yet land it.
-                if self.landed[index] || self.running[index].iter().any(|(_, late)| !late) {
+                if self.covered(index) {
                     return;
                 }
                 // With no spare left, a late try may still land it, or
@@ -319,6 +318,12 @@ impl Chunk<'_> {
                 }
             }
         }
+    }
+
+    /// Whether shard `index` has landed, or has a try still within its
+    /// deadline that may yet land it.
+    fn covered(&self, index: usize) -> bool {
+        self.landed[index] || self.running[index].iter().any(|(_, late)| !late)
     }
 
     fn fail(&mut self, index: usize, node: &str, source: ShardError) {
@@ -338,7 +343,7 @@ impl Chunk<'_> {
         try_.1 = true;
         // Asked last by reads and by the next chunks' placement meanwhile.
         try_.0.suspect();
-        if self.landed[index] || self.running[index].iter().any(|(_, late)| !late) {
+        if self.covered(index) {
             return;
         }
         self.hedge(index, Hedge::Late, node);
@@ -526,6 +531,13 @@ impl Room {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts one more shard against `id`'s room.
+    fn claim(&self, candidates: &mut [Candidate], id: &str) {
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == id) {
+            c.free = c.free.saturating_sub(self.shard);
+        }
+    }
+
     fn is_suspect(&self, id: &str) -> bool {
         self.nodes.iter().any(|n| n.id == id && n.is_suspect())
     }
@@ -553,9 +565,7 @@ impl Room {
         let pool = if trusted.len() >= n { trusted } else { pool };
         let targets = place(&pool, file_id, chunk, n);
         for t in &targets {
-            if let Some(c) = candidates.iter_mut().find(|c| c.id == *t) {
-                c.free = c.free.saturating_sub(self.shard);
-            }
+            self.claim(&mut candidates, t);
         }
         targets
     }
@@ -583,9 +593,7 @@ impl Room {
             })?
             .id
             .clone();
-        if let Some(c) = candidates.iter_mut().find(|c| c.id == best) {
-            c.free = c.free.saturating_sub(self.shard);
-        }
+        self.claim(&mut candidates, &best);
         Some(best)
     }
 
@@ -625,9 +633,7 @@ impl Room {
             .max_by_key(|c| c.free)?
             .id
             .clone();
-        if let Some(c) = candidates.iter_mut().find(|c| c.id == other) {
-            c.free = c.free.saturating_sub(self.shard);
-        }
+        self.claim(&mut candidates, &other);
         Some(other)
     }
 }
