@@ -60,7 +60,8 @@ pub use read::Version;
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
     CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, LATE_WRITE_LIMIT, NO_QUOTA,
-    Node, PutReport, RedistributeReport, RepairReport, STATS_WAIT, STORE_CHUNK_BUDGET, SUSPECT_FOR,
-    ShardGap, Store, StoreError, StoreSettings, WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST,
-    WRITE_HEDGE_MAX, WRITE_HEDGE_MIN, encode_chunk, largest_shard,
+    Node, PUT_SHARD_WINDOW, PutReport, RedistributeReport, RepairReport, STATS_WAIT,
+    STORE_SHARD_BUDGET, SUSPECT_FOR, ShardGap, Store, StoreError, StoreSettings,
+    WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST, WRITE_HEDGE_MAX, WRITE_HEDGE_MIN, WRITES_PER_NODE,
+    encode_chunk, largest_shard,
 };

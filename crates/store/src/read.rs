@@ -11,7 +11,7 @@ use crate::erasure::Coding;
 use crate::format::{FileId, HEADER_LEN, ShardHeader, ShardKey};
 use crate::holds::Hold;
 use crate::index::{ChunkEntry, FileRecord, Manifest};
-use crate::store::{CHUNKS_IN_FLIGHT, HEDGE_DELAY, Node, Store, StoreError};
+use crate::store::{Budget, CHUNKS_IN_FLIGHT, HEDGE_DELAY, Node, Store, StoreError, read_cost};
 
 /// One version of a file, as it was when opened: its record (size,
 /// BLAKE3, attributes) and where its bytes are. It is held while it
@@ -154,10 +154,11 @@ impl Store {
                 // The first chunk waits for a permit; read-ahead takes one
                 // only when the store has one free, so a busy store reads
                 // fewer chunks ahead rather than none at all.
+                let cost = read_cost(coding.k());
                 let permit = if reads.is_empty() {
-                    Some(self.chunk_permit().await?)
+                    Some(Budget::acquire(&self.shard_budget, None, cost).await?)
                 } else {
-                    Arc::clone(&self.chunk_budget).try_acquire_owned().ok()
+                    Budget::try_acquire(&self.shard_budget, cost)
                 };
                 let Some(permit) = permit else { break };
                 let read = self.read_chunk(record, manifest, next, coding, cipher.clone());

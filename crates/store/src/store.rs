@@ -24,16 +24,10 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 /// How long a read waits for its first k + 1 shards before asking every
 /// other node too: a dead node costs this much, not a connection timeout.
 pub const HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
-/// Chunks one put keeps in flight (and one get reads ahead): enough to keep
-/// every node's link busy across a wide-area round trip (a node 220 ms away
-/// at 4 MB/s holds about five 175 KB shards in the pipe), while memory stays
-/// bounded whatever the file size.
+/// Chunks one get reads ahead: enough to keep the links of the nodes it
+/// reads from busy across a wide-area round trip, while memory stays
+/// bounded whatever the file size (and within [`STORE_SHARD_BUDGET`]).
 pub const CHUNKS_IN_FLIGHT: usize = 16;
-/// Chunks in flight across all puts and gets of a store at once: many
-/// concurrent transfers share this budget instead of each taking
-/// [`CHUNKS_IN_FLIGHT`], so memory stays about this many chunks (times
-/// (k+m)/k) however many clients there are.
-pub const STORE_CHUNK_BUDGET: usize = 64;
 /// Nodes beyond a chunk's k + m that a put wants among its candidates
 /// before it stops waiting for suspect nodes to say how much room they
 /// have: hedged writes need somewhere to go.
@@ -50,16 +44,19 @@ pub const STATS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// elsewhere).
 pub const STATS_STALE: std::time::Duration = std::time::Duration::from_secs(30);
 
+mod budget;
 pub mod error;
 pub mod node;
 mod put;
 mod repair;
 mod write;
 
+pub(crate) use budget::{Budget, read_cost};
+pub use budget::{PUT_SHARD_WINDOW, STORE_SHARD_BUDGET};
 pub use error::{SkippedBackup, StoreError};
 pub use node::{
     NO_QUOTA, Node, SUSPECT_FOR, WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST, WRITE_HEDGE_MAX,
-    WRITE_HEDGE_MIN,
+    WRITE_HEDGE_MIN, WRITES_PER_NODE,
 };
 pub use put::{PutReport, largest_shard};
 pub use repair::{RedistributeReport, RepairReport, ShardGap};
@@ -113,8 +110,8 @@ pub struct Store {
     pub(crate) holds: Arc<Holds>,
     settings: StoreSettings,
     coding: Coding,
-    /// Permits for chunks in flight (see [`STORE_CHUNK_BUDGET`]).
-    pub(crate) chunk_budget: Arc<tokio::sync::Semaphore>,
+    /// Room for shards in memory (see [`STORE_SHARD_BUDGET`]).
+    pub(crate) shard_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Store {
@@ -184,20 +181,8 @@ impl Store {
             nodes: std::sync::RwLock::new(nodes),
             settings,
             coding,
-            chunk_budget: Arc::new(tokio::sync::Semaphore::new(STORE_CHUNK_BUDGET)),
+            shard_budget: Arc::new(tokio::sync::Semaphore::new(STORE_SHARD_BUDGET)),
         })
-    }
-
-    /// A permit for one more chunk in flight. Every operation holding
-    /// permits finishes its chunks without asking for more, so waiting here
-    /// cannot deadlock.
-    pub(crate) async fn chunk_permit(
-        &self,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
-        Arc::clone(&self.chunk_budget)
-            .acquire_owned()
-            .await
-            .map_err(|e| StoreError::Task(e.into()))
     }
 
     /// The nodes (handles: taking one offline takes the store's offline).

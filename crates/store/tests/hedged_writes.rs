@@ -260,9 +260,16 @@ async fn a_node_that_stops_acknowledging_is_written_around_and_its_late_copies_d
         .await
         .expect("the put does not wait for the stuck node")
         .unwrap();
+    let sent = s.troubled.puts.load(SeqCst);
     assert!(
-        s.troubled.puts.load(SeqCst) > 0,
+        sent > 0,
         "no shard was sent to the stuck node: the test shows nothing"
+    );
+    // Only the writes that had their turn were sent; those queued behind
+    // them went to spares and, landed there, were never sent to it.
+    assert!(
+        sent <= cloudshell_store::WRITES_PER_NODE,
+        "{sent} writes were sent to the stuck node at once"
     );
     assert_eq!(report.survivable_losses, 3);
     spread_without(&s.manifest_nodes("f"), "node11");
@@ -368,6 +375,40 @@ async fn with_no_spare_a_slow_node_is_waited_for_not_doubled_up() {
     for (c, nodes) in s.manifest_nodes("f").iter().enumerate() {
         assert!(nodes.iter().any(|n| n == "node8"), "chunk {c}: {nodes:?}");
     }
+    s.only_what_is_placed().await;
+    assert_eq!(s.get("f").await, d);
+}
+
+#[tokio::test]
+async fn the_other_nodes_run_ahead_of_one_that_is_behind() {
+    // Nine nodes: no spare, so the stuck node's shards wait for it. The
+    // other eight take shards of far more chunks than a get reads ahead
+    // meanwhile, while the stuck one is sent no more than its queue's turns.
+    let s = setup(9, Trouble::Stuck);
+    let chunks = 120;
+    let d = data(chunks * 4096, 7);
+    let ahead = 90;
+    let watch = async {
+        while on_disk(s.dir.path(), 0).len() < ahead {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = s.troubled.puts.load(SeqCst);
+        assert!(
+            sent <= cloudshell_store::WRITES_PER_NODE,
+            "{sent} writes were sent to the node that is behind at once"
+        );
+        s.open_gate.send(true).unwrap();
+    };
+    let (put, ()) = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join(s.store.put("f", &d[..]), watch),
+    )
+    .await
+    .expect("the other nodes ran ahead of the stuck one");
+    let report = put.unwrap();
+    assert!(ahead > cloudshell_store::CHUNKS_IN_FLIGHT);
+    assert_eq!(report.survivable_losses, 3);
+    on_nine_nodes(&s.manifest_nodes("f"));
     s.only_what_is_placed().await;
     assert_eq!(s.get("f").await, d);
 }

@@ -1092,16 +1092,18 @@ async fn nodes_gone_silent_are_asked_last_once_a_read_hedges() {
     assert_eq!(get(&store, "f").await.unwrap(), d);
 }
 
-/// More puts and gets at once than the store's chunk budget has room for
-/// (each would take CHUNKS_IN_FLIGHT chunks): they share it, none waits
-/// forever on permits another holds, and every byte comes back.
+/// More puts and gets at once than the store's shard budget has room for
+/// (each put could fill its window, each get read CHUNKS_IN_FLIGHT chunks
+/// ahead): they share it, none waits forever on room another holds, and
+/// every byte comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_transfers_at_once_share_the_chunk_budget_without_deadlock() {
+async fn many_transfers_at_once_share_the_shard_budget_without_deadlock() {
     let f = fixture(KeySource::NoEncryption, 4096);
     let store = Arc::new(f.store);
     let files: usize =
-        2 * cloudshell_store::STORE_CHUNK_BUDGET / cloudshell_store::CHUNKS_IN_FLIGHT;
-    let size = 4096 * 3 * cloudshell_store::CHUNKS_IN_FLIGHT;
+        2 * cloudshell_store::STORE_SHARD_BUDGET / cloudshell_store::PUT_SHARD_WINDOW + 2;
+    // Each file has more shards than a put's window.
+    let size = 4096 * 2 * cloudshell_store::PUT_SHARD_WINDOW / 9;
     let mut tasks = Vec::new();
     for i in 0..files {
         let store = Arc::clone(&store);

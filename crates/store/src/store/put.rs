@@ -2,7 +2,7 @@
 //! and written to its nodes (several chunks in flight within the store's
 //! budget), room accounted per node, the file switched in at the end.
 
-use super::write::{Room, StoredChunk};
+use super::write::{FileWrite, Room, StoredChunk};
 use super::*;
 
 /// What a put stored.
@@ -45,7 +45,15 @@ impl Store {
             Err(e) => return Err(e),
         };
         let room = Arc::new(Room::new(with_room, self.nodes(), self.largest_shard()));
+        let file = FileWrite {
+            file_id,
+            cipher,
+            room: Arc::clone(&room),
+        };
         let chunk_size = self.settings.chunk_size as usize;
+        let shards = u32::try_from(self.coding.n()).unwrap_or(u32::MAX);
+        // How far this put's nodes may run ahead of its slowest one.
+        let window = Arc::new(tokio::sync::Semaphore::new(PUT_SHARD_WINDOW));
         let mut in_flight = FuturesOrdered::new();
         let mut chunks: Vec<ChunkEntry> = Vec::new();
         let mut written: Vec<(String, ShardKey)> = Vec::new();
@@ -55,7 +63,19 @@ impl Store {
         let mut failure = None;
         loop {
             let mut buf = Vec::with_capacity(chunk_size + 16);
-            let n = match read_full(&mut input, &mut buf, chunk_size).await {
+            // The chunks in flight go on while the input is read (a client
+            // sending slowly does not stall the nodes' writes); reading
+            // is picked up where it was after each one that finishes.
+            let read = loop {
+                tokio::select! {
+                    biased;
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        absorb(done, &mut chunks, &mut written, &mut failure);
+                    }
+                    read = read_full(&mut input, &mut buf, chunk_size) => break read,
+                }
+            };
+            let n = match read {
                 Ok(n) => n,
                 Err(e) => {
                     // The input broke off (a client gone): what was stored
@@ -64,46 +84,41 @@ impl Store {
                     break;
                 }
             };
+            if failure.is_some() {
+                break;
+            }
             if n > 0 {
                 hasher.update(&buf);
                 size += n as u64;
-                let targets = room.place(file_id, chunk, self.coding.n());
-                // Chunks in flight only progress while polled, so never
-                // wait for a permit while holding some: finish one of ours
-                // first (it frees its permit).
-                let permit = loop {
-                    if let Ok(p) = Arc::clone(&self.chunk_budget).try_acquire_owned() {
-                        break Ok(p);
-                    }
-                    match in_flight.next().await {
-                        Some(done) => absorb(done, &mut chunks, &mut written, &mut failure),
-                        None => break self.chunk_permit().await,
+                // Room for this chunk's shards, in this put's window and in
+                // the store's budget. The chunks in flight give theirs back
+                // a shard at a time as nodes acknowledge, but only while
+                // polled: so they are, while this waits.
+                let budget = loop {
+                    tokio::select! {
+                        biased;
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                            absorb(done, &mut chunks, &mut written, &mut failure);
+                        }
+                        budget = Budget::acquire(&self.shard_budget, Some(&window), shards) => {
+                            break budget;
+                        }
                     }
                 };
-                let permit = match permit {
-                    Ok(p) => p,
+                let budget = match budget {
+                    Ok(b) if failure.is_none() => b,
+                    Ok(_) => break,
                     Err(e) => {
                         failure = failure.or(Some(e));
                         break;
                     }
                 };
-                let stored =
-                    self.store_chunk(file_id, chunk, buf, cipher.clone(), targets, room.clone());
-                in_flight.push_back(async move {
-                    let done = stored.await;
-                    drop(permit);
-                    done
-                });
+                let targets = room.place(file_id, chunk, self.coding.n());
+                let stored = self.store_chunk(file.clone(), chunk, buf, targets, budget);
+                in_flight.push_back(stored);
                 chunk += 1;
             }
-            // Keep at most CHUNKS_IN_FLIGHT chunks in memory.
-            while in_flight.len() >= CHUNKS_IN_FLIGHT || (n < chunk_size && !in_flight.is_empty()) {
-                let Some(done) = in_flight.next().await else {
-                    break;
-                };
-                absorb(done, &mut chunks, &mut written, &mut failure);
-            }
-            if n < chunk_size || failure.is_some() {
+            if n < chunk_size {
                 break;
             }
         }

@@ -9,10 +9,12 @@
 //! stopped answering, or fail because one died, while enough others serve;
 //! and no copy the manifest does not name stays behind.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::node::QueuedWrite;
 use super::*;
 
 /// Tries at most per shard: its planned node and three spares.
@@ -119,13 +121,61 @@ struct Tried {
     key: ShardKey,
     result: Result<(), ShardError>,
     took: Duration,
+    /// Given up while it waited for its turn: nothing was sent.
+    skipped: bool,
 }
 
-/// One try at writing shard `index` (`blob`) to `node`.
-fn try_write(index: usize, node: Node, key: ShardKey, blob: Bytes) -> BoxFuture<'static, Tried> {
+/// One try as its chunk and the try itself see it.
+#[derive(Default)]
+struct TryState {
+    /// It had its turn on the node and is sending.
+    started: AtomicBool,
+    /// Its shard landed elsewhere (or the put failed): if it has not
+    /// started, it never will.
+    unwanted: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl TryState {
+    fn give_up(&self) {
+        self.unwanted.store(true, Ordering::Release);
+        // One waiter at most (the try), and a permit is kept for it if it
+        // is not waiting yet.
+        self.wake.notify_one();
+    }
+}
+
+/// One try at writing shard `index` (`blob`) to `node`: it waits its turn
+/// in the node's queue, then writes, unless it is given up meanwhile.
+fn try_write(
+    index: usize,
+    node: Node,
+    key: ShardKey,
+    blob: Bytes,
+    queued: QueuedWrite,
+    state: Arc<TryState>,
+) -> BoxFuture<'static, Tried> {
     Box::pin(async move {
-        let started = Instant::now();
         let bytes = blob.len() as u64;
+        let _queued = queued;
+        let turn = tokio::select! {
+            biased;
+            () = state.wake.notified() => None,
+            turn = node.write_turn() => Some(turn),
+        };
+        if turn.is_none() || state.unwanted.load(Ordering::Acquire) {
+            return Tried {
+                index,
+                bytes,
+                node,
+                key,
+                result: Ok(()),
+                took: Duration::ZERO,
+                skipped: true,
+            };
+        }
+        state.started.store(true, Ordering::Release);
+        let started = Instant::now();
         let result = node.shards.put(key, blob).await;
         Tried {
             index,
@@ -134,17 +184,54 @@ fn try_write(index: usize, node: Node, key: ShardKey, blob: Bytes) -> BoxFuture<
             key,
             result,
             took: started.elapsed(),
+            skipped: false,
         }
     })
 }
 
-/// When shard `index`'s try on `node` is due.
-fn due(index: usize, node: &Node) -> BoxFuture<'static, (usize, String)> {
-    let (deadline, id) = (node.write_deadline(), node.id.clone());
+/// When shard `index`'s try on `node`, queued behind `ahead` others, is
+/// due: after the node's deadline for each round of writes before it, or
+/// at once if the node is made suspect while the try still waits its turn
+/// (a node that stopped answering holds its whole queue).
+fn due(
+    index: usize,
+    node: &Node,
+    ahead: usize,
+    state: Arc<TryState>,
+) -> BoxFuture<'static, (usize, String)> {
+    let (deadline, id, stalled) = (node.queued_deadline(ahead), node.id.clone(), node.stalled());
     Box::pin(async move {
-        tokio::time::sleep(deadline).await;
+        let sleep = tokio::time::sleep(deadline);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                () = stalled.notified() => {
+                    if !state.started.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+            }
+        }
         (index, id)
     })
+}
+
+/// What every chunk of a file being written shares.
+#[derive(Clone)]
+pub(crate) struct FileWrite {
+    pub(crate) file_id: FileId,
+    /// The file's cipher (none: not encrypted).
+    pub(crate) cipher: Option<Arc<ChunkCipher>>,
+    pub(crate) room: Arc<Room>,
+}
+
+/// A try under way.
+struct Running {
+    node: Node,
+    /// Its deadline passed.
+    late: bool,
+    state: Arc<TryState>,
 }
 
 /// Why a shard is written to another node too.
@@ -171,13 +258,16 @@ struct Chunk<'a> {
     room: &'a Room,
     file_id: FileId,
     chunk: u64,
-    blobs: &'a [Bytes],
+    /// Each shard, until it lands (then empty: the tries hold what they send).
+    blobs: Vec<Bytes>,
+    /// The room each shard takes in memory, given back as it lands.
+    budget: Vec<Option<Budget>>,
     /// The node each shard goes to: planned, then where it landed.
     targets: Vec<String>,
     /// Whether each shard has a copy acknowledged (on `targets[i]`).
     landed: Vec<bool>,
-    /// Tries running, per shard: the node, and whether its deadline passed.
-    running: Vec<Vec<(Node, bool)>>,
+    /// Tries running (or waiting their turn), per shard.
+    running: Vec<Vec<Running>>,
     /// The nodes each shard's tries went to.
     tried: Vec<Vec<String>>,
     /// Every node a shard of this chunk was sent to.
@@ -211,14 +301,23 @@ impl Chunk<'_> {
         if !self.used.iter().any(|u| u == id) {
             self.used.push(id.to_owned());
         }
-        self.timers.push(due(index, &node));
+        let (ahead, queued) = node.queue_write();
+        let state = Arc::new(TryState::default());
+        self.timers
+            .push(due(index, &node, ahead, Arc::clone(&state)));
         self.writes.push(try_write(
             index,
             node.clone(),
             self.key(index),
             self.blobs[index].clone(),
+            queued,
+            Arc::clone(&state),
         ));
-        self.running[index].push((node, false));
+        self.running[index].push(Running {
+            node,
+            late: false,
+            state,
+        });
         true
     }
 
@@ -267,8 +366,12 @@ impl Chunk<'_> {
             key,
             result,
             took,
+            skipped,
         } = done;
-        self.running[index].retain(|(n, _)| n.id != node.id);
+        self.running[index].retain(|r| r.node.id != node.id);
+        if skipped {
+            return;
+        }
         match result {
             Ok(()) => {
                 node.wrote(took, bytes);
@@ -278,6 +381,13 @@ impl Chunk<'_> {
                 } else {
                     self.landed[index] = true;
                     self.targets[index].clone_from(&node.id);
+                    // The other tries need not start, and its bytes and
+                    // room are no longer this chunk's to keep.
+                    for other in &self.running[index] {
+                        other.state.give_up();
+                    }
+                    self.blobs[index] = Bytes::new();
+                    self.budget[index] = None;
                     // A node that just acknowledged can take the shards
                     // that had nowhere left to go.
                     for waiting in std::mem::take(&mut self.stranded) {
@@ -323,7 +433,7 @@ impl Chunk<'_> {
     /// Whether shard `index` has landed, or has a try still within its
     /// deadline that may yet land it.
     fn covered(&self, index: usize) -> bool {
-        self.landed[index] || self.running[index].iter().any(|(_, late)| !late)
+        self.landed[index] || self.running[index].iter().any(|r| !r.late)
     }
 
     fn fail(&mut self, index: usize, node: &str, source: ShardError) {
@@ -337,12 +447,12 @@ impl Chunk<'_> {
     /// Shard `index`'s try on `node` passed its deadline: when no try of
     /// that shard is in time any more, one more goes to a spare.
     fn overdue(&mut self, index: usize, node: &str) {
-        let Some(try_) = self.running[index].iter_mut().find(|(n, _)| n.id == node) else {
+        let Some(try_) = self.running[index].iter_mut().find(|r| r.node.id == node) else {
             return;
         };
-        try_.1 = true;
+        try_.late = true;
         // Asked last by reads and by the next chunks' placement meanwhile.
-        try_.0.suspect();
+        try_.node.suspect();
         if self.covered(index) {
             return;
         }
@@ -365,13 +475,17 @@ impl Store {
     /// the error) and the shards that were written either way.
     pub(crate) async fn store_chunk(
         &self,
-        file_id: FileId,
+        file: FileWrite,
         chunk: u64,
         plain: Vec<u8>,
-        cipher: Option<Arc<ChunkCipher>>,
         targets: Vec<String>,
-        room: Arc<Room>,
+        mut budget: Budget,
     ) -> StoredChunk {
+        let FileWrite {
+            file_id,
+            cipher,
+            room,
+        } = file;
         let coding = self.coding;
         let blobs = tokio::task::spawn_blocking(move || {
             encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
@@ -392,10 +506,11 @@ impl Store {
             room: &room,
             file_id,
             chunk,
-            blobs: &blobs,
+            blobs,
+            budget: (0..n).map(|_| budget.take_one()).collect(),
             targets: targets.clone(),
             landed: vec![false; n],
-            running: vec![Vec::new(); n],
+            running: (0..n).map(|_| Vec::new()).collect(),
             tried: vec![Vec::new(); n],
             used: Vec::new(),
             writes: FuturesUnordered::new(),
@@ -422,13 +537,19 @@ impl Store {
                 else => break,
             }
         }
+        // What waits its turn is not needed any more.
+        for r in c.running.iter().flatten() {
+            r.state.give_up();
+        }
         if c.error.is_some() {
             // The put fails: what the other tries leave is deleted before
             // it says so, unless a node holds its answer back.
             let drain = async {
                 while let Some(t) = c.writes.next().await {
-                    c.running[t.index].retain(|(n, _)| n.id != t.node.id);
-                    c.garbage.push(t.node.garbage(t.key));
+                    c.running[t.index].retain(|r| r.node.id != t.node.id);
+                    if !t.skipped {
+                        c.garbage.push(t.node.garbage(t.key));
+                    }
                 }
             };
             let _ = tokio::time::timeout(WRITE_HEDGE_MIN, drain).await;
@@ -438,7 +559,7 @@ impl Store {
             .map(|i| (c.targets[i].clone(), c.key(i)))
             .collect();
         let late: Vec<Garbage> = (0..n)
-            .flat_map(|i| c.running[i].iter().map(move |(node, _)| (i, node)))
+            .flat_map(|i| c.running[i].iter().map(move |r| (i, &r.node)))
             .map(|(i, node)| node.garbage(c.key(i)))
             .collect();
         let Chunk {
@@ -483,7 +604,7 @@ impl Store {
         tokio::spawn(async move {
             let finish = async {
                 while let Some(tried) = writes.next().await {
-                    if tried.result.is_ok() {
+                    if tried.result.is_ok() && !tried.skipped {
                         tried.node.wrote(tried.took, tried.bytes);
                     }
                 }
