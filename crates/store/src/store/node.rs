@@ -42,12 +42,13 @@ pub struct Node {
 }
 
 /// Shard writes one node carries at once, across every put of the store;
-/// more wait their turn, oldest first. Enough to keep a wide-area link
-/// busy (16 shards of 175 KB: 2.8 MB in flight, a 220 ms round trip at
-/// 12 MB/s), few enough that a write's time measures the node, not how
-/// many streams share its link, and that the oldest chunk's shards go
-/// first.
-pub const WRITES_PER_NODE: usize = 16;
+/// more wait their turn, oldest first. A write's time is a round trip,
+/// the shard's transfer and the node's fsync, so a link stays busy only
+/// with many under way: over the simulated wide-area links of `bench/run`
+/// (4 MB/s, 10-220 ms round trips) a 128 MiB put took 11.8 s with 16, 9.7 s
+/// with 64 (and no less with a window of 512 shards). The put's window
+/// bounds what this costs in memory.
+pub const WRITES_PER_NODE: usize = 64;
 
 /// A write's place in its node's queue, given up when dropped.
 pub(crate) struct QueuedWrite {
