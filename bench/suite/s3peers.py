@@ -35,7 +35,7 @@ class Ours:
         self.agents = [n["agent_pid"] for n in self.daemon.nodes()]
         out = subprocess.run([CLI, "store", "--url", self.daemon.url, "--json", "keys", "create"],
                              check=True, capture_output=True, text=True).stdout
-        key = json.loads(out)
+        key = json.loads(out)["key"]
         self.endpoint, self.region = self.daemon.s3, "us-east-1"
         self.key_id, self.secret = key["access_key_id"], key["secret_access_key"]
 

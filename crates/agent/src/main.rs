@@ -77,6 +77,7 @@ fn reachable_local(bound: SocketAddr, toward: &[SocketAddr]) -> SocketAddr {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    cloudshell_store::malloc::settle();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -182,6 +182,16 @@ impl Command {
         !matches!(self, Self::Connect(a) if a.ssm_plugin)
     }
 
+    /// Whether the command serves until stopped (the daemon, the
+    /// emulator): it gets malloc settings for a long life.
+    pub fn runs_for_hours(&self) -> bool {
+        match self {
+            Self::Emulator(_) => true,
+            Self::Store(s) => matches!(s.command, crate::store_args::StoreCommand::Serve(_)),
+            _ => false,
+        }
+    }
+
     /// Whether the command is a few API calls in a row, which one thread
     /// serves as well as many (starting worker threads is a noticeable
     /// part of so short a run). Sessions, copies, the daemon and the

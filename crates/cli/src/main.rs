@@ -38,6 +38,9 @@ const EMULATED_DEFAULT_REGION: &str = "us-east-1";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.runs_for_hours() {
+        cloudshell_store::malloc::settle();
+    }
     init_logging(cli.global.debug);
     // With --emulated the emulator serves in this process: it gets the
     // full runtime whatever the command.

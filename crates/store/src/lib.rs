@@ -48,6 +48,7 @@ pub mod format;
 mod holds;
 pub mod index;
 pub mod maintenance;
+pub mod malloc;
 pub mod placement;
 mod read;
 pub mod shard_store;

@@ -12,8 +12,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::StoreError;
 
 /// Shards in memory across every put and get of a store at once (with
-/// 1 MiB chunks coded 6 + 3, a shard is about 175 KB: some 67 MB).
-pub const STORE_SHARD_BUDGET: usize = 384;
+/// 1 MiB chunks coded 6 + 3, a shard is about 175 KB: some 45 MB: the
+/// daemon stays within 150 MiB while clients move large files).
+pub const STORE_SHARD_BUDGET: usize = 256;
 
 /// Shards one put keeps written but not yet acknowledged. Each node's
 /// writes go on while another node is still busy with an older chunk's
