@@ -497,6 +497,27 @@ fn a_stopped_emulated_store_leaves_no_agent_running() {
     let mut daemon = Daemon::start(&data, &home, &[]);
     let agents = processes_under(dir.path());
     assert!(agents.len() >= 9, "nine agents run: {agents:?}");
+    // The daemon started itself again (same pid) with malloc settings for
+    // a long life, and its agents run with them.
+    let daemon_pid = i32::try_from(daemon.child.id()).unwrap();
+    let agent_processes: Vec<i32> = agents
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe.ends_with("cloudshell-agent"))
+        })
+        .collect();
+    assert!(agent_processes.len() >= 9, "{agent_processes:?}");
+    for pid in agent_processes.into_iter().chain([daemon_pid]) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|v| v == b"MALLOC_MMAP_THRESHOLD_=131072"),
+            "process {pid} runs without the malloc settings"
+        );
+    }
     // SIGTERM, as systemd or docker stop it: its emulator's environments
     // stop, and every process in them ends, as in a suspended environment.
     let pid = daemon.child.id().to_string();
