@@ -531,6 +531,21 @@ impl Response {
         frame(status, &body, 0)
     }
 
+    /// [`Response::decode`] of a body the caller owns: a shard's bytes are
+    /// moved into the answer rather than copied.
+    pub fn decode_owned(op: Op, header: FrameHeader, body: Vec<u8>) -> Result<Self, WireError> {
+        if op == Op::GetShard && header.kind == 0 {
+            header.check_response(op)?;
+            if body.len() != header.body_len as usize {
+                return Err(WireError::Malformed(
+                    "body length does not match the header",
+                ));
+            }
+            return Ok(Self::Blob(body));
+        }
+        Self::decode(op, header, &body)
+    }
+
     /// Parses the response to `op`.
     pub fn decode(op: Op, header: FrameHeader, body: &[u8]) -> Result<Self, WireError> {
         header.check_response(op)?;
@@ -689,7 +704,13 @@ mod tests {
             let bytes = resp.encode();
             let (h, body) = split_frame(&bytes).unwrap();
             assert_eq!(Response::decode(op, h, body).unwrap(), resp);
+            // The owned decoding (a shard moved, not copied) agrees.
+            assert_eq!(Response::decode_owned(op, h, body.to_vec()).unwrap(), resp);
         }
+        // A shard body shorter than its header says is refused both ways.
+        let bytes = Response::Blob(vec![1, 2, 3]).encode();
+        let (h, body) = split_frame(&bytes).unwrap();
+        assert!(Response::decode_owned(Op::GetShard, h, body[..2].to_vec()).is_err());
     }
 
     /// The frame layout is frozen with the version.

@@ -133,27 +133,56 @@ impl Coding {
 
     /// Rebuilds the payload of `payload_len` bytes from the shards present
     /// (`shards[i]` is shard i, `None` when missing or corrupt).
-    pub fn decode(
+    pub fn decode<S: AsRef<[u8]>>(
         &self,
-        shards: &[Option<Vec<u8>>],
+        shards: &[Option<S>],
         payload_len: usize,
     ) -> Result<Vec<u8>, CodingError> {
-        let data = self.data_shards(shards, payload_len)?;
         let mut out = Vec::with_capacity(payload_len);
-        for s in &data {
+        let mut append = |s: &[u8]| {
             let take = (payload_len - out.len()).min(s.len());
             out.extend_from_slice(&s[..take]);
+        };
+        // Every data shard there (a healthy read): the payload is their
+        // concatenation, copied once, straight from what was received.
+        let data: Option<Vec<&S>> = shards.iter().take(self.k).map(Option::as_ref).collect();
+        match data {
+            Some(data) if data.len() == self.k => {
+                self.check_sizes(shards, payload_len)?;
+                data.iter().for_each(|s| append(s.as_ref()));
+            }
+            _ => self
+                .data_shards(shards, payload_len)?
+                .iter()
+                .for_each(|s| append(s)),
         }
         Ok(out)
     }
 
-    /// All k data shards, restoring missing ones from parity.
-    pub fn data_shards(
+    /// Every shard there is the size `payload_len` gives.
+    fn check_sizes<S: AsRef<[u8]>>(
         &self,
-        shards: &[Option<Vec<u8>>],
+        shards: &[Option<S>],
+        payload_len: usize,
+    ) -> Result<(), CodingError> {
+        let want = shard_len(payload_len, self.k);
+        for s in shards.iter().flatten() {
+            if s.as_ref().len() != want {
+                return Err(CodingError::ShardSize {
+                    got: s.as_ref().len(),
+                    want,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// All k data shards, restoring missing ones from parity.
+    pub fn data_shards<S: AsRef<[u8]>>(
+        &self,
+        shards: &[Option<S>],
         payload_len: usize,
     ) -> Result<Vec<Vec<u8>>, CodingError> {
-        let want = shard_len(payload_len, self.k);
         let present = shards.iter().take(self.n()).filter(|s| s.is_some()).count();
         if present < self.k {
             return Err(CodingError::TooFewShards {
@@ -161,29 +190,29 @@ impl Coding {
                 k: self.k,
             });
         }
-        for s in shards.iter().flatten() {
-            if s.len() != want {
-                return Err(CodingError::ShardSize { got: s.len(), want });
-            }
-        }
+        self.check_sizes(shards, payload_len)?;
         let missing_data: Vec<usize> = (0..self.k)
             .filter(|i| shards.get(*i).is_none_or(Option::is_none))
             .collect();
         if missing_data.is_empty() {
-            return Ok(shards[..self.k].iter().flatten().cloned().collect());
+            return Ok(shards[..self.k]
+                .iter()
+                .flatten()
+                .map(|s| s.as_ref().to_vec())
+                .collect());
         }
-        let originals = (0..self.k).filter_map(|i| shards[i].as_ref().map(|s| (i, s)));
+        let originals = (0..self.k).filter_map(|i| shards[i].as_ref().map(|s| (i, s.as_ref())));
         let recovery = (0..self.m).filter_map(|j| {
             shards
                 .get(self.k + j)
                 .and_then(Option::as_ref)
-                .map(|s| (j, s))
+                .map(|s| (j, s.as_ref()))
         });
         let mut restored = reed_solomon_simd::decode(self.k, self.m, originals, recovery)
             .map_err(|e| CodingError::Library(e.to_string()))?;
         (0..self.k)
             .map(|i| match &shards[i] {
-                Some(s) => Ok(s.clone()),
+                Some(s) => Ok(s.as_ref().to_vec()),
                 None => restored
                     .remove(&i)
                     .ok_or_else(|| CodingError::Library(format!("shard {i} was not restored"))),
@@ -192,9 +221,9 @@ impl Coding {
     }
 
     /// Every shard (data and parity) from any k: for repair.
-    pub fn all_shards(
+    pub fn all_shards<S: AsRef<[u8]>>(
         &self,
-        shards: &[Option<Vec<u8>>],
+        shards: &[Option<S>],
         payload_len: usize,
     ) -> Result<Vec<Vec<u8>>, CodingError> {
         let data = self.data_shards(shards, payload_len)?;
@@ -214,6 +243,26 @@ mod tests {
 
     fn payload(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_healthy_read_decodes_from_borrowed_shards_and_checks_their_size() {
+        let c = Coding::new(6, 3).unwrap();
+        let p = payload(100_003);
+        let shards = c.encode(&p).unwrap();
+        // Data shards only, as slices of what was received.
+        let mut s: Vec<Option<bytes::Bytes>> = shards
+            .iter()
+            .map(|v| Some(bytes::Bytes::copy_from_slice(v)))
+            .collect();
+        s[6..].iter_mut().for_each(|x| *x = None);
+        assert_eq!(c.decode(&s, p.len()).unwrap(), p);
+        // A data shard cut short is an error, not a short payload.
+        s[2] = s[2].as_ref().map(|b| b.slice(1..));
+        assert!(matches!(
+            c.decode(&s, p.len()),
+            Err(CodingError::ShardSize { .. })
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered, StreamExt as _};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
@@ -207,8 +208,8 @@ impl Store {
         entry: &ChunkEntry,
         ask_first: usize,
         need: usize,
-    ) -> Vec<Option<Vec<u8>>> {
-        let mut got: Vec<Option<Vec<u8>>> = vec![None; entry.shards.len()];
+    ) -> Vec<Option<Bytes>> {
+        let mut got: Vec<Option<Bytes>> = vec![None; entry.shards.len()];
         let node_of = |i: usize| self.node(&entry.shards[i].node);
         let mut candidates: Vec<(bool, usize)> = (0..entry.shards.len())
             .filter_map(|i| {
@@ -288,7 +289,8 @@ impl Store {
             }
             match ok {
                 Some(b) => {
-                    got[i] = Some(b[HEADER_LEN..].to_vec());
+                    // The payload after the header, not copied.
+                    got[i] = Some(b.slice(HEADER_LEN..));
                     good += 1;
                     if good >= need {
                         break;
