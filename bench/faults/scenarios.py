@@ -445,7 +445,17 @@ def node_trouble(cli, work, opts):
         ]
     finally:
         d.kill()
+    more, _ = slow_and_flapping(cli, work, r)
+    return figures + more
 
+
+def slow_and_flapping(cli, work, r):
+    """The hedged-write scenarios of node-trouble (and of `bench/run`):
+    twelve regions, four clients uploading 0-2 MiB files, healthy, with one
+    agent frozen 3 s in 4, and with an agent killed every 6 s. Returns the
+    figures and the rates: healthy uploads/s, and the frozen and flapping
+    rates as fractions of it."""
+    figures = []
     d = Daemon(cli, os.path.join(work, "store"), extra=["--regions", ",".join(TWELVE)])
     d.start()
     try:
@@ -477,6 +487,7 @@ def node_trouble(cli, work, opts):
         check(not refused, f"uploads failed with eleven nodes serving: {refusals(refused)}: "
                            f"{refused[0][2] if refused else ''}")
         healthy_rate = len(base_acked) / 20
+        frozen_rate = len(acked) / 20
         figures += [
             ("healthy", f"{len(base_acked)} uploads in 20 s by 4 clients (0-{UPLOAD_LARGEST // MIB} MiB files), "
                         f"12 regions"),
@@ -528,9 +539,11 @@ def node_trouble(cli, work, opts):
             ("afterwards", f"fully redundant {healed:.0f} s after the nodes settled; "
                            f"{len(everything)} files bit-exact with three nodes down"),
         ]
+        rates = dict(healthy=healthy_rate, frozen=frozen_rate / healthy_rate,
+                     flapping=len(acked) / 60 / healthy_rate, kills=len(kills))
     finally:
         d.kill()
-    return figures
+    return figures, rates
 
 
 SCENARIOS = {

@@ -3,7 +3,7 @@
 Usage (through bench/run, which builds and installs what this needs):
     main.py --python PY --aws AWS [--only SECTION ...] [--quick] [--out FILE]
 
-Sections: api, binaries, pipeline, endtoend, wan. `--only` reruns some and keeps
+Sections: api, binaries, pipeline, endtoend, s3, hedging, wan. `--only` reruns some and keeps
 the others as they are in the report; `--quick` runs small sizes into a
 scratch report (a smoke test of the harness, not figures to publish).
 """
@@ -13,10 +13,16 @@ import os
 import sys
 import time
 
-from . import api, binaries, endtoend, hotspots, pipeline, wan
-from .common import ROOT, Report, log, machine
+import random
+import shutil
+import tempfile
 
-ORDER = ["intro", "api", "binaries", "pipeline", "endtoend", "profile", "wan", "other"]
+from . import api, binaries, endtoend, hotspots, pipeline, s3peers, wan
+from .common import CLI, ROOT, Report, log, machine
+from ..faults import scenarios
+
+ORDER = ["intro", "api", "binaries", "pipeline", "endtoend", "profile", "s3", "hedging", "wan",
+         "other"]
 COMMAND = "bench/run"
 
 
@@ -133,6 +139,55 @@ What this says, for the next person to make it faster:
 
 
 
+def section_s3(args):
+    size, files, rounds = (64, 200, 1) if args.quick else (1024, 2000, 3)
+    r = s3peers.run(args.aws, size, files, rounds)
+    return f"""## Through S3: our endpoint against Garage
+
+Garage {s3peers.garage.VERSION} (`cargo install garage --locked`, built into
+`~/.cache/cloudshell-bench/garage` on the first run) is what a self-hoster
+picks for a geo-distributed S3 store: three nodes on this machine,
+replication factor 3, its default settings (no encryption, no erasure
+coding, no fsync of data blocks). Ours is `cloudshell store serve
+--emulated`: the daemon's S3 endpoint and nine agents, every shard
+encrypted, coded 6 + 3 and fsynced. The same client for both, the AWS CLI
+(`aws s3 cp`, 16 MB parts, its ten requests at once): one {size} MiB object
+up and down, then {files:,} objects of 4 KiB up and down with `--recursive`,
+each read back and compared; {rounds} rounds, the systems taking turns.
+Memory is peak RSS during each step (VmHWM, reset before it).
+
+{s3peers.markdown(r)}
+"""
+
+
+def section_hedging(args):
+    work = tempfile.mkdtemp(prefix="bench-hedging-")
+    try:
+        figures, rates = scenarios.slow_and_flapping(CLI, work, random.Random(7))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = "\n".join(f"| {name} | {text} |" for name, text in figures)
+    return f"""## Writes while nodes misbehave (hedged writes)
+
+Twelve regions (so a chunk's nine shards always have spare nodes), four
+clients uploading files of 0-2 MiB through the JSON API: 20 s healthy,
+20 s with one agent frozen (SIGSTOP) three seconds in four, 60 s with an
+agent SIGKILLed every 6 s (the scenario of `bench/faults.sh --only
+node-trouble`, whose correctness checks run here too: nothing
+half-visible, no refused upload while nine nodes serve, every file
+bit-exact with three nodes down afterwards). A write not acknowledged
+within its node's deadline is written to a spare node as well.
+
+Healthy: {rates['healthy']:.1f} uploads/s. With a node frozen:
+**{rates['frozen']:.2f}** of the healthy rate; with {rates['kills']} agents killed in
+60 s: **{rates['flapping']:.2f}** (target: at least 0.5, no failed upload).
+
+| step | what happened |
+|---|---|
+{rows}
+"""
+
+
 def section_wan(args):
     size, runs = (32, 1) if args.quick else (128, 2)
     r = wan.run(size, runs)
@@ -174,7 +229,7 @@ command, on this machine:
 smoke run into a scratch file.) It builds the release binaries and the
 `dist` ones users install, makes
 virtualenvs under `~/.cache/cloudshell-bench` for boto3 with the AWS CLI
-and for Tahoe-LAFS, and needs root for the network namespaces. Ratios are
+and for Tahoe-LAFS, builds Garage there (`cargo install`, once), and needs root for the network namespaces. Ratios are
 what to read; absolute figures are context, from a shared 2-core machine.
 
 Last full run: {time.strftime('%Y-%m-%d')}, {(time.time() - started) / 60:.0f} minutes; each section
@@ -197,7 +252,8 @@ profiling and backtraces; its stripped size is shown for comparison.
 
 
 SECTIONS = {"api": section_api, "binaries": section_binaries, "pipeline": section_pipeline,
-            "endtoend": section_endtoend, "wan": section_wan}
+            "endtoend": section_endtoend, "s3": section_s3, "hedging": section_hedging,
+            "wan": section_wan}
 
 
 def main():

@@ -19,7 +19,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MALLOC_TRIM_THRESHOLD_", "262144"),
 ];
 
-/// Starts this process again with [`SETTINGS`] unless they are set. Returns
+/// Starts this process again with the settings above unless they are set. Returns
 /// only when they are, or when starting again failed (then it runs on with
 /// glibc's defaults).
 pub fn settle() {
