@@ -258,7 +258,7 @@ def analysis(r):
             f"and {speed['get 4 KiB files']:.1f}x, for {cpu['put 1 GiB']:.1f}x to "
             f"{max(cpu.values()):.0f}x less CPU. Tahoe's client node is the smaller front "
             f"({front[1]:.0f} MiB at most against our daemon's {front[0]:.0f}, which also "
-            f"holds the embedded emulator and up to 64 chunks in flight across transfers); "
+            f"holds the embedded emulator and up to 256 shards in memory across transfers); "
             f"its nine storage nodes and introducer took {back[1]:.0f} MiB against our nine "
             f"agents' {back[0]:.0f}. Both write every share to a file on the same disk; ours "
             f"fsyncs each one, so the small-file figures are mostly nine fsyncs and an index "
