@@ -19,7 +19,7 @@ import tempfile
 
 from . import api, binaries, endtoend, hotspots, pipeline, s3peers, wan
 from .common import CLI, ROOT, Report, log, machine
-from ..faults import scenarios
+from ..faults import harness, scenarios
 
 ORDER = ["intro", "api", "binaries", "pipeline", "endtoend", "profile", "s3", "hedging", "wan",
          "other"]
@@ -165,6 +165,8 @@ def section_hedging(args):
     try:
         figures, rates = scenarios.slow_and_flapping(CLI, work, random.Random(7))
     finally:
+        # The agents run detached in their homes and outlive the daemon.
+        harness.kill_under(work)
         shutil.rmtree(work, ignore_errors=True)
     rows = "\n".join(f"| {name} | {text} |" for name, text in figures)
     return f"""## Writes while nodes misbehave (hedged writes)

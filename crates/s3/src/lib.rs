@@ -313,21 +313,19 @@ impl StoreS3 {
         Ok((report.record.size, etag, checksum))
     }
 
-    /// A pipe the store writes `range` of `version` into, as a body.
+    /// `range` of `version` as a body: the store's decoded chunks, moved
+    /// into it as they come.
     fn read_stream(&self, version: Version, range: std::ops::Range<u64>) -> StreamingBlob {
-        let (reader, writer) = tokio::io::duplex(256 * 1024);
+        let (chunks, body) = cloudshell_store::chunk_channel();
         let host = self.host.clone();
         tokio::spawn(async move {
-            if let Err(e) = host.store().read(&version, range, writer).await {
-                // The body ends short of its length: the client sees a
-                // truncated transfer, never wrong bytes.
+            if let Err(e) = host.store().read_chunks(&version, range, chunks).await {
+                // The body breaks off short of its length: the client sees
+                // a failed transfer, never wrong bytes.
                 tracing::warn!(file = %version.record().name, "S3 read failed: {e}");
             }
         });
-        StreamingBlob::wrap(tokio_util::io::ReaderStream::with_capacity(
-            reader,
-            256 * 1024,
-        ))
+        StreamingBlob::wrap(body)
     }
 }
 

@@ -57,7 +57,7 @@ mod store;
 pub use crypto::{KdfParams, KeyError, MasterKey};
 pub use format::{FileId, ShardHeader, ShardKey};
 pub use index::{FileRecord, Manifest};
-pub use read::Version;
+pub use read::{ChunkSender, ChunkStream, Version, chunk_channel};
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
     CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, EncodedChunk, KeySource, LATE_WRITE_LIMIT, NO_QUOTA,

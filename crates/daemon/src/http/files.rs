@@ -202,24 +202,24 @@ pub(super) async fn download(
         None => None,
     };
     let wanted = range.clone().unwrap_or(0..size);
-    // The store writes into one end of a pipe while the body streams the
-    // other: memory stays at the pipe's size whatever the file's.
-    let (reader, writer) = tokio::io::duplex(256 * 1024);
+    // The store's decoded chunks become the body's frames as they come
+    // (moved, not copied through a pipe); memory stays at a few chunks
+    // whatever the file's size.
+    let (chunks, body) = cloudshell_store::chunk_channel();
     let store_state = state.clone();
     let task_range = wanted.clone();
     tokio::spawn(async move {
-        if let Err(e) = store_state.store.read(&version, task_range, writer).await {
-            // The body ends short of its Content-Length: the client sees a
-            // truncated transfer, never wrong bytes.
+        if let Err(e) = store_state
+            .store
+            .read_chunks(&version, task_range, chunks)
+            .await
+        {
+            // The body breaks off short of its Content-Length: the client
+            // sees a failed transfer, never wrong bytes.
             tracing::warn!(file = %name, "download failed: {}", crate::error::with_sources(&e));
         }
     });
-    // 256 KiB reads off the pipe (the default, 4 KiB, made a 1 GiB
-    // download a quarter of a million body frames).
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        reader,
-        256 * 1024,
-    ));
+    let body = Body::from_stream(body);
     let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(
