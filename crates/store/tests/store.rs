@@ -1710,3 +1710,41 @@ async fn room_freed_by_a_delete_takes_the_next_put_at_once() {
     store.put("again", &d[..]).await.unwrap();
     assert_eq!(get(&store, "again").await.unwrap(), d);
 }
+
+/// A read into a chunk channel (what the HTTP and S3 bodies are made of)
+/// gives the bytes asked for, each chunk whole; a read that fails ends the
+/// stream with an error, so a body built on it breaks off instead of
+/// ending as if complete.
+#[tokio::test]
+async fn a_chunk_stream_carries_the_range_and_ends_in_an_error_when_the_read_fails() {
+    use futures_util::StreamExt as _;
+    let f = fixture(KeySource::NoEncryption, 4096);
+    let d = data(10 * 4096 + 123, 9);
+    f.store.put("f", &d[..]).await.unwrap();
+    let version = f.store.version("f").unwrap();
+    let (tx, mut body) = cloudshell_store::chunk_channel();
+    let (sent, got) = tokio::join!(f.store.read_chunks(&version, 5000..30_000, tx), async {
+        let mut got = Vec::new();
+        while let Some(item) = body.next().await {
+            got.extend_from_slice(&item.unwrap());
+        }
+        got
+    });
+    assert_eq!(sent.unwrap(), 25_000);
+    assert_eq!(got, &d[5000..30_000]);
+    // Four nodes gone: no chunk can be read.
+    for n in &f.store.nodes()[..4] {
+        n.set_online(false);
+    }
+    let (tx, body) = cloudshell_store::chunk_channel();
+    let (sent, items) = tokio::join!(
+        f.store.read_chunks(&version, 0..d.len() as u64, tx),
+        body.collect::<Vec<_>>()
+    );
+    assert!(
+        matches!(sent, Err(StoreError::Unrecoverable { .. })),
+        "{sent:?}"
+    );
+    let last = items.last().expect("the stream says why it ended");
+    assert!(last.is_err(), "the stream ended as if complete");
+}
