@@ -136,3 +136,11 @@ class Report:
             for n in names:
                 f.write(self.HEAD.format(n) + "\n" + sections[n] + self.TAIL.format(n) + "\n\n")
         os.replace(self.path + ".tmp", self.path)
+
+
+def step_row(step, size, files, unit):
+    """The label of a step (one big transfer or many small ones) and how
+    to turn its seconds into a rate."""
+    if "GiB" in step:
+        return f"{step.split()[0]} {size // MIB} MiB", lambda w: f"{size / w / 1e6:.1f} MB/s"
+    return f"{step.split()[0]} {files:,} x 4 KiB", lambda w: f"{files / w:.0f} {unit}/s"

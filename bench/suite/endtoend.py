@@ -17,7 +17,8 @@ import threading
 import time
 import urllib.parse
 
-from .common import CACHE, CLI, MIB, content_file, cpu_seconds, log, reset_peak, status_kib
+from .common import (CACHE, CLI, MIB, content_file, cpu_seconds, log, reset_peak, status_kib,
+                     step_row)
 from ..faults import harness
 from . import hotspots
 from ..peers import tahoe
@@ -225,13 +226,8 @@ def markdown(r):
              "|---|---|---|---|---|---|---|"]
     for step in ("put 1 GiB", "get 1 GiB", "put 4 KiB files", "get 4 KiB files"):
         a, b = ours[step], peer[step]
-        if "GiB" in step:
-            label = f"{step.split()[0]} {size // MIB} MiB"
-            rate = lambda m: f"{size / m['wall'] / 1e6:.1f} MB/s"
-        else:
-            label = f"{step.split()[0]} {files:,} x 4 KiB"
-            rate = lambda m: f"{files / m['wall']:.0f} files/s"
-        lines.append(f"| {label} | {rate(a)} | {rate(b)} | {b['wall'] / a['wall']:.2f}x | "
+        label, rate = step_row(step, size, files, "files")
+        lines.append(f"| {label} | {rate(a['wall'])} | {rate(b['wall'])} | {b['wall'] / a['wall']:.2f}x | "
                      f"{a['front']:.0f} / {b['front']:.0f} | {a['back']:.0f} / {b['back']:.0f} | "
                      f"{a['cpu']:.0f} / {b['cpu']:.0f} |")
     lines += ["", f"Ready (start to all nine storage nodes connected): ours "

@@ -17,7 +17,8 @@ import subprocess
 import tempfile
 import time
 
-from .common import CACHE, CLI, MIB, content_file, cpu_seconds, log, med, reset_peak, status_kib
+from .common import (CACHE, CLI, MIB, content_file, cpu_seconds, log, med, reset_peak, status_kib,
+                     step_row)
 from ..faults import harness
 from ..peers import garage
 
@@ -184,12 +185,7 @@ def markdown(r):
     for step in STEPS:
         a = med([x[step]["wall"] for x in ours])
         b = med([x[step]["wall"] for x in peer])
-        if "GiB" in step:
-            label = f"{step.split()[0]} {size // MIB} MiB"
-            rate = lambda w: f"{size / w / 1e6:.1f} MB/s"
-        else:
-            label = f"{step.split()[0]} {files:,} x 4 KiB"
-            rate = lambda w: f"{files / w:.0f} objects/s"
+        label, rate = step_row(step, size, files, "objects")
         fronts = max(x[step]["front"] for x in ours)
         backs = max(x[step]["back"] for x in ours)
         largest = max(x[step]["largest_back"] for x in ours)
