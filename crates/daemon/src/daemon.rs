@@ -41,6 +41,8 @@ fn s3_router(state: Arc<State>) -> axum::Router {
         .layer(axum::middleware::from_fn(http::s3_precheck))
         .layer(axum::middleware::from_fn_with_state(s3, http::s3_cors))
         .layer(axum::middleware::from_fn(http::one_length))
+        // Outermost: every refusal of a request with a body closes.
+        .layer(axum::middleware::from_fn(http::close_after_refused_body))
 }
 
 /// Aborts tasks when dropped.

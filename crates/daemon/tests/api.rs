@@ -191,6 +191,47 @@ async fn daemon_without_nodes(dir: &Path) -> Daemon {
     Daemon::start(config, source).await.unwrap()
 }
 
+/// A refusal of a request that carries a body closes the connection (the
+/// body may be unread, and the client may or may not still send it); one
+/// of a request without a body, or a success, keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_with_a_body_closes_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = daemon_without_nodes(dir.path()).await;
+    let http = reqwest::Client::new();
+    let closes = |r: &reqwest::Response| {
+        r.headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+    };
+    // Refused before its body is read: a cross-site upload.
+    let r = http
+        .put(format!("{}/api/files/a.bin", daemon.url()))
+        .header("Sec-Fetch-Site", "cross-site")
+        .body(vec![7u8; 100_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(closes(&r), "{:?}", r.headers());
+    // A refusal without a body, and a success with one, keep it.
+    let r = http
+        .get(format!("{}/api/files/missing.bin", daemon.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(!closes(&r), "{:?}", r.headers());
+    let r = http
+        .post(format!("{}/api/repair", daemon.url()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(!closes(&r), "{:?}", r.headers());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_web_pages_cannot_act_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();

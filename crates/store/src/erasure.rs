@@ -40,6 +40,9 @@ pub enum CodingError {
     Library(String),
 }
 
+/// Shards behind their headers, as stored, and the BLAKE3 of each.
+pub type Framed = (Vec<Vec<u8>>, Vec<[u8; 32]>);
+
 /// k data + m parity shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Coding {
@@ -93,13 +96,15 @@ impl Coding {
     }
 
     /// Like [`Coding::encode`], but each shard comes behind its header in
-    /// one buffer, as stored: the payload is copied once, into place, and
-    /// parity is computed from the data shards where they lie.
+    /// one buffer, as stored, with the BLAKE3 of that buffer: the payload
+    /// is copied once, into place, parity is computed from the data shards
+    /// where they lie, and each buffer is hashed as soon as it is complete
+    /// (while it is still in cache, rather than in a pass of its own).
     pub fn encode_framed(
         &self,
         payload: &[u8],
         header: impl Fn(usize) -> [u8; HEADER_LEN],
-    ) -> Result<Vec<Vec<u8>>, CodingError> {
+    ) -> Result<Framed, CodingError> {
         let len = shard_len(payload.len(), self.k);
         let mut blobs: Vec<Vec<u8>> = (0..self.n())
             .map(|i| {
@@ -114,21 +119,24 @@ impl Coding {
             blob.extend_from_slice(&payload[start..end]);
             blob.resize(HEADER_LEN + len, 0);
         }
+        let mut hashes: Vec<[u8; 32]> = blobs[..self.k]
+            .iter()
+            .map(|b| *blake3::hash(b).as_bytes())
+            .collect();
         if self.m > 0 {
-            let lib = |e: reed_solomon_simd::Error| CodingError::Library(e.to_string());
-            let mut encoder =
-                reed_solomon_simd::ReedSolomonEncoder::new(self.k, self.m, len).map_err(lib)?;
-            for blob in &blobs[..self.k] {
-                encoder
-                    .add_original_shard(&blob[HEADER_LEN..])
-                    .map_err(lib)?;
-            }
-            let result = encoder.encode().map_err(lib)?;
-            for (blob, parity) in blobs[self.k..].iter_mut().zip(result.recovery_iter()) {
-                blob.extend_from_slice(parity);
-            }
+            with_encoder(self.k, self.m, len, |encoder| {
+                for blob in &blobs[..self.k] {
+                    encoder.add_original_shard(&blob[HEADER_LEN..])?;
+                }
+                let result = encoder.encode()?;
+                for (blob, parity) in blobs[self.k..].iter_mut().zip(result.recovery_iter()) {
+                    blob.extend_from_slice(parity);
+                    hashes.push(*blake3::hash(blob).as_bytes());
+                }
+                Ok(())
+            })?;
         }
-        Ok(blobs)
+        Ok((blobs, hashes))
     }
 
     /// Rebuilds the payload of `payload_len` bytes from the shards present
@@ -191,6 +199,7 @@ impl Coding {
             });
         }
         self.check_sizes(shards, payload_len)?;
+        let want = shard_len(payload_len, self.k);
         let missing_data: Vec<usize> = (0..self.k)
             .filter(|i| shards.get(*i).is_none_or(Option::is_none))
             .collect();
@@ -208,8 +217,19 @@ impl Coding {
                 .and_then(Option::as_ref)
                 .map(|s| (j, s.as_ref()))
         });
-        let mut restored = reed_solomon_simd::decode(self.k, self.m, originals, recovery)
-            .map_err(|e| CodingError::Library(e.to_string()))?;
+        let mut restored = with_decoder(self.k, self.m, want, |decoder| {
+            for (i, s) in originals {
+                decoder.add_original_shard(i, s)?;
+            }
+            for (j, s) in recovery {
+                decoder.add_recovery_shard(j, s)?;
+            }
+            let result = decoder.decode()?;
+            Ok(result
+                .restored_original_iter()
+                .map(|(i, s)| (i, s.to_vec()))
+                .collect::<std::collections::HashMap<usize, Vec<u8>>>())
+        })?;
         (0..self.k)
             .map(|i| match &shards[i] {
                 Some(s) => Ok(s.as_ref().to_vec()),
@@ -235,6 +255,62 @@ impl Coding {
         }
         Ok(all)
     }
+}
+
+thread_local! {
+    /// Each thread's encoder and decoder, kept between chunks: making one
+    /// allocates and zeroes its working space (a chunk's worth) and probes
+    /// the CPU, which showed in the get path's profile.
+    static ENCODER: std::cell::RefCell<Option<reed_solomon_simd::ReedSolomonEncoder>> =
+        const { std::cell::RefCell::new(None) };
+    static DECODER: std::cell::RefCell<Option<reed_solomon_simd::ReedSolomonDecoder>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn library(e: reed_solomon_simd::Error) -> CodingError {
+    CodingError::Library(e.to_string())
+}
+
+/// Runs `f` with this thread's encoder, set for `k` + `m` shards of `len`.
+fn with_encoder<T>(
+    k: usize,
+    m: usize,
+    len: usize,
+    f: impl FnOnce(&mut reed_solomon_simd::ReedSolomonEncoder) -> Result<T, reed_solomon_simd::Error>,
+) -> Result<T, CodingError> {
+    ENCODER.with_borrow_mut(|slot| {
+        let encoder = match slot {
+            Some(e) => {
+                e.reset(k, m, len).map_err(library)?;
+                e
+            }
+            None => {
+                slot.insert(reed_solomon_simd::ReedSolomonEncoder::new(k, m, len).map_err(library)?)
+            }
+        };
+        f(encoder).map_err(library)
+    })
+}
+
+/// Runs `f` with this thread's decoder, set for `k` + `m` shards of `len`.
+fn with_decoder<T>(
+    k: usize,
+    m: usize,
+    len: usize,
+    f: impl FnOnce(&mut reed_solomon_simd::ReedSolomonDecoder) -> Result<T, reed_solomon_simd::Error>,
+) -> Result<T, CodingError> {
+    DECODER.with_borrow_mut(|slot| {
+        let decoder = match slot {
+            Some(d) => {
+                d.reset(k, m, len).map_err(library)?;
+                d
+            }
+            None => {
+                slot.insert(reed_solomon_simd::ReedSolomonDecoder::new(k, m, len).map_err(library)?)
+            }
+        };
+        f(decoder).map_err(library)
+    })
 }
 
 #[cfg(test)]
@@ -300,10 +376,12 @@ mod tests {
         let c = Coding::new(6, 3).unwrap();
         let p = payload(10_001);
         let plain = c.encode(&p).unwrap();
-        let framed = c.encode_framed(&p, |i| [i as u8; HEADER_LEN]).unwrap();
+        let (framed, hashes) = c.encode_framed(&p, |i| [i as u8; HEADER_LEN]).unwrap();
+        assert_eq!(framed.len(), 9);
         for (i, (a, b)) in plain.iter().zip(&framed).enumerate() {
             assert_eq!(&b[..HEADER_LEN], &[i as u8; HEADER_LEN]);
             assert_eq!(&b[HEADER_LEN..], &a[..]);
+            assert_eq!(hashes[i], *blake3::hash(b).as_bytes());
         }
     }
 

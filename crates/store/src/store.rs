@@ -1,6 +1,8 @@
 //! The store: streaming put and get, delete, repair, over a set of nodes.
-//! By concern: [`node`] (a node as the store sees it), [`error`], `put`
-//! (chunks coded and written), `repair` (and redistribution), and reads in
+//! By concern: [`node`] (a node as the store sees it, with its write
+//! queue), [`error`], `put` (the input read into chunks), `write` (a
+//! chunk's shards written, hedged), `room` (where shards go), `budget`
+//! (memory counted in shards), `repair` (and redistribution), and reads in
 //! [`crate::read`]; opening, naming and deleting here.
 
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub mod error;
 pub mod node;
 mod put;
 mod repair;
+mod room;
 mod write;
 
 pub(crate) use budget::{Budget, read_cost};

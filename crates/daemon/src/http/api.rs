@@ -107,6 +107,7 @@ pub fn router(state: Shared) -> Router {
             guard::measure,
         ))
         .layer(axum::middleware::from_fn(guard::one_length))
+        .layer(axum::middleware::from_fn(guard::close_after_refused_body))
         .with_state(state)
 }
 

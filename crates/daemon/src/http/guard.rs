@@ -33,6 +33,30 @@ pub(crate) async fn one_length(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// An error answer to a request that carries a body closes the connection.
+/// Most refusals (signature, access, preconditions, quotas) are answered
+/// before the body is read, and the connection then cannot safely carry
+/// another request: a client that asked `Expect: 100-continue` sends no
+/// body after a final answer, one that did not may still be sending it, and
+/// the server cannot tell which (RFC 9110 section 10.1.1). Answering and
+/// closing leaves no doubt; clients open a new connection.
+pub(crate) async fn close_after_refused_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || headers.contains_key(header::TRANSFER_ENCODING);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// On the S3 listener, what S3 answers before it checks a signature: a
 /// request signed for another region than the endpoint's is told the right
 /// one (s3cmd at its defaults signs for `US` and tries again with what it

@@ -16,4 +16,4 @@ mod nodes;
 mod ui;
 
 pub use error::ApiError;
-pub(crate) use guard::{one_length, s3_cors, s3_post_form, s3_precheck};
+pub(crate) use guard::{close_after_refused_body, one_length, s3_cors, s3_post_form, s3_precheck};

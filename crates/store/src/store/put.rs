@@ -2,7 +2,8 @@
 //! and written to its nodes (several chunks in flight within the store's
 //! budget), room accounted per node, the file switched in at the end.
 
-use super::write::{FileWrite, Room, StoredChunk};
+use super::room::Room;
+use super::write::{FileWrite, StoredChunk};
 use super::*;
 
 /// What a put stored.
