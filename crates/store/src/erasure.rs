@@ -140,31 +140,78 @@ impl Coding {
     }
 
     /// Rebuilds the payload of `payload_len` bytes from the shards present
-    /// (`shards[i]` is shard i, `None` when missing or corrupt).
+    /// (`shards[i]` is shard i, `None` when missing or corrupt). Each data
+    /// shard is copied once, into the payload: straight from what was
+    /// received, or from the decoder's working space for a restored one.
     pub fn decode<S: AsRef<[u8]>>(
         &self,
         shards: &[Option<S>],
         payload_len: usize,
     ) -> Result<Vec<u8>, CodingError> {
         let mut out = Vec::with_capacity(payload_len);
-        let mut append = |s: &[u8]| {
+        self.each_data_shard(shards, payload_len, |s| {
             let take = (payload_len - out.len()).min(s.len());
             out.extend_from_slice(&s[..take]);
-        };
-        // Every data shard there (a healthy read): the payload is their
-        // concatenation, copied once, straight from what was received.
-        let data: Option<Vec<&S>> = shards.iter().take(self.k).map(Option::as_ref).collect();
-        match data {
-            Some(data) if data.len() == self.k => {
-                self.check_sizes(shards, payload_len)?;
-                data.iter().for_each(|s| append(s.as_ref()));
-            }
-            _ => self
-                .data_shards(shards, payload_len)?
-                .iter()
-                .for_each(|s| append(s)),
-        }
+        })?;
         Ok(out)
+    }
+
+    /// All k data shards, restoring missing ones from parity.
+    pub fn data_shards<S: AsRef<[u8]>>(
+        &self,
+        shards: &[Option<S>],
+        payload_len: usize,
+    ) -> Result<Vec<Vec<u8>>, CodingError> {
+        let mut data = Vec::with_capacity(self.k);
+        self.each_data_shard(shards, payload_len, |s| data.push(s.to_vec()))?;
+        Ok(data)
+    }
+
+    /// Calls `each` with data shards 0 to k - 1 in order, restoring the
+    /// missing ones (a healthy set needs no decoder at all).
+    fn each_data_shard<S: AsRef<[u8]>>(
+        &self,
+        shards: &[Option<S>],
+        payload_len: usize,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), CodingError> {
+        let present = shards.iter().take(self.n()).filter(|s| s.is_some()).count();
+        if present < self.k {
+            return Err(CodingError::TooFewShards {
+                have: present,
+                k: self.k,
+            });
+        }
+        self.check_sizes(shards, payload_len)?;
+        let data = |i: usize| shards.get(i).and_then(Option::as_ref);
+        if (0..self.k).all(|i| data(i).is_some()) {
+            (0..self.k).filter_map(data).for_each(|s| each(s.as_ref()));
+            return Ok(());
+        }
+        let len = shard_len(payload_len, self.k);
+        with_decoder(self.k, self.m, len, |decoder| {
+            for i in 0..self.k {
+                if let Some(s) = data(i) {
+                    decoder.add_original_shard(i, s.as_ref())?;
+                }
+            }
+            for j in 0..self.m {
+                if let Some(s) = data(self.k + j) {
+                    decoder.add_recovery_shard(j, s.as_ref())?;
+                }
+            }
+            let result = decoder.decode()?;
+            let restored: Option<Vec<&[u8]>> = (0..self.k)
+                .map(|i| {
+                    data(i)
+                        .map(AsRef::as_ref)
+                        .or_else(|| result.restored_original(i))
+                })
+                .collect();
+            // None: the decoder left a shard unrestored (not expected).
+            Ok(restored.map(|all| all.into_iter().for_each(&mut each)))
+        })?
+        .ok_or_else(|| CodingError::Library("a missing data shard was not restored".into()))
     }
 
     /// Every shard there is the size `payload_len` gives.
@@ -183,61 +230,6 @@ impl Coding {
             }
         }
         Ok(())
-    }
-
-    /// All k data shards, restoring missing ones from parity.
-    pub fn data_shards<S: AsRef<[u8]>>(
-        &self,
-        shards: &[Option<S>],
-        payload_len: usize,
-    ) -> Result<Vec<Vec<u8>>, CodingError> {
-        let present = shards.iter().take(self.n()).filter(|s| s.is_some()).count();
-        if present < self.k {
-            return Err(CodingError::TooFewShards {
-                have: present,
-                k: self.k,
-            });
-        }
-        self.check_sizes(shards, payload_len)?;
-        let want = shard_len(payload_len, self.k);
-        let missing_data: Vec<usize> = (0..self.k)
-            .filter(|i| shards.get(*i).is_none_or(Option::is_none))
-            .collect();
-        if missing_data.is_empty() {
-            return Ok(shards[..self.k]
-                .iter()
-                .flatten()
-                .map(|s| s.as_ref().to_vec())
-                .collect());
-        }
-        let originals = (0..self.k).filter_map(|i| shards[i].as_ref().map(|s| (i, s.as_ref())));
-        let recovery = (0..self.m).filter_map(|j| {
-            shards
-                .get(self.k + j)
-                .and_then(Option::as_ref)
-                .map(|s| (j, s.as_ref()))
-        });
-        let mut restored = with_decoder(self.k, self.m, want, |decoder| {
-            for (i, s) in originals {
-                decoder.add_original_shard(i, s)?;
-            }
-            for (j, s) in recovery {
-                decoder.add_recovery_shard(j, s)?;
-            }
-            let result = decoder.decode()?;
-            Ok(result
-                .restored_original_iter()
-                .map(|(i, s)| (i, s.to_vec()))
-                .collect::<std::collections::HashMap<usize, Vec<u8>>>())
-        })?;
-        (0..self.k)
-            .map(|i| match &shards[i] {
-                Some(s) => Ok(s.as_ref().to_vec()),
-                None => restored
-                    .remove(&i)
-                    .ok_or_else(|| CodingError::Library(format!("shard {i} was not restored"))),
-            })
-            .collect()
     }
 
     /// Every shard (data and parity) from any k: for repair.
