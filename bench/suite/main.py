@@ -109,32 +109,30 @@ What this says, for the next person to make it faster:
   together are about a tenth of the samples of a 1 GiB put; the rest is
   moving bytes: copies in user space (memmove), the kernel copying shard
   files into the page cache and syncing them, QUIC packetising every shard
-  into 1.2 KB datagrams, and threads waking each other (scheduler symbols)
-  across ten processes on two cores. The put pipeline alone runs at a
-  tenth of memcpy per core (the pipeline section), far above what the
-  nodes take, so a put here is bound by the nine local agents and their
-  disk, not by the daemon.
-- Copies: a shard put is now handed to QUIC by reference (it used to be
-  copied twice on its way out, which also cost about 80 MiB of the
-  daemon's peak during a 1 GiB put). A get still copies each shard on the
-  agent (into the response frame), on the daemon (out of the frame, then
-  out of the header) and once more to decode: the same by-reference path
-  on the read side would remove most of the get's memmove.
+  into 1.2 KB datagrams, and threads waking each other (scheduler symbols,
+  the largest share) across ten processes on two cores. The put pipeline
+  alone runs at about 1.7 GiB/s per core (the pipeline section), far above
+  what the nodes take, so a put here is bound by the nine local agents and
+  their disk, not by the daemon.
+- Copies: a shard put is handed to QUIC by reference. A get now reads each
+  answer into spare capacity, moves it into its response, slices the
+  payload after the header and concatenates the data shards once; the
+  decoded chunks move into the HTTP body. What is left of its memmove is
+  that concatenation, QUIC's own reassembly and the agents' reads.
+- Page faults: the long-running processes use a fixed glibc mmap
+  threshold of 128 KiB (`cloudshell_store::malloc`), so each shard buffer
+  is fresh mmap'd memory, faulted in and zeroed by the kernel, and given
+  back when freed. That is what keeps the daemon within 150 MiB; a 4 MiB
+  threshold made an S3 get of 1 GiB 15% faster for 30 MiB more peak. A
+  pool of shard buffers would have both.
 - Small files: each 4 KiB file is nine shard files, each written to a
   temporary name, fsynced, renamed and its directory fsynced, and one
   index commit; scheduling dominates. Packing small files into shared
   chunks, and group commit on the agents (one fsync for the shards that
   arrived together), would close most of that gap. Reads of small files
-  show Reed-Solomon's decoder set-up (`eval_poly`): a read uses a parity
-  shard whenever it answers before a slower data shard, and for a tiny
-  chunk that fixed cost is most of the decode.
-- Memory: the daemon's peak rises from one step to the next (see the
-  end-to-end table) mostly because glibc's per-thread arenas keep the
-  freed megabyte buffers of many threads: in a separate run with
-  `MALLOC_ARENA_MAX=2` its peak was 40 to 60 MiB lower at every step
-  (mimalloc instead raised it). Reusing chunk buffers from a pool would
-  fix it in the code; until then that variable is a safe setting for the
-  daemon.
+  show Reed-Solomon: a read uses a parity shard when one answers before a
+  slower data shard (it now waits a moment for the data shard first, and
+  the decoder is kept per thread).
 """
 
 
