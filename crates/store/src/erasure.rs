@@ -249,60 +249,84 @@ impl Coding {
     }
 }
 
-thread_local! {
-    /// Each thread's encoder and decoder, kept between chunks: making one
-    /// allocates and zeroes its working space (a chunk's worth) and probes
-    /// the CPU, which showed in the get path's profile.
-    static ENCODER: std::cell::RefCell<Option<reed_solomon_simd::ReedSolomonEncoder>> =
-        const { std::cell::RefCell::new(None) };
-    static DECODER: std::cell::RefCell<Option<reed_solomon_simd::ReedSolomonDecoder>> =
-        const { std::cell::RefCell::new(None) };
+/// Encoders and decoders kept between chunks, a few at most (as many as
+/// the machine has cores): making one allocates and zeroes its working
+/// space (several shards' worth) and probes the CPU, which showed in the
+/// put and get profiles; keeping one per thread instead held that space for
+/// every thread of the blocking pool (the daemon's peak rose by 40 MiB).
+struct Kept<T> {
+    idle: std::sync::Mutex<Vec<T>>,
 }
+
+impl<T> Kept<T> {
+    const fn new() -> Self {
+        Self {
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Option<T> {
+        self.lock().pop()
+    }
+
+    fn give_back(&self, item: T) {
+        let cap = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let mut idle = self.lock();
+        if idle.len() < cap {
+            idle.push(item);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+static ENCODERS: Kept<reed_solomon_simd::ReedSolomonEncoder> = Kept::new();
+static DECODERS: Kept<reed_solomon_simd::ReedSolomonDecoder> = Kept::new();
 
 fn library(e: reed_solomon_simd::Error) -> CodingError {
     CodingError::Library(e.to_string())
 }
 
-/// Runs `f` with this thread's encoder, set for `k` + `m` shards of `len`.
+/// Runs `f` with an encoder set for `k` + `m` shards of `len`.
 fn with_encoder<T>(
     k: usize,
     m: usize,
     len: usize,
     f: impl FnOnce(&mut reed_solomon_simd::ReedSolomonEncoder) -> Result<T, reed_solomon_simd::Error>,
 ) -> Result<T, CodingError> {
-    ENCODER.with_borrow_mut(|slot| {
-        let encoder = match slot {
-            Some(e) => {
-                e.reset(k, m, len).map_err(library)?;
-                e
-            }
-            None => {
-                slot.insert(reed_solomon_simd::ReedSolomonEncoder::new(k, m, len).map_err(library)?)
-            }
-        };
-        f(encoder).map_err(library)
-    })
+    let mut encoder = match ENCODERS.take() {
+        Some(mut e) => {
+            e.reset(k, m, len).map_err(library)?;
+            e
+        }
+        None => reed_solomon_simd::ReedSolomonEncoder::new(k, m, len).map_err(library)?,
+    };
+    let result = f(&mut encoder).map_err(library);
+    ENCODERS.give_back(encoder);
+    result
 }
 
-/// Runs `f` with this thread's decoder, set for `k` + `m` shards of `len`.
+/// Runs `f` with a decoder set for `k` + `m` shards of `len`.
 fn with_decoder<T>(
     k: usize,
     m: usize,
     len: usize,
     f: impl FnOnce(&mut reed_solomon_simd::ReedSolomonDecoder) -> Result<T, reed_solomon_simd::Error>,
 ) -> Result<T, CodingError> {
-    DECODER.with_borrow_mut(|slot| {
-        let decoder = match slot {
-            Some(d) => {
-                d.reset(k, m, len).map_err(library)?;
-                d
-            }
-            None => {
-                slot.insert(reed_solomon_simd::ReedSolomonDecoder::new(k, m, len).map_err(library)?)
-            }
-        };
-        f(decoder).map_err(library)
-    })
+    let mut decoder = match DECODERS.take() {
+        Some(mut d) => {
+            d.reset(k, m, len).map_err(library)?;
+            d
+        }
+        None => reed_solomon_simd::ReedSolomonDecoder::new(k, m, len).map_err(library)?,
+    };
+    let result = f(&mut decoder).map_err(library);
+    DECODERS.give_back(decoder);
+    result
 }
 
 #[cfg(test)]
