@@ -132,7 +132,7 @@ What this says, for the next person to make it faster:
   arrived together), would close most of that gap. Reads of small files
   show Reed-Solomon: a read uses a parity shard when one answers before a
   slower data shard (it now waits a moment for the data shard first, and
-  the decoder is kept per thread).
+  decoders are kept between chunks).
 """
 
 
