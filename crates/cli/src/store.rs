@@ -572,6 +572,12 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
             cred.secret_access_key
         );
     }
+    // SIGTERM (systemd, docker, kill) stops it as cleanly as Ctrl-C: the
+    // index is closed, not left for the next start to tidy. Listened for
+    // before "ready" is said: a stop that follows it at once must not find
+    // the default action (death by the signal) still in place.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot wait for SIGTERM")?;
     match daemon.wait_ready(Duration::from_secs(600)).await {
         Ok(()) => eprintln!(
             "cloudshell store: ready: {nodes} of {nodes} nodes connected in {:.1} s; open {}",
@@ -580,10 +586,6 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         ),
         Err(e) => eprintln!("cloudshell store: warning: {e} (still trying)"),
     }
-    // SIGTERM (systemd, docker, kill) stops it as cleanly as Ctrl-C: the
-    // index is closed, not left for the next start to tidy.
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot wait for SIGTERM")?;
     let stopped: anyhow::Result<()> = tokio::select! {
         () = daemon.wait() => Ok(()),
         r = tokio::signal::ctrl_c() => {
