@@ -34,7 +34,9 @@ impl Service for Memory {
                     m.insert(id, blob.to_vec());
                     Response::Done
                 }
-                Request::GetShard(id) => Response::Blob(m.get(&id).cloned().unwrap_or_default()),
+                Request::GetShard(id) => {
+                    Response::Blob(m.get(&id).cloned().unwrap_or_default().into())
+                }
                 _ => Response::Done,
             }
         })

@@ -23,9 +23,9 @@
 //! let (header, body) = split_frame(&frame).unwrap();
 //! assert_eq!(Request::decode(header, body).unwrap(), Request::GetShard(ShardId([1; 25])));
 //!
-//! let answer = Response::Blob(b"shard".to_vec()).encode();
+//! let answer = Response::Blob(b"shard".as_slice().into()).encode();
 //! let (header, body) = split_frame(&answer).unwrap();
-//! assert_eq!(Response::decode(Op::GetShard, header, body).unwrap(), Response::Blob(b"shard".to_vec()));
+//! assert_eq!(Response::decode(Op::GetShard, header, body).unwrap(), Response::Blob(b"shard".as_slice().into()));
 //! ```
 
 pub mod punch;

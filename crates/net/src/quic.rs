@@ -183,9 +183,15 @@ async fn answer(
             message: e.to_string(),
         },
     };
-    send.write_all(&response.encode())
+    let (head, tail) = response.encode_split();
+    send.write_all(&head)
         .await
         .map_err(|e| NetError::Lost(e.into()))?;
+    if let Some(tail) = tail {
+        send.write_chunk(tail)
+            .await
+            .map_err(|e| NetError::Lost(e.into()))?;
+    }
     let _ = send.finish();
     // Wait until the peer has the answer (or gives up) before dropping.
     let _ = send.stopped().await;
@@ -199,11 +205,27 @@ async fn read_request(
     let header = FrameHeader::decode(head)?;
     // Refused before a byte of the body is read or allocated.
     header.check_request()?;
-    let mut body = vec![0u8; header.body_len as usize];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| NetError::Lost(e.into()))?;
-    Ok(Request::decode(header, &body)?)
+    let body = read_body(recv, header.body_len as usize).await?;
+    Ok(Request::decode_owned(header, body)?)
+}
+
+/// The `len` bytes of a frame's body, read into spare capacity: a shard's
+/// worth of zeroes written only to be overwritten showed in the profiles.
+async fn read_body(recv: &mut quinn::RecvStream, len: usize) -> Result<Vec<u8>, NetError> {
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let read = (&mut *recv)
+            .take((len - body.len()) as u64)
+            .read_buf(&mut body)
+            .await
+            .map_err(|e| NetError::Lost(e.into()))?;
+        if read == 0 {
+            return Err(NetError::Lost(
+                format!("the frame ended after {} of its {len} bytes", body.len()).into(),
+            ));
+        }
+    }
+    Ok(body)
 }
 
 /// Where an agent can be reached, as its line said.
@@ -604,22 +626,6 @@ async fn exchange(c: &quinn::Connection, request: &Request) -> Result<Response, 
     let header = FrameHeader::decode(&head)?;
     let op: Op = request.op();
     header.check_response(op)?;
-    // Read into spare capacity: a shard's worth of zeroes written only to
-    // be overwritten showed in the get path's profile.
-    let len = header.body_len as usize;
-    let mut body = Vec::with_capacity(len);
-    while body.len() < len {
-        let read = (&mut recv)
-            .take((len - body.len()) as u64)
-            .read_buf(&mut body)
-            .await
-            .map_err(lost)?;
-        if read == 0 {
-            return Err(lost(format!(
-                "the answer ended after {} of its {len} bytes",
-                body.len()
-            )));
-        }
-    }
+    let body = read_body(&mut recv, header.body_len as usize).await?;
     Ok(Response::decode_owned(op, header, body)?)
 }

@@ -167,8 +167,9 @@ pub enum Response {
     },
     /// Put or delete done.
     Done,
-    /// A shard's bytes.
-    Blob(Vec<u8>),
+    /// A shard's bytes (shared, not copied: an agent hands the file it
+    /// read to the transport as it is, the daemon slices what arrived).
+    Blob(bytes::Bytes),
     /// A page of ids.
     List(Vec<ShardId>),
     /// A BLAKE3.
@@ -446,6 +447,23 @@ impl Request {
         (body, None)
     }
 
+    /// [`Request::decode`] of a body the caller owns: a put's shard is a
+    /// slice of it rather than a copy.
+    pub fn decode_owned(header: FrameHeader, body: Vec<u8>) -> Result<Self, WireError> {
+        if header.kind == Op::PutShard as u8 {
+            header.check_request()?;
+            if body.len() != header.body_len as usize {
+                return Err(WireError::Malformed(
+                    "body length does not match the header",
+                ));
+            }
+            let id = Reader(&body).id()?;
+            let blob = bytes::Bytes::from(body).slice(SHARD_ID_LEN..);
+            return Ok(Self::PutShard { id, blob });
+        }
+        Self::decode(header, &body)
+    }
+
     /// Parses a request body of the kind its header named.
     pub fn decode(header: FrameHeader, body: &[u8]) -> Result<Self, WireError> {
         header.check_request()?;
@@ -493,17 +511,26 @@ impl Request {
 impl Response {
     /// The whole frame.
     pub fn encode(&self) -> Vec<u8> {
+        let (mut frame, tail) = self.encode_split();
+        if let Some(tail) = tail {
+            frame.extend_from_slice(&tail);
+        }
+        frame
+    }
+
+    /// The frame as a head and, for a shard, the shard after it, handed to
+    /// the transport as it is: an agent answering a read copies nothing.
+    pub fn encode_split(&self) -> (Vec<u8>, Option<bytes::Bytes>) {
+        if let Self::Blob(b) = self {
+            return (frame(0, &[], b.len()), Some(b.clone()));
+        }
         let mut body = Vec::new();
         let status = match self {
             Self::Hello { software } => {
                 put_text(&mut body, software);
                 0
             }
-            Self::Done => 0,
-            Self::Blob(b) => {
-                body.extend_from_slice(b);
-                0
-            }
+            Self::Done | Self::Blob(_) => 0,
             Self::List(ids) => {
                 body.extend_from_slice(&(ids.len() as u32).to_le_bytes());
                 for id in ids {
@@ -528,7 +555,7 @@ impl Response {
                 *code as u8
             }
         };
-        frame(status, &body, 0)
+        (frame(status, &body, 0), None)
     }
 
     /// [`Response::decode`] of a body the caller owns: a shard's bytes are
@@ -541,7 +568,7 @@ impl Response {
                     "body length does not match the header",
                 ));
             }
-            return Ok(Self::Blob(body));
+            return Ok(Self::Blob(body.into()));
         }
         Self::decode(op, header, &body)
     }
@@ -568,7 +595,7 @@ impl Response {
             },
             Op::PutShard | Op::DeleteShard => Self::Done,
             Op::GetShard => {
-                let b = r.0.to_vec();
+                let b = bytes::Bytes::copy_from_slice(r.0);
                 r.0 = &[];
                 Self::Blob(b)
             }
@@ -654,7 +681,19 @@ mod tests {
             let bytes = req.encode();
             let (h, body) = split_frame(&bytes).unwrap();
             assert_eq!(Request::decode(h, body).unwrap(), req);
+            // The owned decoding (a put's shard sliced, not copied) agrees.
+            assert_eq!(Request::decode_owned(h, body.to_vec()).unwrap(), req);
         }
+    }
+
+    #[test]
+    fn a_split_response_is_the_same_bytes_as_the_whole_one() {
+        let blob = Response::Blob(bytes::Bytes::from_static(b"shard bytes"));
+        let (head, tail) = blob.encode_split();
+        assert_eq!(tail.as_deref(), Some(&b"shard bytes"[..]));
+        assert_eq!([head, tail.unwrap().to_vec()].concat(), blob.encode());
+        let done = Response::Done;
+        assert_eq!(done.encode_split(), (done.encode(), None));
     }
 
     #[test]
@@ -678,7 +717,7 @@ mod tests {
                 },
             ),
             (Op::PutShard, Response::Done),
-            (Op::GetShard, Response::Blob(vec![1, 2, 3])),
+            (Op::GetShard, Response::Blob(vec![1, 2, 3].into())),
             (Op::ListShards, Response::List(vec![id(1), id(2)])),
             (Op::VerifyShard, Response::Hash([9; 32])),
             (
@@ -708,7 +747,7 @@ mod tests {
             assert_eq!(Response::decode_owned(op, h, body.to_vec()).unwrap(), resp);
         }
         // A shard body shorter than its header says is refused both ways.
-        let bytes = Response::Blob(vec![1, 2, 3]).encode();
+        let bytes = Response::Blob(vec![1, 2, 3].into()).encode();
         let (h, body) = split_frame(&bytes).unwrap();
         assert!(Response::decode_owned(Op::GetShard, h, body[..2].to_vec()).is_err());
     }
@@ -771,6 +810,17 @@ mod tests {
         .encode();
         let (h, body) = split_frame(&list).unwrap();
         assert!(Request::decode(h, body).is_err());
+        // A put too short for its shard id, owned or not.
+        let put = Request::PutShard {
+            id: id(1),
+            blob: bytes::Bytes::from_static(b"x"),
+        }
+        .encode();
+        let (mut h, body) = split_frame(&put).unwrap();
+        h.body_len = 10;
+        assert!(Request::decode(h, &body[..10]).is_err());
+        assert!(Request::decode_owned(h, body[..10].to_vec()).is_err());
+        assert!(Request::decode_owned(h, body.to_vec()).is_err());
         let get = Request::GetShard(id(1)).encode();
         let (h, body) = split_frame(&get).unwrap();
         assert!(Request::decode(h, &body[..10]).is_err());
@@ -787,6 +837,7 @@ mod tests {
         fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), op in 1u8..8) {
             if let Ok((h, body)) = split_frame(&bytes) {
                 let _ = Request::decode(h, body);
+                let _ = Request::decode_owned(h, body.to_vec());
                 if let Some(op) = Op::from_u8(op) {
                     let _ = Response::decode(op, h, body);
                 }

@@ -26,7 +26,7 @@ impl Service for Memory {
                     Response::Done
                 }
                 Request::GetShard(id) => match m.get(&id) {
-                    Some(b) => Response::Blob(b.clone()),
+                    Some(b) => Response::Blob(b.clone().into()),
                     None => Response::Error {
                         code: ErrorCode::NotFound,
                         message: "no such shard".into(),
@@ -103,7 +103,7 @@ async fn every_request_round_trips() {
     }
     assert_eq!(
         client.request(&Request::GetShard(sid(1))).await.unwrap(),
-        Response::Blob(blob.to_vec())
+        Response::Blob(blob.clone())
     );
     assert_eq!(
         client

@@ -88,11 +88,7 @@ impl Service for ShardService {
                     .put(key(&id), blob)
                     .await
                     .map(|()| Response::Done),
-                Request::GetShard(id) => self
-                    .shards
-                    .get(key(&id))
-                    .await
-                    .map(|b| Response::Blob(b.to_vec())),
+                Request::GetShard(id) => self.shards.get(key(&id)).await.map(Response::Blob),
                 Request::DeleteShard(id) => {
                     self.shards.delete(key(&id)).await.map(|()| Response::Done)
                 }
@@ -185,7 +181,7 @@ impl ShardStore for RemoteShards {
                 .call(Request::GetShard(ShardId(key.to_bytes())), Some(key))
                 .await?
             {
-                Response::Blob(b) => Ok(Bytes::from(b)),
+                Response::Blob(b) => Ok(b),
                 r => Err(unexpected(&r)),
             }
         })
