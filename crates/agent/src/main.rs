@@ -78,7 +78,11 @@ fn reachable_local(bound: SocketAddr, toward: &[SocketAddr]) -> SocketAddr {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     cloudshell_store::malloc::settle();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread (and the blocking pool for file work): an agent serves one
+    // daemon over one link, which a thread keeps busy many times over, and
+    // nine agents on one machine (the emulated store) woke each other's
+    // idle workers for nothing.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -88,6 +88,23 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// Socket buffers asked for each way on every QUIC socket. The kernel's
+/// default (about 208 KiB) overflowed on the daemon's one socket when nine
+/// agents answered reads at once: a twentieth of the datagrams were dropped
+/// on loopback (`RcvbufErrors`), and each drop costs QUIC a retransmission
+/// and a smaller congestion window. The kernel clamps the request to
+/// `net.core.rmem_max` / `wmem_max` (4 MiB on most distributions, less on
+/// some), which is as much as an unprivileged process can have.
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Gives `socket` the buffers of [`UDP_BUFFER_BYTES`]; what the kernel
+/// grants is what it grants (a smaller buffer only means more drops).
+fn widen_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = s.set_send_buffer_size(UDP_BUFFER_BYTES);
+}
+
 /// The tokio runtime quinn runs on (endpoints are made inside one).
 fn runtime() -> Result<Arc<dyn quinn::Runtime>, NetError> {
     quinn::default_runtime()
@@ -105,6 +122,7 @@ pub fn server_endpoint(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
     let runtime = runtime()?;
+    widen_buffers(&socket);
     Ok(quinn::Endpoint::new(
         restartable_endpoint_config(identity),
         Some(config),
@@ -279,6 +297,7 @@ impl Pool {
     /// A pool on `socket`, as `identity` (the certificate agents pin).
     pub fn new(socket: std::net::UdpSocket, identity: &Identity) -> Result<Self, NetError> {
         let punch = socket.try_clone()?;
+        widen_buffers(&socket);
         let endpoint =
             quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime()?)?;
         Ok(Self {

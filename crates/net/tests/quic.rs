@@ -206,3 +206,34 @@ async fn malformed_and_oversized_requests_get_errors_and_the_agent_keeps_serving
         Response::Stats(_)
     ));
 }
+
+/// What the kernel lets an unprivileged socket have, both ways (it doubles
+/// what was asked, up to twice `rmem_max`).
+fn granted_at_least() -> usize {
+    let max = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    max("rmem_max").min(max("wmem_max")).min(4 << 20)
+}
+
+#[tokio::test]
+async fn quic_sockets_get_wide_buffers_both_ways() {
+    // The default (about 208 KiB) dropped one datagram in twenty on the
+    // daemon's socket when nine agents answered reads at once.
+    let want = granted_at_least();
+    let identity = Identity::generate().unwrap();
+    let agent_socket = udp();
+    let seen = agent_socket.try_clone().unwrap();
+    let _endpoint = server_endpoint(agent_socket, &identity, identity.fingerprint()).unwrap();
+    let pool_socket = udp();
+    let seen_pool = pool_socket.try_clone().unwrap();
+    let _pool = cloudshell_net::quic::Pool::new(pool_socket, &identity).unwrap();
+    for s in [&seen, &seen_pool] {
+        let s = socket2::SockRef::from(s);
+        assert!(s.recv_buffer_size().unwrap() >= want, "receive buffer");
+        assert!(s.send_buffer_size().unwrap() >= want, "send buffer");
+    }
+}
