@@ -253,15 +253,22 @@ impl Store {
     ) -> Vec<Option<Bytes>> {
         let mut got: Vec<Option<Bytes>> = vec![None; entry.shards.len()];
         let node_of = |i: usize| self.node(&entry.shards[i].node);
-        let mut candidates: Vec<(bool, usize)> = (0..entry.shards.len())
-            .filter_map(|i| {
-                node_of(i)
-                    .filter(Node::is_online)
-                    .map(|n| (n.is_suspect(), i))
-            })
+        let online: Vec<(usize, Node)> = (0..entry.shards.len())
+            .filter_map(|i| node_of(i).filter(Node::is_online).map(|n| (i, n)))
+            .collect();
+        let slow = slow_nodes(online.iter().map(|(_, n)| n.usual_read()));
+        let mut candidates: Vec<(bool, bool, usize)> = online
+            .iter()
+            .zip(&slow)
+            .map(|((i, n), slow)| (n.is_suspect(), *slow, *i))
+            .collect();
+        let slow_shards: std::collections::HashSet<usize> = candidates
+            .iter()
+            .filter(|(_, slow, _)| *slow)
+            .map(|(_, _, i)| *i)
             .collect();
         candidates.sort_unstable();
-        let mut order = candidates.into_iter().map(|(_, i)| i);
+        let mut order = candidates.into_iter().map(|(_, _, i)| i);
         let mut outstanding = std::collections::HashSet::new();
         let mut pending = FuturesUnordered::new();
         let ask = |i: usize| {
@@ -272,10 +279,16 @@ impl Store {
                 chunk,
                 index: i as u8,
             };
+            let timer = node.as_ref().map(Node::start_read);
             async move {
                 let blob = match node {
                     Some(n) => match n.shards.get(key).await {
-                        Ok(b) => Some(b),
+                        Ok(b) => {
+                            if let Some(t) = &timer {
+                                n.read_took(t);
+                            }
+                            Some(b)
+                        }
                         Err(e) => {
                             tracing::debug!(node = %n.id, shard = %key.name(), "shard read failed: {e}");
                             None
@@ -357,8 +370,13 @@ impl Store {
             |got: &[Option<Bytes>], outstanding: &std::collections::HashSet<usize>| {
                 (0..need).any(|d| got[d].is_none() && outstanding.contains(&d))
             };
-        if good >= need && need < got.len() && data_on_way(&got, &outstanding) {
-            let grace = started.elapsed().min(DATA_SHARD_GRACE);
+        // Not worth waiting for a data shard from a slow node (see
+        // [`slow_nodes`]): it is decoded around at once.
+        let took = started.elapsed();
+        let worth_waiting = (0..need)
+            .all(|d| got[d].is_some() || !outstanding.contains(&d) || !slow_shards.contains(&d));
+        if good >= need && need < got.len() && data_on_way(&got, &outstanding) && worth_waiting {
+            let grace = took.min(DATA_SHARD_GRACE);
             let wait = async {
                 while let Some((i, blob)) = pending.next().await {
                     outstanding.remove(&i);
@@ -437,6 +455,30 @@ impl Store {
     }
 }
 
+/// Which of some nodes (their usual shard read times, `None` when not
+/// measured) reads ask after the others: those that usually take more than
+/// [`SLOW_FACTOR`] times the median of the measured ones, and more than
+/// [`SLOW_FLOOR`] (below it, differences are scheduling noise). A chunk's
+/// data shards are asked first because they need no decoding, but not from
+/// a node that would make every chunk wait for its link: the k + 1 asked
+/// are then the fastest, and the hedge goes to the next-fastest.
+fn slow_nodes(usual: impl Iterator<Item = Option<std::time::Duration>>) -> Vec<bool> {
+    let usual: Vec<Option<std::time::Duration>> = usual.collect();
+    let mut measured: Vec<std::time::Duration> = usual.iter().flatten().copied().collect();
+    if measured.is_empty() {
+        return vec![false; usual.len()];
+    }
+    measured.sort_unstable();
+    let median = measured[measured.len() / 2];
+    let bar = median.saturating_mul(SLOW_FACTOR).max(SLOW_FLOOR);
+    usual.iter().map(|u| u.is_some_and(|u| u > bar)).collect()
+}
+
+/// See [`slow_nodes`].
+const SLOW_FACTOR: u32 = 2;
+/// See [`slow_nodes`].
+const SLOW_FLOOR: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Where a read's bytes go, in order.
 pub(crate) trait ChunkSink: Send {
     /// Takes the next bytes of the range.
@@ -483,4 +525,33 @@ impl futures_util::Stream for ChunkStream {
 pub fn chunk_channel() -> (ChunkSender, ChunkStream) {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     (ChunkSender(tx), ChunkStream(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slow_nodes;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Option<Duration> {
+        Some(Duration::from_millis(n))
+    }
+
+    #[test]
+    fn a_node_far_slower_than_the_median_is_asked_last() {
+        // Unequal wide-area links: one node at a quarter of the others' speed.
+        let usual = [ms(60), ms(70), ms(80), ms(265), ms(90), None, ms(75)];
+        assert_eq!(
+            slow_nodes(usual.into_iter()),
+            [false, false, false, true, false, false, false]
+        );
+    }
+
+    #[test]
+    fn small_differences_and_unmeasured_nodes_are_not_slow() {
+        // Loopback: a few milliseconds apart is scheduling, not a slow link.
+        let usual = [ms(1), ms(2), ms(9), ms(1), ms(15)];
+        assert_eq!(slow_nodes(usual.into_iter()), [false; 5]);
+        assert_eq!(slow_nodes([None, None].into_iter()), [false; 2]);
+        assert!(slow_nodes(std::iter::empty()).is_empty());
+    }
 }

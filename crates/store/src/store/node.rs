@@ -28,6 +28,13 @@ pub struct Node {
     /// How long a shard write to it usually takes, in microseconds,
     /// smoothed (0: none measured yet).
     write_us: Arc<AtomicU64>,
+    /// How long a shard read from it usually takes, in microseconds,
+    /// smoothed (0: none measured), and when (ms on [`clock_ms`]) it was
+    /// last measured: reads order nodes by it.
+    read_us: Arc<AtomicU64>,
+    read_at_ms: Arc<AtomicU64>,
+    /// Shard reads from it under way.
+    reads_under_way: Arc<AtomicUsize>,
     /// Its last answer to stats, and when it came.
     last_stats: Arc<std::sync::Mutex<Option<(std::time::Instant, StoreStats)>>>,
     /// Whether a background stats request is under way.
@@ -49,6 +56,24 @@ pub struct Node {
 /// with 64 (and no less with a window of 512 shards). The put's window
 /// bounds what this costs in memory.
 pub const WRITES_PER_NODE: usize = 64;
+
+/// How long a node's measured read time stands without a new measure
+/// (see [`Node::usual_read`]).
+pub(crate) const READ_TIME_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One shard read under way (see [`Node::start_read`]); it leaves the
+/// node's count when dropped.
+pub(crate) struct ReadTimer {
+    started: std::time::Instant,
+    sharing: usize,
+    under_way: Arc<AtomicUsize>,
+}
+
+impl Drop for ReadTimer {
+    fn drop(&mut self) {
+        self.under_way.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A write's place in its node's queue, given up when dropped.
 pub(crate) struct QueuedWrite {
@@ -119,6 +144,9 @@ impl Node {
             suspect_until: Arc::new(AtomicU64::new(0)),
             quota: Arc::new(AtomicU64::new(NO_QUOTA)),
             write_us: Arc::new(AtomicU64::new(0)),
+            read_us: Arc::new(AtomicU64::new(0)),
+            read_at_ms: Arc::new(AtomicU64::new(0)),
+            reads_under_way: Arc::new(AtomicUsize::new(0)),
             last_stats: Arc::new(std::sync::Mutex::new(None)),
             refreshing: Arc::new(AtomicBool::new(false)),
             write_turns: Arc::new(tokio::sync::Semaphore::new(WRITES_PER_NODE)),
@@ -256,6 +284,46 @@ impl Node {
             old - old / 4 + sample / 4
         };
         self.write_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// Starts timing one shard read from it: the reads already under way
+    /// share its link with this one.
+    pub(crate) fn start_read(&self) -> ReadTimer {
+        let sharing = self.reads_under_way.fetch_add(1, Ordering::AcqRel) + 1;
+        ReadTimer {
+            started: std::time::Instant::now(),
+            sharing,
+            under_way: Arc::clone(&self.reads_under_way),
+        }
+    }
+
+    /// Takes one good shard read into its usual read time (an
+    /// exponentially weighted mean, a quarter to the newest). The time is
+    /// divided by the reads that shared the link when it started: a fast
+    /// node asked for many shards at once answers each late, and what
+    /// tells links apart is the time per shard.
+    pub(crate) fn read_took(&self, timer: &ReadTimer) {
+        let took = timer.started.elapsed() / u32::try_from(timer.sharing).unwrap_or(u32::MAX);
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.read_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 4 + sample / 4
+        };
+        self.read_us.store(new.max(1), Ordering::Relaxed);
+        self.read_at_ms.store(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// How long a shard read from it usually takes, if measured within
+    /// [`READ_TIME_KEPT`]: a node read from no more (because it was slow)
+    /// is tried again once its measure has aged out, so one that got
+    /// faster is found again.
+    pub(crate) fn usual_read(&self) -> Option<std::time::Duration> {
+        let us = self.read_us.load(Ordering::Relaxed);
+        let at = self.read_at_ms.load(Ordering::Relaxed);
+        (us > 0 && clock_ms().saturating_sub(at) <= READ_TIME_KEPT.as_millis() as u64)
+            .then(|| std::time::Duration::from_micros(us))
     }
 
     /// How long a shard write to it may take before a put places the
