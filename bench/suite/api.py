@@ -1,12 +1,13 @@
 """API client: `cloudshell list` against the same DescribeEnvironments call
 through boto3 (with the shipped service model) and through the AWS CLI
 (awscli from PyPI, the model on its data path), all against one emulator.
-Commands run in turn (A B C A B C ...) after a warm-up, so drift on a
-noisy machine hits all alike; each invocation's wall time, CPU time (user
+Commands run in rounds after a warm-up, each round in a new order, so
+drift on a noisy machine and what ran just before hit all alike; each invocation's wall time, CPU time (user
 + system, from the kernel's rusage of the child) and peak RSS."""
 
 import json
 import os
+import random
 import shlex
 import subprocess
 import tempfile
@@ -17,23 +18,30 @@ from .common import CLI, DIST_CLI, EMULATOR, ROOT, log, med, span
 GNU_TIME = "/usr/bin/time"
 
 
+def _spawned(argv, env):
+    """Runs argv to the end: (wall s, rusage, stderr)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed:\n{err}")
+    return wall, ru, err
+
+
 def run_once(argv, env):
-    """(wall s, CPU s, peak RSS MiB) of one run of argv. CPU and RSS come
-    from GNU time, not from this process's wait4: Python starts children
-    with vfork, and Linux then counts the parent's own peak (this harness,
+    """(wall s, CPU s, peak RSS MiB) of argv, from two runs of it. Wall
+    and CPU (microseconds, from wait4) come from argv run by itself: under
+    GNU time, time's own start-up (about a millisecond) was in every wall
+    figure, a fifth of ours and nothing of boto3's. Peak RSS comes from a
+    second run under GNU time, not from wait4: Python starts children with
+    vfork, and Linux then counts the parent's own peak (this harness,
     about 25 MiB) into the child's ru_maxrss, which hid everything smaller."""
+    wall, ru, _ = _spawned(argv, env)
     with tempfile.NamedTemporaryFile("r") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", out.name, *argv],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        # CPU from wait4, in microseconds (GNU time prints hundredths): it
-        # includes time's own, well under a millisecond.
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"{shlex.join(argv)} failed:\n{err}")
+        _spawned([GNU_TIME, "-f", "%M", "-o", out.name, *argv], env)
         kib = out.read().split()[-1]
     return wall, ru.ru_utime + ru.ru_stime, int(kib) / 1024
 
@@ -65,8 +73,13 @@ def run(python, aws, runs=30):
         for _, argv in commands:  # warm-up: page cache, bytecode caches
             run_once(argv, env)
         results = {name: [] for name, _ in commands}
+        # A new order each round: in a fixed one, the run that came right
+        # after the AWS CLI (a 300 ms Python process) always started with
+        # cold caches, and took a millisecond more than the same binary
+        # one place later.
+        order = random.Random(23)
         for _ in range(runs):
-            for name, argv in commands:
+            for name, argv in order.sample(commands, len(commands)):
                 results[name].append(run_once(argv, env))
         log(f"api: {runs} runs of each done")
         versions = subprocess.run(
