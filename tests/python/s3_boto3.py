@@ -44,6 +44,13 @@ def main():
 
     s3.create_bucket(Bucket="photos")
     assert error_code(lambda: s3.create_bucket(Bucket="photos")) == "BucketAlreadyOwnedByYou"
+    # A name S3 does not allow is refused, and the message says why.
+    try:
+        s3.create_bucket(Bucket="b")
+        raise AssertionError("a one-letter bucket was made")
+    except botocore.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] == "InvalidBucketName", e.response
+        assert "3 to 63" in e.response["Error"]["Message"], e.response
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["photos"]
     s3.head_bucket(Bucket="photos")
     assert error_code(lambda: s3.head_bucket(Bucket="nope")) in ("404", "NoSuchBucket")

@@ -29,6 +29,7 @@ mod listing;
 pub mod meta;
 mod multipart;
 mod objects;
+pub mod paths;
 pub mod post_form;
 pub mod presigned;
 pub mod region;

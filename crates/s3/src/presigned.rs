@@ -79,7 +79,7 @@ pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     })
 }
 
-fn error(status: u16, code: &str, message: &str) -> http::Response<String> {
+pub(crate) fn error(status: u16, code: &str, message: &str) -> http::Response<String> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     );

@@ -68,7 +68,8 @@ pub(crate) async fn s3_precheck(request: Request, next: Next) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let answer = cloudshell_s3::region::wrong_region(request.headers(), query)
-        .or_else(|| cloudshell_s3::presigned::expiry_answer(query, now));
+        .or_else(|| cloudshell_s3::presigned::expiry_answer(query, now))
+        .or_else(|| cloudshell_s3::paths::bad_path(request.uri().path()));
     if let Some(answer) = answer {
         return answer.into_response();
     }
