@@ -42,6 +42,7 @@
 
 pub mod backup;
 pub mod crypto;
+mod dir_sync;
 pub mod erasure;
 mod export;
 pub mod format;

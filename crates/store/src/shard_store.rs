@@ -118,6 +118,8 @@ struct Inner {
     quota: u64,
     started: Instant,
     usage: std::sync::Mutex<Usage>,
+    /// Directory fsyncs, shared by concurrent puts.
+    dir_syncs: crate::dir_sync::DirSyncs,
 }
 
 /// What a [`LocalDirStore`] holds.
@@ -144,6 +146,7 @@ impl LocalDirStore {
                 quota,
                 started: Instant::now(),
                 usage: std::sync::Mutex::new(usage),
+                dir_syncs: crate::dir_sync::DirSyncs::default(),
             }),
         })
     }
@@ -200,12 +203,18 @@ impl LocalDirStore {
         ));
         let written = (|| {
             use std::io::Write as _;
-            std::fs::create_dir_all(&dir)?;
+            if !dir.is_dir() {
+                // A new directory's own entry must be on disk too.
+                std::fs::create_dir_all(&dir)?;
+                self.inner.dir_syncs.sync(&self.inner.root)?;
+            }
             let mut f = std::fs::File::create(&temp)?;
             f.write_all(blob)?;
             f.sync_all()?;
             std::fs::rename(&temp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
+            // Acknowledged only once the rename is on disk; writers into
+            // one directory share the fsync that makes it so.
+            self.inner.dir_syncs.sync(&dir)
         })();
         let mut usage = self.usage();
         match written {
