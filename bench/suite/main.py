@@ -114,25 +114,35 @@ What this says, for the next person to make it faster:
   alone runs at about 1.7 GiB/s per core (the pipeline section), far above
   what the nodes take, so a put here is bound by the nine local agents and
   their disk, not by the daemon.
-- Copies: a shard put is handed to QUIC by reference. A get now reads each
-  answer into spare capacity, moves it into its response, slices the
-  payload after the header and concatenates the data shards once; the
-  decoded chunks move into the HTTP body. What is left of its memmove is
-  that concatenation, QUIC's own reassembly and the agents' reads.
+- Dropped datagrams were the largest single cost until 2026-12-01: the
+  kernel's default UDP buffers (about 208 KiB) overflowed on the daemon's
+  one socket when nine agents answered reads at once, one datagram in
+  twenty (`RcvbufErrors` in `/proc/net/snmp`), and QUIC paid for each
+  with a retransmission and a smaller window. With 4 MiB asked each way a
+  1 GiB get on loopback went from about 200 to 350 MiB/s. Watch that
+  counter first when a transfer is slower than its CPU explains.
+- Copies: shards go to QUIC by reference both ways (an agent answers a
+  read with the file it read, head and shard as two pieces). A get reads
+  each answer into spare capacity, slices the payload after the header
+  and concatenates the data shards once; the decoded chunks move into the
+  HTTP body. What is left of its memmove is that concatenation, QUIC's own
+  reassembly and packetising, and reading the request body.
 - Page faults: the long-running processes use a fixed glibc mmap
-  threshold of 128 KiB (`cloudshell_store::malloc`), so each shard buffer
-  is fresh mmap'd memory, faulted in and zeroed by the kernel, and given
-  back when freed. That is what keeps the daemon within 150 MiB; a 4 MiB
-  threshold made an S3 get of 1 GiB 15% faster for 30 MiB more peak. A
-  pool of shard buffers would have both.
+  threshold of 128 KiB (`cloudshell_store::malloc`), so each shard and
+  chunk buffer is fresh mmap'd memory, faulted in and zeroed by the kernel
+  (about a seventh of the daemon's samples in a put). A 4 MiB threshold
+  made puts and gets 5-8% faster for 30 MiB more peak; a pool of shard
+  buffers would have both.
+- Decoding on a healthy store: a read asks k + 1 shards and uses the first
+  k good ones, preferring data shards; when a parity shard makes up the k
+  first, it waits up to as long as the k took (at most 50 ms) for the data
+  shard, since decoding costs CPU the S3 client needs too. With 10 ms, a
+  sixth of the daemon's CPU during an S3 get was Reed-Solomon.
 - Small files: each 4 KiB file is nine shard files, each written to a
-  temporary name, fsynced, renamed and its directory fsynced, and one
-  index commit; scheduling dominates. Packing small files into shared
-  chunks, and group commit on the agents (one fsync for the shards that
-  arrived together), would close most of that gap. Reads of small files
-  show Reed-Solomon: a read uses a parity shard when one answers before a
-  slower data shard (it now waits a moment for the data shard first, and
-  decoders are kept between chunks).
+  temporary name, fsynced, renamed and its directory fsynced (agents now
+  share a directory fsync between the shards that arrive together), and
+  one index commit; scheduling dominates. Packing small files into shared
+  chunks would close most of that gap.
 """
 
 
