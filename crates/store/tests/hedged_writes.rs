@@ -350,6 +350,35 @@ async fn a_put_that_no_node_acknowledges_fails_and_leaves_nothing() {
 }
 
 #[tokio::test]
+async fn a_failed_chunk_ends_the_put_without_waiting_for_more_input() {
+    // A client that sent three chunks and then stalls: the put fails as
+    // soon as a chunk has failed, not when (if ever) the client goes on.
+    let s = setup(1, Trouble::Failing);
+    let first = data(3 * 4096, 6);
+    let stalled = tokio::io::AsyncReadExt::chain(&first[..], Stalled);
+    let e = tokio::time::timeout(Duration::from_secs(60), s.store.put("f", stalled))
+        .await
+        .expect("the put waited for input after a chunk failed")
+        .unwrap_err();
+    assert!(matches!(&e, StoreError::ShardWrite { .. }), "{e:?}");
+    assert!(s.store.index().files().unwrap().is_empty());
+    assert!(s.everything_on_disk().is_empty());
+}
+
+/// Input that never comes.
+struct Stalled;
+
+impl tokio::io::AsyncRead for Stalled {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
 async fn a_node_that_answers_nothing_is_left_out_when_the_others_suffice() {
     let s = setup(12, Trouble::Silent);
     let d = data(40 * 4096, 5);

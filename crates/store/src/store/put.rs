@@ -67,18 +67,24 @@ impl Store {
             // The chunks in flight go on while the input is read (a client
             // sending slowly does not stall the nodes' writes); reading
             // is picked up where it was after each one that finishes.
+            // A chunk that failed ends the put at once: no more input is
+            // read, no more room waited for.
             let read = loop {
                 tokio::select! {
                     biased;
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                         absorb(done, &mut chunks, &mut written, &mut failure);
+                        if failure.is_some() {
+                            break None;
+                        }
                     }
-                    read = read_full(&mut input, &mut buf, chunk_size) => break read,
+                    read = read_full(&mut input, &mut buf, chunk_size) => break Some(read),
                 }
             };
             let n = match read {
-                Ok(n) => n,
-                Err(e) => {
+                None => break,
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
                     // The input broke off (a client gone): what was stored
                     // of it is removed below, like any failed put.
                     failure = failure.or(Some(e.into()));
@@ -100,16 +106,19 @@ impl Store {
                         biased;
                         Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                             absorb(done, &mut chunks, &mut written, &mut failure);
+                            if failure.is_some() {
+                                break None;
+                            }
                         }
                         budget = Budget::acquire(&self.shard_budget, Some(&window), shards) => {
-                            break budget;
+                            break Some(budget);
                         }
                     }
                 };
                 let budget = match budget {
-                    Ok(b) if failure.is_none() => b,
-                    Ok(_) => break,
-                    Err(e) => {
+                    Some(Ok(b)) if failure.is_none() => b,
+                    None | Some(Ok(_)) => break,
+                    Some(Err(e)) => {
                         failure = failure.or(Some(e));
                         break;
                     }
