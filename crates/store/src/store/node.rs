@@ -61,6 +61,20 @@ pub const WRITES_PER_NODE: usize = 64;
 /// (see [`Node::usual_read`]).
 pub(crate) const READ_TIME_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Takes `took` into the mean in `mean_us` (microseconds, 0: none yet),
+/// a quarter to the newest. Concurrent updates may lose one sample: the
+/// mean stays a mean.
+fn smooth(mean_us: &AtomicU64, took: std::time::Duration) {
+    let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+    let old = mean_us.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        old - old / 4 + sample / 4
+    };
+    mean_us.store(new.max(1), Ordering::Relaxed);
+}
+
 /// One shard read under way (see [`Node::start_read`]); it leaves the
 /// node's count when dropped.
 pub(crate) struct ReadTimer {
@@ -275,15 +289,7 @@ impl Node {
             stats.shards = stats.shards.saturating_add(1);
             stats.disk_free = stats.disk_free.saturating_sub(bytes);
         }
-        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
-        // Concurrent updates may lose one sample: the mean stays a mean.
-        let old = self.write_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 4 + sample / 4
-        };
-        self.write_us.store(new.max(1), Ordering::Relaxed);
+        smooth(&self.write_us, took);
     }
 
     /// Starts timing one shard read from it: the reads already under way
@@ -304,14 +310,7 @@ impl Node {
     /// tells links apart is the time per shard.
     pub(crate) fn read_took(&self, timer: &ReadTimer) {
         let took = timer.started.elapsed() / u32::try_from(timer.sharing).unwrap_or(u32::MAX);
-        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
-        let old = self.read_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 4 + sample / 4
-        };
-        self.read_us.store(new.max(1), Ordering::Relaxed);
+        smooth(&self.read_us, took);
         self.read_at_ms.store(clock_ms(), Ordering::Relaxed);
     }
 
