@@ -105,10 +105,23 @@ impl Coding {
         payload: &[u8],
         header: impl Fn(usize) -> [u8; HEADER_LEN],
     ) -> Result<Framed, CodingError> {
+        self.encode_framed_in(payload, header, Vec::with_capacity)
+    }
+
+    /// [`Coding::encode_framed`] into buffers from `buffer` (given the
+    /// bytes each must hold; they come back empty or not, and are filled
+    /// from the start).
+    pub(crate) fn encode_framed_in(
+        &self,
+        payload: &[u8],
+        header: impl Fn(usize) -> [u8; HEADER_LEN],
+        mut buffer: impl FnMut(usize) -> Vec<u8>,
+    ) -> Result<Framed, CodingError> {
         let len = shard_len(payload.len(), self.k);
         let mut blobs: Vec<Vec<u8>> = (0..self.n())
             .map(|i| {
-                let mut b = Vec::with_capacity(HEADER_LEN + len);
+                let mut b = buffer(HEADER_LEN + len);
+                b.clear();
                 b.extend_from_slice(&header(i));
                 b
             })

@@ -41,6 +41,7 @@
 //! ```
 
 pub mod backup;
+mod buffers;
 pub mod crypto;
 mod dir_sync;
 pub mod erasure;

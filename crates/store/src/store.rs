@@ -115,6 +115,8 @@ pub struct Store {
     coding: Coding,
     /// Room for shards in memory (see [`STORE_SHARD_BUDGET`]).
     pub(crate) shard_budget: Arc<tokio::sync::Semaphore>,
+    /// Buffers puts reuse (see [`crate::buffers`]).
+    pub(crate) buffers: crate::buffers::PutBuffers,
 }
 
 impl std::fmt::Debug for Store {
@@ -185,6 +187,7 @@ impl Store {
             settings,
             coding,
             shard_budget: Arc::new(tokio::sync::Semaphore::new(STORE_SHARD_BUDGET)),
+            buffers: crate::buffers::PutBuffers::default(),
         })
     }
 

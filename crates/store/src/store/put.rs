@@ -63,7 +63,7 @@ impl Store {
         let mut chunk = 0u64;
         let mut failure = None;
         loop {
-            let mut buf = Vec::with_capacity(chunk_size + 16);
+            let mut buf = self.buffers.chunks.take(chunk_size + 16);
             // The chunks in flight go on while the input is read (a client
             // sending slowly does not stall the nodes' writes); reading
             // is picked up where it was after each one that finishes.

@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 use super::node::QueuedWrite;
 use super::room::Room;
 use super::*;
+use crate::buffers::PutBuffers;
 
 /// Tries at most per shard: its planned node and three spares.
 const TRIES_PER_SHARD: usize = 4;
@@ -90,25 +91,51 @@ pub fn encode_chunk(
     coding: Coding,
     file_id: FileId,
     chunk: u64,
+    payload: Vec<u8>,
+    cipher: Option<&ChunkCipher>,
+) -> Result<EncodedChunk, StoreError> {
+    encode_chunk_in(coding, file_id, chunk, payload, cipher, None)
+}
+
+/// [`encode_chunk`] with its buffers from `buffers`: the payload's is
+/// given back once encoded, each shard's when its last write lets go of it.
+pub(crate) fn encode_chunk_in(
+    coding: Coding,
+    file_id: FileId,
+    chunk: u64,
     mut payload: Vec<u8>,
     cipher: Option<&ChunkCipher>,
+    buffers: Option<&PutBuffers>,
 ) -> Result<EncodedChunk, StoreError> {
     if let Some(c) = cipher {
         c.seal(chunk, &mut payload);
     }
     let payload_len = payload.len() as u32;
     let len = crate::format::shard_len(payload.len(), coding.k());
-    let (blobs, hashes) = coding.encode_framed(&payload, |i| {
+    let header = |i: usize| {
         let key = ShardKey {
             file_id,
             chunk,
             index: i as u8,
         };
         shard_header(&coding, key, payload_len, cipher.is_some(), len)
-    })?;
+    };
+    let Some(buffers) = buffers else {
+        let (blobs, hashes) = coding.encode_framed(&payload, header)?;
+        return Ok(EncodedChunk {
+            payload_len,
+            blobs: blobs.into_iter().map(Bytes::from).collect(),
+            hashes,
+        });
+    };
+    let (blobs, hashes) = coding.encode_framed_in(&payload, header, |n| buffers.shards.take(n))?;
+    buffers.chunks.give_back(payload);
     Ok(EncodedChunk {
         payload_len,
-        blobs: blobs.into_iter().map(Bytes::from).collect(),
+        blobs: blobs
+            .into_iter()
+            .map(|b| buffers.shards.shared(b))
+            .collect(),
         hashes,
     })
 }
@@ -487,8 +514,16 @@ impl Store {
             room,
         } = file;
         let coding = self.coding;
+        let buffers = self.buffers.clone();
         let blobs = tokio::task::spawn_blocking(move || {
-            encode_chunk(coding, file_id, chunk, plain, cipher.as_deref())
+            encode_chunk_in(
+                coding,
+                file_id,
+                chunk,
+                plain,
+                cipher.as_deref(),
+                Some(&buffers),
+            )
         })
         .await;
         let EncodedChunk {
