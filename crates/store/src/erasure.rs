@@ -137,7 +137,7 @@ impl Coding {
             .map(|b| *blake3::hash(b).as_bytes())
             .collect();
         if self.m > 0 {
-            with_encoder(self.k, self.m, len, |encoder| {
+            with_coder(&ENCODERS, self.k, self.m, len, |encoder| {
                 for blob in &blobs[..self.k] {
                     encoder.add_original_shard(&blob[HEADER_LEN..])?;
                 }
@@ -202,7 +202,7 @@ impl Coding {
             return Ok(());
         }
         let len = shard_len(payload_len, self.k);
-        with_decoder(self.k, self.m, len, |decoder| {
+        with_coder(&DECODERS, self.k, self.m, len, |decoder| {
             for i in 0..self.k {
                 if let Some(s) = data(i) {
                     decoder.add_original_shard(i, s.as_ref())?;
@@ -304,41 +304,49 @@ fn library(e: reed_solomon_simd::Error) -> CodingError {
     CodingError::Library(e.to_string())
 }
 
-/// Runs `f` with an encoder set for `k` + `m` shards of `len`.
-fn with_encoder<T>(
-    k: usize,
-    m: usize,
-    len: usize,
-    f: impl FnOnce(&mut reed_solomon_simd::ReedSolomonEncoder) -> Result<T, reed_solomon_simd::Error>,
-) -> Result<T, CodingError> {
-    let mut encoder = match ENCODERS.take() {
-        Some(mut e) => {
-            e.reset(k, m, len).map_err(library)?;
-            e
-        }
-        None => reed_solomon_simd::ReedSolomonEncoder::new(k, m, len).map_err(library)?,
-    };
-    let result = f(&mut encoder).map_err(library);
-    ENCODERS.give_back(encoder);
-    result
+/// An encoder or a decoder: made for a shape (`k` + `m` shards of `len`
+/// bytes), or set to another one.
+trait Coder: Sized {
+    fn make(k: usize, m: usize, len: usize) -> Result<Self, reed_solomon_simd::Error>;
+    fn reshape(&mut self, k: usize, m: usize, len: usize) -> Result<(), reed_solomon_simd::Error>;
 }
 
-/// Runs `f` with a decoder set for `k` + `m` shards of `len`.
-fn with_decoder<T>(
+impl Coder for reed_solomon_simd::ReedSolomonEncoder {
+    fn make(k: usize, m: usize, len: usize) -> Result<Self, reed_solomon_simd::Error> {
+        Self::new(k, m, len)
+    }
+    fn reshape(&mut self, k: usize, m: usize, len: usize) -> Result<(), reed_solomon_simd::Error> {
+        self.reset(k, m, len)
+    }
+}
+
+impl Coder for reed_solomon_simd::ReedSolomonDecoder {
+    fn make(k: usize, m: usize, len: usize) -> Result<Self, reed_solomon_simd::Error> {
+        Self::new(k, m, len)
+    }
+    fn reshape(&mut self, k: usize, m: usize, len: usize) -> Result<(), reed_solomon_simd::Error> {
+        self.reset(k, m, len)
+    }
+}
+
+/// Runs `f` with a coder from `kept` set for `k` + `m` shards of `len`,
+/// and keeps the coder again afterwards.
+fn with_coder<C: Coder, T>(
+    kept: &Kept<C>,
     k: usize,
     m: usize,
     len: usize,
-    f: impl FnOnce(&mut reed_solomon_simd::ReedSolomonDecoder) -> Result<T, reed_solomon_simd::Error>,
+    f: impl FnOnce(&mut C) -> Result<T, reed_solomon_simd::Error>,
 ) -> Result<T, CodingError> {
-    let mut decoder = match DECODERS.take() {
-        Some(mut d) => {
-            d.reset(k, m, len).map_err(library)?;
-            d
+    let mut coder = match kept.take() {
+        Some(mut c) => {
+            c.reshape(k, m, len).map_err(library)?;
+            c
         }
-        None => reed_solomon_simd::ReedSolomonDecoder::new(k, m, len).map_err(library)?,
+        None => C::make(k, m, len).map_err(library)?,
     };
-    let result = f(&mut decoder).map_err(library);
-    DECODERS.give_back(decoder);
+    let result = f(&mut coder).map_err(library);
+    kept.give_back(coder);
     result
 }
 
