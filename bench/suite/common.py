@@ -70,6 +70,27 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def measured(label, front, back, fn):
+    """Runs fn; returns its wall seconds, the peak RSS (MiB, VmHWM reset
+    before) of the `front` processes summed, of the `back` ones summed and
+    of the largest back one, and the CPU seconds of all of them."""
+    pids = [*front, *back]
+    for p in pids:
+        reset_peak(p)
+    cpu0 = sum(cpu_seconds(p) for p in pids)
+    t = time.monotonic()
+    fn()
+    wall = time.monotonic() - t
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
+    peaks = {p: (status_kib(p, "VmHWM") or 0) / 1024 for p in pids}
+    front_mib = sum(peaks[p] for p in front)
+    back_mib = sum(peaks[p] for p in back)
+    most = max([peaks[p] for p in back] or [0])
+    log(f"{label}: {wall:.1f} s, front {front_mib:.0f} MiB, "
+        f"back {back_mib:.0f} MiB (largest {most:.0f}), cpu {cpu:.1f} s")
+    return dict(wall=wall, front=front_mib, back=back_mib, largest_back=most, cpu=cpu)
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 

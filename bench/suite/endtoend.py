@@ -17,8 +17,8 @@ import threading
 import time
 import urllib.parse
 
-from .common import (CACHE, CLI, MIB, content_file, cpu_seconds, log, reset_peak, status_kib,
-                     step_row)
+from .common import CACHE, CLI, MIB, content_file, step_row
+from .common import measured as common_measured
 from ..faults import harness
 from . import hotspots
 from ..peers import tahoe
@@ -125,20 +125,8 @@ class Tahoe:
 
 
 def measured(system, step, fn):
-    """Runs fn, returning wall seconds, peak RSS (MiB) of the front process
-    and summed over the back ones, and CPU seconds of all."""
-    pids = [system.front, *system.back]
-    for p in pids:
-        reset_peak(p)
-    cpu0 = sum(cpu_seconds(p) for p in pids)
-    t = time.monotonic()
-    fn()
-    wall = time.monotonic() - t
-    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    front = (status_kib(system.front, "VmHWM") or 0) / 1024
-    back = sum((status_kib(p, "VmHWM") or 0) for p in system.back) / 1024
-    log(f"{system.name} {step}: {wall:.1f} s, front {front:.0f} MiB, back {back:.0f} MiB, cpu {cpu:.1f} s")
-    return dict(wall=wall, front=front, back=back, cpu=cpu)
+    """common.measured over the system's front process and back ones."""
+    return common_measured(f"{system.name} {step}", [system.front], system.back, fn)
 
 
 def run_system(cls, big, files, small, profiled=False):

@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 import time
 
-from .common import (CACHE, CLI, MIB, content_file, cpu_seconds, log, med, reset_peak, status_kib,
-                     step_row)
+from .common import CACHE, CLI, MIB, content_file, log, med, step_row
+from .common import measured as common_measured
 from ..faults import harness
 from ..peers import garage
 
@@ -94,20 +94,8 @@ class Client:
 
 
 def measured(system, step, fn):
-    pids = [*system.front, *system.back]
-    for p in pids:
-        reset_peak(p)
-    cpu0 = sum(cpu_seconds(p) for p in pids)
-    t = time.monotonic()
-    fn()
-    wall = time.monotonic() - t
-    cpu = sum(cpu_seconds(p) for p in pids) - cpu0
-    front = sum((status_kib(p, "VmHWM") or 0) for p in system.front) / 1024
-    back = sum((status_kib(p, "VmHWM") or 0) for p in system.back) / 1024
-    most = max([(status_kib(p, "VmHWM") or 0) / 1024 for p in system.back] or [0])
-    log(f"s3 {system.name} {step}: {wall:.1f} s, front {front:.0f} MiB, "
-        f"back {back:.0f} MiB (largest {most:.0f}), cpu {cpu:.1f} s")
-    return dict(wall=wall, front=front, back=back, largest_back=most, cpu=cpu)
+    """common.measured over the system's front and back processes."""
+    return common_measured(f"s3 {system.name} {step}", system.front, system.back, fn)
 
 
 def _digest(path):
