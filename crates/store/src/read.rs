@@ -22,6 +22,17 @@ use crate::store::{Budget, CHUNKS_IN_FLIGHT, HEDGE_DELAY, Node, Store, StoreErro
 /// sixth of the daemon's CPU decoding; with 50 ms, a twentieth.
 const DATA_SHARD_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// A read asks k shards and one more only when they are late: once the
+/// read has taken this many times what its slowest node was expected to
+/// take (its usual time per shard times the reads sharing its link).
+/// Asking k + 1 from the start cost a sixth more of every byte read (on
+/// the links, in the agents, in QUIC) for a hedge most reads never need;
+/// a node's time varies within twice its mean when it is merely busy.
+const SPARE_AFTER_EXPECTED: u32 = 2;
+/// Never ask the spare sooner than this: below it, differences are the
+/// scheduler's, not the nodes'.
+const SPARE_FLOOR: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// One version of a file, as it was when opened: its record (size,
 /// BLAKE3, attributes) and where its bytes are. It is held while it
 /// lives: an overwrite or delete of its name changes what the name
@@ -143,7 +154,8 @@ impl Store {
     }
 
     /// Writes the file `name` to `output`, chunk by chunk, from the first k
-    /// good shards of each (k + 1 asked at once; corrupt ones skipped).
+    /// good shards of each (k asked, a spare when they are late; corrupt
+    /// ones skipped).
     pub async fn get<W: AsyncWrite + Unpin + Send>(
         &self,
         name: &str,
@@ -237,9 +249,11 @@ impl Store {
         }
     }
 
-    /// Fetches good shards of one chunk: asks `ask` at once (data shards
-    /// first, which decode by concatenation; suspect nodes last), then the
-    /// next one whenever an answer fails, and every remaining one if
+    /// Fetches good shards of one chunk: asks `ask_first` at once (data
+    /// shards first, which decode by concatenation; slow and suspect nodes
+    /// last), then the next one whenever an answer fails, one spare if
+    /// they are late (see [`SPARE_AFTER_EXPECTED`]; at once when a node
+    /// asked has no measured time yet), and every remaining one if
     /// [`HEDGE_DELAY`] passes; stops once `need` good ones are in or none
     /// are left. A node that fails, or has not answered by the hedge,
     /// becomes suspect; one that answers well, trusted again.
@@ -299,10 +313,18 @@ impl Store {
                 (i, blob)
             }
         };
+        // How long the first asked should take, all of them measured.
+        let mut expected = Some(std::time::Duration::ZERO);
         for i in order.by_ref().take(ask_first) {
+            let e = node_of(i).and_then(|n| n.expected_read());
+            expected = expected.zip(e).map(|(a, b)| a.max(b));
             outstanding.insert(i);
             pending.push(ask(i));
         }
+        let spare_after = match expected {
+            Some(e) => e.saturating_mul(SPARE_AFTER_EXPECTED).max(SPARE_FLOOR),
+            None => std::time::Duration::ZERO,
+        };
         let good_shard = |i: usize, b: &Bytes| {
             *blake3::hash(b).as_bytes() == entry.shards[i].blake3
                 && ShardHeader::decode(b).is_ok_and(|h| {
@@ -316,9 +338,22 @@ impl Store {
         let hedge = tokio::time::sleep(HEDGE_DELAY);
         tokio::pin!(hedge);
         let mut hedged = false;
+        let spare = tokio::time::sleep(spare_after);
+        tokio::pin!(spare);
+        // Only a read that asked just what it needs wants a spare.
+        let mut spared = ask_first > need;
         loop {
             let next = tokio::select! {
+                biased;
                 next = pending.next() => next,
+                () = &mut spare, if !spared && !hedged => {
+                    spared = true;
+                    if let Some(j) = order.next() {
+                        outstanding.insert(j);
+                        pending.push(ask(j));
+                    }
+                    continue;
+                }
                 () = &mut hedge, if !hedged => {
                     // Slow or silent nodes: ask every remaining shard.
                     hedged = true;
@@ -411,15 +446,9 @@ impl Store {
         cipher: Option<Arc<ChunkCipher>>,
     ) -> Result<Vec<u8>, StoreError> {
         let entry = &manifest.chunks[chunk];
-        // Hedged: k + 1 asked, the first k good ones used.
+        // k asked (and a spare if they are late), the first k good used.
         let mut shards = self
-            .fetch_shards(
-                record.file_id,
-                chunk as u64,
-                entry,
-                coding.k() + 1,
-                coding.k(),
-            )
+            .fetch_shards(record.file_id, chunk as u64, entry, coding.k(), coding.k())
             .await;
         let have = shards.iter().filter(|s| s.is_some()).count();
         if have < coding.k() {
@@ -460,8 +489,8 @@ impl Store {
 /// [`SLOW_FACTOR`] times the median of the measured ones, and more than
 /// [`SLOW_FLOOR`] (below it, differences are scheduling noise). A chunk's
 /// data shards are asked first because they need no decoding, but not from
-/// a node that would make every chunk wait for its link: the k + 1 asked
-/// are then the fastest, and the hedge goes to the next-fastest.
+/// a node that would make every chunk wait for its link: the k asked are
+/// then the fastest, and the spare and the hedge go to the next-fastest.
 fn slow_nodes(usual: impl Iterator<Item = Option<std::time::Duration>>) -> Vec<bool> {
     let usual: Vec<Option<std::time::Duration>> = usual.collect();
     let mut measured: Vec<std::time::Duration> = usual.iter().flatten().copied().collect();

@@ -23,7 +23,7 @@ use crate::shard_store::ShardError;
 
 /// Default plaintext bytes per chunk.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
-/// How long a read waits for its first k + 1 shards before asking every
+/// How long a read waits for the shards it asked first before asking every
 /// other node too: a dead node costs this much, not a connection timeout.
 pub const HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Chunks one get reads ahead: enough to keep the links of the nodes it

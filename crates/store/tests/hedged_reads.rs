@@ -1,8 +1,7 @@
-//! Hedged reads order nodes by how fast they have been: over nine
-//! local-directory nodes, one answers reads slowly, one at a time (a slow
-//! link). Once a read has had to wait for it, reads ask the other eight
-//! first, so it is not asked at all while they answer, and every byte read
-//! is right.
+//! Hedged reads over nine local-directory nodes behind simulated links.
+//! Reads ask k shards and a spare only when those are late; a node measured
+//! slow (it answers one read at a time, slowly) is asked last, so not at all
+//! while the others answer; every byte read is right.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 
@@ -10,7 +9,7 @@ mod common;
 use common::data;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,12 +19,25 @@ use cloudshell_store::{
 };
 use futures_util::future::BoxFuture;
 
-/// A node whose reads go one at a time and take `delay` each.
+/// A node whose reads take `delay_ms` each, one at a time if `serial`.
 struct SlowLink {
     inner: LocalDirStore,
-    delay: Duration,
+    delay_ms: AtomicU64,
+    serial: bool,
     link: tokio::sync::Mutex<()>,
     gets: AtomicUsize,
+}
+
+impl SlowLink {
+    fn new(dir: &std::path::Path, delay: Duration, serial: bool) -> Self {
+        Self {
+            inner: LocalDirStore::open(dir, 1 << 40).unwrap(),
+            delay_ms: AtomicU64::new(delay.as_millis() as u64),
+            serial,
+            link: tokio::sync::Mutex::new(()),
+            gets: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl ShardStore for SlowLink {
@@ -35,8 +47,13 @@ impl ShardStore for SlowLink {
     fn get(&self, key: ShardKey) -> BoxFuture<'_, Result<Bytes, ShardError>> {
         self.gets.fetch_add(1, SeqCst);
         Box::pin(async move {
-            let _link = self.link.lock().await;
-            tokio::time::sleep(self.delay).await;
+            let _link = if self.serial {
+                Some(self.link.lock().await)
+            } else {
+                None
+            };
+            let delay = self.delay_ms.load(SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             self.inner.get(key).await
         })
     }
@@ -61,13 +78,12 @@ impl ShardStore for SlowLink {
 #[tokio::test]
 async fn a_node_measured_slow_is_read_from_last_and_reads_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let slow = Arc::new(SlowLink {
-        inner: LocalDirStore::open(dir.path().join("node8"), 1 << 40).unwrap(),
-        // Well under the read hedge (500 ms): the node is slow, not suspect.
-        delay: Duration::from_millis(60),
-        link: tokio::sync::Mutex::new(()),
-        gets: AtomicUsize::new(0),
-    });
+    // Well under the read hedge (500 ms): the node is slow, not suspect.
+    let slow = Arc::new(SlowLink::new(
+        &dir.path().join("node8"),
+        Duration::from_millis(60),
+        true,
+    ));
     let mut nodes: Vec<Node> = (0..8)
         .map(|i| {
             let shards = LocalDirStore::open(dir.path().join(format!("node{i}")), 1 << 40).unwrap();
@@ -116,10 +132,97 @@ async fn a_node_measured_slow_is_read_from_last_and_reads_stay_exact() {
     for n in &handles[..3] {
         n.set_online(true);
     }
-    // Measured, it is asked last: the eight others make up every k + 1.
+    // Measured, it is asked last: the eight others make up every k and
+    // any spare.
     slow.gets.store(0, SeqCst);
     for (name, bytes) in &files {
         assert_eq!(&read(name.clone()).await, bytes, "{name}");
     }
     assert_eq!(slow.gets.load(SeqCst), 0, "the slow node was still asked");
+}
+
+#[tokio::test]
+async fn reads_ask_k_shards_and_a_spare_only_when_they_are_late() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every link takes 20 ms a read: a read's time is its links', well
+    // above the scheduler's noise, so "late" means late.
+    let links: Vec<Arc<SlowLink>> = (0..9)
+        .map(|i| {
+            Arc::new(SlowLink::new(
+                &dir.path().join(format!("node{i}")),
+                Duration::from_millis(20),
+                false,
+            ))
+        })
+        .collect();
+    let nodes: Vec<Node> = links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Node::new(format!("node{i}"), format!("region{i}"), l.clone()))
+        .collect();
+    let store = Store::open(
+        &dir.path().join("index.redb"),
+        &KeySource::NoEncryption,
+        nodes,
+        StoreSettings {
+            chunk_size: 4096,
+            ..StoreSettings::default()
+        },
+    )
+    .unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| (format!("f{i}"), data(3000 + i, 100 + i as u64)))
+        .collect();
+    for (name, bytes) in &files {
+        store.put(name, bytes.as_slice()).await.unwrap();
+    }
+    let gets = || links.iter().map(|l| l.gets.load(SeqCst)).sum::<usize>();
+    let read = |name: String| {
+        let store = &store;
+        async move {
+            let mut out = Vec::new();
+            store.get(&name, &mut out).await.unwrap();
+            out
+        }
+    };
+    // Nodes never measured: the first read asks k + 1 at once.
+    let before = gets();
+    assert_eq!(&read(files[0].0.clone()).await, &files[0].1);
+    assert_eq!(gets() - before, 7, "an unmeasured read asks k + 1");
+    // Reads until every node is measured (each read measures the k it
+    // waited for); then a healthy read asks exactly k.
+    for _ in 0..3 {
+        for (name, bytes) in &files {
+            assert_eq!(&read(name.clone()).await, bytes, "{name}");
+        }
+    }
+    let mut spares = 0;
+    for (name, bytes) in &files {
+        let before = gets();
+        assert_eq!(&read(name.clone()).await, bytes, "{name}");
+        let asked = gets() - before;
+        assert!(asked == 6 || asked == 7, "{name}: {asked} shards asked");
+        spares += asked - 6;
+    }
+    assert!(
+        spares < files.len() / 2,
+        "healthy reads asked a spare {spares} times in {}",
+        files.len()
+    );
+    // One node turns slow (under the 500 ms hedge, so not suspect): reads
+    // whose data shard it holds ask one spare, not every node, and
+    // decode around it.
+    links[4].delay_ms.store(300, SeqCst);
+    let mut with_spare = 0;
+    for (name, bytes) in &files {
+        let before = gets();
+        assert_eq!(&read(name.clone()).await, bytes, "{name}");
+        let asked = gets() - before;
+        assert!(
+            asked <= 7,
+            "{name}: {asked} shards asked (the hedge asked all)"
+        );
+        with_spare += usize::from(asked == 7);
+    }
+    assert!(with_spare > 0, "no read asked a spare around the slow node");
 }

@@ -314,6 +314,15 @@ impl Node {
         self.read_at_ms.store(clock_ms(), Ordering::Relaxed);
     }
 
+    /// How long a shard read asked of it now should take: its usual time
+    /// per shard times the reads that would share its link, or `None` when
+    /// not measured (see [`Node::usual_read`]).
+    pub(crate) fn expected_read(&self) -> Option<std::time::Duration> {
+        let sharing = self.reads_under_way.load(Ordering::Acquire) + 1;
+        self.usual_read()
+            .map(|usual| usual.saturating_mul(u32::try_from(sharing).unwrap_or(u32::MAX)))
+    }
+
     /// How long a shard read from it usually takes, if measured within
     /// [`READ_TIME_KEPT`]: a node read from no more (because it was slow)
     /// is tried again once its measure has aged out, so one that got
