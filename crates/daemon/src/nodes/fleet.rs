@@ -220,7 +220,7 @@ pub(crate) fn agent_binary(
             .map_err(io("cannot find this program"))?
             .with_file_name("cloudshell-agent"),
     };
-    let agent = AgentBinary::load(&path).map_err(io(format!(
+    let bytes = std::fs::read(&path).map_err(io(format!(
         "cannot read the agent binary {} (build it with `scripts/build-agent`, or \
          point agent_binary / --agent-binary at it)",
         path.display()
@@ -229,7 +229,7 @@ pub(crate) fn agent_binary(
         path: path.clone(),
         why,
     };
-    let image = inspect(&agent.bytes).map_err(|e| refuse(e.to_string()))?;
+    let image = inspect(&bytes).map_err(|e| refuse(e.to_string()))?;
     if !image.runs_on_cloudshell_glibc() {
         let needs = image.glibc.map(|v| v.to_string()).unwrap_or_default();
         let why = format!(
@@ -250,7 +250,7 @@ pub(crate) fn agent_binary(
             "the agent binary is not stripped; every byte goes to every region (`strip` it, or use `scripts/build-agent`)"
         );
     }
-    Ok(agent)
+    Ok(AgentBinary::new(&path, &bytes))
 }
 
 #[cfg(test)]

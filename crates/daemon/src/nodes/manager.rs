@@ -33,18 +33,43 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The agent binary the daemon installs.
 #[derive(Debug, Clone)]
 pub struct AgentBinary {
-    /// Its bytes.
-    pub bytes: bytes::Bytes,
-    /// Their SHA-256, hex.
+    /// Where it is; read again for each install, so the daemon does not
+    /// hold it (an unstripped build is 40 MB) for its whole life.
+    pub path: std::path::PathBuf,
+    /// Its SHA-256, hex, when the daemon started.
     pub sha256: String,
 }
 
 impl AgentBinary {
-    /// Reads the binary at `path`.
-    pub fn load(path: &std::path::Path) -> std::io::Result<Self> {
-        let bytes = bytes::Bytes::from(std::fs::read(path)?);
+    /// The binary at `path`, whose bytes (read by the caller, who
+    /// inspects them too) are `bytes`.
+    pub fn new(path: &std::path::Path, bytes: &[u8]) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            sha256: cloudshell_ssm::transfer::Sha256::of(bytes).hex(),
+        }
+    }
+
+    /// Reads it for an install: the bytes the daemon checked at start, or
+    /// an error if the file has changed since (an install must send the
+    /// version the daemon announced, checked by its SHA-256).
+    pub async fn read(&self) -> Result<bytes::Bytes, NodeError> {
+        let path = self.path.clone();
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| NodeError::AgentBinary {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
         let sha256 = cloudshell_ssm::transfer::Sha256::of(&bytes).hex();
-        Ok(Self { bytes, sha256 })
+        if sha256 != self.sha256 {
+            return Err(NodeError::AgentBinary {
+                path,
+                why: "it changed since the daemon started (restart the daemon to install the new one)"
+                    .to_owned(),
+            });
+        }
+        Ok(bytes::Bytes::from(bytes))
     }
 }
 
@@ -102,6 +127,14 @@ pub enum NodeError {
     /// Connecting to the agent.
     #[error("connecting to the agent")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The agent binary could not be read again for an install.
+    #[error("cannot install the agent binary {}: {why}", path.display())]
+    AgentBinary {
+        /// Where it is.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// Keeps one region's node served.
@@ -233,7 +266,7 @@ impl NodeManager {
         let (_, out) = environment::run(&self.client, env, &bootstrap::prepare_command()).await?;
         let installed = bootstrap::parse_prepare(&out)?;
         if installed.agent_sha256.as_deref() != Some(self.shared.agent.sha256.as_str()) {
-            let bytes = self.shared.agent.bytes.clone();
+            let bytes = self.shared.agent.read().await?;
             if let Err(e) =
                 environment::upload(&self.client, env, bootstrap::UPLOAD_PATH, bytes.clone()).await
             {
@@ -316,5 +349,29 @@ impl NodeManager {
         self.node.serve(None);
         self.store_node.set_online(false);
         self.set_state(NodeState::Degraded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+    use super::*;
+
+    #[tokio::test]
+    async fn the_agent_binary_is_read_for_each_install_and_refused_once_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cloudshell-agent");
+        std::fs::write(&path, b"\x7fELF version one").unwrap();
+        let agent = AgentBinary::new(&path, &std::fs::read(&path).unwrap());
+        assert_eq!(&agent.read().await.unwrap()[..], b"\x7fELF version one");
+        // Rebuilt in place while the daemon runs: the announced SHA-256
+        // no longer matches what an install would send.
+        std::fs::write(&path, b"\x7fELF version two").unwrap();
+        let e = agent.read().await.unwrap_err().to_string();
+        assert!(e.contains("changed since the daemon started"), "{e}");
+        assert!(e.contains("restart the daemon"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = agent.read().await.unwrap_err().to_string();
+        assert!(e.contains("cannot install the agent binary"), "{e}");
     }
 }
