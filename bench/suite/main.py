@@ -133,8 +133,9 @@ What this says, for the next person to make it faster:
   reuse their chunk and shard buffers (a few kept per store), which made
   them about 9% faster at the same peak; a get's buffers (each answer
   read from QUIC, the agents' file reads) are still fresh.
-- Decoding on a healthy store: a read asks k + 1 shards and uses the first
-  k good ones, preferring data shards; when a parity shard makes up the k
+- Decoding on a healthy store: a read asks k shards, data shards first
+  (one spare more when they are late), and uses the first k good ones;
+  when a parity shard makes up the k
   first, it waits up to as long as the k took (at most 50 ms) for the data
   shard, since decoding costs CPU the S3 client needs too. With 10 ms, a
   sixth of the daemon's CPU during an S3 get was Reed-Solomon.
