@@ -6,17 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 
 mod common;
-use common::data;
+use common::{data, read_all, unencrypted_over};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloudshell_store::{
-    KeySource, LocalDirStore, Node, ShardError, ShardKey, ShardStore, Store, StoreSettings,
-    StoreStats,
-};
+use cloudshell_store::{LocalDirStore, Node, ShardError, ShardKey, ShardStore, StoreStats};
 use futures_util::future::BoxFuture;
 
 /// A node whose reads take `delay_ms` each, one at a time if `serial`.
@@ -92,16 +89,7 @@ async fn a_node_measured_slow_is_read_from_last_and_reads_stay_exact() {
         .collect();
     nodes.push(Node::new("node8", "region8", slow.clone()));
     let handles = nodes.clone();
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        nodes,
-        StoreSettings {
-            chunk_size: 4096,
-            ..StoreSettings::default()
-        },
-    )
-    .unwrap();
+    let store = unencrypted_over(dir.path(), nodes);
     // One chunk a file, so each read has the node's link to itself and its
     // time is the link's.
     let files: Vec<(String, Vec<u8>)> = (0..16)
@@ -110,21 +98,13 @@ async fn a_node_measured_slow_is_read_from_last_and_reads_stay_exact() {
     for (name, bytes) in &files {
         store.put(name, bytes.as_slice()).await.unwrap();
     }
-    let read = |name: String| {
-        let store = &store;
-        async move {
-            let mut out = Vec::new();
-            store.get(&name, &mut out).await.unwrap();
-            out
-        }
-    };
     // Unmeasured, it is a node like the others; a read that needs it (three
     // others offline: six nodes left for six shards) waits for it and so
     // measures it.
     for n in &handles[..3] {
         n.set_online(false);
     }
-    assert_eq!(&read(files[0].0.clone()).await, &files[0].1);
+    assert_eq!(&read_all(&store, &files[0].0).await, &files[0].1);
     assert!(
         slow.gets.load(SeqCst) > 0,
         "the read did not ask the slow node"
@@ -136,7 +116,7 @@ async fn a_node_measured_slow_is_read_from_last_and_reads_stay_exact() {
     // any spare.
     slow.gets.store(0, SeqCst);
     for (name, bytes) in &files {
-        assert_eq!(&read(name.clone()).await, bytes, "{name}");
+        assert_eq!(&read_all(&store, name).await, bytes, "{name}");
     }
     assert_eq!(slow.gets.load(SeqCst), 0, "the slow node was still asked");
 }
@@ -160,16 +140,7 @@ async fn reads_ask_k_shards_and_a_spare_only_when_they_are_late() {
         .enumerate()
         .map(|(i, l)| Node::new(format!("node{i}"), format!("region{i}"), l.clone()))
         .collect();
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        nodes,
-        StoreSettings {
-            chunk_size: 4096,
-            ..StoreSettings::default()
-        },
-    )
-    .unwrap();
+    let store = unencrypted_over(dir.path(), nodes);
     let files: Vec<(String, Vec<u8>)> = (0..12)
         .map(|i| (format!("f{i}"), data(3000 + i, 100 + i as u64)))
         .collect();
@@ -177,29 +148,21 @@ async fn reads_ask_k_shards_and_a_spare_only_when_they_are_late() {
         store.put(name, bytes.as_slice()).await.unwrap();
     }
     let gets = || links.iter().map(|l| l.gets.load(SeqCst)).sum::<usize>();
-    let read = |name: String| {
-        let store = &store;
-        async move {
-            let mut out = Vec::new();
-            store.get(&name, &mut out).await.unwrap();
-            out
-        }
-    };
     // Nodes never measured: the first read asks k + 1 at once.
     let before = gets();
-    assert_eq!(&read(files[0].0.clone()).await, &files[0].1);
+    assert_eq!(&read_all(&store, &files[0].0).await, &files[0].1);
     assert_eq!(gets() - before, 7, "an unmeasured read asks k + 1");
     // Reads until every node is measured (each read measures the k it
     // waited for); then a healthy read asks exactly k.
     for _ in 0..3 {
         for (name, bytes) in &files {
-            assert_eq!(&read(name.clone()).await, bytes, "{name}");
+            assert_eq!(&read_all(&store, name).await, bytes, "{name}");
         }
     }
     let mut spares = 0;
     for (name, bytes) in &files {
         let before = gets();
-        assert_eq!(&read(name.clone()).await, bytes, "{name}");
+        assert_eq!(&read_all(&store, name).await, bytes, "{name}");
         let asked = gets() - before;
         assert!(asked == 6 || asked == 7, "{name}: {asked} shards asked");
         spares += asked - 6;
@@ -216,7 +179,7 @@ async fn reads_ask_k_shards_and_a_spare_only_when_they_are_late() {
     let mut with_spare = 0;
     for (name, bytes) in &files {
         let before = gets();
-        assert_eq!(&read(name.clone()).await, bytes, "{name}");
+        assert_eq!(&read_all(&store, name).await, bytes, "{name}");
         let asked = gets() - before;
         assert!(
             asked <= 7,

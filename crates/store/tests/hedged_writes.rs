@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
 
 mod common;
-use common::data;
+use common::{data, unencrypted_over};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloudshell_store::{
-    KeySource, LocalDirStore, Node, ShardError, ShardKey, ShardStore, Store, StoreError,
-    StoreSettings, StoreStats,
+    LocalDirStore, Node, ShardError, ShardKey, ShardStore, Store, StoreError, StoreStats,
 };
 use futures_util::future::BoxFuture;
 
@@ -119,16 +118,7 @@ fn setup(n: usize, trouble: Trouble) -> Setup {
         format!("region{}", n - 1),
         troubled.clone(),
     ));
-    let store = Store::open(
-        &dir.path().join("index.redb"),
-        &KeySource::NoEncryption,
-        nodes,
-        StoreSettings {
-            chunk_size: 4096,
-            ..StoreSettings::default()
-        },
-    )
-    .unwrap();
+    let store = unencrypted_over(dir.path(), nodes);
     Setup {
         dir,
         store,
