@@ -163,6 +163,7 @@ impl Daemon {
             events,
         )));
         tasks.push(tokio::spawn(upkeep::backup::backup_loop(state.clone())));
+        tasks.push(tokio::spawn(upkeep::memory::release_loop(state.clone())));
         {
             let state = state.clone();
             tasks.push(tokio::spawn(async move {

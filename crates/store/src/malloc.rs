@@ -38,3 +38,47 @@ pub fn settle() {
     // Returns only on failure.
     let _ = command.exec();
 }
+
+/// Gives the system back the memory glibc holds free in its arenas
+/// (`malloc_trim(0)`): it returns memory by itself only from the top of a
+/// heap, so after a transfer the free space between live allocations stays
+/// resident, and the daemon's memory rose from round to round of the S3
+/// benchmark (77, 86, 94 MiB idle after three; 53, 54, 59 trimmed). Walks
+/// and locks every arena in turn: call it when the process is quiet.
+/// Returns whether anything was given back. Other C libraries: nothing.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn release_free() -> bool {
+    // SAFETY: malloc_trim takes no pointers and has no preconditions; glibc
+    // locks each arena while it rearranges that arena's own free lists.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// See the glibc version: elsewhere there is nothing to call.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn freed_memory_can_be_given_back() {
+        // Many small blocks, every other one kept: the freed ones sit
+        // between live ones, where only a trim gives them back.
+        let mut blocks: Vec<Vec<u8>> = (0..20_000).map(|i| vec![i as u8; 4000]).collect();
+        let kept: Vec<Vec<u8>> = blocks.drain(..).step_by(2).collect();
+        let released = super::release_free();
+        if cfg!(all(target_os = "linux", target_env = "gnu")) {
+            assert!(
+                released,
+                "glibc gave back none of 40 MB freed between live blocks"
+            );
+        }
+        assert!(
+            kept.iter()
+                .enumerate()
+                .all(|(i, b)| b.iter().all(|x| *x == (2 * i) as u8))
+        );
+    }
+}

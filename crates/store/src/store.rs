@@ -191,6 +191,11 @@ impl Store {
         })
     }
 
+    /// Whether no put or get holds shard memory now (none under way).
+    pub fn is_idle(&self) -> bool {
+        self.shard_budget.available_permits() >= STORE_SHARD_BUDGET
+    }
+
     /// The nodes (handles: taking one offline takes the store's offline).
     pub fn nodes(&self) -> Vec<Node> {
         self.nodes

@@ -5,9 +5,11 @@
 //! - [`scrub`]: the scrubber, which verifies every shard in place;
 //! - `backup`: the index backup after changes;
 //! - [`jobs`]: the work of the jobs the API starts (repair of every file,
-//!   redistribution).
+//!   redistribution);
+//! - `memory`: freed memory given back to the system after transfers.
 
 pub(crate) mod backup;
 pub mod jobs;
+pub(crate) mod memory;
 pub mod repair;
 pub mod scrub;
