@@ -340,11 +340,11 @@ fn list_after(
     for dir in dirs {
         let mut keys: Vec<ShardKey> = Vec::new();
         for f in std::fs::read_dir(root.join(&dir))? {
-            let f = f?;
-            let Some(name) = f.file_name().to_str().map(str::to_owned) else {
+            let file = f?.file_name();
+            let Some(name) = file.to_str() else {
                 continue;
             };
-            if let Some(key) = ShardKey::from_name(&name)
+            if let Some(key) = ShardKey::from_name(name)
                 && name.starts_with(&dir)
                 && after.is_none_or(|a| key > a)
             {

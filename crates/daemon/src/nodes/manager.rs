@@ -54,17 +54,16 @@ impl AgentBinary {
     /// an error if the file has changed since (an install must send the
     /// version the daemon announced, checked by its SHA-256).
     pub async fn read(&self) -> Result<bytes::Bytes, NodeError> {
-        let path = self.path.clone();
-        let bytes = tokio::fs::read(&path)
+        let bytes = tokio::fs::read(&self.path)
             .await
             .map_err(|e| NodeError::AgentBinary {
-                path: path.clone(),
+                path: self.path.clone(),
                 why: e.to_string(),
             })?;
         let sha256 = cloudshell_ssm::transfer::Sha256::of(&bytes).hex();
         if sha256 != self.sha256 {
             return Err(NodeError::AgentBinary {
-                path,
+                path: self.path.clone(),
                 why: "it changed since the daemon started (restart the daemon to install the new one)"
                     .to_owned(),
             });
