@@ -221,10 +221,16 @@ impl Client {
             .await
     }
 
-    /// `POST /api/nodes`: adds a region.
-    pub async fn add_region(&self, region: &str) -> Result<NodeAnswer, ClientError> {
+    /// `POST /api/nodes`: adds a node in `region`, of `principal` (the
+    /// `default` one when `None`).
+    pub async fn add_region(
+        &self,
+        region: &str,
+        principal: Option<&str>,
+    ) -> Result<NodeAnswer, ClientError> {
         let body = NewRegion {
             region: region.to_owned(),
+            principal: principal.map(str::to_owned),
         };
         let request = self.http.post(self.url("/api/nodes")).json(&body);
         self.json(request, "add region").await

@@ -95,6 +95,14 @@ pub struct FileHealth {
     /// Further node losses the worst chunk survives (0 when
     /// unrecoverable), at most the number of nodes.
     pub survives: usize,
+    /// Further losses of whole regions (every principal's node in one)
+    /// the worst chunk survives, at most the number of regions.
+    #[serde(default)]
+    pub survives_regions: usize,
+    /// Further losses of whole principals (every node of one) the worst
+    /// chunk survives, at most the number of principals.
+    #[serde(default)]
+    pub survives_principals: usize,
     /// Shards not good now.
     pub bad_shards: usize,
     /// Under repair now.
@@ -125,6 +133,12 @@ pub struct Stored {
     pub file: FileInfo,
     /// Node losses it survives.
     pub survivable_losses: usize,
+    /// Losses of whole regions it survives.
+    #[serde(default)]
+    pub survives_regions: usize,
+    /// Losses of whole principals it survives.
+    #[serde(default)]
+    pub survives_principals: usize,
 }
 
 /// A shard's state.
@@ -150,6 +164,12 @@ pub struct Stat {
     pub file: FileInfo,
     /// Node losses it survives.
     pub survivable_losses: usize,
+    /// Losses of whole regions it survives.
+    #[serde(default)]
+    pub survives_regions: usize,
+    /// Losses of whole principals it survives.
+    #[serde(default)]
+    pub survives_principals: usize,
     /// Its health.
     pub health: FileHealth,
     /// Chunks in all (`chunks` holds one page of them).
@@ -260,10 +280,15 @@ impl NodeState {
 /// A node: its state, where it runs, and its capacity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
-    /// The node's id (its region).
+    /// The node's id: its region for the `default` principal,
+    /// `PRINCIPAL:REGION` for another.
     pub id: String,
     /// The region.
     pub region: String,
+    /// Whose environment it runs in: `default` (the standard credential
+    /// chain) or an AWS profile's name.
+    #[serde(default = "default_principal")]
+    pub principal: String,
     /// Its state.
     pub state: NodeState,
     /// The CloudShell environment it runs in.
@@ -293,12 +318,20 @@ pub struct NodeStatus {
     pub shards: u64,
     /// The last thing that went wrong, if the node is not connected.
     pub last_error: Option<String>,
+    /// Why it is being drained (it takes no new shards, and its shards
+    /// are moved to the other nodes), when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<String>,
     /// Round trip of the last health check, in milliseconds.
     pub latency_ms: Option<f64>,
     /// Seconds since the Unix epoch of the last heartbeat sent.
     pub last_heartbeat: Option<u64>,
     /// Seconds since the Unix epoch of the last state change.
     pub since: u64,
+}
+
+fn default_principal() -> String {
+    "default".to_owned()
 }
 
 /// `GET /api/nodes`.
@@ -320,6 +353,10 @@ pub struct NodeAnswer {
 pub struct NewRegion {
     /// The region, say `sa-east-1`.
     pub region: String,
+    /// Whose environment: a principal the daemon runs (`default` when
+    /// left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// `PUT /api/nodes/{id}/quota`: the store's cap on a node.

@@ -1,28 +1,41 @@
 //! `--emulated`: an emulator started in this process, and the
-//! [`ClientSource`] that reaches it (real HTTP on loopback, real signing).
-//! The CLI's commands and the store daemon take that source like any other,
-//! so the emulator never enters their code paths.
+//! [`ClientSource`] of each principal that reaches it (real HTTP on
+//! loopback, real signing). The CLI's commands and the store daemon take
+//! those sources like any other, so the emulator never enters their code
+//! paths.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use cloudshell::{ClientSource, Region};
-use cloudshell_emulator::{Emulator, EmulatorConfig};
+use cloudshell_daemon::config::DEFAULT_PRINCIPAL;
+use cloudshell_daemon::nodes::sources::Sources;
+use cloudshell_emulator::{Emulator, EmulatorConfig, EmulatorCredential};
 
 /// Starts an emulator keeping its state in `data_dir`, serving every
-/// CloudShell region and `extra` ones. Keep the emulator as long as the
-/// source is used: dropping it stops it.
+/// CloudShell region and `extra` ones, with the default principal's
+/// credentials and those of the named `principals`. Keep the emulator as
+/// long as the sources are used: dropping it stops it.
 pub async fn start(
     data_dir: PathBuf,
     extra: &[Region],
-) -> anyhow::Result<(Emulator, ClientSource)> {
+    principals: &[String],
+) -> anyhow::Result<(Emulator, Sources)> {
     let mut config = EmulatorConfig::new(data_dir);
     for r in extra {
         if !config.regions.iter().any(|have| have == r.as_str()) {
             config.regions.push(r.to_string());
         }
     }
+    let named: Vec<(&String, EmulatorCredential)> = principals
+        .iter()
+        .filter(|p| *p != DEFAULT_PRINCIPAL)
+        .map(|p| (p, EmulatorCredential::for_principal(p)))
+        .collect();
+    config
+        .credentials
+        .extend(named.iter().map(|(_, c)| c.clone()));
     let emulator = Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .context(
@@ -34,10 +47,12 @@ pub async fn start(
         .credentials
         .first()
         .context("the emulator has no credentials configured")?;
-    let source = ClientSource::endpoint(
-        emulator.endpoint(),
-        &cred.access_key_id,
-        &cred.secret_access_key,
-    );
-    Ok((emulator, source))
+    let source = |c: &EmulatorCredential| {
+        ClientSource::endpoint(emulator.endpoint(), &c.access_key_id, &c.secret_access_key)
+    };
+    let mut sources = Sources::single(source(cred));
+    for (name, cred) in &named {
+        sources = sources.with(name.as_str(), source(cred));
+    }
+    Ok((emulator, sources))
 }

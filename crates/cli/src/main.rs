@@ -141,7 +141,8 @@ async fn client(global: &GlobalArgs) -> anyhow::Result<(Client, Option<Emulator>
         Some(d) => d.clone(),
         None => cloudshell_emulator::args::default_data_dir()?,
     };
-    let (emulator, source) = emulated::start(data_dir, &[]).await?;
+    let (emulator, sources) = emulated::start(data_dir, &[], &[]).await?;
+    let source = sources.get(cloudshell_daemon::config::DEFAULT_PRINCIPAL)?;
     let region = match region {
         Some(r) => r,
         None => match std::env::var("AWS_REGION") {

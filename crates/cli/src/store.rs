@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use cloudshell_daemon::config::{DEFAULT_PRINCIPAL, NodePlace, PrincipalConfig};
+use cloudshell_daemon::nodes::sources::Sources;
 use cloudshell_daemon::{Daemon, DaemonConfig};
 use cloudshell_store_api::{self as wire, Client, ClientError, JobResult};
 use futures_util::StreamExt as _;
@@ -105,12 +107,18 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             print(json, r, &format!("moved {} shards{failed}", r.shards_moved));
             Ok(())
         }
-        StoreCommand::AddRegion { region } => {
-            let v = api.add_region(region).await.map_err(explain)?;
+        StoreCommand::AddRegion { region, principal } => {
+            let v = api
+                .add_region(region, principal.as_deref())
+                .await
+                .map_err(explain)?;
             print(
                 json,
                 &v,
-                &format!("added {region}; `cloudshell store nodes` shows it coming up"),
+                &format!(
+                    "added {}; `cloudshell store nodes` shows it coming up",
+                    v.node.id
+                ),
             );
             Ok(())
         }
@@ -222,10 +230,10 @@ async fn put(
         json,
         &v,
         &format!(
-            "stored {name}: {} in {:.1} s, survives the loss of {} nodes",
+            "stored {name}: {} in {:.1} s, survives the loss of {}",
             human(v.file.size),
             started.elapsed().as_secs_f64(),
-            v.survivable_losses
+            losses(v.survives_regions, v.survives_principals)
         ),
     );
     Ok(())
@@ -379,12 +387,12 @@ async fn status(api: &Client, json: bool, name: Option<&str>) -> anyhow::Result<
         return Ok(());
     }
     say!(
-        "{name}: {} in {} chunks of {}+{} shards, survives the loss of {} nodes",
+        "{name}: {} in {} chunks of {}+{} shards, survives the loss of {}",
         human(v.file.size),
         v.file.chunks,
         v.file.k,
         v.file.m,
-        v.survivable_losses
+        losses(v.survives_regions, v.survives_principals)
     );
     for c in &v.chunks {
         let nodes: Vec<&str> = c.shards.iter().map(|s| s.node.as_str()).collect();
@@ -396,7 +404,7 @@ async fn status(api: &Client, json: bool, name: Option<&str>) -> anyhow::Result<
 async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()> {
     for q in quotas {
         let Some((region, size)) = q.split_once('=') else {
-            anyhow::bail!("--quota {q:?}: give REGION=SIZE, like us-east-1=200M (or =none)");
+            anyhow::bail!("--quota {q:?}: give NODE=SIZE, like us-east-1=200M (or =none)");
         };
         let quota = Some(size.trim()).filter(|s| *s != "none");
         api.set_quota(region.trim(), quota)
@@ -410,7 +418,7 @@ async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()
         return Ok(());
     }
     say!(
-        "{:<16} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
+        "{:<22} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
         "NODE",
         "STATE",
         "SHARDS",
@@ -425,15 +433,18 @@ async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()
         let quota = n
             .store_quota
             .map_or_else(|| human(n.quota), |q| format!("{}*", human(q)));
-        let note = match (n.full, &n.last_error) {
-            (_, Some(e)) if !connected => e.clone(),
-            (true, _) => "full: new chunks go to the other nodes".to_owned(),
+        let note = match (n.full, &n.last_error, &n.draining) {
+            (_, Some(e), _) if !connected => e.clone(),
+            (_, _, Some(why)) => why.clone(),
+            (true, _, _) => "full: new chunks go to the other nodes".to_owned(),
             _ => String::new(),
         };
         say!(
-            "{:<16} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
+            "{:<22} {:<14} {:>8} {:>10} {:>10} {:>10}  {}",
             n.id,
-            if n.full && connected {
+            if n.draining.is_some() && connected {
+                "draining"
+            } else if n.full && connected {
                 "full"
             } else {
                 n.state.as_str()
@@ -446,6 +457,21 @@ async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// "3 regions", or "3 regions or 1 principal" when the store has several
+/// principals (with one, losing it loses everything: 0).
+fn losses(regions: usize, principals: usize) -> String {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    if principals == 0 {
+        plural(regions, "region")
+    } else {
+        format!(
+            "{} or {}",
+            plural(regions, "region"),
+            plural(principals, "principal")
+        )
+    }
 }
 
 fn human(bytes: u64) -> String {
@@ -520,7 +546,37 @@ fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<DaemonC
     if let Some(s) = args.repair_after {
         c.repair_after_secs = s;
     }
+    if !args.principals.is_empty() {
+        c.principals = args
+            .principals
+            .iter()
+            .map(|p| PrincipalConfig::parse(p))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(n) = args.emulate_principals {
+        // Emulated principals are the emulator's: asking for them asks
+        // for it.
+        c.emulated = true;
+        if n == 0 {
+            anyhow::bail!("--emulate-principals 0: a store needs at least one principal");
+        }
+        c.principals = (1..=n)
+            .map(|i| PrincipalConfig {
+                name: emulated_principal(i),
+                regions: Vec::new(),
+            })
+            .collect();
+    }
     Ok(c)
+}
+
+/// The name of the `i`th emulated principal (from 1): `default`, `p2`, ...
+fn emulated_principal(i: usize) -> String {
+    if i <= 1 {
+        DEFAULT_PRINCIPAL.to_owned()
+    } else {
+        format!("p{i}")
+    }
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -542,16 +598,16 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let emulated = config.emulated;
-    let regions = config.regions()?;
-    let (source, emulator) = client_source(global, &config).await?;
-    let daemon = Daemon::start(config, source.clone())
+    let places = config.node_places()?;
+    let (sources, emulator) = client_source(global, &config).await?;
+    let daemon = Daemon::start(config, sources.clone())
         .await
         .context("the store daemon could not start")?;
     let nodes = daemon.state().nodes().len();
     eprintln!(
-        "cloudshell store: API at {}/api ({} regions{}); bringing nodes up...",
+        "cloudshell store: API at {}/api ({}{}); bringing nodes up...",
         daemon.url(),
-        nodes,
+        describe_places(&places),
         if emulated { ", emulated" } else { "" }
     );
     if let Some(s3) = daemon.s3_url() {
@@ -602,17 +658,41 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     // with it, and every process in them (the agents) ends, as when AWS
     // suspends an environment. Against AWS the environments are left alone.
     if emulator.is_some() {
-        stop_environments(&source, &regions).await;
+        stop_environments(&sources, &places).await;
     }
     drop(emulator);
     stopped
 }
 
-/// Stops every environment of `regions`, through the control API. The
-/// node managers are stopped first, so nothing starts them again.
-async fn stop_environments(source: &cloudshell::ClientSource, regions: &[cloudshell::Region]) {
+/// "9 regions" or "27 nodes: 3 principals in 9 regions".
+fn describe_places(places: &[NodePlace]) -> String {
+    let mut regions: Vec<&str> = places.iter().map(|p| p.region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let mut principals: Vec<&str> = places.iter().map(|p| p.principal.as_str()).collect();
+    principals.sort_unstable();
+    principals.dedup();
+    if principals.len() == 1 {
+        format!("{} regions", regions.len())
+    } else {
+        format!(
+            "{} nodes: {} principals in {} regions",
+            places.len(),
+            principals.len(),
+            regions.len()
+        )
+    }
+}
+
+/// Stops the environment of every node in `places`, through the control
+/// API. The node managers are stopped first, so nothing starts them again.
+async fn stop_environments(sources: &Sources, places: &[NodePlace]) {
     use cloudshell::operation::stop_environment::StopEnvironmentInput;
-    for region in regions {
+    for place in places {
+        let Ok(source) = sources.get(&place.principal) else {
+            continue;
+        };
+        let region = &place.region;
         let Ok(client) = source.client(region).await else {
             continue;
         };
@@ -719,17 +799,17 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
     let config = serve_config(global, args)?;
     let started = Instant::now();
     eprintln!(
-        "cloudshell store: bringing the nodes of {} up to look for index backups...",
+        "cloudshell store: bringing the nodes {} up to look for index backups...",
         config
-            .regions()?
+            .node_places()?
             .iter()
-            .map(cloudshell::Region::as_str)
+            .map(|p| p.id.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     );
     let data_dir = config.data_dir.clone();
-    let (source, _emulator) = client_source(global, &config).await?;
-    let report = Daemon::recover(config, source, Duration::from_secs(300))
+    let (sources, _emulator) = client_source(global, &config).await?;
+    let report = Daemon::recover(config, sources, Duration::from_secs(300))
         .await
         .context("recovery failed; the data directory was left as it was")?;
     for why in &report.skipped {
@@ -774,29 +854,45 @@ async fn recover(global: &GlobalArgs, args: &ServeArgs, json: bool) -> anyhow::R
     Ok(())
 }
 
-/// Where the daemon's CloudShell clients come from: AWS (or the configured
-/// endpoint) through the standard chain, or with `emulated` an emulator
+/// Where each principal's CloudShell clients come from: AWS (or the
+/// configured endpoint) through the standard chain for `default` and
+/// through its profile for any other, or with `emulated` an emulator
 /// started here, serving every CloudShell region and the configured ones,
-/// with its state in `emulator_data_dir` (DATA_DIR/emulator by default).
-/// Keep the emulator as long as the daemon runs.
+/// with credentials for every principal and its state in
+/// `emulator_data_dir` (DATA_DIR/emulator by default). Keep the emulator
+/// as long as the daemon runs.
 async fn client_source(
     global: &GlobalArgs,
     config: &DaemonConfig,
-) -> anyhow::Result<(
-    cloudshell::ClientSource,
-    Option<cloudshell_emulator::Emulator>,
-)> {
+) -> anyhow::Result<(Sources, Option<cloudshell_emulator::Emulator>)> {
+    let names: Vec<String> = config.principals().into_iter().map(|p| p.name).collect();
     if !config.emulated {
-        let source =
-            cloudshell::ClientSource::aws(global.profile.clone(), config.endpoint_url.clone());
-        return Ok((source, None));
+        let mut sources = Sources::none();
+        for name in names {
+            let profile = if name == DEFAULT_PRINCIPAL {
+                global.profile.clone()
+            } else {
+                Some(name.clone())
+            };
+            sources = sources.with(
+                name,
+                cloudshell::ClientSource::aws(profile, config.endpoint_url.clone()),
+            );
+        }
+        return Ok((sources, None));
     }
     let data_dir = config
         .emulator_data_dir
         .clone()
         .unwrap_or_else(|| config.data_dir.join("emulator"));
-    let (emulator, source) = crate::emulated::start(data_dir, &config.regions()?).await?;
-    Ok((source, Some(emulator)))
+    let mut regions: Vec<cloudshell::Region> = config
+        .node_places()?
+        .into_iter()
+        .map(|p| p.region)
+        .collect();
+    regions.dedup();
+    let (emulator, sources) = crate::emulated::start(data_dir, &regions, &names).await?;
+    Ok((sources, Some(emulator)))
 }
 
 /// Whether the standard chain finds credentials (without reaching for

@@ -71,8 +71,9 @@ pub enum StoreCommand {
     /// The nodes: state, region, capacity; `--quota` caps the store on one.
     Nodes {
         /// Cap what the store keeps on a node, below its agent's quota
-        /// (`us-east-1=200M`; `us-east-1=none` lifts it). Repeatable.
-        #[arg(long, value_name = "REGION=SIZE")]
+        /// (`us-east-1=200M`; `us-east-1=none` lifts it; a principal's
+        /// other than `default`: `work:us-east-1=200M`). Repeatable.
+        #[arg(long, value_name = "NODE=SIZE")]
         quota: Vec<String>,
     },
     /// Rebuild missing and corrupt shards of every file now.
@@ -88,6 +89,10 @@ pub enum StoreCommand {
     AddRegion {
         /// The region, say sa-east-1.
         region: String,
+        /// Whose environment: one of the principals the daemon runs
+        /// [default: default].
+        #[arg(long)]
+        principal: Option<String>,
     },
     /// Run a scrub pass now (agents hash their shards in place; what is
     /// missing or corrupt is repaired; orphans are removed) and wait for it.
@@ -157,4 +162,14 @@ pub struct ServeArgs {
     /// Seconds a node may be unreachable before its shards are rebuilt elsewhere.
     #[arg(long, value_name = "SECS")]
     pub repair_after: Option<u64>,
+    /// An AWS principal whose environments hold nodes: an AWS profile
+    /// (`default` for the standard credential chain), with its own regions
+    /// after a colon or the store's (`--regions`). Repeat for several;
+    /// without any, the store runs as `default`.
+    #[arg(long = "principal", value_name = "PROFILE[:REGIONS]")]
+    pub principals: Vec<String>,
+    /// With --emulated: emulate this many principals (`default`, `p2`,
+    /// `p3`, ...), each with its own credentials and a node in every region.
+    #[arg(long, value_name = "N", conflicts_with = "principals")]
+    pub emulate_principals: Option<usize>,
 }

@@ -19,6 +19,8 @@ struct Daemon {
     child: Child,
     url: String,
     s3: String,
+    /// The embedded emulator's endpoint.
+    emulator: String,
     home: PathBuf,
 }
 
@@ -47,6 +49,7 @@ impl Daemon {
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut url = None;
         let mut s3 = None;
+        let mut emulator = None;
         let started = Instant::now();
         loop {
             let mut line = String::new();
@@ -60,6 +63,9 @@ impl Daemon {
             }
             if let Some(rest) = line.split("S3 endpoint at ").nth(1) {
                 s3 = Some(rest.split(' ').next().unwrap().to_owned());
+            }
+            if let Some(rest) = line.split("its emulator answers at ").nth(1) {
+                emulator = Some(rest.split(';').next().unwrap().to_owned());
             }
             if line.contains("ready:") {
                 break;
@@ -77,6 +83,7 @@ impl Daemon {
             child,
             s3: s3.expect("the daemon printed its S3 endpoint"),
             url: url.expect("the daemon printed its URL"),
+            emulator: emulator.expect("the daemon printed its emulator's endpoint"),
             home: home.to_owned(),
         }
     }
@@ -1345,4 +1352,160 @@ fn reads_racing_overwrites_and_deletes_are_linearizable_through_both_apis() {
     assert!(summary["gets_200"].as_u64().unwrap() > 100, "{summary}");
     assert!(summary["gets_s3"].as_u64().unwrap() > 50, "{summary}");
     assert!(summary["gets_slow"].as_u64().unwrap() > 20, "{summary}");
+}
+
+/// The ids of the files' shards' nodes, over every chunk.
+fn shard_nodes(daemon: &Daemon, name: &str) -> Vec<String> {
+    let v = daemon.json(&["status", name]);
+    v["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["shards"].as_array().unwrap().clone())
+        .map(|s| s["node"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn three_principals_lose_a_principal_and_a_region_at_once_and_nothing_else() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    // Heartbeats every 5 s: a principal's refused credentials show at the
+    // next one (AWS's environments suspend 20 minutes after the last).
+    let config = dir.path().join("store.toml");
+    std::fs::write(&config, "heartbeat_secs = 5\n").unwrap();
+    let daemon = Daemon::start(
+        &data,
+        &home,
+        &[
+            "--emulate-principals",
+            "3",
+            "--repair-after",
+            "5",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let nodes = daemon.nodes();
+    assert_eq!(nodes.len(), 27);
+    for p in ["default", "p2", "p3"] {
+        assert_eq!(nodes.iter().filter(|n| n["principal"] == p).count(), 9);
+    }
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut originals = Vec::new();
+    for i in 0..12 {
+        let content = bytes(1 + i * 190_001, 700 + i as u64);
+        let path = files.join(format!("f{i}"));
+        std::fs::write(&path, &content).unwrap();
+        let name = format!("p/f{i}");
+        let v = daemon.json(&["put", path.to_str().unwrap(), &name]);
+        assert_eq!(
+            (
+                &v["survivable_losses"],
+                &v["survives_regions"],
+                &v["survives_principals"]
+            ),
+            (&3.into(), &3.into(), &1.into()),
+            "{v}"
+        );
+        originals.push((name, content));
+    }
+    let out = daemon.ok(&["put", files.join("f3").to_str().unwrap(), "text"]);
+    assert!(
+        out.contains("survives the loss of 3 regions or 1 principal"),
+        "{out}"
+    );
+    daemon.ok(&["rm", "text"]);
+
+    // At once: p2's credentials are revoked (every call it signs refused;
+    // its agents run on, as in AWS until the environments suspend) and
+    // eu-west-1 is lost (every principal's environment there wiped).
+    let (code, body) = http(
+        "POST",
+        &format!("{}/_emulator/revoke", daemon.emulator),
+        None,
+        br#"{"principal": "arn:aws:iam::000000000000:user/p2"}"#,
+    );
+    assert_eq!(code, 204, "{body}");
+    let lost = "eu-west-1";
+    for n in nodes.iter().filter(|n| n["region"] == lost) {
+        let home = environment_home(&data, n["environment_id"].as_str().unwrap());
+        kill_agents_under(&home);
+        std::fs::remove_dir_all(home.join(".cloudshell-agent")).unwrap();
+    }
+
+    // p2's nodes drain; eu-west-1's come back empty (but p2's, whose
+    // credentials no longer start anything) and repair refills them.
+    wait_until(
+        "no shard left on p2, eu-west-1 serving again",
+        Duration::from_secs(300),
+        || {
+            let nodes = daemon.nodes();
+            let back = nodes
+                .iter()
+                .filter(|n| n["region"] == lost && n["principal"] != "p2")
+                .all(|n| n["state"] == "connected");
+            back && originals.iter().all(|(name, _)| {
+                !shard_nodes(&daemon, name)
+                    .iter()
+                    .any(|n| n.starts_with("p2:"))
+            })
+        },
+    );
+    let nodes = daemon.nodes();
+    for n in nodes.iter().filter(|n| n["principal"] == "p2") {
+        assert!(
+            n["draining"]
+                .as_str()
+                .unwrap_or("")
+                .contains("credentials are refused"),
+            "{n}"
+        );
+    }
+    let text = daemon.ok(&["nodes"]);
+    assert!(text.contains("draining"), "{text}");
+    // Every file whole again on what remains: two principals in nine
+    // regions, so three regions may still go (a principal no longer can).
+    let repair = daemon.json(&["repair"]);
+    assert_eq!(repair["failed"].as_array().unwrap().len(), 0, "{repair}");
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for (name, content) in &originals {
+        let v = daemon.json(&["status", name]);
+        assert!(v["survives_regions"].as_u64().unwrap() >= 3, "{v}");
+        assert_eq!(v["health"]["state"], "healthy", "{v}");
+        let dest = out.join(name.replace('/', "_"));
+        daemon.ok(&["get", name, dest.to_str().unwrap()]);
+        assert!(std::fs::read(&dest).unwrap() == *content, "{name} differs");
+    }
+    // New files go only where credentials work.
+    let v = daemon.json(&["put", files.join("f5").to_str().unwrap(), "after"]);
+    assert!(v["survives_regions"].as_u64().unwrap() >= 3, "{v}");
+    assert!(
+        !shard_nodes(&daemon, "after")
+            .iter()
+            .any(|n| n.starts_with("p2:"))
+    );
+
+    // The credentials work again: p2 stops draining and takes shards.
+    let (code, body) = http(
+        "POST",
+        &format!("{}/_emulator/revoke", daemon.emulator),
+        None,
+        br#"{"principal": "arn:aws:iam::000000000000:user/p2", "restore": true}"#,
+    );
+    assert_eq!(code, 204, "{body}");
+    wait_until("p2 accepted again", Duration::from_secs(120), || {
+        daemon
+            .nodes()
+            .iter()
+            .filter(|n| n["principal"] == "p2")
+            .all(|n| n["draining"].is_null() && n["state"] == "connected")
+    });
+    daemon.stop();
 }

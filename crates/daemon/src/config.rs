@@ -44,6 +44,11 @@ pub struct DaemonConfig {
     /// Regions to keep a node in; empty means the nine emulated regions
     /// when emulated, and is an error otherwise.
     pub regions: Vec<Region>,
+    /// The AWS principals whose environments hold nodes, each with its
+    /// regions (a node per principal and region). Empty means one, named
+    /// `default`: the standard credential chain (`--profile`,
+    /// `AWS_PROFILE`, the environment). Other names are AWS profiles.
+    pub principals: Vec<PrincipalConfig>,
     /// Run against an emulator started beside the daemon instead of AWS
     /// (the command starts it and hands the daemon its endpoint).
     pub emulated: bool,
@@ -66,10 +71,12 @@ pub struct DaemonConfig {
     /// Bytes of shards each agent may hold (suffixes K, M, G).
     pub agent_quota: String,
     /// The store's own cap on some nodes, below their agent's quota:
-    /// region -> size (suffixes K, M, G), e.g. `{ "us-east-1" = "200M" }`.
-    /// `cloudshell store nodes --quota REGION=SIZE` changes it while the
-    /// daemon runs (kept in `DATA_DIR/node-quotas.json`, which wins).
-    pub node_quotas: std::collections::BTreeMap<Region, String>,
+    /// node -> size (suffixes K, M, G), e.g. `{ "us-east-1" = "200M" }`
+    /// (a node's id is its region for the `default` principal, and
+    /// `PRINCIPAL:REGION` for the others). `cloudshell store nodes --quota
+    /// NODE=SIZE` changes it while the daemon runs (kept in
+    /// `DATA_DIR/node-quotas.json`, which wins).
+    pub node_quotas: std::collections::BTreeMap<String, String>,
     /// STUN servers (HOST:PORT) for the daemon and its agents; empty means
     /// public ones against AWS and none when emulated (agents on this
     /// machine reach the daemon directly).
@@ -96,6 +103,7 @@ impl Default for DaemonConfig {
             s3_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
             token: None,
             regions: Vec::new(),
+            principals: Vec::new(),
             emulated: false,
             emulator_data_dir: None,
             endpoint_url: None,
@@ -112,6 +120,95 @@ impl Default for DaemonConfig {
             scrub_interval_secs: 24 * 3600,
             scrub_rate: 50,
         }
+    }
+}
+
+/// The principal the standard credential chain gives: what a store with
+/// no principals configured runs as. Its nodes' ids are their regions.
+pub const DEFAULT_PRINCIPAL: &str = "default";
+
+/// One AWS principal whose environments hold nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// Its name: an AWS profile, or `default` for the standard chain.
+    pub name: String,
+    /// Its regions; empty means the configuration's `regions`.
+    #[serde(default)]
+    pub regions: Vec<Region>,
+}
+
+impl PrincipalConfig {
+    /// Parses `PROFILE` or `PROFILE:REGION,REGION,...` (`--principal`).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let (name, regions) = match text.split_once(':') {
+            Some((name, list)) => {
+                let regions = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(Region::new)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "--principal {text:?}: {e}; give PROFILE or \
+                             PROFILE:REGION,REGION (say work:us-east-1,eu-west-1)"
+                        ))
+                    })?;
+                if regions.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "--principal {text:?} names no region after the colon; give PROFILE \
+                         (the store's regions) or PROFILE:REGION,REGION"
+                    )));
+                }
+                (name, regions)
+            }
+            None => (text, Vec::new()),
+        };
+        let principal = Self {
+            name: name.trim().to_owned(),
+            regions,
+        };
+        principal.check_name()?;
+        Ok(principal)
+    }
+
+    fn check_name(&self) -> Result<(), ConfigError> {
+        let ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'));
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "{:?} is not a usable principal name: give the AWS profile's name (letters, \
+                 digits and - _ . @ +), or `default` for the standard credential chain",
+                self.name
+            )))
+        }
+    }
+}
+
+/// Where a node is: its principal and region, and the id they give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlace {
+    /// The node's id: [`node_id`].
+    pub id: String,
+    /// Whose environment it runs in.
+    pub principal: String,
+    /// The region.
+    pub region: Region,
+}
+
+/// A node's id: its region for the [`DEFAULT_PRINCIPAL`] (the one a store
+/// made before principals has), `PRINCIPAL:REGION` for any other.
+pub fn node_id(principal: &str, region: &Region) -> String {
+    if principal == DEFAULT_PRINCIPAL {
+        region.to_string()
+    } else {
+        format!("{principal}:{region}")
     }
 }
 
@@ -171,6 +268,46 @@ impl DaemonConfig {
         ))
     }
 
+    /// The principals, defaults applied: [`DEFAULT_PRINCIPAL`] when none
+    /// are configured.
+    pub fn principals(&self) -> Vec<PrincipalConfig> {
+        if self.principals.is_empty() {
+            return vec![PrincipalConfig {
+                name: DEFAULT_PRINCIPAL.to_owned(),
+                regions: Vec::new(),
+            }];
+        }
+        self.principals.clone()
+    }
+
+    /// Every node the configuration names, principal by principal.
+    pub fn node_places(&self) -> Result<Vec<NodePlace>, ConfigError> {
+        let mut places: Vec<NodePlace> = Vec::new();
+        for p in self.principals() {
+            p.check_name()?;
+            let regions = if p.regions.is_empty() {
+                self.regions()?
+            } else {
+                p.regions.clone()
+            };
+            for region in regions {
+                let id = node_id(&p.name, &region);
+                if places.iter().any(|have| have.id == id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{id} is named twice: give each principal once, and each of its \
+                         regions once"
+                    )));
+                }
+                places.push(NodePlace {
+                    id,
+                    principal: p.name.clone(),
+                    region,
+                });
+            }
+        }
+        Ok(places)
+    }
+
     /// The STUN servers, defaults applied.
     pub fn stun_servers(&self) -> Vec<String> {
         if !self.stun.is_empty() || self.emulated || self.endpoint_url.is_some() {
@@ -204,7 +341,7 @@ impl DaemonConfig {
 
     /// Checks what can be checked before starting anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.regions()?;
+        self.node_places()?;
         self.agent_quota_bytes()?;
         let keys = [
             self.key_file.is_some(),
@@ -288,5 +425,70 @@ mod tests {
             ..DaemonConfig::default()
         };
         assert_eq!(aws.stun_servers().len(), 2);
+    }
+
+    #[test]
+    fn principals_give_a_node_each_in_their_regions_and_bad_ones_are_named() {
+        let c = DaemonConfig {
+            emulated: true,
+            principals: vec![
+                PrincipalConfig::parse("default").unwrap(),
+                PrincipalConfig::parse("work:us-east-1, eu-west-1").unwrap(),
+            ],
+            ..DaemonConfig::default()
+        };
+        let ids: Vec<String> = c.node_places().unwrap().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids.len(), 9 + 2);
+        assert_eq!(
+            ids[0], "us-east-1",
+            "the default principal's ids are its regions"
+        );
+        assert_eq!(&ids[9..], ["work:us-east-1", "work:eu-west-1"]);
+        assert_eq!(c.principals().len(), 2);
+        // None configured: the default principal, as before principals.
+        let plain = DaemonConfig {
+            emulated: true,
+            ..DaemonConfig::default()
+        };
+        assert_eq!(plain.principals()[0].name, DEFAULT_PRINCIPAL);
+        assert_eq!(plain.node_places().unwrap()[0].id, "us-east-1");
+        // The same in a file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.toml");
+        std::fs::write(
+            &path,
+            "regions = [\"us-east-1\"]\n[[principals]]\nname = \"default\"\n\
+             [[principals]]\nname = \"home\"\nregions = [\"ap-south-1\"]\n",
+        )
+        .unwrap();
+        let ids: Vec<String> = DaemonConfig::from_file(&path)
+            .unwrap()
+            .node_places()
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, ["us-east-1", "home:ap-south-1"]);
+
+        for (text, says) in [
+            ("work:", "names no region"),
+            ("work:mars", "not a region name"),
+            ("a:b:us-east-1", "not a region name"),
+            ("", "not a usable principal name"),
+            ("my profile", "not a usable principal name"),
+        ] {
+            let e = PrincipalConfig::parse(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+        let twice = DaemonConfig {
+            emulated: true,
+            principals: vec![
+                PrincipalConfig::parse("work").unwrap(),
+                PrincipalConfig::parse("work:us-east-1").unwrap(),
+            ],
+            ..DaemonConfig::default()
+        };
+        let e = twice.validate().unwrap_err().to_string();
+        assert!(e.contains("work:us-east-1 is named twice"), "{e}");
     }
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudshell::ClientSource;
 use cloudshell_net::quic::Pool;
 use cloudshell_store::{KeySource, Store, StoreSettings};
 use tokio::sync::mpsc;
@@ -18,6 +17,7 @@ use crate::http::{self, framing};
 use crate::nodes::fleet::{Fleet, wait_connected};
 use crate::nodes::health;
 use crate::nodes::node::NodeState;
+use crate::nodes::sources::Sources;
 use crate::state::jobs;
 use crate::state::latency;
 use crate::state::{BackupStatus, RegionMaker, State, apply_quotas};
@@ -113,8 +113,11 @@ impl Daemon {
     /// `source`), the repair and backup loops and the HTTP servers.
     /// Returns once the API answers; nodes come up in the background
     /// ([`Daemon::wait_ready`]).
-    pub async fn start(config: DaemonConfig, source: ClientSource) -> Result<Self, DaemonError> {
-        let mut fleet = Fleet::new(&config, source).await?;
+    pub async fn start(
+        config: DaemonConfig,
+        sources: impl Into<Sources>,
+    ) -> Result<Self, DaemonError> {
+        let mut fleet = Fleet::new(&config, sources.into()).await?;
         let key = key_source(&config, true)?;
         apply_quotas(&config, &fleet.store_nodes)?;
         let store = Store::open(
@@ -136,7 +139,7 @@ impl Daemon {
             jobs: jobs::Jobs::default(),
             regions: RegionMaker {
                 shared: fleet.shared.clone(),
-                source: fleet.source.clone(),
+                sources: fleet.sources.clone(),
             },
             tasks: std::sync::Mutex::new(Vec::new()),
             health: health::ShardHealth::default(),
@@ -163,6 +166,7 @@ impl Daemon {
             events,
         )));
         tasks.push(tokio::spawn(upkeep::backup::backup_loop(state.clone())));
+        tasks.push(tokio::spawn(upkeep::drain::drain_loop(state.clone())));
         tasks.push(tokio::spawn(upkeep::memory::release_loop(state.clone())));
         {
             let state = state.clone();
@@ -226,7 +230,7 @@ impl Daemon {
     /// running for the `serve` that follows.
     pub async fn recover(
         config: DaemonConfig,
-        source: ClientSource,
+        sources: impl Into<Sources>,
         wait: Duration,
     ) -> Result<RecoverReport, DaemonError> {
         let index_path = config.data_dir.join("index.redb");
@@ -238,7 +242,7 @@ impl Daemon {
             .into());
         }
         let key = key_source(&config, false)?;
-        let mut fleet = Fleet::new(&config, source).await?;
+        let mut fleet = Fleet::new(&config, sources.into()).await?;
         let tasks = fleet.run();
         let _stop = AbortOnDrop(tasks);
         // Every node if it comes; any k of them are enough to decode.

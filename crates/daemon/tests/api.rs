@@ -415,10 +415,20 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     assert_eq!(e.code(), Some("InvalidQuota"));
     let e = api.set_quota("mars-north-1", Some("1G")).await.unwrap_err();
     assert_eq!(e.code(), Some("NoSuchNode"));
-    let e = api.add_region("US East").await.unwrap_err();
+    let e = api.add_region("US East", None).await.unwrap_err();
     assert_eq!(e.code(), Some("InvalidRegion"));
-    let e = api.add_region("us-east-1").await.unwrap_err();
+    let e = api.add_region("us-east-1", None).await.unwrap_err();
     assert_eq!((e.status(), e.code()), (Some(409), Some("RegionExists")));
+    // A principal the daemon was not given has no credentials to use.
+    let e = api
+        .add_region("sa-east-1", Some("nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(400), Some("InvalidPrincipal"))
+    );
+    assert!(e.to_string().contains("--principal"), "{e}");
     assert_eq!(api.nodes().await.unwrap().nodes.len(), 9);
 
     // A scrub pass finds everything in place.

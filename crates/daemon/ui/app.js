@@ -83,14 +83,21 @@ function ago(secs) {
   return `${Math.round(s / 3600)} h ago`;
 }
 
+/** "3 lost regions", or "3 lost regions or 1 lost principal" in a store of several principals. */
+function losses(h, more) {
+  const lost = (n, what) => `${n} ${more ? "more " : ""}lost ${what}${n === 1 ? "" : "s"}`;
+  const regions = lost(h.survives_regions ?? h.survives, "region");
+  return h.survives_principals > 0 ? `${regions} or ${lost(h.survives_principals, "principal")}` : regions;
+}
+
 function healthBadge(h) {
   if (!h) return el("span", { class: "badge" }, "unknown");
   if (h.repairing) return el("span", { class: "badge repairing" }, "repairing");
   const text =
     h.state === "healthy"
-      ? `healthy · survives ${h.survives} losses`
+      ? `healthy · survives ${losses(h, false)}`
       : h.state === "degraded"
-        ? `degraded · survives ${h.survives} more`
+        ? `degraded · survives ${losses(h, true)}`
         : "unrecoverable";
   return el("span", { class: `badge ${h.state}`, "data-health": h.state }, text);
 }
@@ -386,6 +393,7 @@ let nodes = [];
 
 async function refreshNodes() {
   nodes = (await api("/api/nodes")).nodes;
+  const principals = new Set(nodes.map((n) => n.principal ?? "default"));
   drawMap($("#map"), nodes);
   $("#node-cards").replaceChildren(
     ...nodes.map((n) => {
@@ -398,12 +406,22 @@ async function refreshNodes() {
         el(
           "header",
           {},
-          el("div", {}, el("h3", {}, n.id), el("div", { class: "city" }, REGION_CITIES[n.id]?.[2] ?? "")),
+          el(
+            "div",
+            {},
+            el("h3", {}, n.id),
+            el(
+              "div",
+              { class: "city" },
+              [REGION_CITIES[n.region]?.[2], principals.size > 1 ? `principal ${n.principal}` : null].filter(Boolean).join(" · "),
+            ),
+          ),
           el(
             "span",
             {},
             el("span", { class: `badge ${n.state}` }, n.state),
             n.full ? el("span", { class: "badge full", title: "too little room for a shard: new chunks go to the other nodes" }, "full") : null,
+            n.draining ? el("span", { class: "badge draining", title: n.draining }, "draining") : null,
           ),
         ),
         el("div", { class: "capacity", title: `${pct.toFixed(1)}% of the quota` }, el("span", { style: `width:${Math.min(pct, 100)}%` })),
@@ -437,7 +455,9 @@ async function refreshNodes() {
       );
     }),
   );
-  const have = new Set(nodes.map((n) => n.id));
+  // Regions are added for the default principal here; another's with
+  // `cloudshell store add-region REGION --principal NAME`.
+  const have = new Set(nodes.filter((n) => (n.principal ?? "default") === "default").map((n) => n.region));
   const select = $("#add-region");
   const current = select.value;
   select.replaceChildren(

@@ -98,7 +98,30 @@ function svg(tag, attrs) {
 }
 
 /** Draws the map with `nodes` (the API's node list) into `container`. */
-export function drawMap(container, nodes) {
+/** The worst first: a region's marker shows its worst node. */
+const WORST_FIRST = ["lost", "degraded", "offline", "provisioning", "bootstrapping", "connected"];
+
+/**
+ * One marker per region: several principals' nodes in one region share its
+ * fate, so they share its marker (shards summed, the worst state shown).
+ */
+function byRegion(nodes) {
+  const regions = new Map();
+  for (const n of nodes) {
+    const r = regions.get(n.region) ?? { id: n.region, region: n.region, shards: 0, states: [], nodes: 0 };
+    r.shards += n.shards;
+    r.states.push(n.state);
+    r.nodes += 1;
+    regions.set(n.region, r);
+  }
+  return [...regions.values()].map((r) => ({
+    ...r,
+    state: WORST_FIRST.find((s) => r.states.includes(s)) ?? r.states[0],
+  }));
+}
+
+export function drawMap(container, allNodes) {
+  const nodes = byRegion(allNodes);
   const root = svg("svg", { viewBox: `0 0 360 ${TOP - BOTTOM}`, "aria-hidden": "true" });
   const land = svg("g", { class: "land" });
   for (const d of landDots()) {
@@ -142,7 +165,7 @@ export function drawMap(container, nodes) {
     label.textContent = n.id;
     g.append(label);
     const title = svg("title", {});
-    title.textContent = `${n.id} (${where[2]}): ${n.state}, ${n.shards} shards`;
+    title.textContent = `${n.id} (${where[2]}): ${n.nodes > 1 ? `${n.nodes} nodes, worst ` : ""}${n.state}, ${n.shards} shards`;
     g.append(title);
     root.append(g);
   }

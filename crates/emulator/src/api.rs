@@ -24,6 +24,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/_emulator/faults", post(arm_faults))
         .route("/_emulator/environments", get(list_all))
+        .route("/_emulator/revoke", post(revoke))
         .route(
             "/v1/data-channel/{session_id}",
             get(crate::data_channel::upgrade),
@@ -53,6 +54,56 @@ async fn arm_faults(State(state): State<Arc<AppState>>, body: Bytes) -> Response
         )
             .into_response(),
     }
+}
+
+/// `POST /_emulator/revoke`: whose credentials to revoke (or, with
+/// `"restore": true`, to accept again), by principal ARN or by one of its
+/// access key ids.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    #[serde(default)]
+    principal: Option<String>,
+    #[serde(default)]
+    access_key_id: Option<String>,
+    #[serde(default)]
+    restore: bool,
+}
+
+async fn revoke(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let bad = |why: String| (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+    let request: Revoke = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(format!(
+                "bad revoke request: {e}; expected {{\"principal\": ARN}} or \
+                 {{\"access_key_id\": ID}}, with \"restore\": true to undo"
+            ));
+        }
+    };
+    let config = state.service.config();
+    let principal = match (&request.principal, &request.access_key_id) {
+        (Some(p), None) => p.clone(),
+        (None, Some(id)) => match config.credentials.iter().find(|c| c.access_key_id == *id) {
+            Some(c) => c.principal.clone(),
+            None => return bad(format!("no credentials have the access key id {id}")),
+        },
+        _ => return bad("give one of principal and access_key_id".to_owned()),
+    };
+    if !config.credentials.iter().any(|c| c.principal == principal) {
+        return bad(format!("no credentials belong to {principal}"));
+    }
+    let mut revoked = state
+        .revoked
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if request.restore {
+        revoked.remove(&principal);
+    } else {
+        revoked.insert(principal.clone());
+    }
+    info!(%principal, restore = request.restore, "credentials revoked or restored");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn list_all(State(state): State<Arc<AppState>>) -> Response {
@@ -139,6 +190,9 @@ async fn handle(
         host_region(&host),
         SystemTime::now(),
     )?;
+    if state.is_revoked(&caller.principal) {
+        return Err(AwsError::unrecognized_client());
+    }
     if let Some(fault) = state.faults.check() {
         return Err(fault);
     }

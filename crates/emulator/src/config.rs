@@ -45,6 +45,23 @@ impl Default for EmulatorCredential {
     }
 }
 
+impl EmulatorCredential {
+    /// The credentials of an emulated principal called `name` (an IAM user
+    /// of the emulator's account): the same for the same name in every run,
+    /// so a restarted emulator's environments are that principal's again.
+    pub fn for_principal(name: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
+        let hex = hex::encode_upper(digest.as_ref());
+        Self {
+            access_key_id: format!("AKIAEM{}", &hex[..14]),
+            secret_access_key: format!("emulator-secret-of-{}", &hex[14..34]),
+            session_token: None,
+            principal: format!("arn:aws:iam::000000000000:user/{name}"),
+            regions: None,
+        }
+    }
+}
+
 /// How long things take. Real CloudShell takes seconds to tens of seconds;
 /// tests set these near zero.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

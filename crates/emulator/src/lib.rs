@@ -82,6 +82,7 @@ impl Emulator {
             service: service::Service::new(store, config.clone()),
             faults: faults::Faults::new(config.faults.clone()),
             live: live::LiveSessions::default(),
+            revoked: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -16,6 +16,20 @@ pub struct AppState {
     pub faults: Faults,
     /// Shell sessions with a running shell.
     pub live: LiveSessions,
+    /// Principals whose credentials were revoked (`POST /_emulator/revoke`):
+    /// every call they sign is refused; their shells run on, as AWS's do
+    /// until the environment suspends.
+    pub revoked: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl AppState {
+    /// Whether `principal`'s credentials were revoked.
+    pub fn is_revoked(&self, principal: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(principal)
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -4,9 +4,18 @@
 //! (Efraimidis-Spirakis: key = u^(1/weight), u from a hash of the file id,
 //! chunk index and node id), the weight being the node's free space. So the
 //! choice rotates from chunk to chunk, fuller nodes get fewer shards, and the
-//! same inputs always give the same placement. Distinct regions come first:
-//! the best-ranked node of each region, then the rest by rank. With fewer
-//! nodes than shards, nodes take several shards each, round-robin.
+//! same inputs always give the same placement.
+//!
+//! Regions and principals are fault domains: a region can go dark, and an
+//! AWS principal's credentials can be revoked, taking every region's
+//! environment of it. Each shard goes to the best-ranked node that holds
+//! the fewest of the chunk's shards so far, then of those the one in the
+//! region holding fewest, then in the principal holding fewest: distinct
+//! nodes first, distinct regions second (two principals' nodes in one
+//! region share its fate), distinct principals third. With fewer nodes
+//! than shards, nodes take several shards each, in turn.
+
+use std::collections::HashMap;
 
 use crate::format::FileId;
 use crate::index::Manifest;
@@ -18,12 +27,28 @@ pub struct Candidate {
     pub id: String,
     /// Its region.
     pub region: String,
+    /// Whose environment it runs in (the AWS principal; empty when the
+    /// store has only one).
+    pub principal: String,
     /// Bytes it can still take.
     pub free: u64,
 }
 
 /// The nodes for shards `0..n` of one chunk, by shard index.
 pub fn place(candidates: &[Candidate], file_id: FileId, chunk: u64, n: usize) -> Vec<String> {
+    place_beside(candidates, &[], file_id, chunk, n)
+}
+
+/// The nodes for `n` more shards of a chunk whose other shards are on
+/// nodes in `holders` (a repair's survivors): regions and principals that
+/// already hold some count as such.
+pub fn place_beside(
+    candidates: &[Candidate],
+    holders: &[Domains],
+    file_id: FileId,
+    chunk: u64,
+    n: usize,
+) -> Vec<String> {
     if candidates.is_empty() || n == 0 {
         return Vec::new();
     }
@@ -45,20 +70,81 @@ pub fn place(candidates: &[Candidate], file_id: FileId, chunk: u64, n: usize) ->
         .collect();
     // Larger key = u^(1/w) = exp(ln u / w) ranks first.
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
-    let mut order: Vec<&Candidate> = Vec::with_capacity(ranked.len());
-    let mut seen_regions: Vec<&str> = Vec::new();
-    for (_, c) in &ranked {
-        if !seen_regions.contains(&c.region.as_str()) {
-            seen_regions.push(&c.region);
-            order.push(c);
-        }
+    let ranked: Vec<&Candidate> = ranked.into_iter().map(|(_, c)| c).collect();
+    let mut on_node = vec![0usize; ranked.len()];
+    let mut in_region: HashMap<&str, usize> = HashMap::new();
+    let mut in_principal: HashMap<&str, usize> = HashMap::new();
+    for h in holders {
+        *in_region.entry(&h.region).or_default() += 1;
+        *in_principal.entry(&h.principal).or_default() += 1;
     }
-    for (_, c) in &ranked {
-        if !order.iter().any(|o| o.id == c.id) {
-            order.push(c);
-        }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        // Ties go to the better rank (the lower position): min_by_key
+        // keeps the first of equals.
+        let Some((i, c)) = ranked.iter().enumerate().min_by_key(|(i, c)| {
+            (
+                on_node[*i],
+                in_region.get(c.region.as_str()).copied().unwrap_or(0),
+                in_principal.get(c.principal.as_str()).copied().unwrap_or(0),
+            )
+        }) else {
+            break;
+        };
+        on_node[i] += 1;
+        *in_region.entry(&c.region).or_default() += 1;
+        *in_principal.entry(&c.principal).or_default() += 1;
+        out.push(c.id.clone());
     }
-    (0..n).map(|i| order[i % order.len()].id.clone()).collect()
+    out
+}
+
+/// How many whole losses of each kind of fault domain every chunk of a
+/// file survives: nodes, regions (every node in one), principals (every
+/// node of one AWS principal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tolerance {
+    /// Nodes that can go.
+    pub nodes: usize,
+    /// Regions that can go dark.
+    pub regions: usize,
+    /// Principals whose every node can go.
+    pub principals: usize,
+}
+
+/// Where a node is: its region and principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domains {
+    /// Its region.
+    pub region: String,
+    /// Its principal (empty when the store has only one).
+    pub principal: String,
+}
+
+/// The losses every chunk of `manifest` survives, with `domains` giving
+/// each node's region and principal. A node it does not know (one removed
+/// from the store) counts as a region and a principal of its own.
+pub fn tolerance(manifest: &Manifest, k: usize, domains: &HashMap<String, Domains>) -> Tolerance {
+    let by = |pick: fn(&Domains) -> &str| {
+        manifest
+            .chunks
+            .iter()
+            .map(|c| {
+                let mut per: HashMap<&str, usize> = HashMap::new();
+                for s in &c.shards {
+                    let domain = domains.get(&s.node).map_or(s.node.as_str(), pick);
+                    *per.entry(domain).or_default() += 1;
+                }
+                losses_survived(per.into_values().collect(), k)
+            })
+            .min()
+            .unwrap_or(usize::MAX)
+    };
+    Tolerance {
+        nodes: survivable_losses(manifest, k),
+        regions: by(|d| d.region.as_str()),
+        principals: by(|d| d.principal.as_str()),
+    }
 }
 
 /// How many node losses every chunk of the file survives: for each chunk,
@@ -69,7 +155,7 @@ pub fn survivable_losses(manifest: &Manifest, k: usize) -> usize {
         .chunks
         .iter()
         .map(|c| {
-            let mut per_node: std::collections::HashMap<&str, usize> = Default::default();
+            let mut per_node: HashMap<&str, usize> = HashMap::new();
             for s in &c.shards {
                 *per_node.entry(s.node.as_str()).or_default() += 1;
             }
@@ -105,6 +191,7 @@ mod tests {
             .map(|i| Candidate {
                 id: format!("n{i}"),
                 region: format!("r{}", i % regions),
+                principal: String::new(),
                 free: 1 << 30,
             })
             .collect()
@@ -135,6 +222,154 @@ mod tests {
             .map(|id| c.iter().find(|n| &n.id == id).unwrap().region.clone())
             .collect();
         assert_eq!(regions.len(), 3);
+    }
+
+    /// `principals` x `regions` nodes, ids `p:r`.
+    fn grid(principals: usize, regions: usize) -> Vec<Candidate> {
+        (0..principals)
+            .flat_map(|p| {
+                (0..regions).map(move |r| Candidate {
+                    id: format!("p{p}:r{r}"),
+                    region: format!("r{r}"),
+                    principal: format!("p{p}"),
+                    free: 1 << 30,
+                })
+            })
+            .collect()
+    }
+
+    fn domains_of(c: &[Candidate]) -> HashMap<String, Domains> {
+        c.iter()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    Domains {
+                        region: c.region.clone(),
+                        principal: c.principal.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn manifest_of(placements: Vec<Vec<String>>) -> Manifest {
+        Manifest {
+            file_id: FileId([0; 16]),
+            chunks: placements
+                .into_iter()
+                .map(|p| ChunkEntry {
+                    payload_len: 1,
+                    shards: p
+                        .into_iter()
+                        .map(|node| ShardLocation {
+                            node,
+                            blake3: [0; 32],
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn regions_first_then_principals_spread_every_chunk() {
+        // Three principals in the same nine regions: nine shards go to nine
+        // regions, three to each principal, so a chunk survives any three
+        // regions or any one principal going.
+        let c = grid(3, 9);
+        let domains = domains_of(&c);
+        let id = FileId([7; 16]);
+        let mut placements = Vec::new();
+        let mut firsts = std::collections::HashSet::new();
+        for chunk in 0..200 {
+            let p = place(&c, id, chunk, 9);
+            let regions: std::collections::HashSet<_> =
+                p.iter().map(|n| &domains[n].region).collect();
+            assert_eq!(regions.len(), 9, "chunk {chunk}: {p:?}");
+            for principal in ["p0", "p1", "p2"] {
+                let held = p
+                    .iter()
+                    .filter(|n| domains[*n].principal == principal)
+                    .count();
+                assert_eq!(held, 3, "chunk {chunk}: {p:?}");
+            }
+            firsts.insert(p[0].clone());
+            placements.push(p);
+        }
+        assert!(firsts.len() > 20, "placement does not rotate: {firsts:?}");
+        let t = tolerance(&manifest_of(placements), 6, &domains);
+        assert_eq!(
+            t,
+            Tolerance {
+                nodes: 3,
+                regions: 3,
+                principals: 1
+            }
+        );
+
+        // Three principals in three regions each, nine regions in all (each
+        // principal its own): the same spread, by construction.
+        let c: Vec<Candidate> = (0..9)
+            .map(|i| Candidate {
+                id: format!("n{i}"),
+                region: format!("r{i}"),
+                principal: format!("p{}", i / 3),
+                free: 1 << 30,
+            })
+            .collect();
+        let t = tolerance(
+            &manifest_of((0..50).map(|chunk| place(&c, id, chunk, 9)).collect()),
+            6,
+            &domains_of(&c),
+        );
+        assert_eq!((t.regions, t.principals), (3, 1));
+
+        // Two principals in four regions (eight nodes) for nine shards:
+        // one node takes two, and losing a region costs at most three.
+        let c = grid(2, 4);
+        let domains = domains_of(&c);
+        for chunk in 0..50 {
+            let p = place(&c, id, chunk, 9);
+            let mut per_node: HashMap<&str, usize> = HashMap::new();
+            let mut per_region: HashMap<&str, usize> = HashMap::new();
+            for n in &p {
+                *per_node.entry(n).or_default() += 1;
+                *per_region.entry(&domains[n].region).or_default() += 1;
+            }
+            assert_eq!(per_node.len(), 8, "{p:?}");
+            assert!(per_region.values().all(|v| *v <= 3), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_shard_goes_where_the_chunk_is_thinnest() {
+        // Six of nine shards survive, in regions r0-r5, two per principal
+        // p0-p2; the three rebuilt go to r6-r8, one per principal.
+        let c = grid(3, 9);
+        let domains = domains_of(&c);
+        let holders: Vec<Domains> = (0..6)
+            .map(|i| domains[&format!("p{}:r{i}", i % 3)].clone())
+            .collect();
+        for chunk in 0..30 {
+            let p = place_beside(&c, &holders, FileId([9; 16]), chunk, 3);
+            let mut regions: Vec<&str> = p.iter().map(|n| domains[n].region.as_str()).collect();
+            regions.sort_unstable();
+            assert_eq!(regions, ["r6", "r7", "r8"], "{p:?}");
+            let mut principals: Vec<&str> =
+                p.iter().map(|n| domains[n].principal.as_str()).collect();
+            principals.sort_unstable();
+            assert_eq!(principals, ["p0", "p1", "p2"], "{p:?}");
+        }
+    }
+
+    #[test]
+    fn a_removed_node_counts_as_a_domain_of_its_own() {
+        let c = grid(1, 9);
+        let mut domains = domains_of(&c);
+        let p = place(&c, FileId([8; 16]), 0, 9);
+        domains.remove(&p[0]);
+        let t = tolerance(&manifest_of(vec![p]), 6, &domains);
+        assert_eq!((t.nodes, t.regions, t.principals), (3, 3, 0));
     }
 
     #[test]

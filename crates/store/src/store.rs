@@ -5,6 +5,7 @@
 //! (memory counted in shards), `repair` (and redistribution), and reads in
 //! [`crate::read`]; opening, naming and deleting here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use crate::holds::{Garbage, Hold, Holds};
 use crate::index::{
     ChunkEntry, Displaced, FileRecord, Index, IndexError, Keyring, Manifest, ShardLocation,
 };
-use crate::placement::{Candidate, place, survivable_losses};
+use crate::placement::{Candidate, Domains, Tolerance, place, tolerance};
 use crate::shard_store::ShardError;
 
 /// Default plaintext bytes per chunk.
@@ -47,6 +48,7 @@ pub const STATS_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 pub const STATS_STALE: std::time::Duration = std::time::Duration::from_secs(30);
 
 mod budget;
+mod drain;
 pub mod error;
 pub mod node;
 mod put;
@@ -56,6 +58,7 @@ mod write;
 
 pub(crate) use budget::{Budget, read_cost};
 pub use budget::{PUT_SHARD_WINDOW, STORE_SHARD_BUDGET};
+pub use drain::DrainReport;
 pub use error::{SkippedBackup, StoreError};
 pub use node::{
     NO_QUOTA, Node, SUSPECT_FOR, WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST, WRITE_HEDGE_MAX,
@@ -302,7 +305,7 @@ impl Store {
             .cloned()
     }
 
-    /// The online nodes, with the room each has. A node's last answer to
+    /// The online nodes that are not being drained, with the room each has. A node's last answer to
     /// stats stands for [`STATS_STALE`] (a write through this store keeps
     /// it up to date), asked again in the background once it is older
     /// than [`STATS_FRESH`]; so a put does not wait on a round trip to
@@ -312,10 +315,15 @@ impl Store {
     /// [`STATS_WAIT`], are left out (and suspect) when the others can take
     /// a chunk between them.
     pub(crate) async fn candidates(&self) -> Vec<Candidate> {
-        let online: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
+        let online: Vec<Node> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.is_online() && !n.is_draining())
+            .collect();
         let candidate = |n: &Node, s: &crate::shard_store::StoreStats| Candidate {
             id: n.id.clone(),
             region: n.region.clone(),
+            principal: n.principal.clone(),
             free: n.room(s),
         };
         let mut out = Vec::new();
@@ -534,11 +542,33 @@ impl Store {
 
     /// How many node losses a stored file survives.
     pub fn survivable_losses(&self, name: &str) -> Result<usize, StoreError> {
+        Ok(self.tolerance(name)?.nodes)
+    }
+
+    /// How many losses of nodes, regions and principals a stored file
+    /// survives.
+    pub fn tolerance(&self, name: &str) -> Result<Tolerance, StoreError> {
         let (rec, manifest) = self
             .index
             .file(name)?
             .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
-        Ok(survivable_losses(&manifest, usize::from(rec.k)))
+        Ok(tolerance(&manifest, usize::from(rec.k), &self.domains()))
+    }
+
+    /// Each node's region and principal, by id.
+    pub fn domains(&self) -> HashMap<String, Domains> {
+        self.nodes()
+            .into_iter()
+            .map(|n| {
+                (
+                    n.id,
+                    Domains {
+                        region: n.region,
+                        principal: n.principal,
+                    },
+                )
+            })
+            .collect()
     }
 }
 

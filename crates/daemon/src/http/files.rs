@@ -9,10 +9,12 @@ use axum::extract::{Path, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudshell_store::StoreError;
+use cloudshell_store::placement::Tolerance;
 use cloudshell_store_api as wire;
 use futures_util::TryStreamExt as _;
 
 use super::error::ApiError;
+use crate::nodes::node::NodeHandle;
 use crate::state::State;
 
 type Shared = Arc<State>;
@@ -111,6 +113,7 @@ pub(super) async fn list(
         .files()
         .map_err(|e| ApiError::from(StoreError::from(e)))?;
     let serving = state.serving();
+    let domains = state.store.domains();
     let mut out = Vec::with_capacity(files.len());
     for f in &files {
         let health = state
@@ -118,7 +121,11 @@ pub(super) async fn list(
             .index()
             .file(&f.name)
             .map_err(|e| ApiError::from(StoreError::from(e)))?
-            .map(|(_, m)| state.health.file_health(&m, usize::from(f.k), &serving));
+            .map(|(_, m)| {
+                state
+                    .health
+                    .file_health(&m, usize::from(f.k), &serving, &domains)
+            });
         out.push(wire::FileEntry {
             file: info(f),
             health: health.map(|h| shown_health(&state, h)),
@@ -127,11 +134,21 @@ pub(super) async fn list(
     Ok(Json(wire::FileList { files: out }))
 }
 
-/// A file's health, its "survives" capped at the node count (an empty
-/// file survives losing them all).
+/// A file's health, its "survives" capped at the node, region and
+/// principal counts (an empty file survives losing them all).
 pub(super) fn shown_health(state: &State, h: wire::FileHealth) -> wire::FileHealth {
+    let shown = survivable(
+        state,
+        Tolerance {
+            nodes: h.survives,
+            regions: h.survives_regions,
+            principals: h.survives_principals,
+        },
+    );
     wire::FileHealth {
-        survives: survivable(state, h.survives),
+        survives: shown.nodes,
+        survives_regions: shown.regions,
+        survives_principals: shown.principals,
         ..h
     }
 }
@@ -146,19 +163,34 @@ pub(super) async fn upload(
     let reader = tokio_util::io::StreamReader::new(stream);
     let report = state.store.put(&name, reader).await?;
     state.touch();
+    let survives = survivable(&state, report.tolerance);
     Ok((
         StatusCode::CREATED,
         Json(wire::Stored {
             file: info(&report.record),
-            survivable_losses: survivable(&state, report.survivable_losses),
+            survivable_losses: survives.nodes,
+            survives_regions: survives.regions,
+            survives_principals: survives.principals,
         }),
     ))
 }
 
-/// Node losses a file survives, as shown: an empty file (no chunks)
-/// survives losing every node, not `usize::MAX` of them.
-pub(super) fn survivable(state: &State, losses: usize) -> usize {
-    losses.min(state.nodes().len())
+/// Losses a file survives, as shown: an empty file (no chunks) survives
+/// losing every node, region and principal, not `usize::MAX` of them.
+pub(super) fn survivable(state: &State, losses: Tolerance) -> Tolerance {
+    let statuses: Vec<_> = state.nodes().iter().map(NodeHandle::status).collect();
+    let distinct = |pick: fn(&wire::NodeStatus) -> &str| {
+        statuses
+            .iter()
+            .map(pick)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    Tolerance {
+        nodes: losses.nodes.min(statuses.len()),
+        regions: losses.regions.min(distinct(|s| s.region.as_str())),
+        principals: losses.principals.min(distinct(|s| s.principal.as_str())),
+    }
 }
 
 /// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range (RFC 9110
@@ -321,13 +353,18 @@ pub(super) async fn stat(
                 .collect(),
         })
         .collect();
-    let health = state
-        .health
-        .file_health(&manifest, usize::from(record.k), &serving);
-    let survivable = survivable(&state, state.store.survivable_losses(&name)?);
+    let health = state.health.file_health(
+        &manifest,
+        usize::from(record.k),
+        &serving,
+        &state.store.domains(),
+    );
+    let survives = survivable(&state, state.store.tolerance(&name)?);
     Ok(Json(wire::Stat {
         file: info(&record),
-        survivable_losses: survivable,
+        survivable_losses: survives.nodes,
+        survives_regions: survives.regions,
+        survives_principals: survives.principals,
         health: shown_health(&state, health),
         total_chunks: manifest.chunks.len(),
         offset: page.offset,

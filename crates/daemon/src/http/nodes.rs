@@ -128,12 +128,21 @@ pub(super) async fn add_region(
     })?;
     let region = cloudshell::Region::new(body.region.trim())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRegion", e.to_string()))?;
-    match state.add_region(region).await {
+    let principal = body
+        .principal
+        .as_deref()
+        .map_or(crate::config::DEFAULT_PRINCIPAL, str::trim);
+    match state.add_region(principal, region).await {
         Ok(node) => Ok((StatusCode::CREATED, node_answer(&node))),
         Err(crate::error::DaemonError::Exists(r)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "RegionExists",
-            format!("the region {r} has a node already"),
+            format!("the node {r} is there already"),
+        )),
+        Err(e @ crate::error::DaemonError::Config(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidPrincipal",
+            with_sources(&e),
         )),
         Err(e @ crate::error::DaemonError::Client(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -29,6 +29,8 @@ pub enum EnvironmentError {
         operation: &'static str,
         /// What it said.
         message: String,
+        /// The AWS error code, when the service answered with one.
+        code: Option<String>,
     },
     /// The environment settled somewhere it cannot be started from.
     #[error("environment {id} is {status} and cannot be started")]
@@ -49,10 +51,31 @@ pub enum EnvironmentError {
     Upload(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-fn api<E: std::fmt::Display>(operation: &'static str) -> impl Fn(E) -> EnvironmentError {
+fn api<E>(operation: &'static str) -> impl Fn(cloudshell::SdkError<E>) -> EnvironmentError {
     move |e| EnvironmentError::Api {
         operation,
         message: e.to_string(),
+        code: e.code().map(str::to_owned),
+    }
+}
+
+/// The AWS error codes that say the caller's credentials are no good: the
+/// access key was deleted or deactivated, the session token expired, the
+/// principal lost its permission. Every call by that principal will be
+/// refused alike until someone fixes it.
+pub const REFUSED_CREDENTIAL_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "AccessDeniedException",
+    "ExpiredTokenException",
+    "ExpiredToken",
+];
+
+impl EnvironmentError {
+    /// Whether the control API refused the principal's credentials
+    /// themselves (see [`REFUSED_CREDENTIAL_CODES`]).
+    pub fn credentials_refused(&self) -> bool {
+        matches!(self, Self::Api { code: Some(code), .. } if REFUSED_CREDENTIAL_CODES.contains(&code.as_str()))
     }
 }
 

@@ -1,13 +1,12 @@
 //! The nodes' machinery before any store is opened over them: a CloudShell
-//! client per region (from the [`ClientSource`] the daemon was given: AWS,
-//! or an endpoint such as an emulator), the daemon's QUIC socket and
-//! identity, the agent binary, and one node manager per region.
+//! client per node (from its principal's [`ClientSource`]: AWS, or an
+//! endpoint such as an emulator), the daemon's QUIC socket and identity,
+//! the agent binary, and one node manager per node.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudshell::ClientSource;
 use cloudshell_net::quic::Pool;
 use cloudshell_net::tls::Identity;
 use tokio::sync::mpsc;
@@ -16,6 +15,7 @@ use crate::config::DaemonConfig;
 use crate::error::{DaemonError, io};
 use crate::nodes::manager::{AgentBinary, NodeEvent, NodeManager, Shared};
 use crate::nodes::node::{NodeHandle, NodeState};
+use crate::nodes::sources::Sources;
 
 /// Everything that keeps the nodes up, before a store is opened over them.
 pub(crate) struct Fleet {
@@ -28,22 +28,19 @@ pub(crate) struct Fleet {
     pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
     /// What a node added later is made with.
     pub(crate) shared: Arc<Shared>,
-    pub(crate) source: ClientSource,
+    pub(crate) sources: Sources,
 }
 
 impl Fleet {
-    pub(crate) async fn new(
-        config: &DaemonConfig,
-        source: ClientSource,
-    ) -> Result<Self, DaemonError> {
+    pub(crate) async fn new(config: &DaemonConfig, sources: Sources) -> Result<Self, DaemonError> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(io(format!("cannot create {}", data_dir.display())))?;
-        let regions = config.regions()?;
+        let places = config.node_places()?;
         let mut clients = Vec::new();
-        for r in &regions {
-            clients.push(source.client(r).await?);
+        for p in &places {
+            clients.push(sources.get(&p.principal)?.client(&p.region).await?);
         }
         let identity = Identity::load_or_create(&data_dir.join("identity")).map_err(
             crate::error::net("cannot load or make the daemon's identity"),
@@ -53,20 +50,12 @@ impl Fleet {
         let to_aws = clients.iter().any(|c| c.config().is_aws_endpoint());
         let agent = agent_binary(config, to_aws)?;
         let changes = Arc::new(tokio::sync::watch::channel(0u64).0);
-        let nodes: Vec<NodeHandle> = regions
+        let nodes: Vec<NodeHandle> = places
             .iter()
-            .map(|r| NodeHandle::new(r, changes.clone()))
+            .map(|p| NodeHandle::new(p, changes.clone()))
             .collect();
-        let store_nodes: Vec<cloudshell_store::Node> = nodes
-            .iter()
-            .zip(&regions)
-            .map(|(n, r)| {
-                let node = cloudshell_store::Node::new(r.as_str(), r.as_str(), n.shards());
-                // Offline until its agent answers: puts go where they can.
-                node.set_online(false);
-                node
-            })
-            .collect();
+        let store_nodes: Vec<cloudshell_store::Node> =
+            nodes.iter().map(NodeHandle::store_node).collect();
         let (events_tx, events) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             pool: pool.clone(),
@@ -78,19 +67,13 @@ impl Fleet {
             heartbeat: config.heartbeat(),
             repair_after: config.repair_after(),
             events: events_tx,
+            refused: Default::default(),
         });
-        let managers = regions
-            .iter()
-            .zip(clients)
+        let managers = clients
+            .into_iter()
             .zip(nodes.iter().zip(&store_nodes))
-            .map(|((region, client), (node, store_node))| {
-                NodeManager::new(
-                    region.clone(),
-                    client,
-                    node.clone(),
-                    store_node.clone(),
-                    shared.clone(),
-                )
+            .map(|(client, (node, store_node))| {
+                NodeManager::new(client, node.clone(), store_node.clone(), shared.clone())
             })
             .collect();
         Ok(Self {
@@ -101,7 +84,7 @@ impl Fleet {
             events,
             changes,
             shared,
-            source,
+            sources,
         })
     }
 

@@ -1,11 +1,13 @@
 //! What the daemon knows about the health of each file's shards: those
 //! found missing or corrupt (by the scrubber, or deleted on purpose through
 //! the API), those on nodes not serving, and files under repair; and from
-//! that, how many more node losses each file survives.
+//! that, how many more losses of nodes, regions and principals each file
+//! survives.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use cloudshell_store::placement::{Domains, Tolerance, losses_survived};
 use cloudshell_store::{FileId, Manifest};
 pub use cloudshell_store_api::{FileHealth, Redundancy, ShardState};
 
@@ -112,19 +114,22 @@ impl ShardHealth {
         }
     }
 
-    /// How a file stands, given which nodes serve now.
+    /// How a file stands, given which nodes serve now and where each node
+    /// is (a node `domains` does not know counts as a region and a
+    /// principal of its own).
     pub fn file_health(
         &self,
         manifest: &Manifest,
         k: usize,
         serving: &HashSet<String>,
+        domains: &HashMap<String, Domains>,
     ) -> FileHealth {
         let bad = lock(&self.bad)
             .get(&manifest.file_id)
             .cloned()
             .unwrap_or_default();
         let repairing = lock(&self.repairing).contains(&manifest.file_id);
-        let mut worst: Option<usize> = None;
+        let mut worst: Option<Tolerance> = None;
         let mut readable = true;
         let mut bad_shards = 0;
         let mut all_good = true;
@@ -143,20 +148,44 @@ impl ShardHealth {
             readable &= good >= k;
             // Crowded while a serving node holds none of it: repair spreads it.
             spreadable |= per_node.len() < entry.shards.len() && per_node.len() < serving.len();
-            let losses =
-                cloudshell_store::placement::losses_survived(per_node.into_values().collect(), k);
-            worst = Some(worst.map_or(losses, |w| w.min(losses)));
+            let grouped = |pick: fn(&Domains) -> &str| {
+                let mut per: HashMap<&str, usize> = HashMap::new();
+                for (node, n) in &per_node {
+                    let domain = domains.get(*node).map_or(*node, pick);
+                    *per.entry(domain).or_default() += n;
+                }
+                losses_survived(per.into_values().collect(), k)
+            };
+            let losses = Tolerance {
+                regions: grouped(|d| d.region.as_str()),
+                principals: grouped(|d| d.principal.as_str()),
+                nodes: losses_survived(per_node.into_values().collect(), k),
+            };
+            worst = Some(worst.map_or(losses, |w| Tolerance {
+                nodes: w.nodes.min(losses.nodes),
+                regions: w.regions.min(losses.regions),
+                principals: w.principals.min(losses.principals),
+            }));
         }
         let (state, survives) = match worst {
             // An empty file has nothing to lose.
-            None => (Redundancy::Healthy, usize::MAX),
-            Some(_) if !readable => (Redundancy::Unrecoverable, 0),
+            None => (
+                Redundancy::Healthy,
+                Tolerance {
+                    nodes: usize::MAX,
+                    regions: usize::MAX,
+                    principals: usize::MAX,
+                },
+            ),
+            Some(_) if !readable => (Redundancy::Unrecoverable, Tolerance::default()),
             Some(w) if all_good && !spreadable => (Redundancy::Healthy, w),
             Some(w) => (Redundancy::Degraded, w),
         };
         FileHealth {
             state,
-            survives,
+            survives: survives.nodes,
+            survives_regions: survives.regions,
+            survives_principals: survives.principals,
             bad_shards,
             repairing,
         }
@@ -214,12 +243,12 @@ mod tests {
         let h = ShardHealth::default();
         let m = manifest();
         let all: HashSet<String> = (0..9).map(|i| format!("n{i}")).collect();
-        let fh = h.file_health(&m, 6, &all);
+        let fh = h.file_health(&m, 6, &all, &HashMap::new());
         assert_eq!((fh.state, fh.survives), (Redundancy::Healthy, 3));
         h.mark(m.file_id, 1, 4, Bad::Missing);
         assert_eq!(h.shard_state(m.file_id, 1, 4, true), ShardState::Missing);
         assert_eq!(h.shard_state(m.file_id, 0, 4, true), ShardState::Ok);
-        let fh = h.file_health(&m, 6, &all);
+        let fh = h.file_health(&m, 6, &all, &HashMap::new());
         assert_eq!(
             (fh.state, fh.survives, fh.bad_shards),
             (Redundancy::Degraded, 2, 1)
@@ -232,13 +261,16 @@ mod tests {
             h.shard_state(m.file_id, 0, 0, false),
             ShardState::Unavailable
         );
-        let fh = h.file_health(&m, 6, &fewer);
+        let fh = h.file_health(&m, 6, &fewer, &HashMap::new());
         assert_eq!((fh.state, fh.survives), (Redundancy::Unrecoverable, 0));
         h.set_repairing(m.file_id, true);
         assert_eq!(h.shard_state(m.file_id, 1, 4, true), ShardState::Repairing);
         h.set_repairing(m.file_id, false);
         h.clear(m.file_id);
-        assert_eq!(h.file_health(&m, 6, &all).state, Redundancy::Healthy);
+        assert_eq!(
+            h.file_health(&m, 6, &all, &HashMap::new()).state,
+            Redundancy::Healthy
+        );
     }
 
     #[test]
@@ -254,7 +286,7 @@ mod tests {
             cloudshell_store::ShardGap { chunk: 1, index: 7 },
         ];
         h.repaired(m.file_id, &left);
-        let fh = h.file_health(&m, 6, &all);
+        let fh = h.file_health(&m, 6, &all, &HashMap::new());
         assert_eq!(
             (fh.state, fh.survives, fh.bad_shards),
             (Redundancy::Degraded, 0, 3)
@@ -263,7 +295,10 @@ mod tests {
         assert_eq!(h.shard_state(m.file_id, 1, 7, true), ShardState::Missing);
         assert!(h.unfinished().contains(&m.file_id));
         h.repaired(m.file_id, &[]);
-        assert_eq!(h.file_health(&m, 6, &all).state, Redundancy::Healthy);
+        assert_eq!(
+            h.file_health(&m, 6, &all, &HashMap::new()).state,
+            Redundancy::Healthy
+        );
         assert!(h.unfinished().is_empty());
     }
 
@@ -276,7 +311,7 @@ mod tests {
             c.shards[8].node = "n0".into();
         }
         let all: HashSet<String> = (0..9).map(|i| format!("n{i}")).collect();
-        let fh = h.file_health(&m, 6, &all);
+        let fh = h.file_health(&m, 6, &all, &HashMap::new());
         // Losing n0 and one more costs three shards: only two losses are safe.
         assert_eq!(
             (fh.state, fh.survives, fh.bad_shards),
@@ -284,7 +319,7 @@ mod tests {
         );
         // With only the eight nodes it is on, it is as spread as it can be.
         let eight: HashSet<String> = (0..8).map(|i| format!("n{i}")).collect();
-        let fh = h.file_health(&m, 6, &eight);
+        let fh = h.file_health(&m, 6, &eight, &HashMap::new());
         assert_eq!((fh.state, fh.survives), (Redundancy::Healthy, 2));
     }
 }

@@ -1,4 +1,5 @@
-//! The node manager: one task per region that keeps an agent serving it.
+//! The node manager: one task per node (a principal's environment in a
+//! region) that keeps an agent serving it.
 //!
 //! provisioning (environment RUNNING) -> bootstrapping (agent installed,
 //! started, punched, connected) -> connected (heartbeats, health checks)
@@ -93,6 +94,45 @@ pub struct Shared {
     pub repair_after: Duration,
     /// Where node events go.
     pub events: mpsc::UnboundedSender<NodeEvent>,
+    /// Principals whose credentials the control API refuses, with what it
+    /// said: their nodes drain while their agents still answer (their
+    /// environments suspend once nobody can send them heartbeats).
+    pub refused: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl Shared {
+    /// Why `principal`'s credentials are refused, if they are.
+    pub fn refused(&self, principal: &str) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(principal)
+            .cloned()
+    }
+
+    fn set_refused(&self, principal: &str, why: Option<String>) {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match why {
+            Some(why) => {
+                if refused.insert(principal.to_owned(), why.clone()).is_none() {
+                    tracing::warn!(
+                        principal,
+                        "the control API refuses this principal's credentials ({why}): its \
+                         nodes take no new shards, and their shards move to the other nodes \
+                         while the agents still answer"
+                    );
+                }
+            }
+            None => {
+                if refused.remove(principal).is_some() {
+                    tracing::info!(principal, "the control API accepts this principal again");
+                }
+            }
+        }
+    }
 }
 
 /// What the rest of the daemon hears from node managers.
@@ -136,9 +176,10 @@ pub enum NodeError {
     },
 }
 
-/// Keeps one region's node served.
+/// Keeps one node served.
 pub struct NodeManager {
-    region: cloudshell::Region,
+    /// The node's id, for logs and events.
+    id: String,
     client: Client,
     node: NodeHandle,
     store_node: cloudshell_store::Node,
@@ -146,16 +187,16 @@ pub struct NodeManager {
 }
 
 impl NodeManager {
-    /// A manager for `region` through `client`, serving `node`.
+    /// A manager of `node`'s environment, reached through `client` (of its
+    /// principal and region).
     pub fn new(
-        region: cloudshell::Region,
         client: Client,
         node: NodeHandle,
         store_node: cloudshell_store::Node,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            region,
+            id: store_node.id.clone(),
             client,
             node,
             store_node,
@@ -177,7 +218,14 @@ impl NodeManager {
                     down_since = tokio::time::Instant::now();
                 }
                 Err(e) => {
-                    tracing::warn!(region = %self.region, "node not up: {}", crate::error::with_sources(&e));
+                    if let NodeError::Environment(env) = &e
+                        && env.credentials_refused()
+                    {
+                        self.shared
+                            .set_refused(&self.principal(), Some(env.to_string()));
+                    }
+                    self.follow_refusal();
+                    tracing::warn!(node = %self.id, "node not up: {}", crate::error::with_sources(&e));
                     let lost = down_since.elapsed() >= self.shared.repair_after;
                     self.node.update(|s| {
                         s.last_error = Some(crate::error::with_sources(&e));
@@ -192,13 +240,29 @@ impl NodeManager {
                     if lost && !lost_reported {
                         lost_reported = true;
                         let _ = self.shared.events.send(NodeEvent::Lost {
-                            node: self.region.to_string(),
+                            node: self.id.clone(),
                         });
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    fn principal(&self) -> String {
+        self.store_node.principal.clone()
+    }
+
+    /// Drains the node while its principal's credentials are refused, and
+    /// stops once they are accepted again.
+    fn follow_refusal(&self) {
+        let why = self.shared.refused(&self.principal()).map(|why| {
+            format!("its principal's credentials are refused ({why}); its shards move to the other nodes while its agent answers")
+        });
+        self.store_node.set_draining(why.is_some());
+        if self.node.status().draining != why {
+            self.node.update(|s| s.draining = why);
         }
     }
 
@@ -253,7 +317,7 @@ impl NodeManager {
             }
         });
         let _ = self.shared.events.send(NodeEvent::Connected {
-            node: self.region.to_string(),
+            node: self.id.clone(),
             fresh_home,
         });
         Ok((env, remote))
@@ -270,7 +334,7 @@ impl NodeManager {
                 environment::upload(&self.client, env, bootstrap::UPLOAD_PATH, bytes.clone()).await
             {
                 tracing::info!(
-                    region = %self.region,
+                    node = %self.id,
                     "the upload form did not take the agent ({e}); sending it through the shell"
                 );
                 environment::upload_through_shell(&self.client, env, bootstrap::UPLOAD_PATH, bytes)
@@ -308,13 +372,27 @@ impl NodeManager {
             if last_heartbeat.is_none_or(|t| t.elapsed() >= self.shared.heartbeat) {
                 match environment::heartbeat(&self.client, env).await {
                     Ok(()) => {
+                        self.shared.set_refused(&self.principal(), None);
                         last_heartbeat = Some(tokio::time::Instant::now());
                         self.node
                             .update(|s| s.last_heartbeat = Some(crate::nodes::node::now_secs()));
                     }
-                    Err(e) => tracing::warn!(region = %self.region, "heartbeat: {e}"),
+                    Err(e) => {
+                        // A failed heartbeat is sent again at the next check,
+                        // so the drain stops soon after they work again.
+                        if e.credentials_refused() {
+                            // Said once for the principal, not every 5 s
+                            // for each of its nodes.
+                            self.shared
+                                .set_refused(&self.principal(), Some(e.to_string()));
+                            tracing::debug!(node = %self.id, "heartbeat: {e}");
+                        } else {
+                            tracing::warn!(node = %self.id, "heartbeat: {e}");
+                        }
+                    }
                 }
             }
+            self.follow_refusal();
             let asked = tokio::time::Instant::now();
             let check = tokio::time::timeout(HEALTH_TIMEOUT, remote.stats())
                 .await

@@ -1,4 +1,5 @@
-//! The nodes: one per region, each an agent in a CloudShell environment.
+//! The nodes: one per principal and region, each an agent in a CloudShell
+//! environment.
 //!
 //! - [`environment`]: an environment made RUNNING, commands in its shell,
 //!   uploads into its home;
@@ -8,6 +9,7 @@
 //!   its agent serving;
 //! - [`node`]: a region's node: its status, and the store's view of it;
 //! - [`health`]: what is known about the shards' health;
+//! - [`sources`]: where each principal's CloudShell clients come from;
 //! - `fleet`: every node's machinery, before a store is opened over them.
 
 pub mod agent_image;
@@ -17,3 +19,4 @@ pub(crate) mod fleet;
 pub mod health;
 pub mod manager;
 pub mod node;
+pub mod sources;

@@ -1,4 +1,4 @@
-//! A region's node as the rest of the daemon sees it: its state for the API,
+//! A node (a principal's environment in a region) as the rest of the daemon sees it: its state for the API,
 //! and a [`ShardStore`] that forwards to whichever agent currently serves
 //! the region (none while it is being bootstrapped).
 
@@ -12,11 +12,14 @@ use futures_util::future::BoxFuture;
 
 pub use cloudshell_store_api::{NodeState, NodeStatus};
 
+use crate::config::NodePlace;
+
 /// A node that has not started yet.
-pub fn fresh_status(region: &str) -> NodeStatus {
+pub fn fresh_status(place: &NodePlace) -> NodeStatus {
     NodeStatus {
-        id: region.to_owned(),
-        region: region.to_owned(),
+        id: place.id.clone(),
+        region: place.region.to_string(),
+        principal: place.principal.clone(),
         state: NodeState::Provisioning,
         environment_id: None,
         fingerprint: None,
@@ -31,6 +34,7 @@ pub fn fresh_status(region: &str) -> NodeStatus {
         full: false,
         shards: 0,
         last_error: None,
+        draining: None,
         latency_ms: None,
         last_heartbeat: None,
         since: now_secs(),
@@ -64,11 +68,11 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// A node for `region`, not yet served; its changes are counted on
+    /// The node at `place`, not yet served; its changes are counted on
     /// `changes` (what live views wait on).
-    pub fn new(region: &cloudshell::Region, changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
+    pub fn new(place: &NodePlace, changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
         Self {
-            status: Arc::new(Mutex::new(fresh_status(region.as_str()))),
+            status: Arc::new(Mutex::new(fresh_status(place))),
             remote: Arc::new(RwLock::new(None)),
             changes,
         }
@@ -111,6 +115,16 @@ impl NodeHandle {
     /// The node as the store's [`ShardStore`].
     pub fn shards(&self) -> Arc<dyn ShardStore> {
         Arc::new(NodeShards { node: self.clone() })
+    }
+
+    /// The store's node for it, offline until its agent answers (puts go
+    /// where they can meanwhile).
+    pub fn store_node(&self) -> cloudshell_store::Node {
+        let s = self.status();
+        let node =
+            cloudshell_store::Node::new(s.id, s.region, self.shards()).of_principal(s.principal);
+        node.set_online(false);
+        node
     }
 }
 

@@ -10,22 +10,23 @@ pub mod latency;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cloudshell::{ClientSource, Region};
+use cloudshell::Region;
 use cloudshell_store::Store;
 
-use crate::config::{ConfigError, DaemonConfig};
+use crate::config::{ConfigError, DaemonConfig, NodePlace, node_id};
 use crate::error::{DaemonError, io};
 use crate::nodes::health;
 use crate::nodes::manager::{NodeManager, Shared};
 use crate::nodes::node::NodeHandle;
+use crate::nodes::sources::Sources;
 
 /// What the API handlers share.
 #[derive(Debug)]
 pub struct State {
     /// The store.
     pub store: Store,
-    /// One node per region, in configuration order (regions added later
-    /// at the end).
+    /// One node per principal and region, in configuration order (those
+    /// added later at the end).
     pub(crate) nodes: std::sync::RwLock<Vec<NodeHandle>>,
     /// The configuration it runs with.
     pub config: DaemonConfig,
@@ -56,7 +57,7 @@ pub struct State {
 /// Makes the node of a region added while the daemon runs.
 pub(crate) struct RegionMaker {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) source: ClientSource,
+    pub(crate) sources: Sources,
 }
 
 impl std::fmt::Debug for RegionMaker {
@@ -81,16 +82,29 @@ impl State {
         self.nodes().into_iter().find(|n| n.status().id == id)
     }
 
-    /// Adds a node in `region` and starts bringing it up.
-    pub async fn add_region(&self, region: Region) -> Result<NodeHandle, DaemonError> {
-        let id = region.as_str();
+    /// Adds a node of `principal` in `region` and starts bringing it up.
+    pub async fn add_region(
+        &self,
+        principal: &str,
+        region: Region,
+    ) -> Result<NodeHandle, DaemonError> {
+        let place = NodePlace {
+            id: node_id(principal, &region),
+            principal: principal.to_owned(),
+            region,
+        };
+        let id = place.id.as_str();
         if self.node(id).is_some() {
             return Err(DaemonError::Exists(id.to_owned()));
         }
-        let client = self.regions.source.client(&region).await?;
-        let node = NodeHandle::new(&region, self.changes.clone());
-        let store_node = cloudshell_store::Node::new(id, id, node.shards());
-        store_node.set_online(false);
+        let client = self
+            .regions
+            .sources
+            .get(principal)?
+            .client(&place.region)
+            .await?;
+        let node = NodeHandle::new(&place, self.changes.clone());
+        let store_node = node.store_node();
         self.store.add_node(store_node.clone())?;
         {
             let mut nodes = self
@@ -103,7 +117,6 @@ impl State {
             nodes.push(node.clone());
         }
         let manager = NodeManager::new(
-            region.clone(),
             client,
             node.clone(),
             store_node,
@@ -248,24 +261,22 @@ pub(crate) fn apply_quotas(
     nodes: &[cloudshell_store::Node],
 ) -> Result<(), DaemonError> {
     let mut quotas = std::collections::BTreeMap::new();
-    for (region, size) in &config.node_quotas {
+    for (id, size) in &config.node_quotas {
         let bytes = cloudshell_store::shard_store::parse_size(size).ok_or_else(|| {
             ConfigError::Invalid(format!(
-                "node_quotas: {size:?} for {region} is not a size; try 200M or a number of bytes"
+                "node_quotas: {size:?} for {id} is not a size; try 200M or a number of bytes"
             ))
         })?;
-        quotas.insert(region.to_string(), bytes);
+        quotas.insert(id.clone(), bytes);
     }
     quotas.extend(read_quotas(&quota_file(&config.data_dir))?);
-    for (region, bytes) in quotas {
-        let node = nodes
-            .iter()
-            .find(|n| n.id == region.as_str())
-            .ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "node_quotas names {region}, which is not one of this store's regions"
-                ))
-            })?;
+    for (id, bytes) in quotas {
+        let node = nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "node_quotas names {id}, which is not one of this store's nodes (a region, \
+                 or PRINCIPAL:REGION for a principal other than `default`)"
+            ))
+        })?;
         node.set_quota(bytes);
     }
     Ok(())

@@ -17,9 +17,15 @@ pub struct Node {
     pub id: String,
     /// Region (placement spreads chunks over regions).
     pub region: String,
+    /// Whose environment it runs in (placement spreads chunks over
+    /// principals after regions); empty when the store has only one.
+    pub principal: String,
     /// Its shards.
     pub shards: Arc<dyn ShardStore>,
     online: Arc<AtomicBool>,
+    /// Takes no new shards, and its shards are being moved elsewhere (see
+    /// [`crate::Store::drain_file`]); reads still use it.
+    draining: Arc<AtomicBool>,
     /// Until when (ms on [`clock_ms`]) reads ask it last.
     suspect_until: Arc<AtomicU64>,
     /// Bytes the store may keep on it, whatever its agent allows
@@ -138,6 +144,7 @@ impl std::fmt::Debug for Node {
         f.debug_struct("Node")
             .field("id", &self.id)
             .field("region", &self.region)
+            .field("principal", &self.principal)
             .field("online", &self.is_online())
             .finish_non_exhaustive()
     }
@@ -153,8 +160,10 @@ impl Node {
         Self {
             id: id.into(),
             region: region.into(),
+            principal: String::new(),
             shards,
             online: Arc::new(AtomicBool::new(true)),
+            draining: Arc::new(AtomicBool::new(false)),
             suspect_until: Arc::new(AtomicU64::new(0)),
             quota: Arc::new(AtomicU64::new(NO_QUOTA)),
             write_us: Arc::new(AtomicU64::new(0)),
@@ -167,6 +176,13 @@ impl Node {
             writes_queued: Arc::new(AtomicUsize::new(0)),
             stalled: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// The same node, in `principal`'s environment.
+    #[must_use]
+    pub fn of_principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = principal.into();
+        self
     }
 
     /// Joins its write queue: the writes ahead of this one (waiting or
@@ -354,6 +370,18 @@ impl Node {
     /// Whether reads and writes go to it.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Relaxed)
+    }
+
+    /// Stops (or, with false, resumes) placing shards on it: puts, repairs
+    /// and redistribution pass it over, and [`crate::Store::drain_file`]
+    /// moves its shards to other nodes. Reads still ask it.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether it is being drained.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record(&self) -> crate::index::NodeRecord {

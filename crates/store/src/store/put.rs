@@ -13,6 +13,8 @@ pub struct PutReport {
     pub record: FileRecord,
     /// Node losses every chunk survives.
     pub survivable_losses: usize,
+    /// Losses of nodes, regions and principals every chunk survives.
+    pub tolerance: Tolerance,
 }
 
 impl Store {
@@ -168,8 +170,10 @@ impl Store {
         };
         self.reclaim(replaced).await;
         drop(busy);
+        let tolerance = tolerance(&manifest, self.coding.k(), &self.domains());
         Ok(PutReport {
-            survivable_losses: survivable_losses(&manifest, self.coding.k()),
+            survivable_losses: tolerance.nodes,
+            tolerance,
             record,
         })
     }

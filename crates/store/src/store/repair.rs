@@ -2,6 +2,7 @@
 //! redistribution (shards moved from fuller nodes to emptier ones).
 
 use super::*;
+use crate::placement::place_beside;
 
 /// What a redistribution did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +70,7 @@ impl Store {
             .into_iter()
             .filter(|c| c.free >= shard)
             .collect();
+        let domains = self.domains();
         let mut report = RepairReport::default();
         for c in 0..manifest.chunks.len() {
             let entry = manifest.chunks[c].clone();
@@ -134,7 +136,11 @@ impl Store {
                     .get_or_insert_with(|| "no node is online to rebuild shards on".to_owned());
                 continue;
             }
-            let targets = place(pool, record.file_id, chunk, missing.len());
+            let beside: Vec<Domains> = holders
+                .iter()
+                .filter_map(|h| domains.get(*h).cloned())
+                .collect();
+            let targets = place_beside(pool, &beside, record.file_id, chunk, missing.len());
             let mut writes = FuturesUnordered::new();
             for (&i, node_id) in missing.iter().zip(targets) {
                 let key = ShardKey {
@@ -307,10 +313,11 @@ impl Store {
     /// and only then removed from its old node. Shards on offline nodes and
     /// corrupt ones are left to repair.
     pub async fn redistribute(&self) -> Result<RedistributeReport, StoreError> {
+        // A draining node gives shards to the drain, and takes none.
         let mut counts: std::collections::BTreeMap<String, usize> = self
             .nodes()
             .iter()
-            .filter(|n| n.is_online())
+            .filter(|n| n.is_online() && !n.is_draining())
             .map(|n| (n.id.clone(), 0))
             .collect();
         if counts.len() < 2 {

@@ -72,14 +72,19 @@ impl Room {
 
     /// A node with room for one more shard that is not in `used` (the
     /// nodes a chunk's shards went to), taking its room: trusted nodes
-    /// first, then those in a region none of `used` is in, then the
-    /// roomiest.
+    /// first, then those in a region none of `used` is in, then of a
+    /// principal none of `used` is, then the roomiest.
     pub(crate) fn spare(&self, used: &[String]) -> Option<String> {
         let mut candidates = self.lock();
         let used_regions: Vec<String> = candidates
             .iter()
             .filter(|c| used.contains(&c.id))
             .map(|c| c.region.clone())
+            .collect();
+        let used_principals: Vec<String> = candidates
+            .iter()
+            .filter(|c| used.contains(&c.id))
+            .map(|c| c.principal.clone())
             .collect();
         let best = candidates
             .iter()
@@ -88,6 +93,7 @@ impl Room {
                 (
                     !self.is_suspect(&c.id),
                     !used_regions.contains(&c.region),
+                    !used_principals.contains(&c.principal),
                     c.free,
                 )
             })?
