@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::types::{
     ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewQuota, NewRegion,
-    NodeAnswer, NodeList, ScrubStatus, Stat, Stored,
+    NodeAnswer, NodeList, RemoveNode, ScrubStatus, Stat, Stored,
 };
 
 /// What a path segment keeps as is: RFC 3986's unreserved characters.
@@ -254,6 +254,19 @@ impl Client {
         };
         let path = format!("/api/nodes/{}/quota", segment(id));
         self.json(self.http.put(self.url(&path)).json(&body), "quota")
+            .await
+    }
+
+    /// `POST /api/nodes/{id}/remove`: drains the node and removes it, as a
+    /// job; `delete_environment` deletes its environment afterwards.
+    pub async fn remove_node(
+        &self,
+        id: &str,
+        delete_environment: bool,
+    ) -> Result<Job, ClientError> {
+        let body = RemoveNode { delete_environment };
+        let path = format!("/api/nodes/{}/remove", segment(id));
+        self.json(self.http.post(self.url(&path)).json(&body), "remove node")
             .await
     }
 

@@ -13,8 +13,8 @@ use crate::types::{
     AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry, FileHealth,
     FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary, NewKey,
     NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
-    RedistributeResult, Redundancy, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
-    ShardState, Stat, Stored,
+    RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult,
+    ScrubStatus, ShardInfo, ShardState, Stat, Stored,
 };
 
 /// The whole API.
@@ -29,14 +29,14 @@ use crate::types::{
     ),
     paths(
         ui_index, ui_asset, health, list_files, download, upload, delete_file, stat, list_nodes,
-        add_region, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
+        add_region, remove_node, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
         scrub_status, scrub_start, list_keys, create_key, delete_key, events, openapi, metrics,
     ),
     components(schemas(
         AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry,
         FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary,
         NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
-        RedistributeResult, Redundancy, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
+        RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
         ShardState, Stat, Stored,
     )),
     modifiers(&BearerToken),
@@ -164,6 +164,19 @@ fn list_nodes() {}
         (status = 409, description = "The region has a node already", body = ErrorBody),
     ))]
 fn add_region() {}
+
+/// Removes a node: it takes no new shards, every shard it holds moves to
+/// the other nodes (read, checked, written, recorded), then it stops and
+/// its environment is suspended (or deleted). A job.
+#[utoipa::path(post, path = "/api/nodes/{id}/remove", tag = "nodes",
+    params(("id" = String, Path, description = "The node: its region, or PRINCIPAL:REGION")),
+    request_body(content = RemoveNode, description = "Optional"),
+    responses(
+        (status = 202, body = Job),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "The other nodes could not take its shards (too few, or too little room), or it is being removed already", body = ErrorBody),
+    ))]
+fn remove_node() {}
 
 /// Takes a node out of service.
 #[utoipa::path(post, path = "/api/nodes/{id}/offline", tag = "nodes",

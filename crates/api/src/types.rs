@@ -375,6 +375,8 @@ pub enum JobKind {
     Repair,
     /// Move shards from fuller nodes to emptier ones.
     Redistribute,
+    /// Drain a node and remove it.
+    Remove,
 }
 
 impl JobKind {
@@ -383,6 +385,7 @@ impl JobKind {
         match self {
             Self::Repair => "repair",
             Self::Redistribute => "redistribute",
+            Self::Remove => "remove",
         }
     }
 }
@@ -413,8 +416,33 @@ pub struct Job {
 pub enum JobResult {
     /// A repair's.
     Repair(RepairResult),
+    /// A node's removal (before the redistribution's, whose fields it
+    /// has: untagged variants are tried in order).
+    Remove(RemoveResult),
     /// A redistribution's.
     Redistribute(RedistributeResult),
+}
+
+/// What removing a node did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RemoveResult {
+    /// The node removed.
+    pub node: String,
+    /// Shards copied off it to other nodes.
+    pub shards_moved: usize,
+    /// Shards it could not give, rebuilt from the others instead.
+    pub shards_rebuilt: usize,
+    /// What became of its environment.
+    pub environment: String,
+}
+
+/// `POST /api/nodes/{id}/remove`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RemoveNode {
+    /// Delete its environment (home and all) once drained, instead of
+    /// suspending it.
+    #[serde(default)]
+    pub delete_environment: bool,
 }
 
 /// What a repair did.

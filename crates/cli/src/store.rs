@@ -107,6 +107,28 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             print(json, r, &format!("moved {} shards{failed}", r.shards_moved));
             Ok(())
         }
+        StoreCommand::RemoveRegion {
+            node,
+            delete_environment,
+        } => {
+            let job = api
+                .remove_node(node, *delete_environment)
+                .await
+                .map_err(explain)?;
+            let done = follow(&api, job, json).await?;
+            let Some(JobResult::Remove(r)) = &done else {
+                bail!("the daemon's removal finished without its result");
+            };
+            print(
+                json,
+                r,
+                &format!(
+                    "removed {}: {} shards moved to the other nodes, {} rebuilt; environment {}",
+                    r.node, r.shards_moved, r.shards_rebuilt, r.environment
+                ),
+            );
+            Ok(())
+        }
         StoreCommand::AddRegion { region, principal } => {
             let v = api
                 .add_region(region, principal.as_deref())

@@ -94,6 +94,17 @@ pub enum StoreCommand {
         #[arg(long)]
         principal: Option<String>,
     },
+    /// Remove a node: every shard it holds moves to the other nodes
+    /// (checked), then it stops and its environment is suspended. Refused
+    /// when the others are too few or too full to take its place.
+    RemoveRegion {
+        /// The node: its region, or PRINCIPAL:REGION for a principal other
+        /// than `default`.
+        node: String,
+        /// Delete its environment (home and all) instead of suspending it.
+        #[arg(long)]
+        delete_environment: bool,
+    },
     /// Run a scrub pass now (agents hash their shards in place; what is
     /// missing or corrupt is repaired; orphans are removed) and wait for it.
     Scrub,

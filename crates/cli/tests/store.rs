@@ -1509,3 +1509,113 @@ fn three_principals_lose_a_principal_and_a_region_at_once_and_nothing_else() {
     });
     daemon.stop();
 }
+
+#[test]
+fn a_region_is_drained_and_removed_while_a_put_runs_and_stays_removed() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let regions = "us-east-1,us-east-2,us-west-2,eu-west-1,eu-central-1,eu-north-1,\
+                   ap-southeast-1,ap-northeast-1,ap-south-1,sa-east-1";
+    let daemon = Daemon::start(&data, &home, &["--regions", regions]);
+    assert_eq!(daemon.nodes().len(), 10);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut originals = Vec::new();
+    for i in 0..15 {
+        let content = bytes(1 + i * 150_007, 900 + i as u64);
+        let path = files.join(format!("f{i}"));
+        std::fs::write(&path, &content).unwrap();
+        daemon.ok(&["put", path.to_str().unwrap(), &format!("r/f{i}")]);
+        originals.push((format!("r/f{i}"), content));
+    }
+    let gone = "eu-west-1";
+    let env = daemon
+        .nodes()
+        .into_iter()
+        .find(|n| n["id"] == gone)
+        .unwrap()["environment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!processes_under(&environment_home(&data, &env)).is_empty());
+
+    // Bad names and removals the rest cannot absorb are refused, clearly.
+    let out = daemon
+        .cli(&["remove-region", "mars-north-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node \"mars-north-1\""));
+
+    // A big put is under way as the region starts draining: what it puts
+    // there is moved too before the node goes.
+    let big = bytes(24 << 20, 77);
+    let big_path = files.join("big");
+    std::fs::write(&big_path, &big).unwrap();
+    let mut put = daemon
+        .cli(&["put", big_path.to_str().unwrap(), "big"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = daemon.ok(&["remove-region", gone]);
+    assert!(
+        out.contains(&format!("removed {gone}")) && out.contains("suspended"),
+        "{out}"
+    );
+    assert!(put.wait().unwrap().success());
+    originals.push(("big".to_owned(), big));
+
+    let nodes = daemon.nodes();
+    assert_eq!(nodes.len(), 9);
+    assert!(nodes.iter().all(|n| n["id"] != gone));
+    wait_until(
+        "the removed region's agent ends with its suspended environment",
+        Duration::from_secs(30),
+        || processes_under(&environment_home(&data, &env)).is_empty(),
+    );
+    let check = |daemon: &Daemon, tag: &str| {
+        let out = dir.path().join(format!("out-{tag}"));
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, content) in &originals {
+            assert!(
+                !shard_nodes(daemon, name).iter().any(|n| n == gone),
+                "{name}"
+            );
+            let v = daemon.json(&["status", name]);
+            assert_eq!(v["survivable_losses"], 3, "{v}");
+            let dest = out.join(name.replace('/', "_"));
+            daemon.ok(&["get", name, dest.to_str().unwrap()]);
+            assert!(
+                std::fs::read(&dest).unwrap() == *content,
+                "{name} differs after {tag}"
+            );
+        }
+    };
+    check(&daemon, "removal");
+
+    // Nine left: one more would leave too few for nine shards apart.
+    let out = daemon
+        .cli(&["remove-region", "us-east-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("would leave 8 nodes serving, fewer than the 9"),
+        "{err}"
+    );
+
+    // A restart with the same flags keeps it removed; added back, it is
+    // a node again.
+    daemon.stop();
+    let daemon = Daemon::start(&data, &home, &["--regions", regions]);
+    assert_eq!(daemon.nodes().len(), 9);
+    check(&daemon, "restart");
+    daemon.ok(&["add-region", gone]);
+    assert_eq!(daemon.nodes().len(), 10);
+    daemon.stop();
+}

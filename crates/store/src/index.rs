@@ -416,6 +416,16 @@ impl Index {
         txn.commit().map_err(db)
     }
 
+    /// Forgets a node (removed from the store).
+    pub fn remove_node(&self, id: &str) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut nodes = txn.open_table(NODES).map_err(db)?;
+            nodes.remove(id).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
     /// Every known node, by id.
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, IndexError> {
         let txn = self.db.begin_read().map_err(db)?;

@@ -92,6 +92,12 @@ async fn three_principals_spread_every_chunk_and_a_drained_one_is_emptied() {
 
     // p1's credentials are revoked: its nodes take nothing new, and their
     // shards move to the others while they still answer.
+    // A node that holds shards cannot be removed yet.
+    let e = store.remove_node("p1:r0").unwrap_err().to_string();
+    assert!(
+        e.contains("still holds") && e.contains("drain it first"),
+        "{e}"
+    );
     for n in nodes.iter().filter(|n| n.principal == "p1") {
         n.set_draining(true);
     }
@@ -125,6 +131,15 @@ async fn three_principals_spread_every_chunk_and_a_drained_one_is_emptied() {
     let d = data(50_000, 99);
     store.put("after", &d[..]).await.unwrap();
     assert_eq!(on_principal(&store, "after", "p1"), 0);
+    // Drained, its nodes can go; the store and its index forget them.
+    for r in 0..REGIONS {
+        store.remove_node(&format!("p1:r{r}")).unwrap();
+    }
+    assert_eq!(store.nodes().len(), 18);
+    assert_eq!(store.index().nodes().unwrap().len(), 18);
+    for (name, content) in &files {
+        assert_eq!(&read_all(&store, name).await, content, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@
 //! | `DELETE /api/shards/{node}/{file}/{chunk}/{index}` | delete one shard (to simulate damage) |
 //! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
 //! | `PUT /api/nodes/{id}/quota` | cap the store on a node: `{"quota": "200M"}`, `null` lifts it |
+//! | `POST /api/nodes/{id}/remove` | drain a node and remove it: a job; `{"delete_environment": true}` deletes its environment |
 //! | `POST /api/repair` | repair every file now: a job |
 //! | `POST /api/redistribute` | even out the nodes: a job |
 //! | `GET /api/jobs/{id}` | a job's progress and result |
@@ -63,6 +64,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/api/nodes/{id}/offline", post(nodes::offline)),
         ("/api/nodes/{id}/online", post(nodes::online)),
         ("/api/nodes/{id}/quota", put(nodes::set_quota)),
+        ("/api/nodes/{id}/remove", post(nodes::remove)),
         (
             "/api/shards/{node}/{file}/{chunk}/{index}",
             delete(nodes::delete_shard),

@@ -206,3 +206,23 @@ pub(super) async fn delete_shard(
     state.bump();
     Ok(StatusCode::NO_CONTENT)
 }
+
+pub(super) async fn remove(
+    AxumState(state): AxumState<Shared>,
+    Path(id): Path<String>,
+    body: Option<Json<wire::RemoveNode>>,
+) -> Result<(StatusCode, Json<wire::Job>), ApiError> {
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let node = state.check_removal(&id).map_err(|e| match e {
+        crate::state::RemovalRefused::NoSuchNode(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchNode",
+            format!("no node {id:?}; `GET /api/nodes` lists them"),
+        ),
+        crate::state::RemovalRefused::Refused(why) => {
+            ApiError::new(StatusCode::CONFLICT, "CannotRemove", why)
+        }
+    })?;
+    let job = crate::upkeep::jobs::remove_node(&state, node, request.delete_environment);
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}

@@ -158,6 +158,32 @@ pub async fn heartbeat(client: &Client, id: &EnvironmentId) -> Result<(), Enviro
     Ok(())
 }
 
+/// Ends a removed node's environment: suspended (its processes, the agent
+/// among them, end; its home stays, as AWS keeps a suspended one's), or
+/// with `delete` deleted, home and all.
+pub async fn retire(
+    client: &Client,
+    id: &EnvironmentId,
+    delete: bool,
+) -> Result<(), EnvironmentError> {
+    if delete {
+        client
+            .delete_environment(
+                &cloudshell::operation::delete_environment::DeleteEnvironmentInput::new(id.clone()),
+            )
+            .await
+            .map_err(api("DeleteEnvironment"))?;
+    } else {
+        client
+            .stop_environment(
+                &cloudshell::operation::stop_environment::StopEnvironmentInput::new(id.clone()),
+            )
+            .await
+            .map_err(api("StopEnvironment"))?;
+    }
+    Ok(())
+}
+
 /// Runs `command` in a new shell session: its exit status and output.
 pub async fn run(
     client: &Client,

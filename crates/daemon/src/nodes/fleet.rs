@@ -37,7 +37,13 @@ impl Fleet {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .map_err(io(format!("cannot create {}", data_dir.display())))?;
-        let places = config.node_places()?;
+        // What the configuration names, with the nodes added and removed
+        // while an earlier run of the daemon ran.
+        let changes = crate::state::node_changes::NodeChanges::read(&data_dir)?;
+        for id in &changes.removed {
+            tracing::info!(node = %id, "removed earlier: not started (add it back with add-region)");
+        }
+        let places = changes.apply(config.node_places()?);
         let mut clients = Vec::new();
         for p in &places {
             clients.push(sources.get(&p.principal)?.client(&p.region).await?);
@@ -92,7 +98,12 @@ impl Fleet {
     pub(crate) fn run(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         self.managers
             .drain(..)
-            .map(|m| tokio::spawn(m.run()))
+            .zip(&self.nodes)
+            .map(|(m, node)| {
+                let task = tokio::spawn(m.run());
+                node.set_manager(task.abort_handle());
+                task
+            })
             .collect()
     }
 }

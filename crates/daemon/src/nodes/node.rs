@@ -65,6 +65,8 @@ pub struct NodeHandle {
     status: Arc<Mutex<NodeStatus>>,
     remote: Arc<RwLock<Option<RemoteShards>>>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Its manager's task, to stop when the node is removed.
+    manager: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 impl NodeHandle {
@@ -75,6 +77,24 @@ impl NodeHandle {
             status: Arc::new(Mutex::new(fresh_status(place))),
             remote: Arc::new(RwLock::new(None)),
             changes,
+            manager: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Records the task of its manager.
+    pub fn set_manager(&self, task: tokio::task::AbortHandle) {
+        *self.manager.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+    }
+
+    /// Stops its manager: no heartbeats, no restarts of its agent.
+    pub fn stop_manager(&self) {
+        if let Some(task) = self
+            .manager
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
         }
     }
 

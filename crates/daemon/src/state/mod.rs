@@ -2,10 +2,12 @@
 //! the store, the nodes, and the daemon's view of both ([`State`]). On the
 //! ground floor with the error and the configuration; the modules that use
 //! it sit above. Beside it, the registries it holds: [`jobs`] (long
-//! operations the API follows) and [`latency`] (request latencies).
+//! operations the API follows) and [`latency`] (request latencies), and
+//! [`node_changes`] (nodes added and removed while running).
 
 pub mod jobs;
 pub mod latency;
+pub mod node_changes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::nodes::health;
 use crate::nodes::manager::{NodeManager, Shared};
 use crate::nodes::node::NodeHandle;
 use crate::nodes::sources::Sources;
+use node_changes::NodeChanges;
 
 /// What the API handlers share.
 #[derive(Debug)]
@@ -114,6 +117,10 @@ impl State {
             if nodes.iter().any(|n| n.status().id == id) {
                 return Err(DaemonError::Exists(id.to_owned()));
             }
+            // Kept for the next start (under the lock: one change at a time).
+            let mut changes = NodeChanges::read(&self.config.data_dir)?;
+            changes.add(&place);
+            changes.write(&self.config.data_dir)?;
             nodes.push(node.clone());
         }
         let manager = NodeManager::new(
@@ -122,11 +129,85 @@ impl State {
             store_node,
             self.regions.shared.clone(),
         );
+        let task = tokio::spawn(manager.run());
+        node.set_manager(task.abort_handle());
         self.tasks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(tokio::spawn(manager.run()));
+            .push(task);
         Ok(node)
+    }
+
+    /// Checks that node `id` can be removed: the other nodes that serve
+    /// must be enough for a chunk's shards to stay on distinct nodes, and
+    /// have room for what it holds. Says why not, in words for its user.
+    pub fn check_removal(&self, id: &str) -> Result<NodeHandle, RemovalRefused> {
+        let node = self
+            .node(id)
+            .ok_or_else(|| RemovalRefused::NoSuchNode(id.to_owned()))?;
+        let status = node.status();
+        if status
+            .draining
+            .as_deref()
+            .is_some_and(|d| d.starts_with(REMOVING))
+        {
+            return Err(RemovalRefused::Refused(format!(
+                "{id} is being removed already"
+            )));
+        }
+        let settings = cloudshell_store::StoreSettings::default();
+        let width = settings.k + settings.m;
+        let others: Vec<_> = self
+            .nodes()
+            .into_iter()
+            .map(|n| n.status())
+            .filter(|s| {
+                s.id != id
+                    && s.draining.is_none()
+                    && s.state == cloudshell_store_api::NodeState::Connected
+            })
+            .collect();
+        if others.len() < width {
+            return Err(RemovalRefused::Refused(format!(
+                "removing {id} would leave {} nodes serving, fewer than the {width} ({}+{}) a \
+                 chunk's shards need to stay on distinct nodes; add a region first \
+                 (cloudshell store add-region REGION) or bring the others back",
+                others.len(),
+                settings.k,
+                settings.m
+            )));
+        }
+        let room: u64 = others.iter().map(|s| s.room).sum();
+        if status.used > room {
+            return Err(RemovalRefused::Refused(format!(
+                "{id} holds {} bytes of shards and the other nodes have room for {room}; delete \
+                 files or add a region first",
+                status.used
+            )));
+        }
+        Ok(node)
+    }
+
+    /// Forgets node `id` once drained: stops its manager, takes it out of
+    /// the store (refused while a file names it) and out of the nodes the
+    /// next start brings up.
+    pub fn forget_node(&self, id: &str) -> Result<(), DaemonError> {
+        self.store.remove_node(id)?;
+        let mut nodes = self
+            .nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut changes = NodeChanges::read(&self.config.data_dir)?;
+        changes.remove(id);
+        changes.write(&self.config.data_dir)?;
+        if let Some(node) = nodes.iter().find(|n| n.status().id == id) {
+            node.stop_manager();
+            node.serve(None);
+        }
+        nodes.retain(|n| n.status().id != id);
+        drop(nodes);
+        self.bump();
+        Ok(())
     }
 
     /// Records a change to the index: it will be backed up shortly.
@@ -214,13 +295,7 @@ impl State {
             Some(b) => kept.insert(id.to_owned(), b),
             None => kept.remove(id),
         };
-        let text = serde_json::to_vec_pretty(&kept).map_err(|e| DaemonError::Io {
-            what: format!("cannot encode {}", path.display()),
-            source: std::io::Error::other(e),
-        })?;
-        let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, text).map_err(io(format!("cannot write {}", temp.display())))?;
-        std::fs::rename(&temp, &path).map_err(io(format!("cannot write {}", path.display())))?;
+        node_changes::write_json(&path, &kept)?;
         store_node.set_quota(bytes.unwrap_or(cloudshell_store::NO_QUOTA));
         node.update(|s| {
             s.store_quota = bytes;
@@ -230,6 +305,20 @@ impl State {
         self.bump();
         Ok(true)
     }
+}
+
+/// How a node being removed says so in its `draining`.
+pub const REMOVING: &str = "being removed";
+
+/// Why a node cannot be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalRefused {
+    /// There is no such node.
+    #[error("no node {0}")]
+    NoSuchNode(String),
+    /// The others could not take its place.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where node quotas set while running are kept.

@@ -1,5 +1,5 @@
-//! The work of the jobs the API starts: a repair of every file, and a
-//! redistribution. Each registers itself in the state's job registry,
+//! The work of the jobs the API starts: a repair of every file, a
+//! redistribution, and the removal of a node (drained first). Each registers itself in the state's job registry,
 //! reports progress there, and leaves its result there.
 
 use std::sync::Arc;
@@ -7,7 +7,9 @@ use std::sync::Arc;
 use cloudshell_store_api as wire;
 use wire::{Job, JobKind, JobResult};
 
-use crate::state::State;
+use crate::error::DaemonError;
+use crate::nodes::node::NodeHandle;
+use crate::state::{REMOVING, State};
 
 /// Starts repairing every file in `files`; returns the job at once.
 pub fn repair_all(state: &Arc<State>, files: Vec<cloudshell_store::FileRecord>) -> Job {
@@ -67,4 +69,166 @@ pub fn redistribute(state: &Arc<State>) -> Job {
         state.bump();
     });
     job
+}
+
+/// How many times a removal drains again when files still name the node
+/// (a put placed there before it began draining finished since).
+const REMOVE_ATTEMPTS: usize = 5;
+
+/// Starts removing `node`: it drains (takes no new shards; every shard it
+/// holds is moved to the other nodes, checked, recorded), then is
+/// forgotten (its manager stopped, left out of later starts) and its
+/// environment suspended or, with `delete_environment`, deleted. Returns
+/// the job at once. If the shards cannot all be moved, the node is put
+/// back in service and the job says why.
+pub fn remove_node(state: &Arc<State>, node: NodeHandle, delete_environment: bool) -> Job {
+    let status = node.status();
+    let id = status.id.clone();
+    if let Some(n) = state.store_node(&id) {
+        n.set_draining(true);
+    }
+    node.update(|s| {
+        s.draining = Some(format!(
+            "{REMOVING}: its shards move to the other nodes, then it stops"
+        ));
+    });
+    // Puts under way may have placed shards on it before it drained: the
+    // drain is done only once they are too.
+    let under_way = state.store.files_under_way();
+    let on_node = files_on(state, &id).len();
+    let job = state.jobs.start(JobKind::Remove, on_node as u64);
+    let job_id = job.id;
+    let state = state.clone();
+    tokio::spawn(async move {
+        let outcome = drain_and_forget(&state, &node, &id, under_way, job_id).await;
+        let outcome = match outcome {
+            Ok(mut result) => {
+                result.environment = retire_environment(&state, &status, delete_environment).await;
+                Ok(JobResult::Remove(result))
+            }
+            Err(why) => {
+                // Back in service: a half-drained node still holds
+                // shards, and nothing else would ever move them.
+                if let Some(n) = state.store_node(&id) {
+                    n.set_draining(false);
+                }
+                node.update(|s| s.draining = None);
+                Err(format!(
+                    "{id} was not removed: {why}; it is back in service"
+                ))
+            }
+        };
+        state.jobs.finish(job_id, outcome);
+        state.bump();
+    });
+    job
+}
+
+/// The files with a shard on node `id`.
+fn files_on(state: &State, id: &str) -> Vec<String> {
+    let Ok(files) = state.store.index().files() else {
+        return Vec::new();
+    };
+    files
+        .into_iter()
+        .filter(|f| {
+            state
+                .store
+                .index()
+                .file(&f.name)
+                .ok()
+                .flatten()
+                .is_some_and(|(_, m)| {
+                    m.chunks
+                        .iter()
+                        .flat_map(|c| &c.shards)
+                        .any(|s| s.node == id)
+                })
+        })
+        .map(|f| f.name)
+        .collect()
+}
+
+async fn drain_and_forget(
+    state: &Arc<State>,
+    node: &NodeHandle,
+    id: &str,
+    under_way: std::collections::HashSet<cloudshell_store::FileId>,
+    job_id: u64,
+) -> Result<wire::RemoveResult, String> {
+    let mut result = wire::RemoveResult {
+        node: id.to_owned(),
+        ..Default::default()
+    };
+    let mut done = 0u64;
+    for _ in 0..REMOVE_ATTEMPTS {
+        // Until the puts that were under way when it began draining end.
+        while state
+            .store
+            .files_under_way()
+            .iter()
+            .any(|f| under_way.contains(f))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        for name in files_on(state, id) {
+            match state.store.drain_file(&name).await {
+                Ok(r) => {
+                    result.shards_moved += r.shards_moved;
+                    result.shards_rebuilt += r.shards_rebuilt;
+                    if r.shards_left > 0 {
+                        return Err(r.failure.unwrap_or_else(|| {
+                            format!("{} shards of {name:?} could not be moved", r.shards_left)
+                        }));
+                    }
+                }
+                Err(cloudshell_store::StoreError::NotFound(_)) => {}
+                Err(e) => return Err(format!("moving the shards of {name:?}: {e}")),
+            }
+            done += 1;
+            state.jobs.progress(job_id, done);
+            state.touch();
+        }
+        match state.forget_node(id) {
+            Ok(()) => {
+                node.update(|s| s.draining = None);
+                return Ok(result);
+            }
+            // Named again meanwhile: drain once more.
+            Err(DaemonError::Store(cloudshell_store::StoreError::NodeInUse { .. })) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("files kept naming it after every drain".to_owned())
+}
+
+/// Suspends or deletes a removed node's environment; says what became of it.
+async fn retire_environment(state: &State, status: &wire::NodeStatus, delete: bool) -> String {
+    let Some(env) = status
+        .environment_id
+        .as_deref()
+        .and_then(|e| cloudshell::EnvironmentId::new(e).ok())
+    else {
+        return "none was made".to_owned();
+    };
+    let client = match cloudshell::Region::new(&status.region) {
+        Ok(region) => match state.regions.sources.get(&status.principal) {
+            Ok(source) => source.client(&region).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    let outcome = match client {
+        Ok(c) => crate::nodes::environment::retire(&c, &env, delete)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match (outcome, delete) {
+        (Ok(()), true) => format!("{env} deleted"),
+        (Ok(()), false) => {
+            format!("{env} suspended (its home is kept; delete it with cloudshell delete)")
+        }
+        (Err(e), _) => format!("{env} left as it was: {e}"),
+    }
 }

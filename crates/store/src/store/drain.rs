@@ -22,6 +22,45 @@ pub struct DrainReport {
 }
 
 impl Store {
+    /// The files held now (puts, repairs and drains under way): a drain
+    /// that starts waits for these, since a put placed before the node
+    /// began draining may still write there and name it.
+    pub fn files_under_way(&self) -> std::collections::HashSet<FileId> {
+        self.busy_files()
+    }
+
+    /// Forgets node `id` for good: it takes and gives nothing from now on.
+    /// Refused while any file's manifest names it (drain it first).
+    pub fn remove_node(&self, id: &str) -> Result<(), StoreError> {
+        let mut shards = 0;
+        let mut files = 0;
+        for rec in self.index.files()? {
+            if let Some((_, m)) = self.index.file(&rec.name)? {
+                let here = m
+                    .chunks
+                    .iter()
+                    .flat_map(|c| &c.shards)
+                    .filter(|s| s.node == id)
+                    .count();
+                shards += here;
+                files += usize::from(here > 0);
+            }
+        }
+        if shards > 0 {
+            return Err(StoreError::NodeInUse {
+                id: id.to_owned(),
+                shards,
+                files,
+            });
+        }
+        self.nodes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|n| n.id != id);
+        self.index.remove_node(id)?;
+        Ok(())
+    }
+
     /// The names of files with a shard on a draining node.
     pub fn files_to_drain(&self) -> Result<Vec<String>, StoreError> {
         let draining: Vec<String> = self

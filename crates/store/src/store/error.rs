@@ -36,6 +36,19 @@ pub enum StoreError {
     /// No node to write to.
     #[error("no node is online to store shards on")]
     NoNodes,
+    /// A node to remove still holds shards the index names.
+    #[error(
+        "node {id} still holds {shards} shards of {files} files: drain it first (its shards \
+         move to the other nodes)"
+    )]
+    NodeInUse {
+        /// Which node.
+        id: String,
+        /// Shards on it.
+        shards: usize,
+        /// Files they belong to.
+        files: usize,
+    },
     /// The nodes with room cannot take a chunk's shards; nothing was
     /// written.
     #[error(

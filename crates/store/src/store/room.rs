@@ -42,18 +42,29 @@ impl Room {
         self.nodes.iter().any(|n| n.id == id && n.is_suspect())
     }
 
+    /// Whether `id` began draining since the put started: it takes no more
+    /// of the put's shards (a drain waits for puts under way, then moves
+    /// what they left there).
+    fn is_draining(&self, id: &str) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.is_draining())
+    }
+
     /// The nodes for a chunk's `n` shards, among those with room left.
     pub(crate) fn place(&self, file_id: FileId, chunk: u64, n: usize) -> Vec<String> {
         let mut candidates = self.lock();
         let with_room: Vec<Candidate> = candidates
             .iter()
-            .filter(|c| c.free >= self.shard)
+            .filter(|c| c.free >= self.shard && !self.is_draining(&c.id))
             .cloned()
             .collect();
         // Nobody has room left by this put's count: place as before and
         // let the nodes say (another put may have freed room).
         let pool = if with_room.is_empty() {
-            candidates.clone()
+            candidates
+                .iter()
+                .filter(|c| !self.is_draining(&c.id))
+                .cloned()
+                .collect()
         } else {
             with_room
         };
@@ -88,7 +99,7 @@ impl Room {
             .collect();
         let best = candidates
             .iter()
-            .filter(|c| c.free >= self.shard && !used.contains(&c.id))
+            .filter(|c| c.free >= self.shard && !used.contains(&c.id) && !self.is_draining(&c.id))
             .max_by_key(|c| {
                 (
                     !self.is_suspect(&c.id),
@@ -106,7 +117,7 @@ impl Room {
     /// Takes room for one more shard on `id`; false when it has none (or
     /// is suspect).
     pub(crate) fn take(&self, id: &str) -> bool {
-        if self.is_suspect(id) {
+        if self.is_suspect(id) || self.is_draining(id) {
             return false;
         }
         let mut candidates = self.lock();
@@ -135,7 +146,7 @@ impl Room {
         let mut candidates = self.lock();
         let other = candidates
             .iter()
-            .filter(|c| c.free >= self.shard)
+            .filter(|c| c.free >= self.shard && !self.is_draining(&c.id))
             .max_by_key(|c| c.free)?
             .id
             .clone();
