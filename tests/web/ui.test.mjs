@@ -134,6 +134,14 @@ async function main() {
     await page.click("nav a[data-view='nodes']");
     await page.click(`.card[data-node='${node}'] button`);
     await page.waitForSelector(`.card[data-node='${node}'][data-state='connected']`);
+    // Removing a node is asked to be confirmed, and with nine nodes the
+    // daemon refuses, saying why; the header shows what the nodes hold.
+    await page.click(`.card[data-node='${node}'] button[data-remove]`);
+    await page.click("#confirm-ok");
+    await page.waitForSelector(".toast.failed:has-text('would leave 8 nodes serving')");
+    const capacity = await page.textContent("[data-capacity]");
+    assert(/free of .*(KiB|MiB|GiB)/.test(capacity), `the header's capacity says ${capacity}`);
+    await page.screenshot({ path: join(shots, "06b-remove-refused.png"), fullPage: true });
 
     // Download and compare.
     await page.click("nav a[data-view='files']");

@@ -10,11 +10,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::types::{
-    AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry, FileHealth,
-    FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary, NewKey,
-    NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
-    RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult,
-    ScrubStatus, ShardInfo, ShardState, Stat, Stored,
+    AccessKey, BackupStatus, Capacity, CapacitySummary, ChunkMap, ChunkPage, ErrorBody,
+    ErrorDetail, FileEntry, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult,
+    KeyList, KeyRequest, KeySummary, NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards,
+    NodeState, NodeStatus, PrincipalCapacity, RedistributeResult, Redundancy, RemoveNode,
+    RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo, ShardState, Stat, Stored,
 };
 
 /// The whole API.
@@ -34,8 +34,8 @@ use crate::types::{
     ),
     components(schemas(
         AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry,
-        FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary,
-        NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
+        Capacity, CapacitySummary, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary,
+        NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
         RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
         ShardState, Stat, Stored,
     )),

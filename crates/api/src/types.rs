@@ -38,6 +38,47 @@ pub struct Health {
     pub index_backup: BackupStatus,
     /// The daemon's version.
     pub version: String,
+    /// Capacity in all and per principal.
+    #[serde(default)]
+    pub capacity: CapacitySummary,
+}
+
+/// Bytes the nodes hold and can hold: raw (shards, coding included) and
+/// usable (what files of that size fit: raw times k / (k + m)). Draining
+/// nodes are left out: what they hold is leaving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Capacity {
+    /// Nodes counted.
+    pub nodes: usize,
+    /// Bytes of shards the nodes can hold (used and free).
+    pub raw: u64,
+    /// Bytes of shards they hold.
+    pub used: u64,
+    /// Bytes of shards they can still take.
+    pub free: u64,
+    /// File bytes the whole raw capacity holds after coding.
+    pub usable: u64,
+    /// File bytes that still fit.
+    pub usable_free: u64,
+}
+
+/// Capacity of one principal's nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PrincipalCapacity {
+    /// The principal.
+    pub principal: String,
+    /// Its nodes' capacity.
+    #[serde(flatten)]
+    pub capacity: Capacity,
+}
+
+/// Capacity in all and per principal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CapacitySummary {
+    /// Every node's.
+    pub total: Capacity,
+    /// Per principal, in the order their nodes are listed.
+    pub principals: Vec<PrincipalCapacity>,
 }
 
 /// The index backup's progress.

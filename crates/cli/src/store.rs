@@ -383,21 +383,38 @@ async fn ls(api: &Client, json: bool) -> anyhow::Result<()> {
 async fn status(api: &Client, json: bool, name: Option<&str>) -> anyhow::Result<()> {
     let Some(name) = name else {
         let v = api.health().await.map_err(explain)?;
-        print(
-            json,
-            &v,
-            &format!(
-                "{} of {} nodes connected, {} files{}",
-                v.connected,
-                v.nodes,
-                v.files,
-                if v.ready {
-                    ""
-                } else {
-                    " (not ready: see `cloudshell store nodes`)"
-                }
-            ),
+        let c = &v.capacity;
+        let mut text = format!(
+            "{} of {} nodes connected, {} files{}\ncapacity: {} free of {} usable ({} of {} raw \
+             used, over {} nodes)",
+            v.connected,
+            v.nodes,
+            v.files,
+            if v.ready {
+                ""
+            } else {
+                " (not ready: see `cloudshell store nodes`)"
+            },
+            human(c.total.usable_free),
+            human(c.total.usable),
+            human(c.total.used),
+            human(c.total.raw),
+            c.total.nodes
         );
+        if c.principals.len() > 1 {
+            for p in &c.principals {
+                text.push_str(&format!(
+                    "\n  {:<12} {} free of {} usable ({} of {} raw used, {} nodes)",
+                    p.principal,
+                    human(p.capacity.usable_free),
+                    human(p.capacity.usable),
+                    human(p.capacity.used),
+                    human(p.capacity.raw),
+                    p.capacity.nodes
+                ));
+            }
+        }
+        print(json, &v, &text);
         return Ok(());
     };
     let v = api

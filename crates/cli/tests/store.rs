@@ -1395,6 +1395,26 @@ fn three_principals_lose_a_principal_and_a_region_at_once_and_nothing_else() {
     for p in ["default", "p2", "p3"] {
         assert_eq!(nodes.iter().filter(|n| n["principal"] == p).count(), 9);
     }
+    // Capacity in all and per principal: 27 nodes of 900 MiB, 6 of 9
+    // shards data.
+    let h = daemon.json(&["status"]);
+    assert_eq!(h["capacity"]["total"]["nodes"], 27, "{h}");
+    let raw = h["capacity"]["total"]["raw"].as_u64().unwrap();
+    assert!(raw > 0 && raw <= 27 * (900 << 20), "{h}");
+    assert_eq!(
+        h["capacity"]["total"]["usable"].as_u64().unwrap(),
+        raw * 6 / 9
+    );
+    assert_eq!(
+        h["capacity"]["principals"].as_array().unwrap().len(),
+        3,
+        "{h}"
+    );
+    let text = daemon.ok(&["status"]);
+    assert!(
+        text.contains("capacity:") && text.contains("  p3 "),
+        "{text}"
+    );
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).unwrap();
     let mut originals = Vec::new();

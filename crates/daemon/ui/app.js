@@ -152,6 +152,21 @@ async function refreshSummary() {
   $("#summary").replaceChildren(
     el("span", { class: `badge ${h.ready ? "connected" : "degraded"}` }, `${h.connected} of ${h.nodes} nodes`),
     el("span", {}, `${h.files} files`),
+    h.capacity
+      ? el(
+          "span",
+          {
+            "data-capacity": "",
+            title: [
+              `raw: ${bytes(h.capacity.total.used)} of ${bytes(h.capacity.total.raw)} used over ${h.capacity.total.nodes} nodes`,
+              ...(h.capacity.principals.length > 1
+                ? h.capacity.principals.map((p) => `${p.principal}: ${bytes(p.usable_free)} free of ${bytes(p.usable)} usable, ${p.nodes} nodes`)
+                : []),
+            ].join("\n"),
+          },
+          `${bytes(h.capacity.total.usable_free)} free of ${bytes(h.capacity.total.usable)}`,
+        )
+      : null,
     el("span", {}, h.index_backup.pending ? "index: backing up…" : h.index_backup.generation ? "index backed up" : ""),
   );
 }
@@ -450,6 +465,26 @@ async function refreshNodes() {
               },
             },
             offline ? "Bring online" : "Take offline",
+          ),
+          el(
+            "button",
+            {
+              class: "button small quiet-danger",
+              "data-remove": n.id,
+              disabled: n.draining ? true : null,
+              onclick: async () => {
+                const ok = await confirm(
+                  `Remove ${n.id}? Every shard it holds moves to the other nodes first; then it stops and its environment is suspended.`,
+                  "Remove",
+                );
+                if (!ok) return;
+                await startJob(`/api/nodes/${encodeURIComponent(n.id)}/remove`, (r) =>
+                  `Removed ${r.node}: ${r.shards_moved} shards moved, ${r.shards_rebuilt} rebuilt; environment ${r.environment}`,
+                );
+                refreshNodes();
+              },
+            },
+            "Remove",
           ),
         ),
       );

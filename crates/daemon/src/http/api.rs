@@ -123,6 +123,7 @@ async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<wire::Health
         .iter()
         .filter(|s| s.state == NodeState::Connected)
         .count();
+    let settings = cloudshell_store::StoreSettings::default();
     let files = state
         .store
         .index()
@@ -136,5 +137,6 @@ async fn health(AxumState(state): AxumState<Shared>) -> Result<Json<wire::Health
         files,
         index_backup: state.backup_status(|_| {}),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        capacity: crate::state::capacity(&statuses, settings.k, settings.m),
     }))
 }

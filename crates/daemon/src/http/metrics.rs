@@ -47,6 +47,35 @@ pub fn render(state: &State) -> String {
         .iter()
         .map(crate::nodes::node::NodeHandle::status)
         .collect();
+    let settings = cloudshell_store::StoreSettings::default();
+    let capacity = crate::state::capacity(&statuses, settings.k, settings.m);
+    header(
+        &mut out,
+        "cloudshell_store_capacity_bytes",
+        "Capacity of the nodes that are not draining: raw (shards) and usable (file bytes after coding), total, used and free; per principal, and in all (principal=\"\").",
+        "gauge",
+    );
+    let rows = std::iter::once(("", capacity.total)).chain(
+        capacity
+            .principals
+            .iter()
+            .map(|p| (p.principal.as_str(), p.capacity)),
+    );
+    for (principal, c) in rows {
+        for (kind, value) in [
+            ("raw", c.raw),
+            ("raw_used", c.used),
+            ("raw_free", c.free),
+            ("usable", c.usable),
+            ("usable_free", c.usable_free),
+        ] {
+            let _ = writeln!(
+                out,
+                "cloudshell_store_capacity_bytes{{kind=\"{kind}\",principal=\"{}\"}} {value}",
+                escape(principal)
+            );
+        }
+    }
     let per_node: [NodeGauge; 3] = [
         (
             "cloudshell_store_node_shards",

@@ -382,3 +382,87 @@ impl cloudshell_s3::Host for State {
         self.touch();
     }
 }
+
+/// The capacity of nodes (raw and usable after coding with `k` data of
+/// `k + m` shards), in all and per principal; draining nodes left out.
+pub fn capacity(
+    statuses: &[cloudshell_store_api::NodeStatus],
+    k: usize,
+    m: usize,
+) -> cloudshell_store_api::CapacitySummary {
+    use cloudshell_store_api::{Capacity, CapacitySummary, PrincipalCapacity};
+    let usable = |raw: u64| {
+        let coded = u128::from(raw) * k as u128 / (k + m).max(1) as u128;
+        u64::try_from(coded).unwrap_or(u64::MAX)
+    };
+    let add = |c: &mut Capacity, s: &cloudshell_store_api::NodeStatus| {
+        c.nodes += 1;
+        c.used = c.used.saturating_add(s.used);
+        c.free = c.free.saturating_add(s.room);
+        c.raw = c.used.saturating_add(c.free);
+        c.usable = usable(c.raw);
+        c.usable_free = usable(c.free);
+    };
+    let mut summary = CapacitySummary::default();
+    for s in statuses.iter().filter(|s| s.draining.is_none()) {
+        add(&mut summary.total, s);
+        match summary
+            .principals
+            .iter_mut()
+            .find(|p| p.principal == s.principal)
+        {
+            Some(p) => add(&mut p.capacity, s),
+            None => {
+                let mut capacity = Capacity::default();
+                add(&mut capacity, s);
+                summary.principals.push(PrincipalCapacity {
+                    principal: s.principal.clone(),
+                    capacity,
+                });
+            }
+        }
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, principal: &str, used: u64, room: u64) -> cloudshell_store_api::NodeStatus {
+        let place = NodePlace {
+            id: id.to_owned(),
+            principal: principal.to_owned(),
+            region: Region::new("us-east-1").unwrap(),
+        };
+        let mut s = crate::nodes::node::fresh_status(&place);
+        s.used = used;
+        s.room = room;
+        s
+    }
+
+    #[test]
+    fn capacity_is_summed_per_principal_and_draining_nodes_left_out() {
+        let mut draining = node("c", "p2", 500, 500);
+        draining.draining = Some("being removed".into());
+        let c = capacity(
+            &[
+                node("a", "default", 100, 800),
+                node("b", "p2", 200, 700),
+                draining,
+            ],
+            6,
+            3,
+        );
+        assert_eq!(
+            (c.total.nodes, c.total.raw, c.total.used, c.total.free),
+            (2, 1800, 300, 1500)
+        );
+        assert_eq!((c.total.usable, c.total.usable_free), (1200, 1000));
+        let p2 = &c.principals[1];
+        assert_eq!(
+            (p2.principal.as_str(), p2.capacity.nodes, p2.capacity.raw),
+            ("p2", 1, 900)
+        );
+    }
+}
