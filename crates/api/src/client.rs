@@ -10,8 +10,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewQuota, NewRegion,
-    NodeAnswer, NodeList, RemoveNode, ScrubStatus, Stat, Stored,
+    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewPrincipal,
+    NewQuota, NewRegion, NodeAnswer, NodeList, RemoveNode, ScrubStatus, Stat, Stored,
 };
 
 /// What a path segment keeps as is: RFC 3986's unreserved characters.
@@ -268,6 +268,39 @@ impl Client {
         let path = format!("/api/nodes/{}/remove", segment(id));
         self.json(self.http.post(self.url(&path)).json(&body), "remove node")
             .await
+    }
+
+    /// `POST /api/principals`: adds a principal with a node in each of
+    /// `regions` (the daemon's when empty).
+    pub async fn add_principal(
+        &self,
+        name: &str,
+        regions: &[String],
+    ) -> Result<NodeList, ClientError> {
+        let body = NewPrincipal {
+            name: name.to_owned(),
+            regions: regions.to_vec(),
+        };
+        let request = self.http.post(self.url("/api/principals")).json(&body);
+        self.json(request, "add principal").await
+    }
+
+    /// `POST /api/principals/{name}/remove`: drains every node of the
+    /// principal and removes them, as a job.
+    pub async fn remove_principal(
+        &self,
+        name: &str,
+        delete_environments: bool,
+    ) -> Result<Job, ClientError> {
+        let body = RemoveNode {
+            delete_environment: delete_environments,
+        };
+        let path = format!("/api/principals/{}/remove", segment(name));
+        self.json(
+            self.http.post(self.url(&path)).json(&body),
+            "remove principal",
+        )
+        .await
     }
 
     /// `DELETE /api/shards/{node}/{file}/{chunk}/{index}`.

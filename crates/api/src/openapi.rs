@@ -12,9 +12,10 @@ use utoipa::{Modify, OpenApi};
 use crate::types::{
     AccessKey, BackupStatus, Capacity, CapacitySummary, ChunkMap, ChunkPage, ErrorBody,
     ErrorDetail, FileEntry, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult,
-    KeyList, KeyRequest, KeySummary, NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards,
-    NodeState, NodeStatus, PrincipalCapacity, RedistributeResult, Redundancy, RemoveNode,
-    RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo, ShardState, Stat, Stored,
+    KeyList, KeyRequest, KeySummary, NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer,
+    NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity, RedistributeResult, Redundancy,
+    RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo, ShardState,
+    Stat, Stored,
 };
 
 /// The whole API.
@@ -29,13 +30,13 @@ use crate::types::{
     ),
     paths(
         ui_index, ui_asset, health, list_files, download, upload, delete_file, stat, list_nodes,
-        add_region, remove_node, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
+        add_region, remove_node, add_principal, remove_principal, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
         scrub_status, scrub_start, list_keys, create_key, delete_key, events, openapi, metrics,
     ),
     components(schemas(
         AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry,
         Capacity, CapacitySummary, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary,
-        NewKey, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
+        NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
         RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
         ShardState, Stat, Stored,
     )),
@@ -177,6 +178,27 @@ fn add_region() {}
         (status = 409, description = "The other nodes could not take its shards (too few, or too little room), or it is being removed already", body = ErrorBody),
     ))]
 fn remove_node() {}
+
+/// Adds a principal (an AWS profile) with a node in each region.
+#[utoipa::path(post, path = "/api/principals", tag = "nodes",
+    request_body = NewPrincipal,
+    responses(
+        (status = 201, body = NodeList),
+        (status = 400, description = "Not a usable name or region, or no credentials for it", body = ErrorBody),
+        (status = 409, description = "The principal has nodes already", body = ErrorBody),
+    ))]
+fn add_principal() {}
+
+/// Removes a principal: every node of it drains and goes, as a job.
+#[utoipa::path(post, path = "/api/principals/{name}/remove", tag = "nodes",
+    params(("name" = String, Path, description = "The principal")),
+    request_body(content = RemoveNode, description = "Optional"),
+    responses(
+        (status = 202, body = Job),
+        (status = 404, description = "No node belongs to it", body = ErrorBody),
+        (status = 409, description = "The other nodes could not take its shards", body = ErrorBody),
+    ))]
+fn remove_principal() {}
 
 /// Takes a node out of service.
 #[utoipa::path(post, path = "/api/nodes/{id}/offline", tag = "nodes",

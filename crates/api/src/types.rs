@@ -467,17 +467,28 @@ pub enum JobResult {
 /// What removing a node did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RemoveResult {
-    /// The node removed.
-    pub node: String,
-    /// Shards copied off it to other nodes.
+    /// The nodes removed.
+    pub nodes: Vec<String>,
+    /// Shards copied off them to other nodes.
     pub shards_moved: usize,
-    /// Shards it could not give, rebuilt from the others instead.
+    /// Shards they could not give, rebuilt from the others instead.
     pub shards_rebuilt: usize,
-    /// What became of its environment.
-    pub environment: String,
+    /// What became of each one's environment.
+    pub environments: Vec<String>,
 }
 
-/// `POST /api/nodes/{id}/remove`.
+/// `POST /api/principals`: a principal to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NewPrincipal {
+    /// Its name: an AWS profile (the daemon's emulator makes credentials
+    /// for any name).
+    pub name: String,
+    /// Its regions [default: the daemon's configured regions].
+    #[serde(default)]
+    pub regions: Vec<String>,
+}
+
+/// `POST /api/nodes/{id}/remove` and `POST /api/principals/{name}/remove`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RemoveNode {
     /// Delete its environment (home and all) once drained, instead of

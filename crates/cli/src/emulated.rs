@@ -54,5 +54,19 @@ pub async fn start(
     for (name, cred) in &named {
         sources = sources.with(name.as_str(), source(cred));
     }
+    // A principal added while the store runs (or found in its node
+    // changes at a later start) gets its credentials from the emulator
+    // then, as IAM would make a new user's.
+    let add = emulator.credential_adder();
+    let endpoint = emulator.endpoint();
+    let sources = sources.making(std::sync::Arc::new(move |name: &str| {
+        let c = EmulatorCredential::for_principal(name);
+        add(c.clone());
+        Ok(ClientSource::endpoint(
+            endpoint.clone(),
+            &c.access_key_id,
+            &c.secret_access_key,
+        ))
+    }));
     Ok((emulator, sources))
 }

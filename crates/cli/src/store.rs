@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::args::GlobalArgs;
 use crate::copy::progress::Progress;
-use crate::store_args::{KeysAction, ServeArgs, StoreArgs, StoreCommand};
+use crate::store_args::{KeysAction, PrincipalAction, ServeArgs, StoreArgs, StoreCommand};
 
 /// Prints a line on stdout; a reader that went away (`| head`) ends the
 /// output quietly instead of a panic.
@@ -119,14 +119,46 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             let Some(JobResult::Remove(r)) = &done else {
                 bail!("the daemon's removal finished without its result");
             };
+            print(json, r, &removed_text(r));
+            Ok(())
+        }
+        StoreCommand::Principal(PrincipalAction::Add { principal }) => {
+            let p = PrincipalConfig::parse(principal)?;
+            let regions: Vec<String> = p.regions.iter().map(ToString::to_string).collect();
+            let v = api
+                .add_principal(&p.name, &regions)
+                .await
+                .map_err(explain)?;
             print(
                 json,
-                r,
+                &v,
                 &format!(
-                    "removed {}: {} shards moved to the other nodes, {} rebuilt; environment {}",
-                    r.node, r.shards_moved, r.shards_rebuilt, r.environment
+                    "added principal {} with {} nodes ({}); `cloudshell store nodes` shows them \
+                     coming up, and `cloudshell store redistribute` moves older shards onto them",
+                    p.name,
+                    v.nodes.len(),
+                    v.nodes
+                        .iter()
+                        .map(|n| n.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
+            Ok(())
+        }
+        StoreCommand::Principal(PrincipalAction::Remove {
+            name,
+            delete_environments,
+        }) => {
+            let job = api
+                .remove_principal(name, *delete_environments)
+                .await
+                .map_err(explain)?;
+            let done = follow(&api, job, json).await?;
+            let Some(JobResult::Remove(r)) = &done else {
+                bail!("the daemon's removal finished without its result");
+            };
+            print(json, r, &removed_text(r));
             Ok(())
         }
         StoreCommand::AddRegion { region, principal } => {
@@ -498,6 +530,17 @@ async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// What a removal did, in words.
+fn removed_text(r: &wire::RemoveResult) -> String {
+    format!(
+        "removed {}: {} shards moved to the other nodes, {} rebuilt; environment {}",
+        r.nodes.join(", "),
+        r.shards_moved,
+        r.shards_rebuilt,
+        r.environments.join("; ")
+    )
+}
+
 /// "3 regions", or "3 regions or 1 principal" when the store has several
 /// principals (with one, losing it loses everything: 0).
 fn losses(regions: usize, principals: usize) -> String {
@@ -681,6 +724,7 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         ),
         Err(e) => eprintln!("cloudshell store: warning: {e} (still trying)"),
     }
+    let state = daemon.state().clone();
     let stopped: anyhow::Result<()> = tokio::select! {
         () = daemon.wait() => Ok(()),
         r = tokio::signal::ctrl_c() => {
@@ -697,7 +741,20 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     // with it, and every process in them (the agents) ends, as when AWS
     // suspends an environment. Against AWS the environments are left alone.
     if emulator.is_some() {
-        stop_environments(&sources, &places).await;
+        // The nodes it runs now: those added while it ran too.
+        let running: Vec<NodePlace> = state
+            .nodes()
+            .iter()
+            .filter_map(|n| {
+                let s = n.status();
+                Some(NodePlace {
+                    region: cloudshell::Region::new(&s.region).ok()?,
+                    principal: s.principal,
+                    id: s.id,
+                })
+            })
+            .collect();
+        stop_environments(&sources, &running).await;
     }
     drop(emulator);
     stopped
@@ -918,6 +975,14 @@ async fn client_source(
                 cloudshell::ClientSource::aws(profile, config.endpoint_url.clone()),
             );
         }
+        // A principal added while running is an AWS profile too.
+        let endpoint_url = config.endpoint_url.clone();
+        let sources = sources.making(std::sync::Arc::new(move |name: &str| {
+            Ok(cloudshell::ClientSource::aws(
+                Some(name.to_owned()),
+                endpoint_url.clone(),
+            ))
+        }));
         return Ok((sources, None));
     }
     let data_dir = config

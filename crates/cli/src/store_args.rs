@@ -94,6 +94,9 @@ pub enum StoreCommand {
         #[arg(long)]
         principal: Option<String>,
     },
+    /// Add or remove an AWS principal while the daemon runs.
+    #[command(subcommand)]
+    Principal(PrincipalAction),
     /// Remove a node: every shard it holds moves to the other nodes
     /// (checked), then it stops and its environment is suspended. Refused
     /// when the others are too few or too full to take its place.
@@ -112,6 +115,29 @@ pub enum StoreCommand {
     /// daemon keeps on the nodes, with the store's key and its regions;
     /// then `store serve` with the same flags carries on.
     Recover(ServeArgs),
+}
+
+/// `cloudshell store principal ...`
+#[derive(Debug, Subcommand)]
+pub enum PrincipalAction {
+    /// Add a principal (an AWS profile) with a node in each of its regions;
+    /// new writes spread over them at once (`store redistribute` moves
+    /// older shards too).
+    Add {
+        /// PROFILE, or PROFILE:REGION,REGION [default regions: the daemon's].
+        #[arg(value_name = "PROFILE[:REGIONS]")]
+        principal: String,
+    },
+    /// Remove a principal: every shard on its nodes moves to the others
+    /// (checked), then its nodes stop and their environments are suspended.
+    /// Refused when the rest are too few or too full.
+    Remove {
+        /// The principal's name.
+        name: String,
+        /// Delete its environments (homes and all) instead of suspending them.
+        #[arg(long)]
+        delete_environments: bool,
+    },
 }
 
 /// `cloudshell store keys ...`

@@ -1639,3 +1639,109 @@ fn a_region_is_drained_and_removed_while_a_put_runs_and_stays_removed() {
     assert_eq!(daemon.nodes().len(), 10);
     daemon.stop();
 }
+
+#[test]
+fn a_principal_is_added_and_another_removed_while_the_store_runs() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let flags = ["--emulate-principals", "2"];
+    let daemon = Daemon::start(&data, &home, &flags);
+    assert_eq!(daemon.nodes().len(), 18);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut originals = Vec::new();
+    for i in 0..8 {
+        let content = bytes(1 + i * 230_011, 1300 + i as u64);
+        let path = files.join(format!("f{i}"));
+        std::fs::write(&path, &content).unwrap();
+        let v = daemon.json(&["put", path.to_str().unwrap(), &format!("a/f{i}")]);
+        // Two principals cannot both hold under four of nine shards.
+        assert_eq!(v["survives_principals"], 0, "{v}");
+        originals.push((format!("a/f{i}"), content));
+    }
+
+    // A third principal joins: its nine nodes come up and take new writes.
+    let out = daemon.ok(&["principal", "add", "p3"]);
+    assert!(out.contains("added principal p3 with 9 nodes"), "{out}");
+    wait_until("p3's nodes connected", Duration::from_secs(180), || {
+        let nodes = daemon.nodes();
+        nodes.len() == 27 && nodes.iter().all(|n| n["state"] == "connected")
+    });
+    for (args, says) in [
+        (vec!["principal", "add", "p3"], "has nodes already"),
+        (
+            vec!["principal", "add", "my profile"],
+            "not a usable principal name",
+        ),
+        (
+            vec!["principal", "add", "p4:us-east-1,mars-1"],
+            "p4 cannot use CloudShell in mars-1",
+        ),
+        (
+            vec!["principal", "remove", "nobody"],
+            "no node belongs to a principal",
+        ),
+        (
+            vec!["add-region", "mars-1"],
+            "cannot use CloudShell in mars-1",
+        ),
+    ] {
+        let out = daemon.cli(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Nothing was made of those.
+    assert_eq!(daemon.nodes().len(), 27);
+    daemon.ok(&["redistribute"]);
+    let path = files.join("f7");
+    let v = daemon.json(&["put", path.to_str().unwrap(), "three"]);
+    assert_eq!(
+        (&v["survives_regions"], &v["survives_principals"]),
+        (&3.into(), &1.into()),
+        "{v}"
+    );
+    originals.push(("three".to_owned(), std::fs::read(&path).unwrap()));
+
+    // p2 leaves: every shard on its nodes moves to the others first.
+    let out = daemon.ok(&["principal", "remove", "p2"]);
+    assert!(out.contains("removed p2:us-east-1"), "{out}");
+    let nodes = daemon.nodes();
+    assert_eq!(nodes.len(), 18);
+    assert!(nodes.iter().all(|n| n["principal"] != "p2"));
+    let check = |daemon: &Daemon, tag: &str| {
+        let out = dir.path().join(format!("out-{tag}"));
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, content) in &originals {
+            assert!(
+                !shard_nodes(daemon, name)
+                    .iter()
+                    .any(|n| n.starts_with("p2:")),
+                "{name}"
+            );
+            let v = daemon.json(&["status", name]);
+            assert!(v["survives_regions"].as_u64().unwrap() >= 3, "{v}");
+            let dest = out.join(name.replace('/', "_"));
+            daemon.ok(&["get", name, dest.to_str().unwrap()]);
+            assert!(
+                std::fs::read(&dest).unwrap() == *content,
+                "{name} differs after {tag}"
+            );
+        }
+    };
+    check(&daemon, "removal");
+
+    // The same flags again: p3 (added while running) is back with its
+    // environments, p2 (removed) stays gone.
+    daemon.stop();
+    let daemon = Daemon::start(&data, &home, &flags);
+    let nodes = daemon.nodes();
+    assert_eq!(nodes.len(), 18);
+    assert_eq!(nodes.iter().filter(|n| n["principal"] == "p3").count(), 9);
+    check(&daemon, "restart");
+    daemon.stop();
+}

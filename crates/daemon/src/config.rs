@@ -174,20 +174,24 @@ impl PrincipalConfig {
     }
 
     fn check_name(&self) -> Result<(), ConfigError> {
-        let ok = !self.name.is_empty()
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'));
-        if ok {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(format!(
-                "{:?} is not a usable principal name: give the AWS profile's name (letters, \
-                 digits and - _ . @ +), or `default` for the standard credential chain",
-                self.name
-            )))
-        }
+        check_principal_name(&self.name)
+    }
+}
+
+/// Checks that `name` can name a principal (an AWS profile's name, or
+/// `default`); it goes into node ids, before a colon.
+pub fn check_principal_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{name:?} is not a usable principal name: give the AWS profile's name (letters, \
+             digits and - _ . @ +), or `default` for the standard credential chain"
+        )))
     }
 }
 

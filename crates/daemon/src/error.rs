@@ -54,8 +54,19 @@ pub enum DaemonError {
         why: String,
     },
     /// A node for that region exists already.
-    #[error("the region {0} has a node already")]
+    #[error("{0} has a node already")]
     Exists(String),
+    /// The control API would not serve a principal in a region (no such
+    /// region, credentials refused, unreachable): no node was made.
+    #[error("{principal} cannot use CloudShell in {region}: {why}")]
+    Unusable {
+        /// The principal.
+        principal: String,
+        /// The region.
+        region: String,
+        /// What the control API (or the way to it) said.
+        why: String,
+    },
     /// Not every node came up in time.
     #[error("not ready after {after:?}: {detail}")]
     NotReady {

@@ -479,7 +479,7 @@ async function refreshNodes() {
                 );
                 if (!ok) return;
                 await startJob(`/api/nodes/${encodeURIComponent(n.id)}/remove`, (r) =>
-                  `Removed ${r.node}: ${r.shards_moved} shards moved, ${r.shards_rebuilt} rebuilt; environment ${r.environment}`,
+                  `Removed ${r.nodes.join(", ")}: ${r.shards_moved} shards moved, ${r.shards_rebuilt} rebuilt; ${r.environments.join("; ")}`,
                 );
                 refreshNodes();
               },

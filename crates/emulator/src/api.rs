@@ -25,6 +25,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_emulator/faults", post(arm_faults))
         .route("/_emulator/environments", get(list_all))
         .route("/_emulator/revoke", post(revoke))
+        .route("/_emulator/credentials", post(add_credential))
         .route(
             "/v1/data-channel/{session_id}",
             get(crate::data_channel::upgrade),
@@ -81,16 +82,16 @@ async fn revoke(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             ));
         }
     };
-    let config = state.service.config();
+    let credentials = state.credentials();
     let principal = match (&request.principal, &request.access_key_id) {
         (Some(p), None) => p.clone(),
-        (None, Some(id)) => match config.credentials.iter().find(|c| c.access_key_id == *id) {
+        (None, Some(id)) => match credentials.iter().find(|c| c.access_key_id == *id) {
             Some(c) => c.principal.clone(),
             None => return bad(format!("no credentials have the access key id {id}")),
         },
         _ => return bad("give one of principal and access_key_id".to_owned()),
     };
-    if !config.credentials.iter().any(|c| c.principal == principal) {
+    if !credentials.iter().any(|c| c.principal == principal) {
         return bad(format!("no credentials belong to {principal}"));
     }
     let mut revoked = state
@@ -104,6 +105,32 @@ async fn revoke(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     }
     info!(%principal, restore = request.restore, "credentials revoked or restored");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_emulator/credentials` with `{"access_key_id", "secret_access_key",
+/// "principal"}` (and optionally `"session_token"`, `"regions"`): accepted
+/// from now on, as IAM hands out a new user's access key.
+async fn add_credential(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<crate::config::EmulatorCredential>(&body) {
+        Ok(c) if !c.access_key_id.is_empty() && !c.secret_access_key.is_empty() => {
+            info!(principal = %c.principal, access_key_id = %c.access_key_id, "credentials added");
+            state.add_credential(c);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(_) => (
+            StatusCode::BAD_REQUEST,
+            "the access key id and the secret must not be empty\n",
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bad credentials: {e}; expected {{\"access_key_id\": ..., \"secret_access_key\": \
+                 ..., \"principal\": ARN}}\n"
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn list_all(State(state): State<Arc<AppState>>) -> Response {
@@ -180,7 +207,7 @@ async fn handle(
             headers,
             body: &body,
         },
-        &config.credentials,
+        &state.credentials(),
         if ssm_operation.is_some() {
             crate::ssm::SERVICE_NAME
         } else {

@@ -53,6 +53,7 @@ pub struct Emulator {
     local_addr: SocketAddr,
     task: Option<tokio::task::JoinHandle<()>>,
     config: EmulatorConfig,
+    state: Arc<state::AppState>,
 }
 
 impl Emulator {
@@ -83,12 +84,13 @@ impl Emulator {
             faults: faults::Faults::new(config.faults.clone()),
             live: live::LiveSessions::default(),
             revoked: Default::default(),
+            credentials: std::sync::RwLock::new(config.credentials.clone()),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("could not listen on {listen}"))?;
         let local_addr = listener.local_addr().context("listener has no address")?;
-        let app = api::router(state);
+        let app = api::router(state.clone());
         let task = tokio::spawn(async move {
             // Nagle off: a response's head and body are separate writes.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -104,6 +106,7 @@ impl Emulator {
             local_addr,
             task: Some(task),
             config,
+            state,
         })
     }
 
@@ -117,9 +120,27 @@ impl Emulator {
         format!("http://{}", self.local_addr)
     }
 
-    /// The configuration it runs with.
+    /// The configuration it was started with.
     pub fn config(&self) -> &EmulatorConfig {
         &self.config
+    }
+
+    /// Accepts `credential` from now on: a principal (or another key of
+    /// one) created while it runs.
+    pub fn add_credential(&self, credential: EmulatorCredential) {
+        self.state.add_credential(credential);
+    }
+
+    /// [`Emulator::add_credential`] as a function that can outlive this
+    /// borrow (it does nothing once the emulator is dropped: its server
+    /// is gone).
+    pub fn credential_adder(&self) -> std::sync::Arc<dyn Fn(EmulatorCredential) + Send + Sync> {
+        let state = Arc::downgrade(&self.state);
+        std::sync::Arc::new(move |c| {
+            if let Some(state) = state.upgrade() {
+                state.add_credential(c);
+            }
+        })
     }
 
     /// Serves until the server task ends (normally never).

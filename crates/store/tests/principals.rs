@@ -194,3 +194,43 @@ fn on_node(store: &Store, name: &str, id: &str) -> usize {
         .filter(|s| s.node == id)
         .count()
 }
+
+#[tokio::test]
+async fn redistribution_onto_a_new_principal_keeps_chunks_spread_over_regions_and_principals() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = grid(dir.path(), 2);
+    let (first, second): (Vec<Node>, Vec<Node>) =
+        all.into_iter().partition(|n| n.principal == "p0");
+    let store = unencrypted_over(dir.path(), first);
+    let files: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("f{i}"), data(30_000 + 11_000 * i, 40 + i as u64)))
+        .collect();
+    for (name, content) in &files {
+        store.put(name, &content[..]).await.unwrap();
+    }
+    for n in second {
+        store.add_node(n).unwrap();
+    }
+    let report = store.redistribute().await.unwrap();
+    assert!(report.shards_moved > 0, "{report:?}");
+    let on_p1: usize = files
+        .iter()
+        .map(|(n, _)| on_principal(&store, n, "p1"))
+        .sum();
+    assert!(on_p1 > 0, "nothing moved onto p1");
+    for (name, content) in &files {
+        for (principals, regions) in spread(&store, name) {
+            assert_eq!(
+                regions.len(),
+                9,
+                "{name}: two shards of a chunk in one region: {regions:?}"
+            );
+            // Moves even principals out, never past: no chunk leaves p0
+            // for p1 wholesale.
+            let on_p1 = principals.get("p1").copied().unwrap_or(0);
+            assert!(on_p1 <= 5, "{name}: {principals:?}");
+        }
+        assert_eq!(store.tolerance(name).unwrap().regions, 3, "{name}");
+        assert_eq!(&read_all(&store, name).await, content, "{name}");
+    }
+}

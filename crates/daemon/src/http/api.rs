@@ -16,6 +16,8 @@
 //! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
 //! | `PUT /api/nodes/{id}/quota` | cap the store on a node: `{"quota": "200M"}`, `null` lifts it |
 //! | `POST /api/nodes/{id}/remove` | drain a node and remove it: a job; `{"delete_environment": true}` deletes its environment |
+//! | `POST /api/principals` | add a principal with a node in each region: `{"name": "work", "regions": [...]}` |
+//! | `POST /api/principals/{name}/remove` | drain every node of a principal and remove them: a job |
 //! | `POST /api/repair` | repair every file now: a job |
 //! | `POST /api/redistribute` | even out the nodes: a job |
 //! | `GET /api/jobs/{id}` | a job's progress and result |
@@ -65,6 +67,11 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/api/nodes/{id}/online", post(nodes::online)),
         ("/api/nodes/{id}/quota", put(nodes::set_quota)),
         ("/api/nodes/{id}/remove", post(nodes::remove)),
+        ("/api/principals", post(nodes::add_principal)),
+        (
+            "/api/principals/{name}/remove",
+            post(nodes::remove_principal),
+        ),
         (
             "/api/shards/{node}/{file}/{chunk}/{index}",
             delete(nodes::delete_shard),

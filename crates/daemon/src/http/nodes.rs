@@ -139,6 +139,11 @@ pub(super) async fn add_region(
             "RegionExists",
             format!("the node {r} is there already"),
         )),
+        Err(e @ crate::error::DaemonError::Unusable { .. }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRegion",
+            e.to_string(),
+        )),
         Err(e @ crate::error::DaemonError::Config(_)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidPrincipal",
@@ -223,6 +228,76 @@ pub(super) async fn remove(
             ApiError::new(StatusCode::CONFLICT, "CannotRemove", why)
         }
     })?;
-    let job = crate::upkeep::jobs::remove_node(&state, node, request.delete_environment);
+    let job = crate::upkeep::jobs::remove_nodes(&state, vec![node], request.delete_environment);
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+pub(super) async fn add_principal(
+    AxumState(state): AxumState<Shared>,
+    body: Result<Json<wire::NewPrincipal>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<wire::NodeList>), ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            format!("expected {{\"name\": \"PROFILE\", \"regions\": [\"REGION\", ...]}}: {e}"),
+        )
+    })?;
+    let regions = body
+        .regions
+        .iter()
+        .map(|r| cloudshell::Region::new(r.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRegion", e.to_string()))?;
+    match state.add_principal(body.name.trim(), regions).await {
+        Ok(nodes) => Ok((
+            StatusCode::CREATED,
+            Json(wire::NodeList {
+                nodes: nodes
+                    .iter()
+                    .map(crate::nodes::node::NodeHandle::status)
+                    .collect(),
+            }),
+        )),
+        Err(crate::error::DaemonError::Exists(what)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "PrincipalExists",
+            format!("{what} has nodes already; add a region of it with add-region --principal"),
+        )),
+        Err(
+            e @ (crate::error::DaemonError::Config(_)
+            | crate::error::DaemonError::Client(_)
+            | crate::error::DaemonError::Unusable { .. }),
+        ) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidPrincipal",
+            with_sources(&e),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal",
+            with_sources(&e),
+        )),
+    }
+}
+
+pub(super) async fn remove_principal(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    body: Option<Json<wire::RemoveNode>>,
+) -> Result<(StatusCode, Json<wire::Job>), ApiError> {
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let nodes = state.principal_nodes(&name);
+    if nodes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchPrincipal",
+            format!("no node belongs to a principal {name:?}; `GET /api/nodes` lists them"),
+        ));
+    }
+    state
+        .check_removal_of(&nodes, &format!("principal {name} ({} nodes)", nodes.len()))
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "CannotRemove", e.to_string()))?;
+    let job = crate::upkeep::jobs::remove_nodes(&state, nodes, request.delete_environment);
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -85,6 +85,26 @@ impl State {
         self.nodes().into_iter().find(|n| n.status().id == id)
     }
 
+    /// A client of `principal` in `region` that the control API answers:
+    /// asked once (DescribeEnvironments), so a region that does not exist
+    /// or credentials that do not work are refused before a node is made.
+    async fn usable_client(
+        &self,
+        principal: &str,
+        region: &Region,
+    ) -> Result<cloudshell::Client, DaemonError> {
+        let client = self.regions.sources.get(principal)?.client(region).await?;
+        client
+            .describe_environments()
+            .await
+            .map_err(|e| DaemonError::Unusable {
+                principal: principal.to_owned(),
+                region: region.to_string(),
+                why: e.to_string(),
+            })?;
+        Ok(client)
+    }
+
     /// Adds a node of `principal` in `region` and starts bringing it up.
     pub async fn add_region(
         &self,
@@ -100,12 +120,7 @@ impl State {
         if self.node(id).is_some() {
             return Err(DaemonError::Exists(id.to_owned()));
         }
-        let client = self
-            .regions
-            .sources
-            .get(principal)?
-            .client(&place.region)
-            .await?;
+        let client = self.usable_client(principal, &place.region).await?;
         let node = NodeHandle::new(&place, self.changes.clone());
         let store_node = node.store_node();
         self.store.add_node(store_node.clone())?;
@@ -138,21 +153,68 @@ impl State {
         Ok(node)
     }
 
-    /// Checks that node `id` can be removed: the other nodes that serve
-    /// must be enough for a chunk's shards to stay on distinct nodes, and
-    /// have room for what it holds. Says why not, in words for its user.
+    /// Adds principal `name` (an AWS profile, or an emulated principal)
+    /// with a node in each of `regions` (the configuration's when empty),
+    /// and starts bringing them up. New writes spread over them at once;
+    /// a redistribution moves older shards onto them.
+    pub async fn add_principal(
+        &self,
+        name: &str,
+        regions: Vec<Region>,
+    ) -> Result<Vec<NodeHandle>, DaemonError> {
+        crate::config::check_principal_name(name)?;
+        if self.nodes().iter().any(|n| n.status().principal == name) {
+            return Err(DaemonError::Exists(format!("principal {name}")));
+        }
+        let regions = if regions.is_empty() {
+            self.config.regions()?
+        } else {
+            regions
+        };
+        // Every region answers first: a profile without credentials, or a
+        // region that does not exist, is refused before any node is made.
+        for region in &regions {
+            self.usable_client(name, region).await?;
+        }
+        let mut added = Vec::new();
+        for region in regions {
+            added.push(self.add_region(name, region).await?);
+        }
+        Ok(added)
+    }
+
+    /// The nodes of principal `name`.
+    pub fn principal_nodes(&self, name: &str) -> Vec<NodeHandle> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.status().principal == name)
+            .collect()
+    }
+
+    /// Checks that node `id` can be removed (see [`State::check_removal_of`]).
     pub fn check_removal(&self, id: &str) -> Result<NodeHandle, RemovalRefused> {
         let node = self
             .node(id)
             .ok_or_else(|| RemovalRefused::NoSuchNode(id.to_owned()))?;
-        let status = node.status();
-        if status
-            .draining
-            .as_deref()
-            .is_some_and(|d| d.starts_with(REMOVING))
-        {
+        self.check_removal_of(std::slice::from_ref(&node), id)?;
+        Ok(node)
+    }
+
+    /// Checks that `nodes` (called `what` in what it says) can be removed
+    /// together: the other nodes that serve must be enough for a chunk's
+    /// shards to stay on distinct nodes, and have room for what they hold.
+    /// Says why not, in words for its user.
+    pub fn check_removal_of(&self, nodes: &[NodeHandle], what: &str) -> Result<(), RemovalRefused> {
+        let leaving: Vec<cloudshell_store_api::NodeStatus> =
+            nodes.iter().map(NodeHandle::status).collect();
+        if let Some(s) = leaving.iter().find(|s| {
+            s.draining
+                .as_deref()
+                .is_some_and(|d| d.starts_with(REMOVING))
+        }) {
             return Err(RemovalRefused::Refused(format!(
-                "{id} is being removed already"
+                "{} is being removed already",
+                s.id
             )));
         }
         let settings = cloudshell_store::StoreSettings::default();
@@ -162,14 +224,14 @@ impl State {
             .into_iter()
             .map(|n| n.status())
             .filter(|s| {
-                s.id != id
+                !leaving.iter().any(|l| l.id == s.id)
                     && s.draining.is_none()
                     && s.state == cloudshell_store_api::NodeState::Connected
             })
             .collect();
         if others.len() < width {
             return Err(RemovalRefused::Refused(format!(
-                "removing {id} would leave {} nodes serving, fewer than the {width} ({}+{}) a \
+                "removing {what} would leave {} nodes serving, fewer than the {width} ({}+{}) a \
                  chunk's shards need to stay on distinct nodes; add a region first \
                  (cloudshell store add-region REGION) or bring the others back",
                 others.len(),
@@ -178,14 +240,14 @@ impl State {
             )));
         }
         let room: u64 = others.iter().map(|s| s.room).sum();
-        if status.used > room {
+        let used: u64 = leaving.iter().map(|s| s.used).sum();
+        if used > room {
             return Err(RemovalRefused::Refused(format!(
-                "{id} holds {} bytes of shards and the other nodes have room for {room}; delete \
-                 files or add a region first",
-                status.used
+                "{what} holds {used} bytes of shards and the other nodes have room for {room}; \
+                 delete files or add a region first"
             )));
         }
-        Ok(node)
+        Ok(())
     }
 
     /// Forgets node `id` once drained: stops its manager, takes it out of

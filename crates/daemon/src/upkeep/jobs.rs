@@ -75,46 +75,55 @@ pub fn redistribute(state: &Arc<State>) -> Job {
 /// (a put placed there before it began draining finished since).
 const REMOVE_ATTEMPTS: usize = 5;
 
-/// Starts removing `node`: it drains (takes no new shards; every shard it
-/// holds is moved to the other nodes, checked, recorded), then is
-/// forgotten (its manager stopped, left out of later starts) and its
-/// environment suspended or, with `delete_environment`, deleted. Returns
-/// the job at once. If the shards cannot all be moved, the node is put
-/// back in service and the job says why.
-pub fn remove_node(state: &Arc<State>, node: NodeHandle, delete_environment: bool) -> Job {
-    let status = node.status();
-    let id = status.id.clone();
-    if let Some(n) = state.store_node(&id) {
-        n.set_draining(true);
+/// Starts removing `nodes` (one node, or every node of a principal): they
+/// drain (take no new shards; every shard they hold is moved to the other
+/// nodes, checked, recorded), then are forgotten (their managers stopped,
+/// left out of later starts) and their environments suspended or, with
+/// `delete_environment`, deleted. Returns the job at once. If the shards
+/// cannot all be moved, the nodes are put back in service and the job
+/// says why.
+pub fn remove_nodes(state: &Arc<State>, nodes: Vec<NodeHandle>, delete_environment: bool) -> Job {
+    let statuses: Vec<wire::NodeStatus> = nodes.iter().map(NodeHandle::status).collect();
+    for (node, status) in nodes.iter().zip(&statuses) {
+        if let Some(n) = state.store_node(&status.id) {
+            n.set_draining(true);
+        }
+        node.update(|s| {
+            s.draining = Some(format!(
+                "{REMOVING}: its shards move to the other nodes, then it stops"
+            ));
+        });
     }
-    node.update(|s| {
-        s.draining = Some(format!(
-            "{REMOVING}: its shards move to the other nodes, then it stops"
-        ));
-    });
-    // Puts under way may have placed shards on it before it drained: the
-    // drain is done only once they are too.
+    // Puts under way may have placed shards on them before they drained:
+    // the drain is done only once those puts are too.
     let under_way = state.store.files_under_way();
-    let on_node = files_on(state, &id).len();
-    let job = state.jobs.start(JobKind::Remove, on_node as u64);
+    let ids: Vec<String> = statuses.iter().map(|s| s.id.clone()).collect();
+    let job = state
+        .jobs
+        .start(JobKind::Remove, files_on(state, &ids).len() as u64);
     let job_id = job.id;
     let state = state.clone();
     tokio::spawn(async move {
-        let outcome = drain_and_forget(&state, &node, &id, under_way, job_id).await;
-        let outcome = match outcome {
+        let outcome = match drain_and_forget(&state, &ids, under_way, job_id).await {
             Ok(mut result) => {
-                result.environment = retire_environment(&state, &status, delete_environment).await;
+                for status in &statuses {
+                    let became = retire_environment(&state, status, delete_environment).await;
+                    result.environments.push(format!("{}: {became}", status.id));
+                }
                 Ok(JobResult::Remove(result))
             }
             Err(why) => {
                 // Back in service: a half-drained node still holds
                 // shards, and nothing else would ever move them.
-                if let Some(n) = state.store_node(&id) {
-                    n.set_draining(false);
+                for (node, status) in nodes.iter().zip(&statuses) {
+                    if let Some(n) = state.store_node(&status.id) {
+                        n.set_draining(false);
+                    }
+                    node.update(|s| s.draining = None);
                 }
-                node.update(|s| s.draining = None);
                 Err(format!(
-                    "{id} was not removed: {why}; it is back in service"
+                    "{} not removed: {why}; back in service",
+                    ids.join(", ")
                 ))
             }
         };
@@ -124,8 +133,8 @@ pub fn remove_node(state: &Arc<State>, node: NodeHandle, delete_environment: boo
     job
 }
 
-/// The files with a shard on node `id`.
-fn files_on(state: &State, id: &str) -> Vec<String> {
+/// The files with a shard on any of the nodes `ids`.
+fn files_on(state: &State, ids: &[String]) -> Vec<String> {
     let Ok(files) = state.store.index().files() else {
         return Vec::new();
     };
@@ -142,7 +151,7 @@ fn files_on(state: &State, id: &str) -> Vec<String> {
                     m.chunks
                         .iter()
                         .flat_map(|c| &c.shards)
-                        .any(|s| s.node == id)
+                        .any(|s| ids.contains(&s.node))
                 })
         })
         .map(|f| f.name)
@@ -151,18 +160,18 @@ fn files_on(state: &State, id: &str) -> Vec<String> {
 
 async fn drain_and_forget(
     state: &Arc<State>,
-    node: &NodeHandle,
-    id: &str,
+    ids: &[String],
     under_way: std::collections::HashSet<cloudshell_store::FileId>,
     job_id: u64,
 ) -> Result<wire::RemoveResult, String> {
     let mut result = wire::RemoveResult {
-        node: id.to_owned(),
+        nodes: ids.to_vec(),
         ..Default::default()
     };
     let mut done = 0u64;
+    let mut forgotten: Vec<String> = Vec::new();
     for _ in 0..REMOVE_ATTEMPTS {
-        // Until the puts that were under way when it began draining end.
+        // Until the puts that were under way when they began draining end.
         while state
             .store
             .files_under_way()
@@ -171,7 +180,7 @@ async fn drain_and_forget(
         {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        for name in files_on(state, id) {
+        for name in files_on(state, ids) {
             match state.store.drain_file(&name).await {
                 Ok(r) => {
                     result.shards_moved += r.shards_moved;
@@ -189,17 +198,25 @@ async fn drain_and_forget(
             state.jobs.progress(job_id, done);
             state.touch();
         }
-        match state.forget_node(id) {
-            Ok(()) => {
-                node.update(|s| s.draining = None);
-                return Ok(result);
+        let mut again = false;
+        for id in ids {
+            if forgotten.contains(id) {
+                continue;
             }
-            // Named again meanwhile: drain once more.
-            Err(DaemonError::Store(cloudshell_store::StoreError::NodeInUse { .. })) => continue,
-            Err(e) => return Err(e.to_string()),
+            match state.forget_node(id) {
+                Ok(()) => forgotten.push(id.clone()),
+                // Named again meanwhile: drain once more.
+                Err(DaemonError::Store(cloudshell_store::StoreError::NodeInUse { .. })) => {
+                    again = true;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if !again {
+            return Ok(result);
         }
     }
-    Err("files kept naming it after every drain".to_owned())
+    Err("files kept naming them after every drain".to_owned())
 }
 
 /// Suspends or deletes a removed node's environment; says what became of it.

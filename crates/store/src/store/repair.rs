@@ -266,7 +266,17 @@ impl Store {
                 .cloned()
                 .collect();
             let moves = crowded.len().min(fresh.len());
-            let targets = place(&fresh, record.file_id, c as u64, moves);
+            // Beside the shards that stay: regions and principals they do
+            // not hold first.
+            let domains = self.domains();
+            let beside: Vec<Domains> = manifest.chunks[c]
+                .shards
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !crowded.contains(i))
+                .filter_map(|(_, s)| domains.get(&s.node).cloned())
+                .collect();
+            let targets = place_beside(&fresh, &beside, record.file_id, c as u64, moves);
             for (&i, node_id) in crowded.iter().zip(targets) {
                 let key = ShardKey {
                     file_id: record.file_id,
@@ -335,6 +345,7 @@ impl Store {
             }
         }
         let mut report = RedistributeReport::default();
+        let domains = self.domains();
         for (rec, mut manifest) in files {
             let busy = self.busy(rec.file_id);
             let mut stale = Vec::new();
@@ -353,6 +364,29 @@ impl Store {
                             .count()
                     };
                     let from_of_chunk = of_chunk(&from);
+                    // The chunk's other shards per region and principal: a
+                    // move may not put more of them in one region (or
+                    // principal) than the source's holds.
+                    let beside = |pick: fn(&Domains) -> &str, node: &str| {
+                        let domain = |id: &str| {
+                            domains
+                                .get(id)
+                                .map_or(id.to_owned(), |d| pick(d).to_owned())
+                        };
+                        let want = domain(node);
+                        manifest.chunks[c]
+                            .shards
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, s)| *j != i && domain(&s.node) == want)
+                            .count()
+                    };
+                    let region: fn(&Domains) -> &str = |d| d.region.as_str();
+                    let principal: fn(&Domains) -> &str = |d| d.principal.as_str();
+                    let spread_kept = |to: &str| {
+                        beside(region, to) <= beside(region, &from)
+                            && beside(principal, to) <= beside(principal, &from)
+                    };
                     // The emptiest node holding fewer of this chunk's shards
                     // than the source (so no node ends up with more of one
                     // chunk than before), if moving there narrows the gap:
@@ -361,7 +395,9 @@ impl Store {
                     // new empty node as they were.)
                     let Some(dest) = counts
                         .iter()
-                        .filter(|(id, n)| **n + 1 < from_count && of_chunk(id) < from_of_chunk)
+                        .filter(|(id, n)| {
+                            **n + 1 < from_count && of_chunk(id) < from_of_chunk && spread_kept(id)
+                        })
                         .min_by_key(|(_, n)| **n)
                         .map(|(id, _)| id.clone())
                     else {
