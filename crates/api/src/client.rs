@@ -10,8 +10,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    ChunkPage, ErrorBody, FileList, Health, Job, KeyList, KeyRequest, NewKey, NewPrincipal,
-    NewQuota, NewRegion, NodeAnswer, NodeList, RemoveNode, ScrubStatus, Stat, Stored,
+    ChunkPage, ErrorBody, FileList, Health, Job, KeyChange, KeyChanged, KeyList, KeyRequest,
+    NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer, NodeList, RemoveNode, ScrubStatus, Stat,
+    Stored,
 };
 
 /// What a path segment keeps as is: RFC 3986's unreserved characters.
@@ -268,6 +269,12 @@ impl Client {
         let path = format!("/api/nodes/{}/remove", segment(id));
         self.json(self.http.post(self.url(&path)).json(&body), "remove node")
             .await
+    }
+
+    /// `POST /api/key`: changes the store's key.
+    pub async fn change_key(&self, change: &KeyChange) -> Result<KeyChanged, ClientError> {
+        let request = self.http.post(self.url("/api/key")).json(change);
+        self.json(request, "change key").await
     }
 
     /// `POST /api/principals`: adds a principal with a node in each of

@@ -12,10 +12,10 @@ use utoipa::{Modify, OpenApi};
 use crate::types::{
     AccessKey, BackupStatus, Capacity, CapacitySummary, ChunkMap, ChunkPage, ErrorBody,
     ErrorDetail, FileEntry, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult,
-    KeyList, KeyRequest, KeySummary, NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer,
-    NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity, RedistributeResult, Redundancy,
-    RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo, ShardState,
-    Stat, Stored,
+    KeyChange, KeyChanged, KeyList, KeyRequest, KeySummary, NewKey, NewPrincipal, NewQuota,
+    NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
+    RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult,
+    ScrubStatus, ShardInfo, ShardState, Stat, Stored,
 };
 
 /// The whole API.
@@ -30,12 +30,12 @@ use crate::types::{
     ),
     paths(
         ui_index, ui_asset, health, list_files, download, upload, delete_file, stat, list_nodes,
-        add_region, remove_node, add_principal, remove_principal, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
+        add_region, remove_node, change_key, add_principal, remove_principal, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
         scrub_status, scrub_start, list_keys, create_key, delete_key, events, openapi, metrics,
     ),
     components(schemas(
         AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry,
-        Capacity, CapacitySummary, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyList, KeyRequest, KeySummary,
+        Capacity, CapacitySummary, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyChange, KeyChanged, KeyList, KeyRequest, KeySummary,
         NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
         RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
         ShardState, Stat, Stored,
@@ -178,6 +178,19 @@ fn add_region() {}
         (status = 409, description = "The other nodes could not take its shards (too few, or too little room), or it is being removed already", body = ErrorBody),
     ))]
 fn remove_node() {}
+
+/// Changes the store's key: a new passphrase (the old one given), or a new
+/// random key file in place of the old. Every data key is rewrapped in one
+/// index transaction; no shard is rewritten; the index backups sealed with
+/// the old key are replaced.
+#[utoipa::path(post, path = "/api/key", tag = "keys",
+    request_body = KeyChange,
+    responses(
+        (status = 200, body = KeyChanged),
+        (status = 400, description = "The change does not fit the store (a passphrase for a key file store, an empty passphrase)", body = ErrorBody),
+        (status = 403, description = "The old passphrase is wrong", body = ErrorBody),
+    ))]
+fn change_key() {}
 
 /// Adds a principal (an AWS profile) with a node in each region.
 #[utoipa::path(post, path = "/api/principals", tag = "nodes",

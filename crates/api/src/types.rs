@@ -477,6 +477,30 @@ pub struct RemoveResult {
     pub environments: Vec<String>,
 }
 
+/// `POST /api/key`: a new passphrase (the old one given to confirm), or a
+/// new key file in place of the old.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyChange {
+    /// The passphrase in use (a passphrase store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_passphrase: Option<String>,
+    /// The passphrase to change to (a passphrase store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_passphrase: Option<String>,
+    /// Replace the key file with a new random key (a key file store).
+    #[serde(default)]
+    pub new_key_file: bool,
+}
+
+/// What a key change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyChanged {
+    /// Data keys rewrapped under the new key (no shard was rewritten).
+    pub rewrapped: usize,
+    /// The key file now holding the key, for a key file store.
+    pub key_file: Option<String>,
+}
+
 /// `POST /api/principals`: a principal to add.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NewPrincipal {

@@ -8,6 +8,7 @@ mod commands;
 mod copy;
 mod emulated;
 mod output;
+mod secret;
 mod store;
 mod store_args;
 mod terminal;

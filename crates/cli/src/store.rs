@@ -17,7 +17,10 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::args::GlobalArgs;
 use crate::copy::progress::Progress;
-use crate::store_args::{KeysAction, PrincipalAction, ServeArgs, StoreArgs, StoreCommand};
+use crate::store_args::{
+    KeyFileAction, KeysAction, PassphraseAction, PrincipalAction, ServeArgs, StoreArgs,
+    StoreCommand,
+};
 
 /// Prints a line on stdout; a reader that went away (`| head`) ends the
 /// output quietly instead of a panic.
@@ -120,6 +123,50 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
                 bail!("the daemon's removal finished without its result");
             };
             print(json, r, &removed_text(r));
+            Ok(())
+        }
+        StoreCommand::Passphrase(PassphraseAction::Change { old_env, new_env }) => {
+            let old = crate::secret::secret_from(old_env.as_deref(), "old passphrase: ")?;
+            let new = crate::secret::secret_from(new_env.as_deref(), "new passphrase: ")?;
+            if new_env.is_none() && std::io::stdin().is_terminal() {
+                let again = crate::secret::read_secret("new passphrase again: ")?;
+                if again != new {
+                    bail!("the two new passphrases differ; nothing was changed");
+                }
+            }
+            let change = wire::KeyChange {
+                old_passphrase: Some(old),
+                new_passphrase: Some(new),
+                new_key_file: false,
+            };
+            let v = api.change_key(&change).await.map_err(explain)?;
+            print(
+                json,
+                &v,
+                &format!(
+                    "passphrase changed: {} data keys rewrapped, no shard rewritten; the old \
+                     passphrase no longer opens the store: restart the daemon with the new one",
+                    v.rewrapped
+                ),
+            );
+            Ok(())
+        }
+        StoreCommand::KeyFile(KeyFileAction::Rotate) => {
+            let change = wire::KeyChange {
+                new_key_file: true,
+                ..Default::default()
+            };
+            let v = api.change_key(&change).await.map_err(explain)?;
+            print(
+                json,
+                &v,
+                &format!(
+                    "new key written to {}: {} data keys rewrapped, no shard rewritten; copy the \
+                     file somewhere safe (the old key no longer opens the store)",
+                    v.key_file.as_deref().unwrap_or("the key file"),
+                    v.rewrapped
+                ),
+            );
             Ok(())
         }
         StoreCommand::Principal(PrincipalAction::Add { principal }) => {

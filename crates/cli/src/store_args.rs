@@ -94,6 +94,14 @@ pub enum StoreCommand {
         #[arg(long)]
         principal: Option<String>,
     },
+    /// Change the store's passphrase: every data key is rewrapped under
+    /// the new one (no shard is rewritten) and the old one stops working.
+    #[command(subcommand)]
+    Passphrase(PassphraseAction),
+    /// Replace the store's key file with a new random key (a key file
+    /// store); the old key stops working.
+    #[command(subcommand)]
+    KeyFile(KeyFileAction),
     /// Add or remove an AWS principal while the daemon runs.
     #[command(subcommand)]
     Principal(PrincipalAction),
@@ -115,6 +123,30 @@ pub enum StoreCommand {
     /// daemon keeps on the nodes, with the store's key and its regions;
     /// then `store serve` with the same flags carries on.
     Recover(ServeArgs),
+}
+
+/// `cloudshell store passphrase ...`
+#[derive(Debug, Subcommand)]
+pub enum PassphraseAction {
+    /// Change it: asks for the old one and the new one twice (or reads
+    /// them from the environment, or as lines on standard input when it is
+    /// not a terminal). Restart the daemon with the new one afterwards.
+    Change {
+        /// Take the old passphrase from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        old_env: Option<String>,
+        /// Take the new passphrase from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        new_env: Option<String>,
+    },
+}
+
+/// `cloudshell store key-file ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyFileAction {
+    /// Write a new random key to the daemon's key file (the old one is
+    /// replaced once the index has switched to it). Copy it somewhere safe.
+    Rotate,
 }
 
 /// `cloudshell store principal ...`

@@ -27,8 +27,14 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon on `data` and waits until every node is connected.
     fn start(data: &Path, home: &Path, extra: &[&str]) -> Daemon {
+        Self::start_with_env(data, home, extra, &[])
+    }
+
+    /// [`Daemon::start`] with these environment variables set.
+    fn start_with_env(data: &Path, home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut c = Command::new(cli_bin());
         isolate(&mut c, home);
+        c.envs(env.iter().copied());
         let mut child = c
             .args([
                 "store",
@@ -1742,6 +1748,145 @@ fn a_principal_is_added_and_another_removed_while_the_store_runs() {
     let nodes = daemon.nodes();
     assert_eq!(nodes.len(), 18);
     assert_eq!(nodes.iter().filter(|n| n["principal"] == "p3").count(), 9);
+    check(&daemon, "restart");
+    daemon.stop();
+}
+
+#[test]
+fn a_changed_passphrase_opens_the_store_and_its_backups_and_the_old_one_nothing() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let flags = ["--passphrase-env", "STORE_PASSPHRASE"];
+    let old = [("STORE_PASSPHRASE", "correct horse")];
+    let new = [("STORE_PASSPHRASE", "battery staple")];
+    let daemon = Daemon::start_with_env(&data, &home, &flags, &old);
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut originals = Vec::new();
+    for i in 0..6 {
+        let content = bytes(1 + i * 120_007, 1700 + i as u64);
+        let path = files.join(format!("f{i}"));
+        std::fs::write(&path, &content).unwrap();
+        daemon.ok(&["put", path.to_str().unwrap(), &format!("k/f{i}")]);
+        originals.push((format!("k/f{i}"), content));
+    }
+    let backed_up = |daemon: &Daemon| {
+        let h = daemon.json(&["status"]);
+        (h["index_backup"]["pending"] == false)
+            .then(|| h["index_backup"]["generation"].as_u64())
+            .flatten()
+    };
+    wait_until("a first backup", Duration::from_secs(60), || {
+        backed_up(&daemon).is_some()
+    });
+    let first = backed_up(&daemon).unwrap();
+
+    let change = |old_pass: &str, new_pass: &str| {
+        daemon
+            .cli(&[
+                "passphrase",
+                "change",
+                "--old-env",
+                "OLD",
+                "--new-env",
+                "NEW",
+            ])
+            .env("OLD", old_pass)
+            .env("NEW", new_pass)
+            .output()
+            .unwrap()
+    };
+    let out = change("wrong guess", "battery staple");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("old passphrase is not this store's"), "{err}");
+    let out = change("correct horse", "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("new passphrase is empty"));
+    let out = change("correct horse", "battery staple");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("passphrase changed"),
+        "{said}"
+    );
+    // The running store reads everything at once; the backups follow.
+    let check = |daemon: &Daemon, tag: &str| {
+        let out = dir.path().join(format!("out-{tag}"));
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, content) in &originals {
+            let dest = out.join(name.replace('/', "_"));
+            daemon.ok(&["get", name, dest.to_str().unwrap()]);
+            assert!(
+                std::fs::read(&dest).unwrap() == *content,
+                "{name} differs after {tag}"
+            );
+        }
+    };
+    check(&daemon, "change");
+    wait_until(
+        "a backup under the new passphrase",
+        Duration::from_secs(60),
+        || backed_up(&daemon).is_some_and(|g| g > first),
+    );
+    daemon.stop();
+
+    // The old passphrase opens nothing: not the store, not its backups.
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, &home);
+    let out = c
+        .args([
+            "store",
+            "serve",
+            "--emulated",
+            "--listen",
+            "127.0.0.1:0",
+            "--s3-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(flags)
+        .envs(old)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong"), "{err}");
+    let recover = |pass: &[(&str, &str); 1], into: &str| {
+        let mut c = Command::new(cli_bin());
+        isolate(&mut c, &home);
+        c.args(["store", "--json", "recover", "--emulated", "--data-dir"])
+            .arg(dir.path().join(into))
+            .args(["--emulator-data-dir"])
+            .arg(data.join("emulator"))
+            .args(flags)
+            .envs(pass.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = recover(&old, "recovered-old");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Every backup sealed with the old key was deleted after the change.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong passphrase or key file"), "{err}");
+    let out = recover(&new, "recovered-new");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"], originals.len(), "{report}");
+
+    // The new one opens the store.
+    let daemon = Daemon::start_with_env(&data, &home, &flags, &new);
     check(&daemon, "restart");
     daemon.stop();
 }

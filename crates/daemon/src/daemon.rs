@@ -120,12 +120,19 @@ impl Daemon {
         let mut fleet = Fleet::new(&config, sources.into()).await?;
         let key = key_source(&config, true)?;
         apply_quotas(&config, &fleet.store_nodes)?;
-        let store = Store::open(
-            &config.data_dir.join("index.redb"),
-            &key,
-            fleet.store_nodes.clone(),
-            StoreSettings::default(),
-        )?;
+        let index = config.data_dir.join("index.redb");
+        let open = |key: &KeySource| {
+            Store::open(
+                &index,
+                key,
+                fleet.store_nodes.clone(),
+                StoreSettings::default(),
+            )
+        };
+        let store = match &key {
+            KeySource::KeyFile(path) => crate::state::keys::open_key_file(path, open)?,
+            other => open(other)?,
+        };
         let mut tasks = fleet.run();
         let state = Arc::new(State {
             store,

@@ -152,7 +152,9 @@ async fn the_generated_openapi_document_matches_the_routes() {
     let operations = cloudshell_store_api::openapi::operations();
     let http = reqwest::Client::new();
     let sample = |p: &str| {
-        p.replace("{name}", "some/file.bin")
+        // A principal is one path segment; a file name may be several.
+        p.replace("/api/principals/{name}", "/api/principals/p2")
+            .replace("{name}", "some/file.bin")
             .replace("{file}", "some-file")
             .replace("{node}", "us-east-1")
             .replace("{id}", "us-east-1")
@@ -458,6 +460,37 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     api.delete_key(&key.access_key_id).await.unwrap();
     let e = api.delete_key(&key.access_key_id).await.unwrap_err();
     assert_eq!(e.code(), Some("NoSuchKey"));
+
+    // The store's key file is replaced by a new key; the file reads on.
+    let key_file = dir.path().join("store").join("store.key");
+    let before = std::fs::read(&key_file).unwrap();
+    let e = api
+        .change_key(&wire::KeyChange {
+            old_passphrase: Some("x".into()),
+            new_passphrase: Some("y".into()),
+            new_key_file: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(400), Some("InvalidKeyChange"))
+    );
+    assert!(e.to_string().contains("change its key file instead"), "{e}");
+    let changed = api
+        .change_key(&wire::KeyChange {
+            new_key_file: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(changed.rewrapped, 1);
+    assert_ne!(std::fs::read(&key_file).unwrap(), before);
+    assert!(!key_file.with_extension("key.new").exists());
+    assert_eq!(
+        get(&api, "docs/a file.bin", None).await.0.len(),
+        stat.file.size as usize
+    );
 
     // Deleted: gone from the list, the index backup caught up.
     api.delete("docs/a file.bin").await.unwrap();

@@ -148,7 +148,7 @@ impl Store {
     /// Writes the index, erasure-coded, to the online nodes as a new
     /// generation, then deletes all but the newest [`KEEP`] generations.
     pub async fn backup_index(&self) -> Result<BackupReport, StoreError> {
-        let export = self.export_index()?;
+        let (export, epoch) = self.export_index_at()?;
         let mut payload = export.clone();
         payload.extend_from_slice(blake3::hash(&export).as_bytes());
         let mut nodes: Vec<Node> = self.nodes().into_iter().filter(Node::is_online).collect();
@@ -221,7 +221,18 @@ impl Store {
         if written < coding.k() {
             return Err(first_error.unwrap_or(StoreError::NoNodes));
         }
-        self.prune_backups(&nodes).await;
+        // The first backup sealed after a key change deletes every older
+        // generation: they open with the old key, which must stop working.
+        let after_change = epoch
+            > self
+                .backups_pruned_for
+                .load(std::sync::atomic::Ordering::Relaxed);
+        self.prune_backups(&nodes, if after_change { 1 } else { KEEP })
+            .await;
+        if after_change {
+            self.backups_pruned_for
+                .fetch_max(epoch, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(BackupReport {
             generation,
             bytes: export.len(),
@@ -229,8 +240,8 @@ impl Store {
         })
     }
 
-    /// Deletes index backups older than the newest [`KEEP`] generations.
-    async fn prune_backups(&self, nodes: &[Node]) {
+    /// Deletes index backups older than the newest `keep` generations.
+    async fn prune_backups(&self, nodes: &[Node], keep: usize) {
         let mut found = Vec::new();
         for node in nodes {
             if let Ok(gens) = generations(node).await {
@@ -243,7 +254,7 @@ impl Store {
             .collect();
         all.sort_unstable();
         all.dedup();
-        let keep_from = all.len().saturating_sub(KEEP);
+        let keep_from = all.len().saturating_sub(keep);
         let old: std::collections::HashSet<u64> = all[..keep_from].iter().copied().collect();
         for (node, gens) in found {
             for held in gens.into_iter().filter(|h| old.contains(&h.generation)) {

@@ -55,31 +55,40 @@ impl Store {
     /// The index (files, manifests, keyring) as one blob, sealed under the
     /// master key when the store is encrypted.
     pub fn export_index(&self) -> Result<Vec<u8>, StoreError> {
-        let keyring = self
-            .index()
-            .keyring()?
-            .ok_or(StoreError::KeyMismatch("the store has no keyring yet"))?;
-        let keyring = index::encode(&keyring);
-        let mut body = index::encode(&self.index().contents()?);
-        let mut out = Vec::with_capacity(body.len() + keyring.len() + 64);
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(if self.master().is_some() { SEALED } else { 0 });
-        out.extend_from_slice(&(keyring.len() as u32).to_le_bytes());
-        out.extend_from_slice(&keyring);
-        if let Some(master) = self.master() {
-            let nonce: [u8; 12] = rand::random();
-            sealing_key(master)?
-                .seal_in_place_append_tag(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(aad(VERSION)),
-                    &mut body,
-                )
-                .map_err(|_| KeyError::Authentication)?;
-            out.extend_from_slice(&nonce);
-        }
-        out.extend_from_slice(&body);
-        Ok(out)
+        Ok(self.export_index_at()?.0)
+    }
+
+    /// [`Store::export_index`], and the key epoch it was sealed in (see
+    /// [`Store::change_key`]).
+    pub(crate) fn export_index_at(&self) -> Result<(Vec<u8>, u64), StoreError> {
+        // Keyring, contents and seal under one key: a key change waits.
+        self.with_master_epoch(|master, epoch| {
+            let keyring = self
+                .index()
+                .keyring()?
+                .ok_or(StoreError::KeyMismatch("the store has no keyring yet"))?;
+            let keyring = index::encode(&keyring);
+            let mut body = index::encode(&self.index().contents()?);
+            let mut out = Vec::with_capacity(body.len() + keyring.len() + 64);
+            out.extend_from_slice(&MAGIC);
+            out.push(VERSION);
+            out.push(if master.is_some() { SEALED } else { 0 });
+            out.extend_from_slice(&(keyring.len() as u32).to_le_bytes());
+            out.extend_from_slice(&keyring);
+            if let Some(master) = master {
+                let nonce: [u8; 12] = rand::random();
+                sealing_key(master)?
+                    .seal_in_place_append_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad(VERSION)),
+                        &mut body,
+                    )
+                    .map_err(|_| KeyError::Authentication)?;
+                out.extend_from_slice(&nonce);
+            }
+            out.extend_from_slice(&body);
+            Ok((out, epoch))
+        })
     }
 
     /// Rebuilds a store's index at `index_path` (which must hold no files)

@@ -195,6 +195,43 @@ impl Index {
         txn.commit().map_err(db)
     }
 
+    /// Replaces the keyring and every file's wrapped data key in one
+    /// transaction: `rewrap` gives each wrapped key's new form. Either all
+    /// of it is on disk or none of it is: the old key or the new one opens
+    /// the store, never neither.
+    pub fn rekey(
+        &self,
+        keyring: &Keyring,
+        rewrap: impl Fn(&FileRecord, &[u8]) -> Result<Vec<u8>, IndexError>,
+    ) -> Result<usize, IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let count = {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            meta.insert("keyring", encode(keyring).as_slice())
+                .map_err(db)?;
+            let mut files = txn.open_table(FILES).map_err(db)?;
+            let mut changed = Vec::new();
+            for entry in files.iter().map_err(db)? {
+                let (_, v) = entry.map_err(db)?;
+                let Some(mut rec) = stored_file(Some(v))? else {
+                    continue;
+                };
+                if let Some(w) = rec.wrapped_key.take() {
+                    rec.wrapped_key = Some(rewrap(&rec, &w)?);
+                    changed.push(rec);
+                }
+            }
+            for rec in &changed {
+                files
+                    .insert(rec.name.as_str(), encode_file(rec).as_slice())
+                    .map_err(db)?;
+            }
+            changed.len()
+        };
+        txn.commit().map_err(db)?;
+        Ok(count)
+    }
+
     /// Makes a file visible: its record and manifest in one transaction.
     /// Returns what it replaced (a file of that name, and its parts).
     pub fn commit_file(

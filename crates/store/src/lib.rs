@@ -63,8 +63,8 @@ pub use read::{ChunkSender, ChunkStream, Version, chunk_channel};
 pub use shard_store::{LocalDirStore, ShardError, ShardStore, StoreStats};
 pub use store::{
     CHUNKS_IN_FLIGHT, DEFAULT_CHUNK_SIZE, DrainReport, EncodedChunk, KeySource, LATE_WRITE_LIMIT,
-    NO_QUOTA, Node, PUT_SHARD_WINDOW, PutReport, RedistributeReport, RepairReport, STATS_WAIT,
-    STORE_SHARD_BUDGET, SUSPECT_FOR, ShardGap, Store, StoreError, StoreSettings,
+    NO_QUOTA, NewKey, Node, PUT_SHARD_WINDOW, PutReport, RedistributeReport, RepairReport,
+    STATS_WAIT, STORE_SHARD_BUDGET, SUSPECT_FOR, ShardGap, Store, StoreError, StoreSettings,
     WRITE_HEDGE_FACTOR, WRITE_HEDGE_FIRST, WRITE_HEDGE_MAX, WRITE_HEDGE_MIN, WRITES_PER_NODE,
     encode_chunk, largest_shard,
 };

@@ -238,12 +238,12 @@ impl Store {
     }
 
     fn cipher_for(&self, record: &FileRecord) -> Result<Option<ChunkCipher>, StoreError> {
-        match (&record.wrapped_key, &self.master) {
-            (Some(w), Some(master)) => Ok(Some(
-                master.unwrap(record.file_id, w)?.cipher(record.file_id),
-            )),
-            (None, _) => Ok(None),
-            (Some(_), None) => Err(StoreError::KeyMismatch(
+        let Some(w) = &record.wrapped_key else {
+            return Ok(None);
+        };
+        match self.unwrap_data_key(record.file_id, w)? {
+            Some(key) => Ok(Some(key.cipher(record.file_id))),
+            None => Err(StoreError::KeyMismatch(
                 "this file is encrypted and no key was given",
             )),
         }

@@ -104,10 +104,39 @@ impl Default for StoreSettings {
     }
 }
 
+/// The store's master keys: the one in use, and the one a key change
+/// replaced (in memory only: a read that took a file's record just before
+/// the change still opens it).
+#[derive(Default)]
+struct Keys {
+    current: Option<Arc<MasterKey>>,
+    previous: Option<Arc<MasterKey>>,
+    /// Key changes since the store was opened.
+    epoch: u64,
+}
+
+/// The key a store changes to (see [`Store::change_key`]).
+#[derive(Debug, Clone, Copy)]
+pub enum NewKey<'a> {
+    /// A new passphrase (Argon2id with `params`, calibrated when `None`).
+    Passphrase {
+        /// The passphrase.
+        passphrase: &'a str,
+        /// Its Argon2id parameters.
+        params: Option<KdfParams>,
+    },
+    /// A new key file (made with [`MasterKey::generate_key_file`]).
+    KeyFile(&'a std::path::Path),
+}
+
 /// An erasure-coded, encrypted store over nodes.
 pub struct Store {
     pub(crate) index: Arc<Index>,
-    pub(crate) master: Option<MasterKey>,
+    /// The master key (none when unencrypted), behind a lock a key change
+    /// takes: puts wrap their data key and commit under its read side.
+    keys: std::sync::RwLock<Keys>,
+    /// The key change (epoch) whose older index backups were deleted.
+    pub(crate) backups_pruned_for: std::sync::atomic::AtomicU64,
     /// Behind a lock so a daemon can add nodes to a store in use.
     nodes: std::sync::RwLock<Vec<Node>>,
     /// Files being read, written, repaired or moved: their shards may be
@@ -185,7 +214,12 @@ impl Store {
         Ok(Self {
             holds: Holds::new(Arc::clone(&index)),
             index,
-            master,
+            keys: std::sync::RwLock::new(Keys {
+                current: master.map(Arc::new),
+                previous: None,
+                epoch: 0,
+            }),
+            backups_pruned_for: std::sync::atomic::AtomicU64::new(0),
             nodes: std::sync::RwLock::new(nodes),
             settings,
             coding,
@@ -292,8 +326,48 @@ impl Store {
         self.coding
     }
 
-    pub(crate) fn master(&self) -> Option<&MasterKey> {
-        self.master.as_ref()
+    /// The master key in use (none when unencrypted).
+    pub(crate) fn master(&self) -> Option<Arc<MasterKey>> {
+        self.read_keys().current.clone()
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` with the master key in use, and no key change until it
+    /// returns: what a put wraps and commits under it stays openable.
+    pub(crate) fn with_master<T>(&self, f: impl FnOnce(Option<&MasterKey>) -> T) -> T {
+        self.with_master_epoch(|master, _| f(master))
+    }
+
+    /// [`Store::with_master`], also told how many key changes the store
+    /// has had since it was opened.
+    pub(crate) fn with_master_epoch<T>(&self, f: impl FnOnce(Option<&MasterKey>, u64) -> T) -> T {
+        let keys = self.read_keys();
+        f(keys.current.as_deref(), keys.epoch)
+    }
+
+    /// A file's data key, unwrapped with the master key in use or, for a
+    /// record read just before a key change, the one it replaced.
+    pub(crate) fn unwrap_data_key(
+        &self,
+        file_id: FileId,
+        wrapped: &[u8],
+    ) -> Result<Option<crate::crypto::DataKey>, StoreError> {
+        let keys = self.read_keys();
+        let Some(current) = &keys.current else {
+            return Ok(None);
+        };
+        match current.unwrap(file_id, wrapped) {
+            Ok(k) => Ok(Some(k)),
+            Err(e) => match &keys.previous {
+                Some(previous) => Ok(Some(previous.unwrap(file_id, wrapped).map_err(|_| e)?)),
+                None => Err(e.into()),
+            },
+        }
     }
 
     pub(crate) fn node(&self, id: &str) -> Option<Node> {
@@ -407,41 +481,80 @@ impl Store {
         Ok(room)
     }
 
-    /// Changes the passphrase: rewraps every data key under the new master
-    /// key in one transaction; shards are not touched.
+    /// Checks that `key` opens the store now (a passphrase change asks for
+    /// the old one first): [`KeyError::WrongKey`] if it does not.
+    pub fn check_key(&self, key: &KeySource) -> Result<(), StoreError> {
+        let keyring = self
+            .index
+            .keyring()?
+            .ok_or(StoreError::KeyMismatch("the store has no keyring yet"))?;
+        unlock(&keyring, key).map(|_| ())
+    }
+
+    /// Changes the passphrase: see [`Store::change_key`].
     pub fn change_passphrase(
-        &mut self,
+        &self,
         new: &str,
         params: Option<KdfParams>,
-    ) -> Result<(), StoreError> {
-        let old = self
-            .master
-            .clone()
-            .ok_or(StoreError::KeyMismatch("this store is not encrypted"))?;
-        let params = match params {
-            Some(p) => p,
-            None => KdfParams::calibrate(std::time::Duration::from_millis(500))?,
-        };
-        let salt: [u8; 16] = rand::random();
-        let new_master = MasterKey::from_passphrase(new, &salt, params)?;
-        let mut rewrapped = Vec::new();
-        for rec in self.index.files()? {
-            if let Some(w) = &rec.wrapped_key {
-                let key = old.unwrap(rec.file_id, w)?;
-                rewrapped.push((
-                    rec.name.clone(),
-                    new_master.wrap(rec.file_id, &key).to_vec(),
-                ));
-            }
-        }
-        let keyring = Keyring::Passphrase {
-            salt,
+    ) -> Result<usize, StoreError> {
+        self.change_key(NewKey::Passphrase {
+            passphrase: new,
             params,
-            check: new_master.check_value(),
+        })
+    }
+
+    /// Changes the master key (a new passphrase or key file): every data
+    /// key is rewrapped under the new one, with the new keyring, in one
+    /// index transaction (no shard is rewritten), so the old key or the
+    /// new one opens the store, never neither; from then on only the new
+    /// one does. Puts commit before or after it, never across it. Returns
+    /// how many data keys were rewrapped.
+    pub fn change_key(&self, new: NewKey<'_>) -> Result<usize, StoreError> {
+        // Argon2id takes its half second before any lock is held.
+        let (new_master, keyring) = match new {
+            NewKey::Passphrase { passphrase, params } => {
+                let params = match params {
+                    Some(p) => p,
+                    None => KdfParams::calibrate(std::time::Duration::from_millis(500))?,
+                };
+                let salt: [u8; 16] = rand::random();
+                let master = MasterKey::from_passphrase(passphrase, &salt, params)?;
+                let check = master.check_value();
+                (
+                    master,
+                    Keyring::Passphrase {
+                        salt,
+                        params,
+                        check,
+                    },
+                )
+            }
+            NewKey::KeyFile(path) => {
+                let master = MasterKey::from_key_file(path)?;
+                let check = master.check_value();
+                (master, Keyring::KeyFile { check })
+            }
         };
-        self.index.set_keyring(&keyring, &rewrapped)?;
-        self.master = Some(new_master);
-        Ok(())
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = keys.current.clone().ok_or(StoreError::KeyMismatch(
+            "this store is not encrypted: it has no key to change",
+        ))?;
+        let rewrapped = self.index.rekey(&keyring, |rec, wrapped| {
+            let key = old.unwrap(rec.file_id, wrapped).map_err(|e| {
+                crate::index::IndexError::Corrupt(format!(
+                    "the data key of {:?} does not open with the key in use ({e}); nothing was changed",
+                    rec.name
+                ))
+            })?;
+            Ok(new_master.wrap(rec.file_id, &key).to_vec())
+        })?;
+        keys.previous = Some(old);
+        keys.current = Some(Arc::new(new_master));
+        keys.epoch += 1;
+        Ok(rewrapped)
     }
 
     /// Deletes shards that nothing refers to (written by a put or repair

@@ -334,14 +334,16 @@ async fn a_wrong_passphrase_is_refused_and_writes_nothing() {
 async fn changing_the_passphrase_rewraps_keys_without_touching_shards() {
     let dir = tempfile::tempdir().unwrap();
     let open = |key: &str| open_with_passphrase(dir.path(), key);
-    let mut store = open("old").unwrap();
+    let store = open("old").unwrap();
     let d = data(10_000, 3);
     store.put("a", &d[..]).await.unwrap();
     let shards: Vec<Vec<u8>> = shard_files(dir.path())
         .iter()
         .map(|p| std::fs::read(p).unwrap())
         .collect();
-    store.change_passphrase("new", fast_kdf()).unwrap();
+    assert_eq!(store.change_passphrase("new", fast_kdf()).unwrap(), 1);
+    // The store in use reads with the new key at once.
+    assert_eq!(get(&store, "a").await.unwrap(), d);
     drop(store);
     let after: Vec<Vec<u8>> = shard_files(dir.path())
         .iter()
@@ -353,6 +355,80 @@ async fn changing_the_passphrase_rewraps_keys_without_touching_shards() {
         Err(StoreError::Key(KeyError::WrongKey))
     ));
     assert_eq!(get(&open("new").unwrap(), "a").await.unwrap(), d);
+}
+
+#[tokio::test]
+async fn a_key_change_racing_puts_and_reads_leaves_every_file_readable_with_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |key: &str| open_with_passphrase(dir.path(), key);
+    let store = Arc::new(open("old").unwrap());
+    let mut originals = Vec::new();
+    for i in 0..4 {
+        let d = data(30_000 + i * 9_000, 60 + i as u64);
+        store.put(&format!("before{i}"), &d[..]).await.unwrap();
+        originals.push((format!("before{i}"), d));
+    }
+    // Puts and reads under way while the key changes: each put commits
+    // before the change (and is rewrapped) or after it (and wraps with the
+    // new key); each read finishes with the key its record was read with.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        let d = data(50_000 + i * 3_000, 90 + i as u64);
+        originals.push((format!("during{i}"), d.clone()));
+        tasks.push(tokio::spawn(async move {
+            store.put(&format!("during{i}"), &d[..]).await.unwrap();
+        }));
+    }
+    for (name, d) in originals.clone().into_iter().take(4) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            assert_eq!(get(&store, &name).await.unwrap(), d, "{name}");
+        }));
+    }
+    tokio::task::yield_now().await;
+    let changer = store.clone();
+    let changed = tokio::task::spawn_blocking(move || changer.change_passphrase("new", fast_kdf()));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(changed.await.unwrap().unwrap() >= 4);
+    drop(store);
+    assert!(matches!(
+        open("old"),
+        Err(StoreError::Key(KeyError::WrongKey))
+    ));
+    let store = open("new").unwrap();
+    for (name, d) in &originals {
+        assert_eq!(&get(&store, name).await.unwrap(), d, "{name}");
+    }
+
+    // A key file store moves to a new key file the same way.
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = dir.path().join("old.key");
+    let new_key = dir.path().join("new.key");
+    cloudshell_store::MasterKey::generate_key_file(&old_key).unwrap();
+    cloudshell_store::MasterKey::generate_key_file(&new_key).unwrap();
+    let open_with = |key: &std::path::Path| {
+        Store::open(
+            &dir.path().join("index.redb"),
+            &KeySource::KeyFile(key.to_owned()),
+            nodes(dir.path(), 9, 1 << 40),
+            settings(4096),
+        )
+    };
+    let store = open_with(&old_key).unwrap();
+    let d = data(20_000, 5);
+    store.put("k", &d[..]).await.unwrap();
+    store
+        .change_key(cloudshell_store::NewKey::KeyFile(&new_key))
+        .unwrap();
+    drop(store);
+    assert!(matches!(
+        open_with(&old_key),
+        Err(StoreError::Key(KeyError::WrongKey))
+    ));
+    assert_eq!(get(&open_with(&new_key).unwrap(), "k").await.unwrap(), d);
 }
 
 #[tokio::test]

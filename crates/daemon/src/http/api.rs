@@ -16,6 +16,7 @@
 //! | `POST /api/nodes/{id}/offline`, `.../online` | take a node out or back |
 //! | `PUT /api/nodes/{id}/quota` | cap the store on a node: `{"quota": "200M"}`, `null` lifts it |
 //! | `POST /api/nodes/{id}/remove` | drain a node and remove it: a job; `{"delete_environment": true}` deletes its environment |
+//! | `POST /api/key` | change the passphrase (`{"old_passphrase", "new_passphrase"}`) or the key file (`{"new_key_file": true}`) |
 //! | `POST /api/principals` | add a principal with a node in each region: `{"name": "work", "regions": [...]}` |
 //! | `POST /api/principals/{name}/remove` | drain every node of a principal and remove them: a job |
 //! | `POST /api/repair` | repair every file now: a job |
@@ -68,6 +69,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/api/nodes/{id}/quota", put(nodes::set_quota)),
         ("/api/nodes/{id}/remove", post(nodes::remove)),
         ("/api/principals", post(nodes::add_principal)),
+        ("/api/key", post(keys::change_key)),
         (
             "/api/principals/{name}/remove",
             post(nodes::remove_principal),

@@ -1,5 +1,6 @@
-//! The S3 endpoint's access keys: listed without secrets, made (the secret
-//! shown once), deleted.
+//! Keys: the S3 endpoint's access keys (listed without secrets, made with
+//! the secret shown once, deleted), and the store's own key changed (a new
+//! passphrase, or a new key file; the work is in `state/keys.rs`).
 
 use std::sync::Arc;
 
@@ -79,6 +80,60 @@ pub(super) async fn delete_key(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal",
             e.to_string(),
+        )),
+    }
+}
+
+pub(super) async fn change_key(
+    AxumState(state): AxumState<Shared>,
+    body: Result<Json<wire::KeyChange>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<wire::KeyChanged>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            format!(
+                "expected {{\"old_passphrase\": ..., \"new_passphrase\": ...}} or \
+                 {{\"new_key_file\": true}}: {e}"
+            ),
+        )
+    })?;
+    let outcome = match (
+        &body.old_passphrase,
+        &body.new_passphrase,
+        body.new_key_file,
+    ) {
+        (Some(old), Some(new), false) => state.change_passphrase(old, new).await,
+        (None, None, true) => state.rotate_key_file().await,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidKeyChange",
+                "give old_passphrase and new_passphrase (a passphrase store), or new_key_file: \
+                 true (a key file store)",
+            ));
+        }
+    };
+    use crate::state::keys::KeyChangeRefused;
+    match outcome {
+        Ok(changed) => Ok(Json(wire::KeyChanged {
+            rewrapped: changed.rewrapped,
+            key_file: changed.key_file.map(|p| p.display().to_string()),
+        })),
+        Err(e @ KeyChangeRefused::WrongOld) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "WrongPassphrase",
+            e.to_string(),
+        )),
+        Err(e @ KeyChangeRefused::Invalid(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidKeyChange",
+            e.to_string(),
+        )),
+        Err(e @ KeyChangeRefused::Failed(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "KeyChangeFailed",
+            crate::error::with_sources(&e),
         )),
     }
 }

@@ -6,6 +6,7 @@
 //! [`node_changes`] (nodes added and removed while running).
 
 pub mod jobs;
+pub mod keys;
 pub mod latency;
 pub mod node_changes;
 

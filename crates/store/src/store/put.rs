@@ -29,7 +29,7 @@ impl Store {
     ) -> Result<PutReport, StoreError> {
         let file_id = FileId::random();
         let busy = self.busy(file_id);
-        let data_key = self.master.as_ref().map(|_| DataKey::random());
+        let data_key = self.master().map(|_| DataKey::random());
         let cipher = data_key.as_ref().map(|k| Arc::new(k.cipher(file_id)));
         let candidates = self.candidates().await;
         if candidates.is_empty() {
@@ -143,24 +143,31 @@ impl Store {
             busy.release().await;
             return Err(e);
         }
-        let record = FileRecord {
-            name: name.to_owned(),
-            file_id,
-            size,
-            chunk_size: self.settings.chunk_size,
-            k: self.coding.k() as u8,
-            m: self.coding.m() as u8,
-            wrapped_key: match (&self.master, &data_key) {
-                (Some(master), Some(key)) => Some(master.wrap(file_id, key).to_vec()),
-                _ => None,
-            },
-            created: now_secs(),
-            blake3: *hasher.finalize().as_bytes(),
-            attrs: Vec::new(),
-            parts: Vec::new(),
-        };
         let manifest = Manifest { file_id, chunks };
-        let replaced = match self.index.commit_file(&record, &manifest) {
+        // Wrapped with the master key in use and committed before a key
+        // change can replace it (the change rewraps what is committed).
+        let committed = self.with_master(|master| {
+            let record = FileRecord {
+                name: name.to_owned(),
+                file_id,
+                size,
+                chunk_size: self.settings.chunk_size,
+                k: self.coding.k() as u8,
+                m: self.coding.m() as u8,
+                wrapped_key: match (master, &data_key) {
+                    (Some(master), Some(key)) => Some(master.wrap(file_id, key).to_vec()),
+                    _ => None,
+                },
+                created: now_secs(),
+                blake3: *hasher.finalize().as_bytes(),
+                attrs: Vec::new(),
+                parts: Vec::new(),
+            };
+            self.index
+                .commit_file(&record, &manifest)
+                .map(|replaced| (replaced, record))
+        });
+        let (replaced, record) = match committed {
             Ok(r) => r,
             Err(e) => {
                 self.delete_shards(&written).await;
