@@ -37,6 +37,25 @@ pub enum ClientError {
         #[source]
         source: BoxError,
     },
+    /// The daemon's HTTPS certificate is not trusted: not signed by an
+    /// authority this machine trusts, or not the one pinned.
+    #[error(
+        "the daemon at {url} offered a certificate this client does not trust ({why}); if \
+         it is the daemon's own, pin it: --pin SHA256 (or CLOUDSHELL_STORE_PIN), the \
+         fingerprint `store serve --tls` printed"
+    )]
+    Untrusted {
+        /// The daemon's URL.
+        url: String,
+        /// What TLS said.
+        why: String,
+    },
+    /// A plain HTTP request reached a listener that speaks HTTPS.
+    #[error("the daemon at {url} speaks HTTPS: use https:// in --url")]
+    NeedsTls {
+        /// The URL given.
+        url: String,
+    },
     /// A name no URL can carry: a `.` or `..` segment would be resolved
     /// away on the way (RFC 3986 section 5.2.4), storing or reading
     /// another file. The daemon refuses such names too.
@@ -125,13 +144,25 @@ impl Client {
     /// A client of the daemon at `base` (`http://127.0.0.1:8080`), with its
     /// token when it has one.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                url: base.to_owned(),
-                source: e.into(),
-            })?;
+        Self::with_tls(base, token, None)
+    }
+
+    /// A client of the daemon at `base` over HTTPS with this TLS client
+    /// configuration (one that pins the daemon's certificate, say); `None`
+    /// trusts the usual certificate authorities.
+    pub fn with_tls(
+        base: &str,
+        token: Option<String>,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder.build().map_err(|e| ClientError::Transport {
+            url: base.to_owned(),
+            source: e.into(),
+        })?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             token,
@@ -409,6 +440,17 @@ impl Client {
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
+        if let Some(why) = tls_problem(&e) {
+            return ClientError::Untrusted {
+                url: self.base.clone(),
+                why,
+            };
+        }
+        if self.base.starts_with("http://") && chain_says(&e, "invalid HTTP version") {
+            return ClientError::NeedsTls {
+                url: self.base.clone(),
+            };
+        }
         ClientError::Transport {
             url: self.base.clone(),
             source: e.into(),
@@ -424,7 +466,7 @@ impl Client {
             request = request.bearer_auth(t);
         }
         let response = request.send().await.map_err(|e| {
-            if e.is_connect() {
+            if e.is_connect() && tls_problem(&e).is_none() {
                 ClientError::Unreachable {
                     url: self.base.clone(),
                     source: e.into(),
@@ -468,6 +510,44 @@ impl Client {
             source: e.into(),
         })
     }
+}
+
+/// What rustls said, if a TLS error is in `e`'s sources (a certificate
+/// refused, most often).
+fn tls_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r.to_string());
+        }
+        if let Some(r) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(r.to_string());
+        }
+        // reqwest's connector may wrap it where a downcast does not reach;
+        // its words still say what it was.
+        let text = err.to_string();
+        if text.contains("peer certificate") {
+            return Some(text);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// Whether any of `e`'s sources says `text`.
+fn chain_says(e: &(dyn std::error::Error + 'static), text: &str) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.to_string().contains(text) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn segment(s: &str) -> String {

@@ -52,7 +52,21 @@ fn raise_open_files_limit() {
 
 /// Runs a store command.
 pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
-    let api = Client::new(&args.url, args.token.clone()).map_err(explain)?;
+    let tls = match &args.pin {
+        Some(pin) => {
+            let fingerprint = cloudshell_net::tls::Fingerprint::parse(pin).with_context(|| {
+                format!(
+                    "--pin {pin:?} is not a SHA-256: give the 64 hex digits `store serve --tls` \
+                     printed (colons allowed)"
+                )
+            })?;
+            Some(cloudshell_net::tls::pinned_https_client_config(
+                fingerprint,
+            )?)
+        }
+        None => None,
+    };
+    let api = Client::with_tls(&args.url, args.token.clone(), tls).map_err(explain)?;
     let json = args.json;
     match &args.command {
         StoreCommand::Serve(s) => serve(global, s).await,
@@ -666,6 +680,11 @@ fn serve_config(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<DaemonC
     if args.token.is_some() {
         c.token = args.token.clone();
     }
+    c.tls |= args.tls;
+    if args.tls_cert.is_some() {
+        c.tls_cert = args.tls_cert.clone();
+        c.tls_key = args.tls_key.clone();
+    }
     if !args.stun.is_empty() {
         c.stun = args.stun.clone();
     }
@@ -739,6 +758,16 @@ async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
         describe_places(&places),
         if emulated { ", emulated" } else { "" }
     );
+    if let Some(tls) = daemon.tls() {
+        eprintln!(
+            "cloudshell store: HTTPS with the certificate {} (SHA-256 {}); clients that do not \
+             trust its signer pin it: cloudshell store --pin {} ..., curl --cacert {}",
+            tls.cert_path.display(),
+            tls.fingerprint,
+            tls.fingerprint,
+            tls.cert_path.display()
+        );
+    }
     if let Some(s3) = daemon.s3_url() {
         eprintln!(
             "cloudshell store: S3 endpoint at {s3} (make a key with `cloudshell store keys create`)"

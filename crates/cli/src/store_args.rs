@@ -26,6 +26,16 @@ pub struct StoreArgs {
     )]
     pub token: Option<String>,
 
+    /// Trust the daemon's HTTPS certificate with this SHA-256 (what `store
+    /// serve --tls` prints), whoever signed it.
+    #[arg(
+        long,
+        global = true,
+        env = "CLOUDSHELL_STORE_PIN",
+        value_name = "SHA256"
+    )]
+    pub pin: Option<String>,
+
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -219,6 +229,22 @@ pub struct ServeArgs {
     /// The agent binary to install on nodes [default: cloudshell-agent next to this program].
     #[arg(long, value_name = "FILE")]
     pub agent_binary: Option<PathBuf>,
+    /// Serve HTTPS with a self-signed certificate kept in DATA_DIR/tls
+    /// (made on first start); clients pin the SHA-256 it prints. Needed
+    /// off loopback.
+    #[arg(long)]
+    pub tls: bool,
+    /// Serve HTTPS with this certificate (PEM, with its chain) ...
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// ... and this private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Require this bearer token on API requests (needed off loopback).
     #[arg(long, env = "CLOUDSHELL_STORE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -21,6 +21,8 @@ struct Daemon {
     s3: String,
     /// The embedded emulator's endpoint.
     emulator: String,
+    /// What it printed until it was ready.
+    startup: String,
     home: PathBuf,
 }
 
@@ -35,17 +37,15 @@ impl Daemon {
         let mut c = Command::new(cli_bin());
         isolate(&mut c, home);
         c.envs(env.iter().copied());
+        c.args(["store", "serve", "--emulated"]);
+        // Free loopback ports, unless the test names its own.
+        for flag in ["--listen", "--s3-listen"] {
+            if !extra.contains(&flag) {
+                c.args([flag, "127.0.0.1:0"]);
+            }
+        }
         let mut child = c
-            .args([
-                "store",
-                "serve",
-                "--emulated",
-                "--listen",
-                "127.0.0.1:0",
-                "--s3-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .arg("--data-dir")
             .arg(data)
             .args(extra)
             .stdout(Stdio::null())
@@ -56,6 +56,7 @@ impl Daemon {
         let mut url = None;
         let mut s3 = None;
         let mut emulator = None;
+        let mut startup = String::new();
         let started = Instant::now();
         loop {
             let mut line = String::new();
@@ -64,6 +65,7 @@ impl Daemon {
                 "the daemon exited before it was ready"
             );
             eprint!("daemon: {line}");
+            startup.push_str(&line);
             if let Some(rest) = line.split("API at ").nth(1) {
                 url = Some(rest.split("/api").next().unwrap().to_owned());
             }
@@ -90,8 +92,14 @@ impl Daemon {
             s3: s3.expect("the daemon printed its S3 endpoint"),
             url: url.expect("the daemon printed its URL"),
             emulator: emulator.expect("the daemon printed its emulator's endpoint"),
+            startup,
             home: home.to_owned(),
         }
+    }
+
+    /// Whether it printed `text` before it was ready.
+    fn log_said(&self, text: &str) -> bool {
+        self.startup.contains(text)
     }
 
     fn cli(&self, args: &[&str]) -> Command {
@@ -1889,4 +1897,326 @@ fn a_changed_passphrase_opens_the_store_and_its_backups_and_the_old_one_nothing(
     let daemon = Daemon::start_with_env(&data, &home, &flags, &new);
     check(&daemon, "restart");
     daemon.stop();
+}
+
+/// Runs `args`; its output, or a panic saying what failed.
+fn must(args: &[&str]) -> std::process::Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace linked to this one by a veth pair: this side
+/// 10.215.N.1, the namespace 10.215.N.2. Removed on drop.
+struct ClientNamespace {
+    name: String,
+    here: String,
+    there: String,
+}
+
+impl ClientNamespace {
+    fn new() -> Self {
+        let pid = std::process::id();
+        let n = pid % 200 + 20;
+        let ns = Self {
+            name: format!("cstls{pid}"),
+            here: format!("10.215.{n}.1"),
+            there: format!("10.215.{n}.2"),
+        };
+        let host_if = format!("cst{pid}");
+        must(&["ip", "netns", "add", &ns.name]);
+        must(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
+        must(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns.name,
+        ]);
+        must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/30", ns.here),
+            "dev",
+            &host_if,
+        ]);
+        must(&["ip", "link", "set", &host_if, "up"]);
+        must(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{}/30", ns.there),
+            "dev",
+            "eth0",
+        ]);
+        must(&["ip", "-n", &ns.name, "link", "set", "eth0", "up"]);
+        ns
+    }
+
+    /// `args` run inside the namespace.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+}
+
+impl Drop for ClientNamespace {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and so both.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn the_api_and_s3_endpoint_serve_https_to_another_network_with_pins_and_tokens() {
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+
+    // Off loopback without TLS and a token: refused, saying why.
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, &home);
+    let out = c
+        .args([
+            "store",
+            "serve",
+            "--emulated",
+            "--listen",
+            "0.0.0.0:0",
+            "--token",
+            "t",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serve it with TLS (--tls"), "{err}");
+
+    // On loopback, a self-signed certificate the CLI pins.
+    let daemon = Daemon::start(&data, &home, &["--tls"]);
+    assert!(daemon.url.starts_with("https://"), "{}", daemon.url);
+    let pin = cert_pin(&data.join("tls/cert.pem"));
+    assert!(
+        daemon.log_said(&pin),
+        "the daemon prints the fingerprint to pin"
+    );
+    let with_pin = |pin: &str, args: &[&str]| {
+        let mut c = Command::new(cli_bin());
+        isolate(&mut c, &home);
+        c.args(["store", "--url", &daemon.url, "--pin", pin])
+            .args(args);
+        c.output().unwrap()
+    };
+    let file = dir.path().join("f");
+    let content = bytes(300_001, 31);
+    std::fs::write(&file, &content).unwrap();
+    let out = with_pin(&pin, &["put", file.to_str().unwrap(), "over-tls"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = pin.chars().rev().collect::<String>();
+    let out = with_pin(&wrong, &["ls"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not the pinned"), "{err}");
+    let out = daemon.cli(&["ls"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--pin SHA256"),
+        "{err}"
+    );
+    let plain = daemon.url.replace("https://", "http://");
+    let mut c = Command::new(cli_bin());
+    isolate(&mut c, &home);
+    let out = c.args(["store", "--url", &plain, "ls"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("speaks HTTPS"),
+        "{err}"
+    );
+    daemon.stop();
+
+    if std::env::var_os("CLOUDSHELL_SKIP_NETNS").is_some() {
+        eprintln!("the other-network half skipped: CLOUDSHELL_SKIP_NETNS is set");
+        return;
+    }
+    // From another network namespace: a certificate from files (made for
+    // this side's address), the token, and the S3 endpoint through the
+    // AWS CLI with that certificate as its CA bundle.
+    let ns = ClientNamespace::new();
+    let key = dir.path().join("tls.key");
+    let cert = dir.path().join("tls.pem");
+    must(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cloudshell-store",
+        "-addext",
+        &format!("subjectAltName=IP:{}", ns.here),
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    let token = "a-long-random-token";
+    let daemon = Daemon::start(
+        &data,
+        &home,
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--s3-listen",
+            "0.0.0.0:0",
+            "--token",
+            token,
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let port = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    let api = format!("https://{}:{}", ns.here, port(&daemon.url));
+    let s3 = format!("https://{}:{}", ns.here, port(&daemon.s3));
+    let curl = |args: &[&str]| {
+        let mut all = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        let out = ns.cmd(&all).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let health = format!("{api}/api/health");
+    let bearer = format!("Authorization: Bearer {token}");
+    let ca = cert.to_str().unwrap();
+    assert_eq!(curl(&["--cacert", ca, "-H", &bearer, &health]), "200");
+    assert_eq!(curl(&["--cacert", ca, &health]), "401");
+    // Without the certificate, or in clear: no answer at all.
+    assert_eq!(curl(&["-H", &bearer, &health]), "000");
+    assert_eq!(
+        curl(&["-H", &bearer, &health.replace("https://", "http://")]),
+        "000"
+    );
+    // The CLI from there, pinning the certificate.
+    let pin = cert_pin(&cert);
+    let bin = cli_bin();
+    let remote = |args: &[&str]| {
+        let mut c = ns.cmd(&[
+            bin.to_str().unwrap(),
+            "store",
+            "--url",
+            &api,
+            "--pin",
+            &pin,
+            "--token",
+            token,
+        ]);
+        isolate(&mut c, &home);
+        c.args(args).output().unwrap()
+    };
+    let out = remote(&["get", "over-tls", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == content, "the file differs over TLS");
+    let made = remote(&["--json", "keys", "create"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let aws = |args: &[&str]| {
+        let mut c = ns.cmd(&["aws", "--endpoint-url", &s3, "--ca-bundle", ca]);
+        isolate(&mut c, &home);
+        c.env(
+            "AWS_ACCESS_KEY_ID",
+            made["key"]["access_key_id"].as_str().unwrap(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            made["key"]["secret_access_key"].as_str().unwrap(),
+        )
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .args(args)
+        .output()
+        .unwrap()
+    };
+    if Command::new("aws").arg("--version").output().is_ok() {
+        let out = aws(&["s3", "mb", "s3://over-tls"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = aws(&["s3", "cp", file.to_str().unwrap(), "s3://over-tls/f"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back = dir.path().join("back");
+        let out = aws(&["s3", "cp", "s3://over-tls/f", back.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::read(&back).unwrap() == content);
+    } else {
+        assert!(
+            std::env::var_os("CLOUDSHELL_SKIP_S3_CLIENTS").is_some(),
+            "this test drives `aws`: pip install awscli (.ci/run does)"
+        );
+    }
+    daemon.stop();
+}
+
+/// SHA-256 of a PEM certificate's DER form, hex: what `--pin` takes.
+fn cert_pin(pem: &Path) -> String {
+    let der = pem.with_extension("der");
+    must(&[
+        "openssl",
+        "x509",
+        "-in",
+        pem.to_str().unwrap(),
+        "-outform",
+        "der",
+        "-out",
+        der.to_str().unwrap(),
+    ]);
+    let out = must(&["sha256sum", der.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
 }

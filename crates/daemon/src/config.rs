@@ -41,6 +41,15 @@ pub struct DaemonConfig {
     /// Bearer token required on every API request when set (and always
     /// when `listen` is not a loopback address).
     pub token: Option<String>,
+    /// Serve HTTPS on the API, UI and S3 listeners with a self-signed
+    /// certificate kept in `DATA_DIR/tls` (made on first start); its
+    /// SHA-256 is printed for clients to pin (`cloudshell store --pin`).
+    /// Needed on any listener off loopback.
+    pub tls: bool,
+    /// Serve HTTPS with this certificate (PEM, its chain after it) ...
+    pub tls_cert: Option<PathBuf>,
+    /// ... and this private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// Regions to keep a node in; empty means the nine emulated regions
     /// when emulated, and is an error otherwise.
     pub regions: Vec<Region>,
@@ -102,6 +111,9 @@ impl Default for DaemonConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             s3_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
             token: None,
+            tls: false,
+            tls_cert: None,
+            tls_key: None,
             regions: Vec::new(),
             principals: Vec::new(),
             emulated: false,
@@ -357,12 +369,31 @@ impl DaemonConfig {
                 "give one of --key-file, --passphrase-env and --no-encryption".to_owned(),
             ));
         }
-        if !self.listen.ip().is_loopback() && self.token.is_none() {
+        let tls = self.tls || self.tls_cert.is_some();
+        if !self.listen.ip().is_loopback() && (self.token.is_none() || !tls) {
             return Err(ConfigError::Invalid(format!(
-                "{} is not a loopback address: set a token (--token or `token`) so that \
-                 nobody else on the network can use the store",
+                "{} is not a loopback address: serve it with TLS (--tls for a self-signed \
+                 certificate whose fingerprint clients pin, or --tls-cert and --tls-key) and \
+                 a token (--token) so that nobody else on the network can read or use the \
+                 store",
                 self.listen
             )));
+        }
+        if let Some(s3) = self.s3_listen
+            && !s3.ip().is_loopback()
+            && !tls
+        {
+            return Err(ConfigError::Invalid(format!(
+                "the S3 endpoint's {s3} is not a loopback address: serve it with TLS (--tls, or \
+                 --tls-cert and --tls-key) so that objects do not cross the network in clear"
+            )));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "give both --tls-cert and --tls-key (PEM files), or --tls for a self-signed \
+                 certificate"
+                    .to_owned(),
+            ));
         }
         Ok(())
     }
@@ -412,6 +443,26 @@ mod tests {
             ..DaemonConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("token"));
+        // A token without TLS would cross the network in clear.
+        let c = DaemonConfig {
+            token: Some("t".into()),
+            ..c
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("--tls"));
+        let c = DaemonConfig { tls: true, ..c };
+        c.validate().unwrap();
+        let c = DaemonConfig {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            s3_listen: Some("0.0.0.0:8081".parse().unwrap()),
+            tls: false,
+            ..c
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("S3 endpoint")
+        );
     }
 
     #[test]

@@ -45,6 +45,32 @@ fn s3_router(state: Arc<State>) -> axum::Router {
         .layer(axum::middleware::from_fn(http::close_after_refused_body))
 }
 
+/// Serves `app` on `listener`, over TLS when `tls` is given.
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<&http::tls::Tls>,
+    what: &'static str,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    Ok(match tls {
+        Some(tls) => {
+            let listener = tls
+                .listener(listener)
+                .map_err(io("the listener has no address"))?;
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!("{what} stopped: {e}");
+                }
+            })
+        }
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(framing::StrictListener(listener), app).await {
+                tracing::error!("{what} stopped: {e}");
+            }
+        }),
+    })
+}
+
 /// Aborts tasks when dropped.
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
 
@@ -63,6 +89,7 @@ pub struct Daemon {
     s3_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pool: Pool,
+    tls: Option<http::tls::Tls>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -198,12 +225,9 @@ impl Daemon {
         let local_addr = listener
             .local_addr()
             .map_err(io("the listener has no address"))?;
+        let tls = http::tls::Tls::from_config(&config)?;
         let app = http::api::router(state.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(framing::StrictListener(listener), app).await {
-                tracing::error!("API server stopped: {e}");
-            }
-        }));
+        tasks.push(serve(listener, app, tls.as_ref(), "API server")?);
         let s3_addr = match config.s3_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -213,11 +237,7 @@ impl Daemon {
                     .local_addr()
                     .map_err(io("the S3 listener has no address"))?;
                 let router = s3_router(state.clone());
-                tasks.push(tokio::spawn(async move {
-                    if let Err(e) = axum::serve(framing::StrictListener(listener), router).await {
-                        tracing::error!("S3 endpoint stopped: {e}");
-                    }
-                }));
+                tasks.push(serve(listener, router, tls.as_ref(), "S3 endpoint")?);
                 Some(bound)
             }
             None => None,
@@ -228,6 +248,7 @@ impl Daemon {
             s3_addr,
             tasks,
             pool: fleet.pool.clone(),
+            tls,
         })
     }
 
@@ -296,12 +317,22 @@ impl Daemon {
 
     /// The S3 endpoint's URL, when it runs.
     pub fn s3_url(&self) -> Option<String> {
-        self.s3_addr.map(|a| format!("http://{a}"))
+        self.s3_addr.map(|a| format!("{}://{a}", self.scheme()))
     }
 
     /// The API's base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        format!("{}://{}", self.scheme(), self.local_addr)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The TLS the listeners serve, if any: its certificate's fingerprint
+    /// (what clients pin) and where the certificate is.
+    pub fn tls(&self) -> Option<&http::tls::Tls> {
+        self.tls.as_ref()
     }
 
     /// The state the API serves.

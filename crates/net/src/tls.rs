@@ -123,22 +123,19 @@ impl Identity {
     /// Loads `dir/cert.pem` and `dir/key.pem`, or creates them (the key
     /// with mode 0600), so a restarted agent keeps its fingerprint.
     pub fn load_or_create(dir: &Path) -> Result<Self, TlsError> {
+        Self::load_or_create_for(dir, vec![SERVER_NAME.to_owned()])
+    }
+
+    fn create(dir: &Path, names: Vec<String>) -> Result<Self, TlsError> {
         let cert_path = dir.join("cert.pem");
         let key_path = dir.join("key.pem");
         let io = |p: &Path| {
             let path = p.display().to_string();
             move |source| TlsError::Io { path, source }
         };
-        if cert_path.exists() && key_path.exists() {
-            let cert = CertificateDer::from_pem_file(&cert_path)
-                .map_err(|_| TlsError::Pem(cert_path.display().to_string()))?;
-            let key = PrivateKeyDer::from_pem_file(&key_path)
-                .map_err(|_| TlsError::Pem(key_path.display().to_string()))?;
-            return Ok(Self { cert, key });
-        }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
-            .map_err(|e| TlsError::Generate(e.into()))?;
+        let ck =
+            rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.into()))?;
         {
             use std::io::Write as _;
             use std::os::unix::fs::OpenOptionsExt as _;
@@ -175,6 +172,27 @@ impl Identity {
     /// The certificate's fingerprint, which peers pin.
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(&self.cert)
+    }
+
+    /// A certificate and key from PEM files (a web server's, say one from
+    /// a CA).
+    pub fn from_pem_files(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let cert = CertificateDer::from_pem_file(cert_path)
+            .map_err(|_| TlsError::Pem(cert_path.display().to_string()))?;
+        let key = PrivateKeyDer::from_pem_file(key_path)
+            .map_err(|_| TlsError::Pem(key_path.display().to_string()))?;
+        Ok(Self { cert, key })
+    }
+
+    /// Loads `dir/cert.pem` and `dir/key.pem`, or creates a self-signed
+    /// certificate for `names` (host names and IP addresses) there, the key
+    /// with mode 0600: a web server's, kept across restarts so clients that
+    /// pinned its fingerprint go on trusting it.
+    pub fn load_or_create_for(dir: &Path, names: Vec<String>) -> Result<Self, TlsError> {
+        if dir.join("cert.pem").exists() && dir.join("key.pem").exists() {
+            return Self::from_pem_files(&dir.join("cert.pem"), &dir.join("key.pem"));
+        }
+        Self::create(dir, names)
     }
 }
 
@@ -331,6 +349,37 @@ pub fn client_config(
         .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
         .map_err(config_error)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A web server's configuration (HTTPS: the daemon's API, UI and S3
+/// endpoint): TLS 1.2 and 1.3, no client certificates, HTTP/1.1.
+pub fn https_server_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .map_err(config_error)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A web client's configuration that trusts exactly the server certificate
+/// with SHA-256 `pin` (a self-signed one, say), whatever name it carries,
+/// and still checks that the server holds its key.
+pub fn pinned_https_client_config(pin: Fingerprint) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(Pinned {
+        fingerprint: pin,
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     Ok(config)
 }
 

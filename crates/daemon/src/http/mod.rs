@@ -13,6 +13,7 @@ mod jobs;
 mod keys;
 pub mod metrics;
 mod nodes;
+pub mod tls;
 mod ui;
 
 pub use error::ApiError;
