@@ -10,9 +10,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    ChunkPage, ErrorBody, FileList, Health, Job, KeyChange, KeyChanged, KeyList, KeyRequest,
-    NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer, NodeList, RemoveNode, ScrubStatus, Stat,
-    Stored,
+    ChunkPage, ErrorBody, FileInfo, FileList, FileUpdate, Health, Job, KeyChange, KeyChanged,
+    KeyList, KeyRequest, NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer, NodeList,
+    RemoveNode, Rename, ScrubStatus, Stat, Stored,
 };
 
 /// What a path segment keeps as is: RFC 3986's unreserved characters.
@@ -117,6 +117,9 @@ impl ClientError {
 pub struct Download {
     /// The body's length, when the daemon said it.
     pub len: Option<u64>,
+    /// The whole file's size, when the daemon said it (a range's
+    /// Content-Range).
+    pub total: Option<u64>,
     /// The version's ETag.
     pub etag: Option<String>,
     /// The bytes.
@@ -193,6 +196,21 @@ impl Client {
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
     {
+        self.put_modified(name, len, body, None).await
+    }
+
+    /// [`Client::put`] of a file last modified at `modified` (seconds
+    /// since the epoch), which the daemon keeps with it.
+    pub async fn put_modified<S>(
+        &self,
+        name: &str,
+        len: Option<u64>,
+        body: S,
+        modified: Option<i64>,
+    ) -> Result<Stored, ClientError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
         let mut request = self
             .http
             .put(self.name_url("/api/files", name)?)
@@ -200,19 +218,57 @@ impl Client {
         if let Some(len) = len {
             request = request.header(reqwest::header::CONTENT_LENGTH, len);
         }
+        if let Some(m) = modified {
+            request = request.header("x-cloudshell-modified", m);
+        }
         self.json(request, "put").await
+    }
+
+    /// `PATCH /api/files/{name}`: sets the file's modification time.
+    pub async fn set_modified(&self, name: &str, modified: i64) -> Result<FileInfo, ClientError> {
+        let body = FileUpdate { modified };
+        self.json(
+            self.http
+                .patch(self.name_url("/api/files", name)?)
+                .json(&body),
+            "set modified",
+        )
+        .await
     }
 
     /// `GET /api/files/{name}`, the whole file or `range` (`bytes=0-99`).
     pub async fn get(&self, name: &str, range: Option<&str>) -> Result<Download, ClientError> {
+        self.get_version(name, range, None).await
+    }
+
+    /// [`Client::get`] of the version with ETag `etag` only: when the name
+    /// holds another version now, the daemon refuses (412,
+    /// `PreconditionFailed`) rather than send bytes of a different file.
+    /// How ranges read one after another stay within one version.
+    pub async fn get_version(
+        &self,
+        name: &str,
+        range: Option<&str>,
+        etag: Option<&str>,
+    ) -> Result<Download, ClientError> {
         let mut request = self.http.get(self.name_url("/api/files", name)?);
         if let Some(r) = range {
             request = request.header(reqwest::header::RANGE, r);
         }
+        if let Some(e) = etag {
+            request = request.header(reqwest::header::IF_MATCH, e);
+        }
         let response = self.send(request).await?;
         let url = self.base.clone();
+        let total = response
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse().ok());
         Ok(Download {
             len: response.content_length(),
+            total,
             etag: response
                 .headers()
                 .get(reqwest::header::ETAG)
@@ -227,6 +283,20 @@ impl Client {
                     }),
             ),
         })
+    }
+
+    /// `POST /api/rename`: gives the file `from` the name `to` (replacing
+    /// a file of that name), moving no data.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<FileInfo, ClientError> {
+        let body = Rename {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        self.json(
+            self.http.post(self.url("/api/rename")).json(&body),
+            "rename",
+        )
+        .await
     }
 
     /// `DELETE /api/files/{name}`.

@@ -11,11 +11,11 @@ use utoipa::{Modify, OpenApi};
 
 use crate::types::{
     AccessKey, BackupStatus, Capacity, CapacitySummary, ChunkMap, ChunkPage, ErrorBody,
-    ErrorDetail, FileEntry, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult,
-    KeyChange, KeyChanged, KeyList, KeyRequest, KeySummary, NewKey, NewPrincipal, NewQuota,
-    NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
-    RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult,
-    ScrubStatus, ShardInfo, ShardState, Stat, Stored,
+    ErrorDetail, FileEntry, FileHealth, FileInfo, FileList, FileUpdate, Health, Job, JobKind,
+    JobResult, KeyChange, KeyChanged, KeyList, KeyRequest, KeySummary, NewKey, NewPrincipal,
+    NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus,
+    PrincipalCapacity, RedistributeResult, Redundancy, RemoveNode, RemoveResult, Rename,
+    RepairFailure, RepairResult, ScrubStatus, ShardInfo, ShardState, Stat, Stored,
 };
 
 /// The whole API.
@@ -29,15 +29,15 @@ use crate::types::{
             requests from other web origins are refused.",
     ),
     paths(
-        ui_index, ui_asset, health, list_files, download, upload, delete_file, stat, list_nodes,
+        ui_index, ui_asset, health, list_files, download, upload, update_file, rename_file, delete_file, stat, list_nodes,
         add_region, remove_node, change_key, add_principal, remove_principal, node_offline, node_online, set_quota, delete_shard, repair, redistribute, job,
         scrub_status, scrub_start, list_keys, create_key, delete_key, events, openapi, metrics,
     ),
     components(schemas(
         AccessKey, BackupStatus, ChunkMap, ChunkPage, ErrorBody, ErrorDetail, FileEntry,
-        Capacity, CapacitySummary, FileHealth, FileInfo, FileList, Health, Job, JobKind, JobResult, KeyChange, KeyChanged, KeyList, KeyRequest, KeySummary,
+        Capacity, CapacitySummary, FileHealth, FileInfo, FileList, FileUpdate, Health, Job, JobKind, JobResult, KeyChange, KeyChanged, KeyList, KeyRequest, KeySummary,
         NewKey, NewPrincipal, NewQuota, NewRegion, NodeAnswer, NodeList, NodeShards, NodeState, NodeStatus, PrincipalCapacity,
-        RedistributeResult, Redundancy, RemoveNode, RemoveResult, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
+        RedistributeResult, Redundancy, RemoveNode, RemoveResult, Rename, RepairFailure, RepairResult, ScrubStatus, ShardInfo,
         ShardState, Stat, Stored,
     )),
     modifiers(&BearerToken),
@@ -109,11 +109,13 @@ fn list_files() {}
     params(
         ("name" = String, Path, description = "The file's name; may contain `/`"),
         ("Range" = Option<String>, Header, description = "One range, `bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+        ("If-Match" = Option<String>, Header, description = "Only this version (an ETag an earlier answer gave, or `*`)"),
     ),
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "The range asked for", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 404, description = "No such file", body = ErrorBody),
+        (status = 412, description = "The name holds another version than If-Match names", body = ErrorBody),
         (status = 416, description = "Not a single satisfiable range; Content-Range says the size", body = ErrorBody),
         (status = 503, description = "Too few shards reachable", body = ErrorBody),
     ))]
@@ -122,7 +124,10 @@ fn download() {}
 /// Stores the body under the name, replacing any file there. The body is
 /// streamed; the new version replaces the old in one step once stored.
 #[utoipa::path(put, path = "/api/files/{name}", tag = "files",
-    params(("name" = String, Path, description = "The file's name; may contain `/`")),
+    params(
+        ("name" = String, Path, description = "The file's name; may contain `/`"),
+        ("X-Cloudshell-Modified" = Option<i64>, Header, description = "When the file was last modified, seconds since the epoch: kept, and shown as `modified`"),
+    ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 201, body = Stored),
@@ -131,6 +136,28 @@ fn download() {}
         (status = 507, description = "The nodes are out of room", body = ErrorBody),
     ))]
 fn upload() {}
+
+/// Sets a file's modification time; its bytes stay as they are.
+#[utoipa::path(patch, path = "/api/files/{name}", tag = "files",
+    params(("name" = String, Path, description = "The file's name; may contain `/`")),
+    request_body(content = FileUpdate),
+    responses(
+        (status = 200, description = "The file", body = FileInfo),
+        (status = 400, description = "A bad name or body", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+fn update_file() {}
+
+/// Gives a file another name, replacing a file of that name; moves no
+/// data.
+#[utoipa::path(post, path = "/api/rename", tag = "files",
+    request_body(content = Rename),
+    responses(
+        (status = 200, description = "The file under its new name", body = FileInfo),
+        (status = 400, description = "A bad name, or a reserved one", body = ErrorBody),
+        (status = 404, description = "No such file", body = ErrorBody),
+    ))]
+fn rename_file() {}
 
 /// Deletes a file and its shards.
 #[utoipa::path(delete, path = "/api/files/{name}", tag = "files",

@@ -102,8 +102,13 @@ pub struct FileInfo {
     pub id: String,
     /// Bytes.
     pub size: u64,
-    /// Milliseconds since the epoch when it was stored.
+    /// Seconds since the epoch when it was stored.
     pub created: i64,
+    /// Seconds since the epoch when its writer says it was last modified
+    /// (`X-Cloudshell-Modified` on upload, `PATCH` later; a mount keeps the times
+    /// programs set), when one said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i64>,
     /// Chunks of its own (0 for a file made of parts).
     pub chunks: u64,
     /// Data shards per chunk.
@@ -510,6 +515,22 @@ pub struct NewPrincipal {
     /// Its regions [default: the daemon's configured regions].
     #[serde(default)]
     pub regions: Vec<String>,
+}
+
+/// `PATCH /api/files/{name}`: what to change of a file's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileUpdate {
+    /// When it was last modified, seconds since the epoch.
+    pub modified: i64,
+}
+
+/// `POST /api/rename`: a file's new name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Rename {
+    /// The file's name now.
+    pub from: String,
+    /// Its new name; a file of that name is replaced.
+    pub to: String,
 }
 
 /// `POST /api/nodes/{id}/remove` and `POST /api/principals/{name}/remove`.

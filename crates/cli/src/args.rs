@@ -179,7 +179,13 @@ impl Command {
     /// shell then, and the plugin forwards it; this process ending would
     /// take the plugin down with it.
     pub fn stops_on_ctrl_c(&self) -> bool {
-        !matches!(self, Self::Connect(a) if a.ssm_plugin)
+        match self {
+            Self::Connect(a) => !a.ssm_plugin,
+            // A mount unmounts on Ctrl-C, unless it is busy: then it says
+            // so and goes on (exiting would leave a dead mount behind).
+            Self::Store(s) => !matches!(s.command, crate::store_args::StoreCommand::Mount { .. }),
+            _ => true,
+        }
     }
 
     /// Whether the command serves until stopped (the daemon, the
@@ -187,7 +193,11 @@ impl Command {
     pub fn runs_for_hours(&self) -> bool {
         match self {
             Self::Emulator(_) => true,
-            Self::Store(s) => matches!(s.command, crate::store_args::StoreCommand::Serve(_)),
+            Self::Store(s) => matches!(
+                s.command,
+                crate::store_args::StoreCommand::Serve(_)
+                    | crate::store_args::StoreCommand::Mount { .. }
+            ),
             _ => false,
         }
     }

@@ -215,8 +215,9 @@ fn init_logging(debug: bool) {
         "cloudshell=debug,cloudshell_cli=debug,cloudshell_emulator=info"
     } else {
         // The credential chain logs each provider it tries; the error we
-        // print already says what was missing.
-        "warn,aws_config=off"
+        // print already says what was missing. fuser warns when a mount it
+        // made is gone before it unmounts: `umount DIR` is how one ends.
+        "warn,aws_config=off,fuser::mnt=error"
     };
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -2,7 +2,7 @@
 //! `ls`, `rm`, `status`, `nodes`, `repair`), which talk to its JSON API.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -222,6 +222,11 @@ pub async fn run(global: &GlobalArgs, args: &StoreArgs) -> anyhow::Result<()> {
             print(json, r, &removed_text(r));
             Ok(())
         }
+        StoreCommand::Mount {
+            dir,
+            read_only,
+            staging,
+        } => mount(api.clone(), dir, *read_only, staging.clone()).await,
         StoreCommand::AddRegion { region, principal } => {
             let v = api
                 .add_region(region, principal.as_deref())
@@ -248,6 +253,39 @@ struct Deleted<'a> {
 
 /// The client's error as this command says it: what happened, and what to
 /// do when nothing answers.
+/// `store mount`: serves the mount until it is unmounted.
+async fn mount(
+    api: Client,
+    dir: &Path,
+    read_only: bool,
+    staging: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let request = cloudshell_mount::MountRequest {
+        dir: dir.to_owned(),
+        settings: cloudshell_mount::Settings {
+            staging: staging.unwrap_or_else(std::env::temp_dir),
+            read_only,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+        },
+    };
+    let url = api.base().to_owned();
+    let shown = dir.display().to_string();
+    cloudshell_mount::run(api, request, || {
+        eprintln!(
+            "The store at {url} is mounted on {shown}{}. Files written there are stored \
+             when closed. Unmount with Ctrl-C here, or `umount {shown}` (`fusermount3 -u \
+             {shown}` without root).",
+            if read_only { ", read-only" } else { "" }
+        );
+    })
+    .await
+    .map_err(|e| match e {
+        cloudshell_mount::MountError::Daemon(c) => explain(c),
+        e => anyhow::Error::new(e),
+    })
+}
+
 fn explain(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Unreachable { url, .. } => anyhow::anyhow!(

@@ -115,6 +115,22 @@ pub enum StoreCommand {
     /// Add or remove an AWS principal while the daemon runs.
     #[command(subcommand)]
     Principal(PrincipalAction),
+    /// Mount the store on a directory (FUSE) until Ctrl-C or `umount DIR`.
+    ///
+    /// Directories come from the `/` in stored names; a file written there
+    /// is stored as one new version when it is closed. See docs/mount.md.
+    Mount {
+        /// The directory to mount on (it must exist).
+        dir: PathBuf,
+        /// Refuse every change (writes fail with "Read-only file system").
+        #[arg(long)]
+        read_only: bool,
+        /// Where written files wait until they are closed and stored; needs
+        /// room for the largest file written at once [default: the system's
+        /// temporary directory].
+        #[arg(long, value_name = "DIR")]
+        staging: Option<PathBuf>,
+    },
     /// Remove a node: every shard it holds moves to the other nodes
     /// (checked), then it stops and its environment is suspended. Refused
     /// when the others are too few or too full to take its place.

@@ -2220,3 +2220,377 @@ fn cert_pin(pem: &Path) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A `cloudshell store mount` process and what it has said.
+struct Mounted {
+    child: Child,
+    dir: PathBuf,
+    said: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Mounted {
+    fn start(daemon: &Daemon, dir: &Path, extra: &[&str]) -> Mounted {
+        let mut child = daemon
+            .cli(&["mount"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = BufReader::new(child.stderr.take().unwrap());
+        let log = said.clone();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                eprintln!("mount: {line}");
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let m = Mounted {
+            child,
+            dir: dir.to_owned(),
+            said,
+        };
+        wait_until("the mount is up", Duration::from_secs(30), || {
+            m.said().contains("is mounted on")
+        });
+        assert!(m.is_mounted());
+        m
+    }
+
+    fn said(&self) -> String {
+        self.said.lock().unwrap().clone()
+    }
+
+    fn is_mounted(&self) -> bool {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(self.dir.to_str().unwrap()))
+    }
+
+    fn interrupt(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.is_mounted() {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sh(script: &str) -> std::process::Output {
+    let out = Command::new("bash").args(["-c", script]).output().unwrap();
+    eprintln!(
+        "$ {script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn sh_ok(script: &str) -> String {
+    let out = sh(script);
+    assert!(out.status.success(), "{script} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Writes a tree of files of chosen sizes under `root`.
+fn write_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (i, (name, size)) in [
+        ("empty", 0),
+        ("one", 1),
+        ("docs/readme.txt", 4_321),
+        ("docs/deep/er/notes.md", 70_000),
+        ("media/clip.bin", 3 * (1 << 20) + 17),
+        ("media/photo one.jpg", 1 << 20),
+        ("src/a/b/c/d.rs", 12),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let content = bytes(size, 9000 + i as u64);
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &content).unwrap();
+        files.push((name.to_owned(), content));
+    }
+    files
+}
+
+/// Asserts two contents are equal, saying where they differ (not all of
+/// both).
+fn same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: {} bytes where {} were expected, first difference at {at:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+fn stored(daemon: &Daemon, name: &str, dir: &Path) -> Vec<u8> {
+    let local = dir.join("fetched");
+    daemon.ok(&["get", name, local.to_str().unwrap()]);
+    std::fs::read(&local).unwrap()
+}
+
+fn stored_names(daemon: &Daemon) -> Vec<String> {
+    daemon.json(&["ls"])["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_store_mounts_as_a_directory_that_cp_rsync_tar_and_sha256sum_use() {
+    if std::env::var_os("CLOUDSHELL_SKIP_FUSE").is_some() {
+        eprintln!("CLOUDSHELL_SKIP_FUSE is set: not mounting");
+        return;
+    }
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: load the fuse module, or set CLOUDSHELL_SKIP_FUSE=1"
+    );
+    let Fresh {
+        dir,
+        data,
+        home,
+        cleanup: _cleanup,
+    } = fresh();
+    let daemon = Daemon::start(&data, &home, &[]);
+    let d = dir.path();
+    let tree = d.join("tree");
+    let files = write_tree(&tree);
+    let big = bytes(9 << 20, 77);
+    std::fs::write(d.join("big"), &big).unwrap();
+    daemon.ok(&["put", d.join("big").to_str().unwrap(), "pre/big.bin"]);
+    let mnt = d.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let m = Mounted::start(&daemon, &mnt, &[]);
+    let at = |p: &str| format!("'{}/{p}'", mnt.display());
+
+    // What the API stored shows, and reads back whole, by several readers
+    // at once.
+    assert_eq!(sh_ok(&format!("ls {}", at("pre"))).trim(), "big.bin");
+    let want = sh_ok(&format!("sha256sum < {}", d.join("big").display()));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let cmd = format!("sha256sum < {}", at("pre/big.bin"));
+            std::thread::spawn(move || sh_ok(&cmd))
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), want);
+    }
+    // Ranged reads land where they should.
+    let tail = sh_ok(&format!(
+        "dd if={} bs=4096 skip=2000 count=3 status=none | sha256sum",
+        at("pre/big.bin")
+    ));
+    std::fs::write(d.join("piece"), &big[2000 * 4096..2003 * 4096]).unwrap();
+    assert_eq!(
+        tail,
+        sh_ok(&format!("sha256sum < {}", d.join("piece").display()))
+    );
+
+    // cp -r in: every file stored under its path.
+    sh_ok(&format!("cp -r {} {}", tree.display(), at("copied")));
+    for (name, content) in &files {
+        same(
+            &stored(&daemon, &format!("copied/{name}"), d),
+            content,
+            name,
+        );
+    }
+    sh_ok(&format!("diff -r {} {}", tree.display(), at("copied")));
+
+    // rsync -a in, then sha256sum there; a second rsync copies nothing.
+    sh_ok(&format!("rsync -a {}/ {}/", tree.display(), at("synced")));
+    let local_sums = sh_ok(&format!(
+        "cd {} && find . -type f | sort | xargs -d '\\n' sha256sum",
+        tree.display()
+    ));
+    let mounted_sums = sh_ok(&format!(
+        "cd {} && find . -type f | sort | xargs -d '\\n' sha256sum",
+        at("synced")
+    ));
+    assert_eq!(local_sums, mounted_sums);
+    let again = sh_ok(&format!(
+        "rsync -a --itemize-changes {}/ {}/",
+        tree.display(),
+        at("synced")
+    ));
+    assert!(
+        !again.lines().any(|l| l.starts_with(">f")),
+        "a second rsync copied files again:\n{again}"
+    );
+
+    // tar out of the mount, extracted elsewhere, is the tree.
+    let unpacked = d.join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    sh_ok(&format!(
+        "tar -C {} -cf - copied | tar -C {} -xf -",
+        mnt.display(),
+        unpacked.display()
+    ));
+    sh_ok(&format!(
+        "diff -r {} {}",
+        tree.display(),
+        unpacked.join("copied").display()
+    ));
+
+    // rename a file and a directory; unlink; mkdir and rmdir.
+    sh_ok(&format!("mv {} {}", at("copied/one"), at("one-moved")));
+    sh_ok(&format!("mv {} {}", at("copied/docs"), at("documents")));
+    sh_ok(&format!("rm {}", at("copied/empty")));
+    let names = stored_names(&daemon);
+    for gone in ["copied/one", "copied/docs/readme.txt", "copied/empty"] {
+        assert!(!names.contains(&gone.to_owned()), "{gone} still stored");
+    }
+    for now in [
+        "one-moved",
+        "documents/readme.txt",
+        "documents/deep/er/notes.md",
+    ] {
+        assert!(names.contains(&now.to_owned()), "{now} not stored");
+    }
+    same(
+        &stored(&daemon, "documents/readme.txt", d),
+        &files[2].1,
+        "readme",
+    );
+    sh_ok(&format!("mkdir -p {}", at("made/inner")));
+    assert!(
+        String::from_utf8_lossy(&sh(&format!("rmdir {}", at("made"))).stderr)
+            .contains("Directory not empty")
+    );
+    sh_ok(&format!("rmdir {} {}", at("made/inner"), at("made")));
+    assert!(
+        String::from_utf8_lossy(&sh(&format!("rmdir {}", at("documents"))).stderr)
+            .contains("Directory not empty")
+    );
+
+    // Half a file is never stored: the old version stays until close.
+    let path = mnt.join("pre/big.bin");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&big[..1 << 20]).unwrap();
+    same(
+        &stored(&daemon, "pre/big.bin", d),
+        &big,
+        "half a file stored",
+    );
+    f.write_all(b"and the end").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mut expected = big[..1 << 20].to_vec();
+    expected.extend_from_slice(b"and the end");
+    same(&stored(&daemon, "pre/big.bin", d), &expected, "pre/big.bin");
+    // Appending fetches what is there first.
+    sh_ok(&format!("printf more >> {}", at("pre/big.bin")));
+    expected.extend_from_slice(b"more");
+    same(&stored(&daemon, "pre/big.bin", d), &expected, "pre/big.bin");
+
+    // A file replaced while open fails the next read: never bytes of two
+    // versions.
+    daemon.ok(&["put", d.join("big").to_str().unwrap(), "pre/big.bin"]);
+    // What others write shows in the mount within a second (the kernel
+    // keeps sizes that long).
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut reader = std::fs::File::open(&path).unwrap();
+    let mut first = vec![0; 4096];
+    std::io::Read::read_exact(&mut reader, &mut first).unwrap();
+    same(&first, &big[..4096], "the first page");
+    std::fs::write(d.join("other"), bytes(9 << 20, 78)).unwrap();
+    daemon.ok(&["put", d.join("other").to_str().unwrap(), "pre/big.bin"]);
+    let mut far = vec![0; 4096];
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(8 << 20)).unwrap();
+    let e = std::io::Read::read_exact(&mut reader, &mut far).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc_estale()), "{e}");
+    drop(reader);
+    assert!(m.said().contains("pre/big.bin"), "{}", m.said());
+
+    // Clear errors: the S3 endpoint's objects are read-only here, and a
+    // name the store cannot hold is refused.
+    let ro = sh(&format!("mkdir -p {} && touch {}", at("s3"), at("s3/x")));
+    assert!(
+        String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"),
+        "{ro:?}"
+    );
+    let bad = sh(&format!("touch {}", at("back\\\\slash")));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"),
+        "{bad:?}"
+    );
+
+    // df shows the usable capacity.
+    let health = daemon.json(&["status"]);
+    let usable = health["capacity"]["total"]["usable"].as_u64().unwrap();
+    let df = sh_ok(&format!("df -B1 --output=size {}", mnt.display()));
+    let size: u64 = df.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(size, usable / 4096 * 4096, "{df}");
+
+    // Out of room: close says so, and the old version stays.
+    let quotas: Vec<String> = daemon
+        .nodes()
+        .iter()
+        .map(|n| format!("{}=64K", n["id"].as_str().unwrap()))
+        .collect();
+    let mut args = vec!["nodes"];
+    for q in &quotas {
+        args.extend(["--quota", q]);
+    }
+    daemon.ok(&args);
+    let full = sh(&format!(
+        "cp {} {}",
+        d.join("big").display(),
+        at("one-moved")
+    ));
+    assert!(
+        String::from_utf8_lossy(&full.stderr).contains("No space left on device"),
+        "{full:?}"
+    );
+    same(&stored(&daemon, "one-moved", d), &files[1].1, "one-moved");
+
+    // Unmounting while busy is refused, by umount and by Ctrl-C; once the
+    // mount is left, Ctrl-C ends it.
+    let mut busy = Command::new("sleep")
+        .arg("60")
+        .current_dir(&mnt)
+        .spawn()
+        .unwrap();
+    let out = sh(&format!("umount {}", mnt.display()));
+    assert!(!out.status.success());
+    m.interrupt();
+    wait_until("the mount says it is busy", Duration::from_secs(10), || {
+        m.said().contains("is busy")
+    });
+    assert!(m.is_mounted());
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    m.interrupt();
+    let mut m = m;
+    let status = m.child.wait().unwrap();
+    assert!(status.success(), "{}", m.said());
+    assert!(!m.is_mounted());
+}
+
+fn libc_estale() -> i32 {
+    116
+}

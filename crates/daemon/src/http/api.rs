@@ -6,9 +6,11 @@
 //! |---|---|
 //! | `GET /api/health` | nodes connected, files stored |
 //! | `GET /api/files` | every file |
-//! | `PUT /api/files/{name}` | upload (the body, streamed) |
+//! | `PUT /api/files/{name}` | upload (the body, streamed); `X-Cloudshell-Modified: SECONDS` keeps a modification time |
+//! | `PATCH /api/files/{name}` | set its modification time: `{"modified": SECONDS}` |
 //! | `GET /api/files/{name}` | download, `Range: bytes=` honoured |
 //! | `DELETE /api/files/{name}` | delete |
+//! | `POST /api/rename` | rename a file: `{"from": "a.txt", "to": "b/a.txt"}` (replaces `to`) |
 //! | `GET /api/stat/{name}` | a file with its shard map |
 //! | `GET /api/nodes` | nodes with state, health and capacity |
 //! | `POST /api/nodes` | add a region: `{"region": "sa-east-1"}` |
@@ -60,8 +62,10 @@ fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
             "/api/files/{*name}",
             get(files::download)
                 .put(files::upload)
+                .patch(files::update)
                 .delete(files::remove),
         ),
+        ("/api/rename", post(files::rename)),
         ("/api/stat/{*name}", get(files::stat)),
         ("/api/nodes", get(nodes::nodes).post(nodes::add_region)),
         ("/api/nodes/{id}/offline", post(nodes::offline)),

@@ -93,11 +93,53 @@ pub(super) fn info(r: &cloudshell_store::FileRecord) -> wire::FileInfo {
         } else {
             0
         },
+        modified: modified_of(&r.attrs),
         k: r.k,
         m: r.m,
         encrypted: r.wrapped_key.is_some(),
         blake3: hex(&r.blake3),
     }
+}
+
+/// The header an upload names its modification time in (seconds since
+/// the epoch).
+pub(super) const MODIFIED_HEADER: &str = "x-cloudshell-modified";
+
+/// Attributes as files stored through this API keep them: JSON, with the
+/// key the S3 endpoint's object metadata uses for its time too (so
+/// `modified` reads the same from both).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Modified {
+    modified: i64,
+}
+
+fn modified_of(attrs: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<Modified>(attrs)
+        .ok()
+        .map(|m| m.modified)
+}
+
+fn modified_attrs(modified: i64) -> Vec<u8> {
+    serde_json::to_vec(&Modified { modified }).unwrap_or_default()
+}
+
+fn modified_header(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(MODIFIED_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidModified",
+                format!(
+                    "{MODIFIED_HEADER} is {v:?}: give seconds since the epoch, like 1767225600"
+                ),
+            )
+        })
 }
 
 pub(super) fn hex(b: &[u8]) -> String {
@@ -156,12 +198,16 @@ pub(super) fn shown_health(state: &State, h: wire::FileHealth) -> wire::FileHeal
 pub(super) async fn upload(
     AxumState(state): AxumState<Shared>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<wire::Stored>), ApiError> {
     check_name(&name)?;
+    let attrs = modified_header(&headers)?
+        .map(modified_attrs)
+        .unwrap_or_default();
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let reader = tokio_util::io::StreamReader::new(stream);
-    let report = state.store.put(&name, reader).await?;
+    let report = state.store.put_with_attrs(&name, reader, attrs).await?;
     state.touch();
     let survives = survivable(&state, report.tolerance);
     Ok((
@@ -215,6 +261,21 @@ pub(super) async fn download(
     let version = state.store.version(&name)?;
     let size = version.size();
     let etag = version_etag(version.record());
+    if let Some(wanted) = headers.get(header::IF_MATCH) {
+        let matches = wanted
+            .to_str()
+            .is_ok_and(|w| w.split(',').map(str::trim).any(|w| w == "*" || w == etag));
+        if !matches {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                format!(
+                    "{name:?} is now another version ({etag}) than If-Match names: it was \
+                     replaced; read it again from the start"
+                ),
+            ));
+        }
+    }
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => match parse_range(v, size) {
             Some(r) => Some(r),
@@ -283,6 +344,54 @@ pub(super) fn version_etag(r: &cloudshell_store::FileRecord) -> String {
     } else {
         format!("\"{}\"", r.file_id.hex())
     }
+}
+
+/// `PATCH /api/files/{name}`: sets what a file's metadata says (its
+/// modification time); its bytes stay as they are.
+pub(super) async fn update(
+    AxumState(state): AxumState<Shared>,
+    Path(name): Path<String>,
+    body: Result<Json<wire::FileUpdate>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<wire::FileInfo>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            format!("expected {{\"modified\": SECONDS}}: {e}"),
+        )
+    })?;
+    check_name(&name)?;
+    let found = state
+        .store
+        .index()
+        .set_attrs(&name, &modified_attrs(body.modified))
+        .map_err(|e| ApiError::from(StoreError::from(e)))?;
+    if !found {
+        return Err(StoreError::NotFound(name).into());
+    }
+    state.touch();
+    let version = state.store.version(&name)?;
+    Ok(Json(info(version.record())))
+}
+
+/// `POST /api/rename`.
+pub(super) async fn rename(
+    AxumState(state): AxumState<Shared>,
+    body: Result<Json<wire::Rename>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<wire::FileInfo>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidBody",
+            format!("expected {{\"from\": \"NAME\", \"to\": \"NAME\"}}: {e}"),
+        )
+    })?;
+    check_name(&body.from)?;
+    check_name(&body.to)?;
+    state.store.rename(&body.from, &body.to, None).await?;
+    state.touch();
+    let version = state.store.version(&body.to)?;
+    Ok(Json(info(version.record())))
 }
 
 pub(super) async fn remove(

@@ -6,7 +6,7 @@
 //! A key file is changed through `KEYFILE.new`: the new key is written
 //! there, the index switched to it, then it is renamed over the old file.
 //! A daemon stopped between the switch and the rename finds the index
-//! opening with `KEYFILE.new` at its next start ([`open_key_file`]) and
+//! opening with `KEYFILE.new` at its next start (`open_key_file`) and
 //! finishes the rename: the old key or the new one always opens the store.
 
 use std::path::{Path, PathBuf};

@@ -25,7 +25,18 @@ impl Store {
     pub async fn put<R: AsyncRead + Unpin>(
         &self,
         name: &str,
+        input: R,
+    ) -> Result<PutReport, StoreError> {
+        self.put_with_attrs(name, input, Vec::new()).await
+    }
+
+    /// [`Store::put`] with the file's attributes (opaque to the store:
+    /// what its writer keeps with it), switched in with its bytes.
+    pub async fn put_with_attrs<R: AsyncRead + Unpin>(
+        &self,
+        name: &str,
         mut input: R,
+        attrs: Vec<u8>,
     ) -> Result<PutReport, StoreError> {
         let file_id = FileId::random();
         let busy = self.busy(file_id);
@@ -160,7 +171,7 @@ impl Store {
                 },
                 created: now_secs(),
                 blake3: *hasher.finalize().as_bytes(),
-                attrs: Vec::new(),
+                attrs: attrs.clone(),
                 parts: Vec::new(),
             };
             self.index
