@@ -164,7 +164,7 @@ async fn the_generated_openapi_document_matches_the_routes() {
             .replace("/api/s3/keys/us-east-1", "/api/s3/keys/AKIDNOSUCHKEY")
     };
     for path in &documented {
-        for method in ["GET", "PUT", "POST", "DELETE"] {
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
             let (status, body) = raw(&http, &daemon.url(), method, &sample(path)).await;
             let listed = operations.contains(&(method.to_owned(), path.clone()));
             if listed {
@@ -328,6 +328,49 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     assert_eq!(d.etag, Some(format!("\"{}\"", stored.file.blake3)));
     let (part, d) = get(&api, "docs/a file.bin", Some("bytes=1000-1999")).await;
     assert_eq!((part.as_slice(), d.len), (&data[1000..2000], Some(1000)));
+    assert_eq!(d.total, Some(3_000_000));
+    // If-Match: the version named, or a refusal, never another's bytes.
+    let etag = d.etag.clone().unwrap();
+    assert!(
+        api.get_version("docs/a file.bin", Some("bytes=0-9"), Some(&etag))
+            .await
+            .is_ok()
+    );
+    let e = api
+        .get_version("docs/a file.bin", None, Some("\"0123\""))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(412), Some("PreconditionFailed")));
+    assert!(e.to_string().contains("read it again"), "{e}");
+
+    // Renamed with no data moved; modification times kept and set.
+    let b = bytes::Bytes::from_static(b"when");
+    let s = api
+        .put_modified(
+            "t/when.txt",
+            Some(4),
+            futures_util::stream::iter([Ok::<_, std::io::Error>(b)]),
+            Some(1_600_000_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.file.modified, Some(1_600_000_000));
+    let moved = api.rename("t/when.txt", "t/then.txt").await.unwrap();
+    assert_eq!((moved.id, moved.modified), (s.file.id, Some(1_600_000_000)));
+    assert_eq!(
+        api.get("t/when.txt", None).await.unwrap_err().code(),
+        Some("NoSuchFile")
+    );
+    let touched = api.set_modified("t/then.txt", 1_700_000_000).await.unwrap();
+    assert_eq!(touched.modified, Some(1_700_000_000));
+    for (result, code) in [
+        (api.rename("t/none", "t/x").await.map(drop), "NoSuchFile"),
+        (api.rename("t/then.txt", "s3/b/k").await.map(drop), "ReservedName"),
+        (api.set_modified("t/none", 1).await.map(drop), "NoSuchFile"),
+    ] {
+        assert_eq!(result.unwrap_err().code(), Some(code));
+    }
+    api.delete("t/then.txt").await.unwrap();
     let e = api
         .get("docs/a file.bin", Some("bytes=5000000-"))
         .await
