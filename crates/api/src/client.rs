@@ -190,6 +190,13 @@ impl Client {
             .await
     }
 
+    /// `GET /api/files?health=false`: every file without its health (no
+    /// shard map is read: what a listing that runs often wants).
+    pub async fn file_names(&self) -> Result<FileList, ClientError> {
+        self.json(self.http.get(self.url("/api/files?health=false")), "files")
+            .await
+    }
+
     /// `PUT /api/files/{name}`: stores what `body` yields; `len`, when
     /// known, is sent as the Content-Length.
     pub async fn put<S>(&self, name: &str, len: Option<u64>, body: S) -> Result<Stored, ClientError>

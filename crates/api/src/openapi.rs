@@ -98,8 +98,10 @@ fn ui_asset() {}
     responses((status = 200, body = Health)))]
 fn health() {}
 
-/// Every file, with its health.
+/// Every file, with its health (`?health=false`: without, which is much
+/// cheaper with many files).
 #[utoipa::path(get, path = "/api/files", tag = "files",
+    params(("health" = Option<bool>, Query, description = "Include each file's health [default: true]")),
     responses((status = 200, body = FileList)))]
 fn list_files() {}
 

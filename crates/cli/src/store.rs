@@ -545,6 +545,10 @@ async fn status(api: &Client, json: bool, name: Option<&str>) -> anyhow::Result<
                 ));
             }
         }
+        if !json && let Some(line) = survival_line(api, c.principals.len()).await? {
+            text.push('\n');
+            text.push_str(&line);
+        }
         print(json, &v, &text);
         return Ok(());
     };
@@ -626,7 +630,47 @@ async fn nodes(api: &Client, quotas: &[String], json: bool) -> anyhow::Result<()
             note
         );
     }
+    let regions: std::collections::BTreeSet<&str> =
+        v.nodes.iter().map(|n| n.region.as_str()).collect();
+    let principals: std::collections::BTreeSet<&str> =
+        v.nodes.iter().map(|n| n.principal.as_str()).collect();
+    say!(
+        "{} nodes in {} regions of {} principal{}",
+        v.nodes.len(),
+        regions.len(),
+        principals.len(),
+        if principals.len() == 1 { "" } else { "s" }
+    );
+    if let Some(line) = survival_line(api, principals.len()).await? {
+        say!("{line}");
+    }
     Ok(())
+}
+
+/// What every file survives (the least any file does), in words; `None`
+/// with no file of any size.
+async fn survival_line(api: &Client, principals: usize) -> anyhow::Result<Option<String>> {
+    let files = api.files().await.map_err(explain)?;
+    let least = files
+        .files
+        .iter()
+        .filter(|f| f.file.size > 0)
+        .filter_map(|f| f.health)
+        .map(|h| (h.survives_regions, h.survives_principals))
+        .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1)));
+    Ok(least.map(|(regions, lost_principals)| {
+        let mut line = format!(
+            "every file survives the loss of {}",
+            losses(regions, lost_principals)
+        );
+        if principals > 1 && lost_principals == 0 {
+            line.push_str(
+                ", not of a whole principal (each holds too many of a chunk's shards: \
+                 a third principal spreads them thinner)",
+            );
+        }
+        line
+    }))
 }
 
 /// What a removal did, in words.

@@ -1455,6 +1455,16 @@ fn three_principals_lose_a_principal_and_a_region_at_once_and_nothing_else() {
         "{out}"
     );
     daemon.ok(&["rm", "text"]);
+    let text = daemon.ok(&["status"]);
+    assert!(
+        text.contains("every file survives the loss of 3 regions or 1 principal"),
+        "{text}"
+    );
+    let text = daemon.ok(&["nodes"]);
+    assert!(
+        text.contains("27 nodes in 9 regions of 3 principals"),
+        "{text}"
+    );
 
     // At once: p2's credentials are revoked (every call it signs refused;
     // its agents run on, as in AWS until the environments suspend) and

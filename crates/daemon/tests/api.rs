@@ -323,6 +323,9 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     assert_eq!(listed.files.len(), 1);
     assert_eq!(listed.files[0].file, stored.file);
     assert_eq!(listed.files[0].health.unwrap().state, Redundancy::Healthy);
+    let names = api.file_names().await.unwrap();
+    assert_eq!(names.files[0].file, stored.file);
+    assert_eq!(names.files[0].health, None);
     let (whole, d) = get(&api, "docs/a file.bin", None).await;
     assert_eq!(whole, data);
     assert_eq!(d.etag, Some(format!("\"{}\"", stored.file.blake3)));
@@ -340,7 +343,10 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
         .get_version("docs/a file.bin", None, Some("\"0123\""))
         .await
         .unwrap_err();
-    assert_eq!((e.status(), e.code()), (Some(412), Some("PreconditionFailed")));
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(412), Some("PreconditionFailed"))
+    );
     assert!(e.to_string().contains("read it again"), "{e}");
 
     // Renamed with no data moved; modification times kept and set.
@@ -365,7 +371,10 @@ async fn files_nodes_jobs_and_keys_through_the_typed_client() {
     assert_eq!(touched.modified, Some(1_700_000_000));
     for (result, code) in [
         (api.rename("t/none", "t/x").await.map(drop), "NoSuchFile"),
-        (api.rename("t/then.txt", "s3/b/k").await.map(drop), "ReservedName"),
+        (
+            api.rename("t/then.txt", "s3/b/k").await.map(drop),
+            "ReservedName",
+        ),
         (api.set_modified("t/none", 1).await.map(drop), "NoSuchFile"),
     ] {
         assert_eq!(result.unwrap_err().code(), Some(code));

@@ -163,7 +163,7 @@ impl Inner {
             return Ok(());
         }
         let generation = lock(&self.tree).generation();
-        let files = self.client.files().await?;
+        let files = self.client.file_names().await?;
         let applied = lock(&self.tree).apply_listing(
             generation,
             files.files.into_iter().map(|f| {

@@ -257,11 +257,16 @@ impl Tree {
         }
     }
 
-    /// Forgets a file (deleted, or created here and never stored).
+    /// Forgets a file (deleted, or created here and never stored), and
+    /// its inode number: a descriptor still open on it writes to nothing
+    /// stored (as on a disk, where an unlinked file goes at last close).
     pub fn remove_file(&mut self, path: &str) {
         self.generation += 1;
         self.files.remove(path);
         self.pending.remove(path);
+        if let Some(ino) = self.inos.remove(path) {
+            self.paths.remove(&ino);
+        }
     }
 
     /// Whether a file was created here and is not stored yet.
@@ -467,6 +472,16 @@ mod tests {
         assert_eq!(t.kind("new"), None);
         t.remove_dir("old/inner");
         assert!(t.is_empty_dir("old"));
+    }
+
+    #[test]
+    fn a_removed_files_number_names_nothing_and_its_name_gets_a_new_one() {
+        let mut t = listed(&["f"]);
+        let old = t.ino("f");
+        t.remove_file("f");
+        assert_eq!(t.path(old), None);
+        t.set_file("f", meta(1), true);
+        assert_ne!(t.ino("f"), old);
     }
 
     #[test]

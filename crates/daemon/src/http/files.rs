@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State as AxumState};
+use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudshell_store::StoreError;
@@ -146,14 +146,38 @@ pub(super) fn hex(b: &[u8]) -> String {
     hex::encode(b)
 }
 
+/// `GET /api/files`'s query.
+#[derive(serde::Deserialize)]
+pub(super) struct ListQuery {
+    health: Option<bool>,
+}
+
 pub(super) async fn list(
     AxumState(state): AxumState<Shared>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<wire::FileList>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidQuery",
+            format!("expected ?health=true or ?health=false: {e}"),
+        )
+    })?;
     let files = state
         .store
         .index()
         .files()
         .map_err(|e| ApiError::from(StoreError::from(e)))?;
+    if !query.health.unwrap_or(true) {
+        let files = files
+            .iter()
+            .map(|f| wire::FileEntry {
+                file: info(f),
+                health: None,
+            })
+            .collect();
+        return Ok(Json(wire::FileList { files }));
+    }
     let serving = state.serving();
     let domains = state.store.domains();
     let mut out = Vec::with_capacity(files.len());
