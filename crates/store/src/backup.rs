@@ -232,6 +232,11 @@ impl Store {
         if after_change {
             self.backups_pruned_for
                 .fetch_max(epoch, std::sync::atomic::Ordering::Relaxed);
+            // Unless another change came meanwhile, no backup sealed with
+            // a replaced key is left (on the nodes that answered).
+            if self.with_master_epoch(|_, now| now) == epoch {
+                self.index.clear_old_key_backups()?;
+            }
         }
         Ok(BackupReport {
             generation,

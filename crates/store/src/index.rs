@@ -15,6 +15,8 @@ use crate::format::FileId;
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const MANIFESTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("manifests");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The `META` key that says backups sealed with a replaced key may remain.
+const OLD_KEY_BACKUPS: &str = "old_key_backups";
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Opaque blobs the store's user keeps with the index (the daemon's S3
 /// metadata), so they travel in exports and backups with it.
@@ -170,6 +172,25 @@ impl Index {
         stored(t.get("keyring").map_err(db)?)
     }
 
+    /// Whether index backups sealed with a key replaced since may still be
+    /// on the nodes (set by [`Index::rekey`], cleared once they are
+    /// deleted).
+    pub fn old_key_backups(&self) -> Result<bool, IndexError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(META).map_err(db)?;
+        Ok(t.get(OLD_KEY_BACKUPS).map_err(db)?.is_some())
+    }
+
+    /// Records that the backups sealed with replaced keys are deleted.
+    pub fn clear_old_key_backups(&self) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db)?;
+            meta.remove(OLD_KEY_BACKUPS).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
     /// Sets the keyring and rewraps data keys in one transaction.
     pub fn set_keyring(
         &self,
@@ -208,6 +229,10 @@ impl Index {
         let count = {
             let mut meta = txn.open_table(META).map_err(db)?;
             meta.insert("keyring", encode(keyring).as_slice())
+                .map_err(db)?;
+            // Until the backups sealed with the old key are deleted: a
+            // restart before then must still delete them.
+            meta.insert(OLD_KEY_BACKUPS, [1u8].as_slice())
                 .map_err(db)?;
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut changed = Vec::new();

@@ -210,6 +210,9 @@ impl Store {
         for n in &nodes {
             index.add_node(&n.record())?;
         }
+        // A key change whose old backups were not deleted before the last
+        // stop: the first backup from now deletes them.
+        let epoch = u64::from(index.old_key_backups()?);
         let index = Arc::new(index);
         Ok(Self {
             holds: Holds::new(Arc::clone(&index)),
@@ -217,7 +220,7 @@ impl Store {
             keys: std::sync::RwLock::new(Keys {
                 current: master.map(Arc::new),
                 previous: None,
-                epoch: 0,
+                epoch,
             }),
             backups_pruned_for: std::sync::atomic::AtomicU64::new(0),
             nodes: std::sync::RwLock::new(nodes),

@@ -432,6 +432,51 @@ async fn a_key_change_racing_puts_and_reads_leaves_every_file_readable_with_the_
 }
 
 #[tokio::test]
+async fn backups_sealed_with_a_replaced_key_go_even_after_a_restart_before_the_next_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_key = dir.path().join("old.key");
+    let new_key = dir.path().join("new.key");
+    cloudshell_store::MasterKey::generate_key_file(&old_key).unwrap();
+    cloudshell_store::MasterKey::generate_key_file(&new_key).unwrap();
+    let open_with = |key: &std::path::Path| {
+        Store::open(
+            &dir.path().join("index.redb"),
+            &KeySource::KeyFile(key.to_owned()),
+            nodes(dir.path(), 9, 1 << 40),
+            settings(4096),
+        )
+        .unwrap()
+    };
+    let store = open_with(&old_key);
+    store.put("k", &data(9_000, 3)[..]).await.unwrap();
+    for _ in 0..2 {
+        store.backup_index().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    store
+        .change_key(cloudshell_store::NewKey::KeyFile(&new_key))
+        .unwrap();
+    // Stopped before a backup with the new key was sealed.
+    drop(store);
+    let store = open_with(&new_key);
+    assert!(store.index().old_key_backups().unwrap());
+    let newest = store.backup_index().await.unwrap().generation;
+    let gens = cloudshell_store::backup::generations(&store.nodes()[0])
+        .await
+        .unwrap();
+    let held: Vec<u64> = gens.iter().map(|g| g.generation).collect();
+    assert_eq!(held, [newest], "the old key's backups are still there");
+    assert!(!store.index().old_key_backups().unwrap());
+    // And later backups keep the usual number again.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    store.backup_index().await.unwrap();
+    let gens = cloudshell_store::backup::generations(&store.nodes()[0])
+        .await
+        .unwrap();
+    assert_eq!(gens.len(), 2);
+}
+
+#[tokio::test]
 async fn repair_rebuilds_missing_and_corrupt_shards_on_other_nodes() {
     let f = fixture(KeySource::Passphrase("pw".into()), 4096);
     let d = data(30_000, 4);
