@@ -6,8 +6,8 @@
 // Uploads two files by drag and drop, sees them listed, opens a shard
 // map, deletes a shard and sees the file degrade, repairs it back to
 // healthy, takes a node offline and back, downloads a file and compares
-// its SHA-256, and checks that a page on another site cannot act through
-// the daemon. Screenshots go to tests/web/screenshots/ (or
+// its SHA-256, adds a region, and checks that a page on another site
+// cannot act through the daemon. Screenshots go to tests/web/screenshots/ (or
 // $UI_SCREENSHOTS).
 
 import { createServer } from "node:http";
@@ -182,6 +182,18 @@ async function main() {
     assert(offline.length === 0, `a page on another site took nodes offline: ${offline}`);
     await evil.close();
     evilServer.close();
+
+    // Add a region: the list offers what the principal lacks, and the
+    // node it picks comes up.
+    await page.click("nav a[data-view='nodes']");
+    const offered = await page.$$eval("#add-region option", (os) => os.map((o) => o.value));
+    assert(offered.includes("default:sa-east-1") && !offered.includes("default:us-east-1"), `add-region offers ${offered}`);
+    await page.selectOption("#add-region", "default:sa-east-1");
+    await page.click("#act-add");
+    await page.waitForSelector(".toast:has-text('Adding sa-east-1')");
+    await page.waitForSelector(".card[data-node='sa-east-1'][data-state='connected']", { timeout: 120_000 });
+    const still = await page.$$eval("#add-region option", (os) => os.map((o) => o.value));
+    assert(!still.includes("default:sa-east-1"), "sa-east-1 is still offered once added");
 
     // Dark and narrow.
     const dark = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "dark" });

@@ -490,15 +490,24 @@ async function refreshNodes() {
       );
     }),
   );
-  // Regions are added for the default principal here; another's with
-  // `cloudshell store add-region REGION --principal NAME`.
-  const have = new Set(nodes.filter((n) => (n.principal ?? "default") === "default").map((n) => n.region));
+  // A region any principal the daemon runs lacks (a principal is added
+  // with `cloudshell store principal add`).
+  const principalOf = (n) => n.principal ?? "default";
+  const whose = [...new Set(nodes.map(principalOf))];
+  if (whose.length === 0) whose.push("default");
+  const have = new Set(nodes.map((n) => `${principalOf(n)}:${n.region}`));
   const select = $("#add-region");
   const current = select.value;
   select.replaceChildren(
-    ...Object.keys(REGION_CITIES)
-      .filter((r) => !have.has(r))
-      .map((r) => el("option", { value: r, selected: r === current }, `${r} (${REGION_CITIES[r][2]})`)),
+    ...whose.flatMap((p) =>
+      Object.keys(REGION_CITIES)
+        .filter((r) => !have.has(`${p}:${r}`))
+        .map((r) => {
+          const value = `${p}:${r}`;
+          const label = `${whose.length > 1 ? `${p}: ` : ""}${r} (${REGION_CITIES[r][2]})`;
+          return el("option", { value, selected: value === current }, label);
+        }),
+    ),
   );
   $("#act-add").disabled = select.options.length === 0;
 }
@@ -520,10 +529,14 @@ function setupNodeActions() {
     scrubWatch = { toast: t, last: before.last_finished };
   });
   $("#act-add").addEventListener("click", async () => {
-    const region = $("#add-region").value;
+    const chosen = $("#add-region").value;
+    const cut = chosen.lastIndexOf(":");
+    const principal = chosen.slice(0, cut);
+    const region = chosen.slice(cut + 1);
+    const whose = principal === "default" ? "" : ` for ${principal}`;
     try {
-      await api("/api/nodes", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ region }) });
-      toast(`Adding ${region}: creating its environment and starting an agent`);
+      await api("/api/nodes", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ region, principal }) });
+      toast(`Adding ${region}${whose}: creating its environment and starting an agent`);
       refreshNodes();
     } catch (e) {
       toast(`Could not add ${region}: ${e.message}`, "failed");
