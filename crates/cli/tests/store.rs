@@ -2543,6 +2543,12 @@ fn the_store_mounts_as_a_directory_that_cp_rsync_tar_and_sha256sum_use() {
         String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"),
         "{ro:?}"
     );
+    let link = sh(&format!("ln -s one-moved {}", at("link")));
+    assert!(
+        String::from_utf8_lossy(&link.stderr).contains("Operation not permitted"),
+        "{link:?}"
+    );
+    assert!(m.said().contains("the store keeps no symbolic links"));
     let bad = sh(&format!("touch {}", at("back\\\\slash")));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"),

@@ -969,6 +969,76 @@ impl fuser::Filesystem for StoreFs {
         reply.ok();
     }
 
+    // The store keeps regular files (and the directories their names
+    // make): links and special files are refused, saying so once each.
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        tracing::warn!("{link_name:?}: the store keeps no symbolic links (EPERM)");
+        reply.error(Errno::EPERM);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        tracing::warn!("{newname:?}: the store keeps no hard links (EPERM)");
+        reply.error(Errno::EPERM);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        tracing::warn!(
+            "{name:?}: the store keeps regular files only, no device, pipe or socket (EPERM)"
+        );
+        reply.error(Errno::EPERM);
+    }
+
+    // SEEK_DATA and SEEK_HOLE (`cp` asks, to copy sparse files): a stored
+    // file has no holes.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        let inner = &self.inner;
+        let size = inner.path(ino).ok().and_then(|p| match inner.entry(&p) {
+            Some(attr) if attr.kind == FileType::RegularFile => Some(attr.size),
+            _ => None,
+        });
+        let Some(size) = size.and_then(|s| i64::try_from(s).ok()) else {
+            return reply.error(Errno::EBADF);
+        };
+        match whence {
+            _ if offset < 0 => reply.error(Errno::EINVAL),
+            _ if offset >= size => reply.error(Errno::ENXIO),
+            libc::SEEK_DATA => reply.offset(offset),
+            libc::SEEK_HOLE => reply.offset(size),
+            _ => reply.error(Errno::EINVAL),
+        }
+    }
+
     // No extended attributes are kept: asked for, there are none (the
     // kernel asks for security labels on every write).
     fn getxattr(

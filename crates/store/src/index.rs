@@ -232,8 +232,7 @@ impl Index {
                 .map_err(db)?;
             // Until the backups sealed with the old key are deleted: a
             // restart before then must still delete them.
-            meta.insert(OLD_KEY_BACKUPS, [1u8].as_slice())
-                .map_err(db)?;
+            meta.insert(OLD_KEY_BACKUPS, [1u8].as_slice()).map_err(db)?;
             let mut files = txn.open_table(FILES).map_err(db)?;
             let mut changed = Vec::new();
             for entry in files.iter().map_err(db)? {
