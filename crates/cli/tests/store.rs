@@ -892,7 +892,7 @@ fn operations_a_user_can_do_from_the_api() {
     let added = ok(&["add-region", "sa-east-1"]);
     assert_eq!(added["node"]["id"], "sa-east-1");
     let again = cli(&["add-region", "sa-east-1"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&again.stderr).contains("has a node already"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("sa-east-1 is there already"));
     let bad = cli(&["add-region", "not a region"]).output().unwrap();
     assert!(!bad.status.success());
     wait_until("sa-east-1 connected", Duration::from_secs(120), || {
@@ -2583,6 +2583,15 @@ fn the_store_mounts_as_a_directory_that_cp_rsync_tar_and_sha256sum_use() {
         "{full:?}"
     );
     same(&stored(&daemon, "one-moved", d), &files[1].1, "one-moved");
+
+    // The daemon gone: reads fail with EIO, and the log says why.
+    daemon.stop();
+    let gone = sh(&format!("cat {}", at("documents/readme.txt")));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("Input/output error"),
+        "{gone:?}"
+    );
+    assert!(m.said().contains("no store daemon answers"), "{}", m.said());
 
     // Unmounting while busy is refused, by umount and by Ctrl-C; once the
     // mount is left, Ctrl-C ends it.

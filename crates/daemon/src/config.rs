@@ -190,6 +190,11 @@ impl PrincipalConfig {
     }
 }
 
+/// The default key file, created for a new store when no key was given.
+pub fn default_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("store.key")
+}
+
 /// Checks that `name` can name a principal (an AWS profile's name, or
 /// `default`); it goes into node ids, before a colon.
 pub fn check_principal_name(name: &str) -> Result<(), ConfigError> {

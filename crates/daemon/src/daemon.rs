@@ -3,7 +3,6 @@
 //! or, for `recover`, rebuilds the index from the backups on the nodes.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -351,11 +350,6 @@ impl Daemon {
     }
 }
 
-/// The default key file, created for a new store when no key was given.
-pub fn default_key_file(data_dir: &Path) -> PathBuf {
-    data_dir.join("store.key")
-}
-
 /// The key the configuration names; with none named, the data directory's
 /// key file, created for a new store when `create` (never for `recover`:
 /// a new key cannot open an old store).
@@ -374,7 +368,7 @@ fn key_source(config: &DaemonConfig, create: bool) -> Result<KeySource, DaemonEr
     let path = match &config.key_file {
         Some(p) => p.clone(),
         None => {
-            let p = default_key_file(&config.data_dir);
+            let p = crate::config::default_key_file(&config.data_dir);
             if !p.exists() && !create {
                 return Err(ConfigError::Invalid(
                     "give the store's key: --key-file FILE or --passphrase-env VAR".to_owned(),

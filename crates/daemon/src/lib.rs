@@ -47,6 +47,7 @@ pub mod state;
 pub mod upkeep;
 
 pub use config::DaemonConfig;
-pub use daemon::{Daemon, RecoverReport, default_key_file};
+pub use config::default_key_file;
+pub use daemon::{Daemon, RecoverReport};
 pub use error::DaemonError;
 pub use state::{BackupStatus, State};

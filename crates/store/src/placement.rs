@@ -181,6 +181,122 @@ pub fn losses_survived(mut per_node: Vec<usize>, k: usize) -> usize {
     lost
 }
 
+/// How one chunk whose shards are on `nodes` is spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spread {
+    /// Node losses it survives.
+    nodes: usize,
+    /// Region losses it survives.
+    regions: usize,
+    /// Principal losses it survives.
+    principals: usize,
+    /// The sum of the squares of its shards per region: lower is more even.
+    region_squares: usize,
+    /// The same per principal.
+    principal_squares: usize,
+}
+
+/// The spread of a chunk whose shards are on `nodes` (an unknown node is
+/// a domain of its own).
+fn chunk_spread(nodes: &[&str], k: usize, domains: &HashMap<String, Domains>) -> Spread {
+    let per = |pick: &dyn Fn(&str) -> String| {
+        let mut per: HashMap<String, usize> = HashMap::new();
+        for n in nodes {
+            *per.entry(pick(n)).or_default() += 1;
+        }
+        let squares = per.values().map(|n| n * n).sum();
+        (losses_survived(per.into_values().collect(), k), squares)
+    };
+    let (nodes_lost, _) = per(&|n: &str| n.to_owned());
+    let (regions, region_squares) =
+        per(&|n: &str| domains.get(n).map_or(n.to_owned(), |d| d.region.clone()));
+    let (principals, principal_squares) =
+        per(&|n: &str| domains.get(n).map_or(n.to_owned(), |d| d.principal.clone()));
+    Spread {
+        nodes: nodes_lost,
+        regions,
+        principals,
+        region_squares,
+        principal_squares,
+    }
+}
+
+/// The most losses of `domains` domains a chunk of `shards` shards can
+/// survive: spread as evenly as they allow.
+fn best_possible(shards: usize, domains: usize, k: usize) -> usize {
+    let d = domains.clamp(1, shards.max(1));
+    let even = (0..d)
+        .map(|i| shards / d + usize::from(i < shards % d))
+        .collect();
+    losses_survived(even, k)
+}
+
+/// One move that spreads a chunk whose shards are on `holders` (by shard
+/// index) better: it survives more lost regions, or as many and more lost
+/// principals; or, short of the most it could survive, it spreads more
+/// evenly over regions or principals (the steps towards one more loss: a
+/// shard moved from a domain holding more to one holding fewer). Never
+/// fewer lost nodes. The shard to move and the candidate to
+/// move it to, or `None` when no move does better. Repeated, it spreads a
+/// chunk placed while a region was away once the region is back, and
+/// evens a chunk out over principals added since.
+pub fn better_spread(
+    holders: &[&str],
+    candidates: &[Candidate],
+    k: usize,
+    domains: &HashMap<String, Domains>,
+) -> Option<(usize, String)> {
+    let region_of = |n: &str| domains.get(n).map_or(n.to_owned(), |d| d.region.clone());
+    let principal_of = |n: &str| domains.get(n).map_or(n.to_owned(), |d| d.principal.clone());
+    let reachable = |pick: &dyn Fn(&str) -> String| {
+        holders
+            .iter()
+            .map(|h| pick(h))
+            .chain(candidates.iter().map(|c| pick(&c.id)))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let most_regions = best_possible(holders.len(), reachable(&region_of), k);
+    let most_principals = best_possible(holders.len(), reachable(&principal_of), k);
+    // What counts, best first; evenness only while one more loss could
+    // still be survived (past that, moves would only churn).
+    let rank = |s: Spread| {
+        (
+            s.regions,
+            s.principals,
+            std::cmp::Reverse(if s.regions < most_regions {
+                s.region_squares
+            } else {
+                0
+            }),
+            std::cmp::Reverse(if s.principals < most_principals {
+                s.principal_squares
+            } else {
+                0
+            }),
+        )
+    };
+    let now = chunk_spread(holders, k, domains);
+    let mut best: Option<(_, usize, &str)> = None;
+    for c in candidates
+        .iter()
+        .filter(|c| !holders.contains(&c.id.as_str()))
+    {
+        for i in 0..holders.len() {
+            let mut after = holders.to_vec();
+            after[i] = c.id.as_str();
+            let then = chunk_spread(&after, k, domains);
+            if then.nodes < now.nodes || rank(then) <= rank(now) {
+                continue;
+            }
+            if best.is_none_or(|(b, _, _)| rank(then) > b) {
+                best = Some((rank(then), i, c.id.as_str()));
+            }
+        }
+    }
+    best.map(|(_, i, id)| (i, id.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +311,68 @@ mod tests {
                 free: 1 << 30,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_chunk_doubled_in_a_region_moves_a_shard_to_a_region_it_lacks() {
+        // Two principals in nine regions; the chunk was placed while r8
+        // was away: r0 holds two of its shards.
+        let mut all: Vec<Candidate> = (0..18)
+            .map(|i| Candidate {
+                id: format!("n{i}"),
+                region: format!("r{}", i % 9),
+                principal: format!("p{}", i / 9),
+                free: 1 << 30,
+            })
+            .collect();
+        let domains = domains_of(&all);
+        let holders = ["n0", "n9", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+        let (i, to) = better_spread(&holders, &all, 6, &domains).unwrap();
+        assert!(i == 0 || i == 1, "moved shard {i}, not one of r0's");
+        assert!(to == "n8" || to == "n17", "moved to {to}, not into r8");
+        let mut after = holders.to_vec();
+        after[i] = &to;
+        assert_eq!(chunk_spread(&after, 6, &domains).regions, 3);
+        assert_eq!(better_spread(&after, &all, 6, &domains), None);
+        // With r8 still away there is nothing better to do.
+        all.retain(|c| c.region != "r8");
+        assert_eq!(better_spread(&holders, &all, 6, &domains), None);
+    }
+
+    #[test]
+    fn with_regions_even_a_move_evens_out_principals() {
+        // Three principals, nine regions: six shards on p0 survive no
+        // principal's loss; three each would survive one.
+        let all: Vec<Candidate> = (0..27)
+            .map(|i| Candidate {
+                id: format!("n{i}"),
+                region: format!("r{}", i % 9),
+                principal: format!("p{}", i / 9),
+                free: 1 << 30,
+            })
+            .collect();
+        let domains = domains_of(&all);
+        let mut holders: Vec<String> =
+            vec!["n0", "n1", "n2", "n3", "n4", "n5", "n15", "n16", "n26"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        let start = chunk_spread(
+            &holders.iter().map(String::as_str).collect::<Vec<_>>(),
+            6,
+            &domains,
+        );
+        assert_eq!((start.regions, start.principals), (3, 0));
+        for _ in 0..9 {
+            let h: Vec<&str> = holders.iter().map(String::as_str).collect();
+            let Some((i, to)) = better_spread(&h, &all, 6, &domains) else {
+                break;
+            };
+            holders[i] = to;
+        }
+        let h: Vec<&str> = holders.iter().map(String::as_str).collect();
+        let end = chunk_spread(&h, 6, &domains);
+        assert_eq!((end.nodes, end.regions, end.principals), (3, 3, 1));
     }
 
     #[test]

@@ -234,3 +234,47 @@ async fn redistribution_onto_a_new_principal_keeps_chunks_spread_over_regions_an
         assert_eq!(&read_all(&store, name).await, content, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_chunk_drained_while_a_region_was_away_is_spread_again_by_repair_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = grid(dir.path(), 3);
+    let store = unencrypted_over(dir.path(), nodes.clone());
+    let d = data(40_000, 9);
+    store.put("f", &d[..]).await.unwrap();
+    assert_eq!(store.tolerance("f").unwrap().regions, 3);
+    // p1 drains while r8 is away (both its principals' nodes there): the
+    // shards p1 held land in the eight regions left, two in one.
+    for n in &nodes {
+        if n.principal == "p1" {
+            n.set_draining(true);
+        }
+        if n.region == "r8" {
+            n.set_online(false);
+        }
+    }
+    let report = store.drain_file("f").await.unwrap();
+    assert_eq!(report.shards_left, 0, "{report:?}");
+    assert_eq!(on_principal(&store, "f", "p1"), 0);
+    let crowded = store.tolerance("f").unwrap();
+    assert!(crowded.regions < 3, "{crowded:?}");
+
+    // r8 back: a repair finds nothing missing, and spreads the chunks over
+    // the nine regions again.
+    for n in nodes.iter().filter(|n| n.region == "r8") {
+        n.set_online(true);
+    }
+    let report = store.repair("f").await.unwrap();
+    assert_eq!(report.shards_rebuilt, 0, "{report:?}");
+    assert!(report.shards_spread > 0, "{report:?}");
+    let after = store.tolerance("f").unwrap();
+    assert_eq!((after.nodes, after.regions), (3, 3), "{after:?}");
+    assert_eq!(
+        on_principal(&store, "f", "p1"),
+        0,
+        "moved onto a draining node"
+    );
+    assert_eq!(read_all(&store, "f").await, d);
+    // Nothing more to do.
+    assert_eq!(store.repair("f").await.unwrap().shards_spread, 0);
+}

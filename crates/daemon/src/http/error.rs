@@ -27,6 +27,21 @@ impl ApiError {
     }
 }
 
+/// The body of a request, or the error that says what was expected: 400
+/// `InvalidBody` (413 `BodyTooLarge` for one over the limit).
+pub(crate) fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    expected: &str,
+) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| {
+        let (status, code) = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge"),
+            _ => (StatusCode::BAD_REQUEST, "InvalidBody"),
+        };
+        ApiError::new(status, code, format!("expected {expected}: {e}"))
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = wire::ErrorBody {

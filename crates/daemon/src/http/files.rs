@@ -13,7 +13,7 @@ use cloudshell_store::placement::Tolerance;
 use cloudshell_store_api as wire;
 use futures_util::TryStreamExt as _;
 
-use super::error::ApiError;
+use super::error::{ApiError, json_body};
 use crate::nodes::node::NodeHandle;
 use crate::state::State;
 
@@ -377,13 +377,7 @@ pub(super) async fn update(
     Path(name): Path<String>,
     body: Result<Json<wire::FileUpdate>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<wire::FileInfo>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidBody",
-            format!("expected {{\"modified\": SECONDS}}: {e}"),
-        )
-    })?;
+    let body = json_body(body, r#"{"modified": SECONDS}"#)?;
     check_name(&name)?;
     let found = state
         .store
@@ -403,13 +397,7 @@ pub(super) async fn rename(
     AxumState(state): AxumState<Shared>,
     body: Result<Json<wire::Rename>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<wire::FileInfo>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidBody",
-            format!("expected {{\"from\": \"NAME\", \"to\": \"NAME\"}}: {e}"),
-        )
-    })?;
+    let body = json_body(body, r#"{"from": "NAME", "to": "NAME"}"#)?;
     check_name(&body.from)?;
     check_name(&body.to)?;
     state.store.rename(&body.from, &body.to, None).await?;

@@ -9,7 +9,7 @@ use axum::extract::{Path, State as AxumState};
 use axum::http::StatusCode;
 use cloudshell_store_api as wire;
 
-use super::error::ApiError;
+use super::error::{ApiError, json_body};
 use crate::state::State;
 
 type Shared = Arc<State>;
@@ -88,16 +88,10 @@ pub(super) async fn change_key(
     AxumState(state): AxumState<Shared>,
     body: Result<Json<wire::KeyChange>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<wire::KeyChanged>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidBody",
-            format!(
-                "expected {{\"old_passphrase\": ..., \"new_passphrase\": ...}} or \
-                 {{\"new_key_file\": true}}: {e}"
-            ),
-        )
-    })?;
+    let body = json_body(
+        body,
+        r#"{"old_passphrase": ..., "new_passphrase": ...} or {"new_key_file": true}"#,
+    )?;
     let outcome = match (
         &body.old_passphrase,
         &body.new_passphrase,

@@ -10,7 +10,7 @@ use cloudshell_store::StoreError;
 use cloudshell_store_api as wire;
 use wire::NodeState;
 
-use super::error::{ApiError, with_sources};
+use super::error::{ApiError, json_body, with_sources};
 use crate::state::State;
 
 type Shared = Arc<State>;
@@ -79,13 +79,7 @@ pub(super) async fn set_quota(
     Path(id): Path<String>,
     body: Result<Json<wire::NewQuota>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<wire::NodeAnswer>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidBody",
-            format!("expected {{\"quota\": \"200M\"}} (or null to lift it): {e}"),
-        )
-    })?;
+    let body = json_body(body, r#"{"quota": "200M"} (or null to lift it)"#)?;
     let bytes = match body.quota.as_deref().map(str::trim) {
         None | Some("none") => None,
         Some(size) => Some(
@@ -115,17 +109,7 @@ pub(super) async fn add_region(
     AxumState(state): AxumState<Shared>,
     body: Result<Json<wire::NewRegion>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<wire::NodeAnswer>), ApiError> {
-    let Json(body) = body.map_err(|e| {
-        let (status, code) = match e.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "BodyTooLarge"),
-            _ => (StatusCode::BAD_REQUEST, "InvalidBody"),
-        };
-        ApiError::new(
-            status,
-            code,
-            format!("expected {{\"region\": \"NAME\"}}: {e}"),
-        )
-    })?;
+    let body = json_body(body, r#"{"region": "NAME"}"#)?;
     let region = cloudshell::Region::new(body.region.trim())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRegion", e.to_string()))?;
     let principal = body
@@ -236,13 +220,7 @@ pub(super) async fn add_principal(
     AxumState(state): AxumState<Shared>,
     body: Result<Json<wire::NewPrincipal>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<wire::NodeList>), ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidBody",
-            format!("expected {{\"name\": \"PROFILE\", \"regions\": [\"REGION\", ...]}}: {e}"),
-        )
-    })?;
+    let body = json_body(body, r#"{"name": "PROFILE", "regions": ["REGION", ...]}"#)?;
     let regions = body
         .regions
         .iter()

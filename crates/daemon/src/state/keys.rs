@@ -97,7 +97,7 @@ impl State {
             .config
             .key_file
             .clone()
-            .unwrap_or_else(|| crate::daemon::default_key_file(&self.config.data_dir));
+            .unwrap_or_else(|| crate::config::default_key_file(&self.config.data_dir));
         let pending = pending_key_file(&path);
         // Left by a change that stopped before the switch: the index still
         // opens with the key file in use, so this one is nobody's.

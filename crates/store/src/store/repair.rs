@@ -2,7 +2,7 @@
 //! redistribution (shards moved from fuller nodes to emptier ones).
 
 use super::*;
-use crate::placement::place_beside;
+use crate::placement::{better_spread, place_beside};
 
 /// What a redistribution did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -245,7 +245,8 @@ impl Store {
     /// Moves shards that share a node with another shard of their chunk
     /// (a put or repair made while too few nodes were up) onto online
     /// nodes holding none of it, so each node loss costs the chunk one
-    /// shard again. Each move is read, checked against its BLAKE3, written,
+    /// shard again; then shards of chunks that could survive more lost
+    /// regions or principals than they do onto the nodes that make it so. Each move is read, checked against its BLAKE3, written,
     /// recorded, and only then given up on the crowded node; a shard that
     /// cannot be moved now stays where it is, as good as before.
     pub(crate) async fn spread(
@@ -278,39 +279,79 @@ impl Store {
                 .collect();
             let targets = place_beside(&fresh, &beside, record.file_id, c as u64, moves);
             for (&i, node_id) in crowded.iter().zip(targets) {
-                let key = ShardKey {
-                    file_id: record.file_id,
-                    chunk: c as u64,
-                    index: i as u8,
-                };
-                let old = manifest.chunks[c].shards[i].clone();
-                let (Some(from), Some(to)) = (self.node(&old.node), self.node(&node_id)) else {
-                    continue;
-                };
-                let blob = match from.shards.get(key).await {
-                    Ok(b) if *blake3::hash(&b).as_bytes() == old.blake3 => b,
-                    // Missing or damaged: the next repair rebuilds it.
-                    _ => continue,
-                };
-                if let Err(e) = to.shards.put(key, blob).await {
-                    tracing::debug!(shard = %key.name(), node = %node_id, "spread: {e}");
-                    continue;
+                if self.move_shard(record, manifest, c, i, &node_id).await? {
+                    report.shards_spread += 1;
                 }
-                manifest.chunks[c].shards[i] = ShardLocation {
-                    node: node_id.clone(),
-                    blake3: old.blake3,
+            }
+        }
+        // Then over regions and principals: a chunk placed while a region
+        // was away (a drain, a repair) holds two shards in another; once
+        // the region is back, one moves there.
+        let domains = self.domains();
+        for c in 0..manifest.chunks.len() {
+            for _ in 0..manifest.chunks[c].shards.len() {
+                let holders: Vec<&str> = manifest.chunks[c]
+                    .shards
+                    .iter()
+                    .map(|s| s.node.as_str())
+                    .collect();
+                let Some((i, node_id)) =
+                    better_spread(&holders, candidates, usize::from(record.k), &domains)
+                else {
+                    break;
                 };
-                if !self.index.update_manifest(&record.name, manifest)? {
-                    let _ = to.shards.delete(key).await;
-                    return Err(StoreError::NotFound(record.name.clone()));
+                if !self.move_shard(record, manifest, c, i, &node_id).await? {
+                    break;
                 }
-                // Another shard of the chunk stays on the crowded node, so
-                // this is a copy the index no longer names there.
-                self.discard(vec![from.garbage(key)]).await;
                 report.shards_spread += 1;
             }
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Moves shard `i` of chunk `c` to node `to`: read, checked against its
+    /// BLAKE3, written, recorded, and only then given up where it was.
+    /// False (nothing changed) when it cannot be read or written now.
+    async fn move_shard(
+        &self,
+        record: &FileRecord,
+        manifest: &mut Manifest,
+        c: usize,
+        i: usize,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let key = ShardKey {
+            file_id: record.file_id,
+            chunk: c as u64,
+            index: i as u8,
+        };
+        let old = manifest.chunks[c].shards[i].clone();
+        let (Some(from), Some(target)) = (self.node(&old.node), self.node(to)) else {
+            return Ok(false);
+        };
+        let blob = match from.shards.get(key).await {
+            Ok(b) if *blake3::hash(&b).as_bytes() == old.blake3 => b,
+            // Missing or damaged: the next repair rebuilds it.
+            _ => return Ok(false),
+        };
+        if let Err(e) = target.shards.put(key, blob).await {
+            tracing::debug!(shard = %key.name(), node = %to, "spread: {e}");
+            return Ok(false);
+        }
+        manifest.chunks[c].shards[i] = ShardLocation {
+            node: to.to_owned(),
+            blake3: old.blake3,
+        };
+        if !self.index.update_manifest(&record.name, manifest)? {
+            let _ = target.shards.delete(key).await;
+            return Err(StoreError::NotFound(record.name.clone()));
+        }
+        // The index names the new copy now: the old one is garbage (once
+        // no read holds it).
+        self.discard(vec![from.garbage(key)]).await;
+        Ok(true)
     }
 }
 
