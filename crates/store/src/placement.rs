@@ -317,19 +317,14 @@ mod tests {
     fn a_chunk_doubled_in_a_region_moves_a_shard_to_a_region_it_lacks() {
         // Two principals in nine regions; the chunk was placed while r8
         // was away: r0 holds two of its shards.
-        let mut all: Vec<Candidate> = (0..18)
-            .map(|i| Candidate {
-                id: format!("n{i}"),
-                region: format!("r{}", i % 9),
-                principal: format!("p{}", i / 9),
-                free: 1 << 30,
-            })
-            .collect();
+        let mut all = grid(2, 9);
         let domains = domains_of(&all);
-        let holders = ["n0", "n9", "n1", "n2", "n3", "n4", "n5", "n6", "n7"];
+        let holders = [
+            "p0:r0", "p1:r0", "p0:r1", "p0:r2", "p0:r3", "p0:r4", "p0:r5", "p0:r6", "p0:r7",
+        ];
         let (i, to) = better_spread(&holders, &all, 6, &domains).unwrap();
         assert!(i == 0 || i == 1, "moved shard {i}, not one of r0's");
-        assert!(to == "n8" || to == "n17", "moved to {to}, not into r8");
+        assert!(to.ends_with(":r8"), "moved to {to}, not into r8");
         let mut after = holders.to_vec();
         after[i] = &to;
         assert_eq!(chunk_spread(&after, 6, &domains).regions, 3);
@@ -343,20 +338,14 @@ mod tests {
     fn with_regions_even_a_move_evens_out_principals() {
         // Three principals, nine regions: six shards on p0 survive no
         // principal's loss; three each would survive one.
-        let all: Vec<Candidate> = (0..27)
-            .map(|i| Candidate {
-                id: format!("n{i}"),
-                region: format!("r{}", i % 9),
-                principal: format!("p{}", i / 9),
-                free: 1 << 30,
-            })
-            .collect();
+        let all = grid(3, 9);
         let domains = domains_of(&all);
-        let mut holders: Vec<String> =
-            vec!["n0", "n1", "n2", "n3", "n4", "n5", "n15", "n16", "n26"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
+        let mut holders: Vec<String> = vec![
+            "p0:r0", "p0:r1", "p0:r2", "p0:r3", "p0:r4", "p0:r5", "p1:r6", "p1:r7", "p2:r8",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
         let start = chunk_spread(
             &holders.iter().map(String::as_str).collect::<Vec<_>>(),
             6,
