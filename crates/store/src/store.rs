@@ -143,6 +143,11 @@ pub struct Store {
     /// on nodes before the index says so or after it stopped saying so;
     /// garbage of theirs waits, and orphan collection leaves them alone.
     pub(crate) holds: Arc<Holds>,
+    /// One lock per file whose manifest is being changed in place (repair,
+    /// spread, drain, redistribution): each reads the manifest, moves
+    /// shards and writes it back whole, so two at once would undo each
+    /// other's moves (and name shards already deleted).
+    edits: std::sync::Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
     settings: StoreSettings,
     coding: Coding,
     /// Room for shards in memory (see [`STORE_SHARD_BUDGET`]).
@@ -216,6 +221,7 @@ impl Store {
         let index = Arc::new(index);
         Ok(Self {
             holds: Holds::new(Arc::clone(&index)),
+            edits: std::sync::Mutex::new(HashMap::new()),
             index,
             keys: std::sync::RwLock::new(Keys {
                 current: master.map(Arc::new),
@@ -265,6 +271,44 @@ impl Store {
     /// Holds `file_id` (see [`crate::holds`]) until the guard is dropped.
     pub(crate) fn busy(&self, file_id: FileId) -> Hold {
         self.holds.hold(file_id)
+    }
+
+    /// Waits until no other change of `file_id`'s manifest is under way,
+    /// and keeps others out until the guard goes. Read the manifest after.
+    pub(crate) async fn edit(&self, file_id: FileId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut edits = self
+                .edits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Locks nobody holds or waits for are dropped as others come.
+            edits.retain(|_, l| Arc::strong_count(l) > 1);
+            Arc::clone(edits.entry(file_id).or_default())
+        };
+        lock.lock_owned().await
+    }
+
+    /// `name`'s record and manifest, read under its edit lock (see
+    /// [`Store::edit`]); the guard comes with them.
+    pub(crate) async fn file_for_edit(
+        &self,
+        name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, FileRecord, Manifest), StoreError> {
+        loop {
+            let (record, _) = self
+                .index
+                .file(name)?
+                .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+            let guard = self.edit(record.file_id).await;
+            let (record_now, manifest) = self
+                .index
+                .file(name)?
+                .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+            // Replaced while waiting: the new version's lock is the one.
+            if record_now.file_id == record.file_id {
+                return Ok((guard, record_now, manifest));
+            }
+        }
     }
 
     /// Files held now.
@@ -739,5 +783,46 @@ pub(crate) fn unlock(keyring: &Keyring, key: &KeySource) -> Result<Option<Master
         (Keyring::KeyFile { .. }, KeySource::Passphrase(_)) => Err(StoreError::KeyMismatch(
             "this store is opened with a key file, not a passphrase",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Tests fail loudly on purpose.
+
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_change_of_a_files_manifest_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("index.redb"),
+            &KeySource::NoEncryption,
+            Vec::new(),
+            StoreSettings::default(),
+        )
+        .unwrap();
+        let (a, b) = (FileId([1; 16]), FileId([2; 16]));
+        let first = store.edit(a).await;
+        // Another file's changes go on; this file's wait.
+        assert!(store.edit(b).now_or_never().is_some());
+        let mut waiting = Box::pin(store.edit(a));
+        assert!(waiting.as_mut().now_or_never().is_none());
+        drop(first);
+        assert!(waiting.as_mut().now_or_never().is_some());
+        // Locks nobody holds are not kept.
+        drop(store.edit(a).await);
+        drop(store.edit(b).await);
+        assert!(store.edit(FileId([3; 16])).now_or_never().is_some());
+        let held = store
+            .edits
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|l| Arc::strong_count(l) > 1)
+            .count();
+        assert_eq!(held, 0);
     }
 }

@@ -278,3 +278,44 @@ async fn a_chunk_drained_while_a_region_was_away_is_spread_again_by_repair_once_
     // Nothing more to do.
     assert_eq!(store.repair("f").await.unwrap().shards_spread, 0);
 }
+
+#[tokio::test]
+async fn a_drain_and_a_repair_of_one_file_at_once_keep_each_others_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = grid(dir.path(), 3);
+    let store = Arc::new(unencrypted_over(dir.path(), nodes.clone()));
+    let d = data(50_000, 4);
+    for round in 0..10 {
+        store.put("f", &d[..]).await.unwrap();
+        // Drain p1 while r8 is away: the repair running beside the drain
+        // has moves of its own to make once r8 is back.
+        for n in &nodes {
+            n.set_draining(n.principal == "p1");
+            n.set_online(n.region != "r8");
+        }
+        store.drain_file("f").await.unwrap();
+        for n in &nodes {
+            n.set_online(true);
+        }
+        for n in nodes.iter().filter(|n| n.principal == "p2") {
+            n.set_draining(true);
+        }
+        let (a, b) = (Arc::clone(&store), Arc::clone(&store));
+        let (drained, repaired) = tokio::join!(
+            tokio::spawn(async move { a.drain_file("f").await }),
+            tokio::spawn(async move { b.repair("f").await }),
+        );
+        drained.unwrap().unwrap();
+        repaired.unwrap().unwrap();
+        assert_eq!(on_principal(&store, "f", "p2"), 0, "round {round}");
+        assert_eq!(on_principal(&store, "f", "p1"), 0, "round {round}");
+        assert_eq!(store.tolerance("f").unwrap().nodes, 3, "round {round}");
+        assert_eq!(read_all(&store, "f").await, d, "round {round}");
+        // Every shard the manifest names is on its node.
+        let report = store.repair("f").await.unwrap();
+        assert_eq!(report.shards_rebuilt, 0, "round {round}: {report:?}");
+        for n in &nodes {
+            n.set_draining(false);
+        }
+    }
+}

@@ -94,10 +94,7 @@ impl Store {
     /// repair, which passes draining nodes over). A file replaced or
     /// removed meanwhile is [`StoreError::NotFound`].
     pub async fn drain_file(&self, name: &str) -> Result<DrainReport, StoreError> {
-        let (record, mut manifest) = self
-            .index
-            .file(name)?
-            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let (edit, record, mut manifest) = self.file_for_edit(name).await?;
         let draining: Vec<String> = self
             .nodes()
             .into_iter()
@@ -203,6 +200,8 @@ impl Store {
             }
         }
         busy.release().await;
+        // The repair below takes the file's edit lock itself.
+        drop(edit);
         if unreadable > 0 {
             // Rebuilt from the other shards onto nodes that are not
             // draining; what the draining node still holds is then a copy

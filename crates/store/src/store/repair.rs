@@ -56,10 +56,7 @@ impl Store {
     /// removed. A file replaced or removed meanwhile is
     /// [`StoreError::NotFound`].
     pub async fn repair(&self, name: &str) -> Result<RepairReport, StoreError> {
-        let (record, mut manifest) = self
-            .index
-            .file(name)?
-            .ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
+        let (_edit, record, mut manifest) = self.file_for_edit(name).await?;
         let busy = self.busy(record.file_id);
         let coding = Coding::new(usize::from(record.k), usize::from(record.m))?;
         // Rebuilt shards go to nodes with room for one.
@@ -387,7 +384,12 @@ impl Store {
         }
         let mut report = RedistributeReport::default();
         let domains = self.domains();
-        for (rec, mut manifest) in files {
+        for (rec, _) in files {
+            // Read again under the file's edit lock: a repair or a drain
+            // may have moved shards since the count.
+            let Ok((_edit, rec, mut manifest)) = self.file_for_edit(&rec.name).await else {
+                continue;
+            };
             let busy = self.busy(rec.file_id);
             let mut stale = Vec::new();
             let mut copies = Vec::new();
