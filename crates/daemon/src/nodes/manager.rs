@@ -21,6 +21,10 @@ use crate::nodes::bootstrap::{self, AgentArgs, AgentLine, BootstrapError};
 use crate::nodes::environment::{self, EnvironmentError};
 use crate::nodes::node::{NodeHandle, NodeState};
 
+/// How a node's draining reason begins when its principal's credentials
+/// are refused.
+const REFUSED: &str = "its principal's credentials are refused";
+
 /// How often a connected agent is asked for its stats.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a health check may take: an agent that was killed answers
@@ -255,10 +259,20 @@ impl NodeManager {
     }
 
     /// Drains the node while its principal's credentials are refused, and
-    /// stops once they are accepted again.
+    /// stops once they are accepted again. A node draining for another
+    /// reason (being removed) is left to that: accepted credentials must
+    /// not put it back in service halfway through its removal.
     fn follow_refusal(&self) {
+        let drains_for_other_reason = self
+            .node
+            .status()
+            .draining
+            .is_some_and(|d| !d.starts_with(REFUSED));
+        if drains_for_other_reason {
+            return;
+        }
         let why = self.shared.refused(&self.principal()).map(|why| {
-            format!("its principal's credentials are refused ({why}); its shards move to the other nodes while its agent answers")
+            format!("{REFUSED} ({why}); its shards move to the other nodes while its agent answers")
         });
         self.store_node.set_draining(why.is_some());
         if self.node.status().draining != why {
