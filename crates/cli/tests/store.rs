@@ -2273,6 +2273,16 @@ impl Mounted {
         self.said.lock().unwrap().clone()
     }
 
+    /// Waits until the mount has logged `text` (its log is read by a
+    /// thread of its own, a moment behind).
+    fn wait_said(&self, text: &str) {
+        wait_until(
+            &format!("the mount logs {text:?}"),
+            Duration::from_secs(10),
+            || self.said().contains(text),
+        );
+    }
+
     fn is_mounted(&self) -> bool {
         std::fs::read_to_string("/proc/self/mounts")
             .unwrap()
@@ -2534,7 +2544,7 @@ fn the_store_mounts_as_a_directory_that_cp_rsync_tar_and_sha256sum_use() {
     let e = std::io::Read::read_exact(&mut reader, &mut far).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc_estale()), "{e}");
     drop(reader);
-    assert!(m.said().contains("pre/big.bin"), "{}", m.said());
+    m.wait_said("pre/big.bin");
 
     // Clear errors: the S3 endpoint's objects are read-only here, and a
     // name the store cannot hold is refused.
@@ -2548,7 +2558,7 @@ fn the_store_mounts_as_a_directory_that_cp_rsync_tar_and_sha256sum_use() {
         String::from_utf8_lossy(&link.stderr).contains("Operation not permitted"),
         "{link:?}"
     );
-    assert!(m.said().contains("the store keeps no symbolic links"));
+    m.wait_said("the store keeps no symbolic links");
     let bad = sh(&format!("touch {}", at("back\\\\slash")));
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"),
@@ -2591,7 +2601,7 @@ fn the_store_mounts_as_a_directory_that_cp_rsync_tar_and_sha256sum_use() {
         String::from_utf8_lossy(&gone.stderr).contains("Input/output error"),
         "{gone:?}"
     );
-    assert!(m.said().contains("no store daemon answers"), "{}", m.said());
+    m.wait_said("no store daemon answers");
 
     // Unmounting while busy is refused, by umount and by Ctrl-C; once the
     // mount is left, Ctrl-C ends it.
